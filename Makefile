@@ -1,0 +1,123 @@
+# StayAfrica Operations Portal.
+#   make run    set everything up on a fresh machine and serve the portal + messaging service
+#   make test   the same setup, then every suite (lint, Django, Erlang, browser)
+# Each setup step is skipped when already done, so both commands are cheap to repeat.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .venv/.stamps
+
+# What the project needs from Debian, installed (as root) only when missing.
+# Libraries are checked with dpkg; tools by their command, because a machine may already
+# have them from elsewhere (Node.js from NodeSource ships npm, and Debian's npm package
+# conflicts with it).
+DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang-inets erlang-tools \
+	erlang-crypto erlang-ssl erlang-mochiweb erlang-jiffy erlang-cowlib erlang-proper erlang-proper-dev \
+	chromium fonts-dejavu-core
+DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk
+
+# Tests and benchmarks run on PostgreSQL; `make run` uses the embedded SQLite default.
+PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
+TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
+
+.PHONY: run test setup debian-packages python-packages node-packages postgres migrate demo-data \
+	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve clean
+
+setup: debian-packages python-packages node-packages erlang-build
+
+debian-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done; \
+		for pair in $(DEBIAN_COMMANDS); do \
+		command -v $${pair%%:*} >/dev/null || echo $${pair#*:}; done); \
+	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
+		echo "==> Installing Debian packages:" $$missing; \
+		if [ "$$(id -u)" != 0 ]; then echo "Run as root (or sudo) to install:" $$missing; exit 1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMPS)/python: requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "==> Installing Python packages into $(VENV)"
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -r requirements.txt
+	@mkdir -p $(STAMPS) && touch $@
+
+python-packages: $(STAMPS)/python
+
+$(STAMPS)/node: package.json package-lock.json
+	@echo "==> Installing front-end packages (npm)"
+	@npm ci --no-audit --no-fund --loglevel=error
+	@mkdir -p $(STAMPS) && touch $@
+
+node-packages: $(STAMPS)/node
+
+# PostgreSQL for tests and benchmarks: start the local cluster if it is installed but stopped.
+postgres:
+	@if [ -n "$(DATABASE_URL)" ]; then exit 0; fi; \
+	if pg_isready -q -h 127.0.0.1 -p 5432; then exit 0; fi; \
+	if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then \
+		echo "==> Starting the local PostgreSQL cluster"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | head -1) main start; \
+		for i in $$(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && exit 0; sleep 1; done; \
+	fi; \
+	echo "PostgreSQL is not running on 127.0.0.1:5432 and no local cluster could be started."; \
+	echo "Install it (apt-get install postgresql) or set DATABASE_URL=postgres://user@host:port/db."; \
+	exit 1
+
+migrate: python-packages
+	@$(PY) manage.py migrate --noinput -v 0
+
+demo-data: migrate
+	@$(PY) manage.py seed_demo
+
+run: setup demo-data
+	@$(MAKE) --no-print-directory serve
+
+# Serves Django on :8000 and the Erlang messaging service on :8765; Ctrl-C stops both.
+serve:
+	@$(PY) manage.py print_demo_logins
+	@echo "==> Portal:    http://127.0.0.1:8000/admin/   (hosts: http://127.0.0.1:8000/statement/)"
+	@echo "==> Messaging: $${ERLANG_MESSAGING_URL:-http://127.0.0.1:8765}/health"
+	@erlang_messaging/bin/messaging-start & messaging_pid=$$!; \
+	trap 'kill $$messaging_pid 2>/dev/null' EXIT INT TERM; \
+	DJANGO_API_URL=http://127.0.0.1:8000 $(PY) manage.py runserver 127.0.0.1:8000
+
+lint: python-packages
+	@echo "==> ruff check / ruff format --check"
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+test-python: setup postgres
+	@echo "==> Django test suites on PostgreSQL"
+	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest finance messaging portal
+
+test-e2e: setup postgres
+	@echo "==> Browser tests (Playwright + Chromium)"
+	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest e2e
+
+# `make run`'s embedded default: migrations, demo data and the ledger check on SQLite.
+test-sqlite: python-packages
+	@echo "==> SQLite smoke run (the make run default)"
+	@rm -f /tmp/stayafrica-smoke.sqlite3
+	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py migrate --noinput -v 0
+	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
+	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
+	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py check_ledger
+
+test: setup lint test-python test-sqlite erlang-test test-e2e
+
+bench-ledger: setup postgres
+	@DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/ledger.py
+
+bench-portal: setup postgres
+	@DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/portal.py
+
+clean:
+	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
+
+-include mk/erlang.mk

@@ -1,0 +1,279 @@
+"""`make bench-ledger`: TransactionService against pgbench on the same PostgreSQL.
+
+Anchor: pgbench's built-in `simple-update` script (one account UPDATE plus one history
+INSERT per transaction), the physical limit of this database on this machine. Then
+TransactionService at the same client counts, in two mixes:
+  uniform  credits and debits spread over many wallets;
+  hot      booking payments that all credit the one platform-revenue account.
+Each client is its own OS process with its own connection, like a web worker.
+Prints ops/s, p50 and p99 latency, and ratios to the anchor; the targets are
+uniform at 8 clients ≥ 0.5 × pgbench, hot ≥ 0.8 × uniform, p99 ≤ 50 ms.
+"""
+
+import multiprocessing as mp
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CLIENTS = (1, 8, 16)
+SECONDS = float(os.environ.get("BENCH_SECONDS", 8))
+WALLETS = 2000
+TARGET_UNIFORM_RATIO = 0.5
+TARGET_HOT_RATIO = 0.8
+TARGET_P99_MS = 50.0
+
+
+def bench_database_url() -> str:
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stayafrica")
+    url = urlparse(base)
+    return url._replace(path=url.path + "_bench").geturl()
+
+
+def psql_args(url: str) -> list[str]:
+    u = urlparse(url)
+    return ["-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres"]
+
+
+def setup_django(url: str):
+    """Production settings: DEBUG off (no per-query recording), INFO logging on."""
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    os.environ["DEBUG"] = "false"
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    import django
+
+    django.setup()
+
+
+# --- the anchor ------------------------------------------------------------------------
+
+
+def run_pgbench(url: str, clients: int) -> dict:
+    u = urlparse(url)
+    db = u.path.lstrip("/") + "_pgbench"
+    args = psql_args(url)
+    subprocess.run(["createdb", *args, db], capture_output=True)
+    if (
+        subprocess.run(
+            ["psql", *args, "-d", db, "-tAc", "select 1 from pgbench_accounts limit 1"], capture_output=True
+        ).returncode
+        != 0
+    ):
+        subprocess.run(["pgbench", *args, "-i", "-s", "10", "-q", db], check=True, capture_output=True)
+    out = subprocess.run(
+        [
+            "pgbench",
+            *args,
+            "-b",
+            "simple-update",
+            "-c",
+            str(clients),
+            "-j",
+            str(min(clients, 2)),
+            "-T",
+            str(int(SECONDS)),
+            "-r",
+            "--log",
+            "--log-prefix",
+            f"/tmp/pgbench_log_{clients}",
+            db,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd="/tmp",
+    ).stdout
+    tps = float(next(line for line in out.splitlines() if line.startswith("tps")).split("=")[1].split()[0])
+    latencies = []
+    for log in Path("/tmp").glob(f"pgbench_log_{clients}*"):
+        for line in log.read_text().splitlines():
+            latencies.append(int(line.split()[2]) / 1000)  # µs → ms
+        log.unlink()
+    return {"ops": tps, **percentiles(latencies)}
+
+
+# --- TransactionService clients -----------------------------------------------------------
+
+
+def percentiles(latencies_ms: list[float]) -> dict:
+    if not latencies_ms:
+        return {"p50": float("nan"), "p99": float("nan")}
+    ordered = sorted(latencies_ms)
+    return {"p50": statistics.median(ordered), "p99": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]}
+
+
+def client(url: str, mix: str, seed: int, start, wallet_ids: list[int], payment_ids: list[int], out):
+    # The service logs every operation at INFO, as in production; its console goes nowhere here.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    setup_django(url)
+    from decimal import Decimal
+
+    from finance.models import Payment, Wallet
+    from finance.services import TransactionService
+
+    rng = random.Random(seed)
+    wallets = list(Wallet.objects.filter(pk__in=wallet_ids))
+    payments = list(Payment.objects.filter(pk__in=payment_ids).select_related("booking"))
+    latencies, done, refused = [], 0, 0
+    start.wait()  # every client is connected and ready: the measured window starts now
+    began = time.perf_counter()
+    deadline = began + SECONDS
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        try:
+            if mix == "uniform":
+                wallet = rng.choice(wallets)
+                amount = Decimal(rng.randint(100, 5000)) / 100
+                if rng.random() < 0.5:
+                    TransactionService.credit_wallet(wallet, amount)
+                else:
+                    TransactionService.debit_wallet(wallet, amount)
+            else:
+                if not payments:
+                    break
+                payment = payments.pop()
+                TransactionService.process_booking_payment(payment.booking, payment)
+        except Exception:
+            refused += 1
+        latencies.append((time.perf_counter() - started) * 1000)
+        done += 1
+    out.put((done, refused, latencies, time.perf_counter() - began))
+
+
+def prepare(url: str, clients: int) -> tuple[list[int], list[list[int]]]:
+    """Wallets for the uniform mix; per-client unpaid bookings for the hot mix."""
+    from datetime import date, timedelta
+    from decimal import Decimal
+
+    from django.db import transaction
+
+    from finance.models import Booking, Payment, Property, Wallet
+    from portal.models import User
+
+    with transaction.atomic():
+        if Wallet.objects.count() < WALLETS:
+            users = User.objects.bulk_create(
+                [User(username=f"bench-{n}-{time.time_ns()}", role="host") for n in range(WALLETS)]
+            )
+            Wallet.objects.bulk_create([Wallet(user=u, currency="NGN") for u in users])
+        wallet_ids = list(Wallet.objects.order_by("pk").values_list("pk", flat=True)[:WALLETS])
+        hosts = list(User.objects.filter(wallets__pk__in=wallet_ids[:50]))
+        guest, _ = User.objects.get_or_create(username="bench-guest")
+        properties = [Property.objects.create(host=h, title="Bench", country="NG", currency="NGN") for h in hosts]
+        per_client = int(SECONDS * 5000 / clients) + 100  # more than any client can pay in the time
+        bookings = Booking.objects.bulk_create(
+            [
+                Booking(
+                    guest=guest,
+                    rental_property=properties[n % len(properties)],
+                    check_in=date.today(),
+                    check_out=date.today() + timedelta(days=2),
+                    grand_total=Decimal("1000.00"),
+                    commission_fee=Decimal("120.00"),
+                    currency="NGN",
+                )
+                for n in range(per_client * clients)
+            ]
+        )
+        payments = Payment.objects.bulk_create(
+            [Payment(booking=b, provider="sandbox", amount=b.grand_total, currency="NGN") for b in bookings]
+        )
+    ids = [p.pk for p in payments]
+    return wallet_ids, [ids[i::clients] for i in range(clients)]
+
+
+def fund(wallet_ids):
+    """Give every uniform-mix wallet enough balance that debits mostly succeed."""
+    from decimal import Decimal
+
+    from finance.models import Wallet
+    from finance.services import TransactionService
+
+    for wallet in Wallet.objects.filter(pk__in=wallet_ids, balance__lt=1000):
+        TransactionService.credit_wallet(wallet, Decimal("100000.00"))
+
+
+def run_service(url: str, mix: str, clients: int, wallet_ids, payment_slices) -> dict:
+    queue = mp.Queue()
+    start = mp.Barrier(clients)
+    procs = [
+        mp.Process(target=client, args=(url, mix, seed, start, wallet_ids, payment_slices[seed], queue))
+        for seed in range(clients)
+    ]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=SECONDS + 120) for _ in procs]
+    for p in procs:
+        p.join()
+    latencies = [lat for r in results for lat in r[2]]
+    # Each client's operations over its own measured window, summed.
+    ops = sum(r[0] / r[3] for r in results if r[3] > 0)
+    return {"ops": ops, "refused": sum(r[1] for r in results), **percentiles(latencies)}
+
+
+def main():
+    if not shutil.which("pgbench"):
+        sys.exit("pgbench is missing: apt-get install postgresql-client")
+    url = bench_database_url()
+    subprocess.run(["createdb", *psql_args(url), urlparse(url).path.lstrip("/")], capture_output=True)
+    setup_django(url)
+    from django.core.management import call_command
+    from django.db import connections
+
+    call_command("migrate", verbosity=0)
+    print(
+        f"Ledger benchmark on {urlparse(url).hostname}:{urlparse(url).port}, {SECONDS:.0f} s per run, "
+        f"{os.cpu_count()} cores\n"
+    )
+    header = f"{'clients':>7} {'workload':<22} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'× pgbench':>10}"
+    print(header)
+    print("-" * len(header))
+    summary = {}
+    for clients in CLIENTS:
+        anchor = run_pgbench(url, clients)
+        wallet_ids, payment_slices = prepare(url, clients)
+        fund(wallet_ids)
+        connections.close_all()
+        rows = {"pgbench simple-update": anchor}
+        rows["uniform credit/debit"] = run_service(url, "uniform", clients, wallet_ids, payment_slices)
+        rows["hot: booking payments"] = run_service(url, "hot", clients, wallet_ids, payment_slices)
+        for name, r in rows.items():
+            print(
+                f"{clients:>7} {name:<22} {r['ops']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+                f"{r['ops'] / anchor['ops']:>10.2f}"
+            )
+        summary[clients] = rows
+    call_command("check_ledger", stdout=open(os.devnull, "w"))
+    print("\ncheck_ledger: healthy after the runs")
+    eight = summary[8]
+    uniform_ratio = eight["uniform credit/debit"]["ops"] / eight["pgbench simple-update"]["ops"]
+    hot_ratio = eight["hot: booking payments"]["ops"] / eight["uniform credit/debit"]["ops"]
+    p99 = max(eight["uniform credit/debit"]["p99"], eight["hot: booking payments"]["p99"])
+    print("\nTargets at 8 clients:")
+    print(
+        f"  uniform / pgbench = {uniform_ratio:.2f}  (target ≥ {TARGET_UNIFORM_RATIO})  "
+        f"{'met' if uniform_ratio >= TARGET_UNIFORM_RATIO else 'MISSED'}"
+    )
+    print(
+        f"  hot / uniform     = {hot_ratio:.2f}  (target ≥ {TARGET_HOT_RATIO})  "
+        f"{'met' if hot_ratio >= TARGET_HOT_RATIO else 'MISSED'}"
+    )
+    print(
+        f"  worst p99         = {p99:.1f} ms  (target ≤ {TARGET_P99_MS:.0f} ms)  "
+        f"{'met' if p99 <= TARGET_P99_MS else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    mp.set_start_method("fork")
+    main()

@@ -1,0 +1,129 @@
+"""Fixtures shared by every Django test suite: people in each role, and a funded host."""
+
+import itertools
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Group
+
+from portal.roles import ROLE_PERMISSIONS, apply_roles
+
+_serial = itertools.count(1)
+
+
+@pytest.fixture
+def roles(db):
+    """The staff groups exist even after a transactional test flushed the tables."""
+    from django.apps import apps
+
+    if Group.objects.count() < len(ROLE_PERMISSIONS):
+        apply_roles(apps)
+
+
+@pytest.fixture
+def make_user(db, roles):
+    from portal.models import User
+
+    def make(role="guest", *, groups=(), country="NG", superuser=False, **extra):
+        n = next(_serial)
+        user = User.objects.create_user(
+            username=f"{role}{n}",
+            email=f"{role}{n}@example.com",
+            password="pass-12345",
+            role="staff" if groups or superuser else role,
+            country=country,
+            is_staff=bool(groups) or superuser,
+            is_superuser=superuser,
+            **extra,
+        )
+        for name in groups:
+            user.groups.add(Group.objects.get(name=name))
+        return user
+
+    return make
+
+
+@pytest.fixture
+def host(make_user):
+    return make_user("host")
+
+
+@pytest.fixture
+def other_host(make_user):
+    return make_user("host", country="KE")
+
+
+@pytest.fixture
+def guest(make_user):
+    return make_user("guest")
+
+
+@pytest.fixture
+def finance_user(make_user):
+    return make_user(groups=["Finance"])
+
+
+@pytest.fixture
+def approver(make_user):
+    return make_user(groups=["Finance", "Finance approver"])
+
+
+@pytest.fixture
+def support_user(make_user):
+    return make_user(groups=["Support"])
+
+
+@pytest.fixture
+def manager(make_user):
+    return make_user(groups=["Manager"])
+
+
+@pytest.fixture
+def make_booking(db):
+    from finance.models import Booking, Property
+
+    def make(host, guest, *, total="1000.00", commission="150.00", currency="NGN", country="NG"):
+        prop = Property.objects.create(host=host, title=f"Villa {next(_serial)}", country=country, currency=currency)
+        return Booking.objects.create(
+            guest=guest,
+            rental_property=prop,
+            check_in=date.today(),
+            check_out=date.today() + timedelta(days=3),
+            grand_total=Decimal(total),
+            commission_fee=Decimal(commission),
+            currency=currency,
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_payment(db):
+    from finance.models import Payment
+
+    def make(booking, *, provider="sandbox", status="pending"):
+        return Payment.objects.create(
+            booking=booking, provider=provider, amount=booking.grand_total, currency=booking.currency, status=status
+        )
+
+    return make
+
+
+@pytest.fixture
+def funded_wallet(host):
+    """A host's NGN wallet holding 10,000.00."""
+    from finance.services import TransactionService
+
+    wallet = TransactionService.create_wallet(host, "NGN")
+    TransactionService.credit_wallet(wallet, Decimal("10000.00"))
+    return wallet
+
+
+@pytest.fixture
+def bank_account(host):
+    from finance.models import BankAccount
+
+    return BankAccount.objects.create(
+        owner=host, bank_name="GTBank", account_name="Host One", account_number_last4="4321", is_primary=True
+    )

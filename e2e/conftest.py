@@ -1,0 +1,108 @@
+"""Browser tests: Playwright (sync API) driving Debian's Chromium against pytest-django's live server.
+
+The Playwright sync API runs an event loop in the test thread, which trips Django's
+async-safety check; this conftest is only imported for the e2e session, so the switch
+below applies to it alone.
+"""
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+TIMEOUT_MS = 10_000
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def wagtail_site(transactional_db):
+    """live_server flushes tables: recreate Wagtail's root page and default Site."""
+    from django.contrib.contenttypes.models import ContentType
+    from wagtail.models import Locale, Page, Site
+
+    ContentType.objects.clear_cache()  # the flush gave content types new ids
+    if not Site.objects.exists():
+        Locale.objects.get_or_create(language_code="en")
+        root = Page.get_first_root_node() or Page.add_root(instance=Page(title="Root", slug="root"))
+        home = root.add_child(instance=Page(title="StayAfrica", slug="home"))
+        Site.objects.create(hostname="localhost", root_page=home, is_default_site=True)
+
+
+@pytest.fixture
+def live(live_server, wagtail_site, roles):
+    return live_server.url
+
+
+@pytest.fixture
+def open_as(browser, live):
+    """open_as(user, path) -> a page in a fresh browser context, signed in as `user`."""
+    from django.conf import settings as django_settings
+    from django.test import Client
+
+    contexts = []
+
+    def open_as(user, path="/admin/", *, viewport=None):
+        client = Client()
+        client.force_login(user)
+        cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
+        context = browser.new_context(
+            base_url=live, viewport=viewport or {"width": 1366, "height": 900}, accept_downloads=True
+        )
+        context.set_default_timeout(TIMEOUT_MS)
+        context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME, "value": cookie, "url": live}])
+        contexts.append(context)
+        page = context.new_page()
+        page.goto(path)
+        return page
+
+    yield open_as
+    for context in contexts:
+        context.close()
+
+
+def shot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture
+def pending_withdrawals(funded_wallet, bank_account):
+    from finance.services import TransactionService
+
+    return [
+        TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal(amount))
+        for amount in ("1500.00", "2000.00", "1000.00")
+    ]
+
+
+@pytest.fixture
+def paid_booking(host, guest, make_booking, make_payment):
+    from finance.services import TransactionService
+
+    TransactionService.create_wallet(host, "NGN")
+    booking = make_booking(host, guest, total="1000.00", commission="150.00")
+    TransactionService.process_booking_payment(booking, make_payment(booking))
+    return booking

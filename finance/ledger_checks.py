@@ -1,0 +1,193 @@
+"""Whole-database checks of the ledger's invariants.
+
+Used by `manage.py check_ledger` (exits non-zero on any violation) and by the finance
+dashboard's ledger-health panel. Each check is one aggregate query, so a full run stays
+fast on millions of entries.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import DecimalField, Exists, F, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from .models import MONEY, LedgerEntry, Wallet, WalletTransaction, Withdrawal
+
+MAX_REPORTED = 20  # violations listed per check; the count is always exact
+ZERO = Value(Decimal(0), output_field=DecimalField(**MONEY))
+# Stored amounts have 4 decimals, so any real discrepancy is at least 0.0001. Comparing
+# with half of that keeps PostgreSQL's exact sums exact and ignores SQLite's float noise
+# (SQLite aggregates DECIMAL columns as floats; it is only the embedded dev default).
+HALF_UNIT = Decimal("0.00005")
+
+
+def _nonzero(name: str) -> Q:
+    return Q(**{f"{name}__gte": HALF_UNIT}) | Q(**{f"{name}__lte": -HALF_UNIT})
+
+
+@dataclass
+class CheckResult:
+    name: str
+    description: str
+    violations: list[str] = field(default_factory=list)
+    violation_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.violation_count == 0
+
+
+def _result(name: str, description: str, rows, describe) -> CheckResult:
+    rows = list(rows)
+    return CheckResult(name, description, [describe(row) for row in rows[:MAX_REPORTED]], len(rows))
+
+
+def journal_balances_per_currency() -> CheckResult:
+    rows = LedgerEntry.objects.values("currency").annotate(total=Sum("amount")).filter(_nonzero("total"))
+    return _result(
+        "journal_zero_sum",
+        "The journal sums to zero in every currency.",
+        rows,
+        lambda r: f"{r['currency']} journal sums to {r['total']}",
+    )
+
+
+def transactions_balance() -> CheckResult:
+    rows = LedgerEntry.objects.values("transaction__reference").annotate(total=Sum("amount")).filter(_nonzero("total"))
+    return _result(
+        "transaction_zero_sum",
+        "Every transaction's entries sum to zero.",
+        rows,
+        lambda r: f"{r['transaction__reference']} entries sum to {r['total']}",
+    )
+
+
+def entry_currencies_match() -> CheckResult:
+    rows = (
+        LedgerEntry.objects.filter(wallet__isnull=False)
+        .exclude(currency=F("wallet__currency"))
+        .values("id", "currency", "wallet__currency")
+    )
+    return _result(
+        "entry_currency",
+        "Every wallet entry is in its wallet's currency.",
+        rows,
+        lambda r: f"entry {r['id']} in {r['currency']} on a {r['wallet__currency']} wallet",
+    )
+
+
+def wallet_balances_match_entries() -> CheckResult:
+    entry_sum = (
+        LedgerEntry.objects.filter(wallet=OuterRef("pk")).values("wallet").annotate(total=Sum("amount")).values("total")
+    )
+    rows = (
+        Wallet.objects.annotate(journal=Coalesce(Subquery(entry_sum), ZERO))
+        .annotate(difference=F("balance") - F("journal"))
+        .filter(_nonzero("difference"))
+        .values("id", "balance", "journal")
+    )
+    return _result(
+        "wallet_balance",
+        "Each wallet's balance equals the sum of its entries.",
+        rows,
+        lambda r: f"wallet {r['id']}: balance {r['balance']}, entries sum {r['journal']}",
+    )
+
+
+def available_not_negative() -> CheckResult:
+    rows = Wallet.objects.filter(Q(held_balance__lt=0) | Q(balance__lt=F("held_balance"))).values(
+        "id", "balance", "held_balance"
+    )
+    return _result(
+        "available_not_negative",
+        "Held ≥ 0 and available = balance − held ≥ 0 in every wallet.",
+        rows,
+        lambda r: f"wallet {r['id']}: balance {r['balance']}, held {r['held_balance']}",
+    )
+
+
+def held_matches_open_withdrawals() -> CheckResult:
+    open_sum = (
+        Withdrawal.objects.filter(wallet=OuterRef("pk"), status__in=Withdrawal.OPEN_STATUSES)
+        .values("wallet")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    rows = (
+        Wallet.objects.annotate(open_total=Coalesce(Subquery(open_sum), ZERO))
+        .annotate(difference=F("held_balance") - F("open_total"))
+        .filter(_nonzero("difference"))
+        .values("id", "held_balance", "open_total")
+    )
+    return _result(
+        "held_matches_withdrawals",
+        "Each wallet's held amount equals the sum of its open withdrawals.",
+        rows,
+        lambda r: f"wallet {r['id']}: held {r['held_balance']}, open withdrawals {r['open_total']}",
+    )
+
+
+def withdrawal_states_agree() -> CheckResult:
+    Status = Withdrawal.Status
+    TxnStatus = WalletTransaction.Status
+    agree = (
+        Q(status__in=Withdrawal.OPEN_STATUSES, transaction__status=TxnStatus.PENDING)
+        | Q(status=Status.COMPLETED, transaction__status__in=[TxnStatus.COMPLETED, TxnStatus.REVERSED])
+        | Q(status=Status.FAILED, transaction__status=TxnStatus.FAILED)
+    )
+    rows = Withdrawal.objects.exclude(agree).values("reference", "status", "transaction__status")
+    return _result(
+        "withdrawal_states",
+        "Each withdrawal's status agrees with its transaction's.",
+        rows,
+        lambda r: f"{r['reference']} is {r['status']} but its transaction is {r['transaction__status']}",
+    )
+
+
+def reversals_consistent() -> CheckResult:
+    reversal = WalletTransaction.objects.filter(reverses=OuterRef("pk"))
+    rows = (
+        WalletTransaction.objects.annotate(has_reversal=Exists(reversal))
+        .filter(
+            Q(status=WalletTransaction.Status.REVERSED, has_reversal=False)
+            | (~Q(status=WalletTransaction.Status.REVERSED) & Q(has_reversal=True))
+        )
+        .values("reference", "status")
+    )
+    return _result(
+        "reversals",
+        "A transaction is marked reversed exactly when a reversal points at it.",
+        rows,
+        lambda r: f"{r['reference']} is {r['status']} and its reversal disagrees",
+    )
+
+
+def pending_transactions_have_no_entries() -> CheckResult:
+    rows = (
+        WalletTransaction.objects.filter(status__in=[WalletTransaction.Status.PENDING, WalletTransaction.Status.FAILED])
+        .filter(Exists(LedgerEntry.objects.filter(transaction=OuterRef("pk"))))
+        .values("reference", "status")
+    )
+    return _result(
+        "pending_without_entries",
+        "Pending and failed transactions moved no money.",
+        rows,
+        lambda r: f"{r['reference']} is {r['status']} but has journal entries",
+    )
+
+
+ALL_CHECKS = (
+    journal_balances_per_currency,
+    transactions_balance,
+    entry_currencies_match,
+    wallet_balances_match_entries,
+    available_not_negative,
+    held_matches_open_withdrawals,
+    withdrawal_states_agree,
+    reversals_consistent,
+    pending_transactions_have_no_entries,
+)
+
+
+def run_ledger_checks() -> list[CheckResult]:
+    return [check() for check in ALL_CHECKS]

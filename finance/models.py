@@ -1,0 +1,430 @@
+"""The ledger and the commercial records that feed it.
+
+Money moves only through `finance.services`. Underneath every movement is a journal:
+`LedgerEntry` rows whose amounts sum to zero per currency, split between user wallets and
+system accounts. `WalletTransaction` is the header of one movement, the line a wallet
+owner sees on their statement.
+
+System accounts (platform revenue, provider clearing...) have no balance column: their
+balance is the sum of their entries. Nothing ever needs to lock them, so a booking
+payment that credits platform revenue never waits for another one.
+"""
+
+import secrets
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+MONEY = {"max_digits": 20, "decimal_places": 4}
+
+
+def new_reference(prefix: str) -> str:
+    """A unique, unguessable, human-readable reference such as TXN-3F9A1C7B2D4E6F80."""
+    return f"{prefix}-{secrets.token_hex(8).upper()}"
+
+
+def new_transaction_reference() -> str:
+    return new_reference("TXN")
+
+
+def new_withdrawal_reference() -> str:
+    return new_reference("WD")
+
+
+def new_payment_reference() -> str:
+    return new_reference("PAY")
+
+
+class Wallet(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        FROZEN = "frozen", "Frozen"
+        CLOSED = "closed", "Closed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="wallets")
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    balance = models.DecimalField(**MONEY, default=Decimal("0"))
+    held_balance = models.DecimalField(**MONEY, default=Decimal("0"))
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "currency"], name="wallet_one_per_user_currency"),
+            models.CheckConstraint(condition=Q(held_balance__gte=0), name="wallet_held_not_negative"),
+            models.CheckConstraint(condition=Q(balance__gte=F("held_balance")), name="wallet_available_not_negative"),
+        ]
+        # No index on balance or held_balance: every posting changes them, and without an
+        # index on a changed column PostgreSQL updates the row in place (a HOT update)
+        # instead of rewriting every index of the table.
+        indexes = [models.Index(fields=["currency", "status"])]
+
+    def __str__(self):
+        return f"{self.user} · {self.currency}"
+
+    @property
+    def available_balance(self) -> Decimal:
+        return self.balance - self.held_balance
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class SystemAccount(models.TextChoices):
+    """The platform's side of the journal. An account is a code plus a currency; its
+    balance is the sum of its entries, so no row is locked or updated per movement."""
+
+    PROVIDER_CLEARING = "provider_clearing", "Provider clearing"
+    PLATFORM_REVENUE = "platform_revenue", "Platform revenue"
+    PAYOUTS_IN_TRANSIT = "payouts_in_transit", "Payouts in transit"
+    REFUNDS_PAYABLE = "refunds_payable", "Refunds payable"
+    ADJUSTMENTS = "adjustments", "Manual adjustments"
+
+
+class WalletTransaction(models.Model):
+    """One movement of money as its wallet's owner sees it."""
+
+    class Type(models.TextChoices):
+        CREDIT = "credit", "Credit"
+        DEBIT = "debit", "Debit"
+        BOOKING_PAYMENT = "booking_payment", "Booking payout"
+        REFUND = "refund", "Refund"
+        WITHDRAWAL = "withdrawal", "Withdrawal"
+        REVERSAL = "reversal", "Reversal"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        REVERSED = "reversed", "Reversed"
+
+    class Direction(models.TextChoices):
+        IN = "in", "Money in"
+        OUT = "out", "Money out"
+
+    reference = models.CharField(max_length=32, unique=True, default=new_transaction_reference)
+    # Indexed by txn_wallet_newest below, which also serves every lookup by wallet.
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="transactions", db_index=False)
+    type = models.CharField(max_length=20, choices=Type.choices)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    amount = models.DecimalField(**MONEY, help_text="Always positive; `direction` says which way.")
+    currency = models.CharField(max_length=3)
+    balance_after = models.DecimalField(**MONEY)
+    reverses = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="reversals", db_index=False
+    )
+    booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    description = models.CharField(max_length=255, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("reverse_transaction", "Can reverse a transaction")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="transaction_amount_not_negative"),
+            # At most one reversal per transaction; partial, so ordinary rows add nothing to it.
+            models.UniqueConstraint(
+                fields=["reverses"], condition=Q(reverses__isnull=False), name="transaction_reversed_once"
+            ),
+        ]
+        indexes = [models.Index(fields=["wallet", "-created_at", "-id"], name="txn_wallet_newest")]
+
+    def __str__(self):
+        return self.reference
+
+    @property
+    def signed_amount(self) -> Decimal:
+        return self.amount if self.direction == self.Direction.IN else -self.amount
+
+
+class LedgerEntry(models.Model):
+    """One leg of a journal transaction. Legs of a transaction sum to zero per currency."""
+
+    transaction = models.ForeignKey(WalletTransaction, on_delete=models.PROTECT, related_name="entries")
+    wallet = models.ForeignKey(
+        Wallet, null=True, blank=True, on_delete=models.PROTECT, related_name="entries", db_index=False
+    )
+    system_account = models.CharField(max_length=32, choices=SystemAccount.choices, blank=True)
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(**MONEY, help_text="Signed: positive adds to the account.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(wallet__isnull=False, system_account=""))
+                | (Q(wallet__isnull=True) & ~Q(system_account="")),
+                name="entry_exactly_one_account",
+            ),
+            models.CheckConstraint(condition=~Q(amount=0), name="entry_amount_not_zero"),
+        ]
+        # Partial indexes: each leg is either a wallet's or a system account's, so each
+        # index holds only the rows it can find (and every posting updates one less).
+        indexes = [
+            models.Index(fields=["wallet"], name="entry_wallet", condition=Q(wallet__isnull=False)),
+            models.Index(
+                fields=["system_account", "currency"], name="entry_system_account", condition=~Q(system_account="")
+            ),
+        ]
+
+    def __str__(self):
+        account = self.system_account or f"wallet {self.wallet_id}"
+        return f"{account} {self.amount:+} {self.currency}"
+
+
+class BankAccount(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bank_accounts")
+    bank_name = models.CharField(max_length=100)
+    account_name = models.CharField(max_length=100)
+    account_number_last4 = models.CharField(max_length=4, help_text="Only the last four digits are kept.")
+    currency = models.CharField(max_length=3, blank=True)
+    country = models.CharField(max_length=2, blank=True)
+    is_primary = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner"], condition=Q(is_primary=True), name="bank_account_one_primary_per_owner"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.bank_name} {self.masked_account_number}"
+
+    @property
+    def masked_account_number(self) -> str:
+        return f"•••• {self.account_number_last4}"
+
+
+class Withdrawal(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    OPEN_STATUSES = (Status.PENDING, Status.PROCESSING)
+
+    reference = models.CharField(max_length=32, unique=True, default=new_withdrawal_reference)
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="withdrawals")
+    bank_account = models.ForeignKey(BankAccount, on_delete=models.PROTECT, related_name="withdrawals")
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    failure_reason = models.TextField(blank=True)
+    transaction = models.OneToOneField(WalletTransaction, on_delete=models.PROTECT, related_name="withdrawal")
+    processed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        permissions = [
+            ("complete_withdrawal", "Can complete a withdrawal"),
+            ("fail_withdrawal", "Can fail a withdrawal"),
+        ]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive")]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self):
+        return self.reference
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+
+class Property(models.Model):
+    host = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="properties")
+    title = models.CharField(max_length=200)
+    country = models.CharField(max_length=2)
+    city = models.CharField(max_length=100, blank=True)
+    currency = models.CharField(max_length=3)
+    nightly_rate = models.DecimalField(**MONEY, default=Decimal("0"))
+
+    class Meta:
+        verbose_name_plural = "properties"
+
+    def __str__(self):
+        return self.title
+
+
+class Booking(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending payment"
+        CONFIRMED = "confirmed", "Confirmed"
+        CANCELLED = "cancelled", "Cancelled"
+        COMPLETED = "completed", "Completed"
+        REFUNDED = "refunded", "Refunded"
+
+    guest = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bookings")
+    rental_property = models.ForeignKey(Property, on_delete=models.PROTECT, related_name="bookings")
+    check_in = models.DateField()
+    check_out = models.DateField()
+    grand_total = models.DecimalField(**MONEY)
+    commission_fee = models.DecimalField(**MONEY, default=Decimal("0"))
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        permissions = [("refund_booking", "Can refund a booking")]
+        constraints = [
+            models.CheckConstraint(condition=Q(check_out__gt=F("check_in")), name="booking_dates_ordered"),
+            models.CheckConstraint(
+                condition=Q(commission_fee__gte=0, commission_fee__lte=F("grand_total")),
+                name="booking_commission_within_total",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Booking #{self.pk} · {self.rental_property}"
+
+    @property
+    def host_payout(self) -> Decimal:
+        return self.grand_total - self.commission_fee
+
+
+class Payment(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        SUCCESS = "success", "Successful"
+        FAILED = "failed", "Failed"
+        PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+        REFUNDED = "refunded", "Refunded"
+
+    OPEN_STATUSES = (Status.PENDING,)
+
+    reference = models.CharField(max_length=32, unique=True, default=new_payment_reference)
+    booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="payments")
+    provider = models.CharField(max_length=20)
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    provider_reference = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    refunded_amount = models.DecimalField(**MONEY, default=Decimal("0"))
+    commission_refunded = models.DecimalField(**MONEY, default=Decimal("0"))
+    ledger_transaction = models.OneToOneField(
+        WalletTransaction, null=True, blank=True, on_delete=models.PROTECT, related_name="payment"
+    )
+    checkout = models.JSONField(default=dict, blank=True, help_text="What the provider's checkout needs.")
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(refunded_amount__lte=F("amount")), name="payment_refunds_within_amount"),
+            # At most one open (pending) payment per booking: never a second charge.
+            models.UniqueConstraint(
+                fields=["booking"], condition=Q(status="pending"), name="payment_one_open_per_booking"
+            ),
+        ]
+
+    def __str__(self):
+        return self.reference
+
+
+class IdempotencyRecord(models.Model):
+    """Remembers the first result of a money operation called with an idempotency key."""
+
+    key = models.CharField(max_length=255)
+    operation = models.CharField(max_length=50)
+    fingerprint = models.CharField(max_length=64, help_text="SHA-256 of the operation's parameters.")
+    transaction = models.ForeignKey(WalletTransaction, null=True, on_delete=models.CASCADE, related_name="+")
+    withdrawal = models.ForeignKey(Withdrawal, null=True, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["key", "operation"], name="idempotency_key_unique")]
+
+    def __str__(self):
+        return f"{self.operation}:{self.key}"
+
+
+class LedgerAudit(models.Model):
+    """What a money operation did, written in the same database transaction as the money."""
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Written on every posting, read rarely: only the lookups the portal makes are indexed.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    action = models.CharField(max_length=50)
+    wallet = models.ForeignKey(Wallet, null=True, blank=True, on_delete=models.PROTECT, related_name="audit")
+    transaction = models.ForeignKey(
+        WalletTransaction, null=True, blank=True, on_delete=models.PROTECT, related_name="audit", db_index=False
+    )
+    amount = models.DecimalField(**MONEY, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    reason = models.TextField(blank=True)
+    balance_before = models.DecimalField(**MONEY, null=True, blank=True)
+    balance_after = models.DecimalField(**MONEY, null=True, blank=True)
+    held_before = models.DecimalField(**MONEY, null=True, blank=True)
+    held_after = models.DecimalField(**MONEY, null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.action} by {self.actor or 'system'}"
+
+
+class WebhookEvent(models.Model):
+    """The webhook inbox: every verified provider event, once, with what became of it."""
+
+    class Outcome(models.TextChoices):
+        RECEIVED = "received", "Received"
+        APPLIED = "applied", "Applied"
+        PAYMENT_FAILED = "payment_failed", "Payment failed"
+        IGNORED = "ignored", "Ignored (event type not handled)"
+        FLAGGED = "flagged", "Flagged for staff"
+        REJECTED = "rejected", "Rejected (malformed)"
+
+    provider = models.CharField(max_length=20)
+    event_id = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=100, blank=True)
+    raw_body = models.TextField()
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED, db_index=True)
+    reason = models.TextField(blank=True)
+    payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="webhook_events")
+    replay_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        permissions = [("replay_webhookevent", "Can replay a webhook event")]
+        constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once_per_provider")]
+
+    def __str__(self):
+        return f"{self.provider} {self.event_id}"
+
+
+class ApiIdempotencyRecord(models.Model):
+    """An `Idempotency-Key` seen by the API: the first response, replayed for the same request."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method_path = models.CharField(max_length=300)
+    body_hash = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(null=True)
+    response_body = models.JSONField(null=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="api_idempotency_key_per_user")]
+
+    def __str__(self):
+        return f"{self.user_id}:{self.key}"

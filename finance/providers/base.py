@@ -1,0 +1,134 @@
+"""What every payment provider module supplies: an outbound client and webhook rules.
+
+A provider verifies a webhook over the raw request bytes before anything is parsed, then
+turns the provider's JSON into a `ProviderEvent` in our terms. Amounts arrive in whatever
+unit the provider uses and leave as exact Decimals in major units.
+"""
+
+import hmac
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import requests
+
+from finance.errors import TransactionError
+from finance.money import from_minor_units, parse_amount
+
+
+class WebhookVerificationError(Exception):
+    """The signature is missing, wrong or stale: the request is not from the provider."""
+
+
+class MalformedEventError(Exception):
+    """The body is signed but is not an event we can read."""
+
+
+class ProviderUnavailableError(TransactionError):
+    """The provider could not be reached or refused the request."""
+
+    code = "provider_unavailable"
+    status = 503
+
+
+SUCCESS, FAILED, IGNORED = "success", "failed", "ignored"
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    event_id: str
+    event_type: str
+    outcome: str  # SUCCESS, FAILED or IGNORED
+    payment_reference: str = ""
+    amount: Decimal | None = None
+    currency: str = ""
+    provider_reference: str = ""
+
+
+def constant_time_equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def load_json(raw: bytes) -> dict:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedEventError("The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise MalformedEventError("The body is not a JSON object.")
+    return data
+
+
+def field(data: dict, *path: str):
+    """data[path[0]][path[1]]..., or MalformedEventError naming what is missing."""
+    value = data
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            raise MalformedEventError(f"Missing field: {'.'.join(path)}.")
+        value = value[key]
+    return value
+
+
+def minor_amount(value, currency: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MalformedEventError("The amount must be an integer number of minor units.")
+    try:
+        return from_minor_units(value, currency)
+    except TransactionError as error:
+        raise MalformedEventError(str(error)) from None
+
+
+def major_amount(value, currency: str) -> Decimal:
+    # JSON numbers are parsed as float by json.loads: go back to the text the provider sent.
+    text = repr(value) if isinstance(value, float) else value
+    try:
+        return parse_amount(text if isinstance(text, str) else str(text), currency)
+    except TransactionError as error:
+        raise MalformedEventError(str(error)) from None
+
+
+class ProviderClient:
+    """Outbound HTTP to a provider: one pooled session, short timeouts, clear errors."""
+
+    base_url = ""
+    timeout = (3.05, 10)
+
+    def __init__(self, secret: str, session: requests.Session | None = None):
+        self.secret = secret
+        self.session = session or requests.Session()
+
+    def post(self, path: str, **kwargs) -> dict:
+        try:
+            response = self.session.post(self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as error:
+            raise ProviderUnavailableError(f"{type(self).__name__}: provider unreachable ({error}).") from None
+        if response.status_code >= 400:
+            raise ProviderUnavailableError(
+                f"{type(self).__name__}: provider answered {response.status_code}.", body=response.text[:500]
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise ProviderUnavailableError(f"{type(self).__name__}: provider answered with non-JSON.") from None
+
+
+class Provider:
+    """A payment provider: `checkout` starts a payment, `verify` and `parse` read webhooks."""
+
+    name = ""
+    client_class = ProviderClient
+
+    def client(self, session=None) -> ProviderClient:
+        return self.client_class(self.secret(), session=session)
+
+    def secret(self) -> str:
+        raise NotImplementedError
+
+    def checkout(self, payment, *, email: str, session=None) -> dict:
+        raise NotImplementedError
+
+    def verify(self, raw: bytes, headers) -> None:
+        raise NotImplementedError
+
+    def parse(self, raw: bytes) -> ProviderEvent:
+        raise NotImplementedError

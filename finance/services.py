@@ -1,0 +1,723 @@
+"""TransactionService: every write that moves money.
+
+Each public operation is one database transaction that
+  1. claims its idempotency key (a replay returns the first result and moves nothing),
+  2. locks the rows it changes in one fixed order — payment, withdrawal, original
+     transaction, then the wallet, and last the booking (only ever updated while its
+     payment is held) — so concurrent operations never deadlock,
+  3. validates against the locked rows (refusals raise a TransactionError subclass
+     before anything is written),
+  4. posts one journal movement (`ledger.post_movement`): the wallet is checked
+     (active, available never negative) and updated by the same conditional UPDATE
+     that locks it, then the journal legs and the audit record are written.
+
+Wallet objects handed to or returned by the service are kept in step with the database
+after each operation in the same thread, so `wallet.balance` is current without a
+`refresh_from_db()`.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+import threading
+import weakref
+from decimal import Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from . import db, ledger
+from .errors import (
+    AlreadyReversedError,
+    BelowMinimumWithdrawalError,
+    CurrencyMismatchError,
+    IdempotencyConflictError,
+    InsufficientBalanceError,
+    InvalidAmountError,
+    InvalidStateError,
+    NotFoundError,
+    PermissionDeniedError,
+    RefundExceedsPaymentError,
+    TransactionError,
+    UnsupportedCurrencyError,
+    WalletNotActiveError,
+)
+from .ledger import NEW_TRANSACTION
+from .models import (
+    BankAccount,
+    Booking,
+    IdempotencyRecord,
+    Payment,
+    SystemAccount,
+    Wallet,
+    WalletTransaction,
+    Withdrawal,
+)
+from .money import currency_decimals, format_money, parse_amount, round_money
+
+__all__ = [
+    "TransactionService",
+    "TransactionError",
+    "InsufficientBalanceError",
+    "WalletNotActiveError",
+    "CurrencyMismatchError",
+    "InvalidAmountError",
+    "UnsupportedCurrencyError",
+    "AlreadyReversedError",
+    "InvalidStateError",
+    "BelowMinimumWithdrawalError",
+    "RefundExceedsPaymentError",
+    "IdempotencyConflictError",
+    "NotFoundError",
+    "PermissionDeniedError",
+]
+
+logger = logging.getLogger("finance.services")
+
+Type = WalletTransaction.Type
+Status = WalletTransaction.Status
+Direction = WalletTransaction.Direction
+
+
+# --- keeping handed-out wallet objects current -----------------------------------------
+
+_live = threading.local()
+
+
+def _track(wallet: Wallet) -> Wallet:
+    registry = getattr(_live, "wallets", None)
+    if registry is None:
+        registry = _live.wallets = {}
+    registry.setdefault(wallet.pk, weakref.WeakSet()).add(wallet)
+    return wallet
+
+
+def _sync_tracked(fresh: Wallet) -> None:
+    for instance in getattr(_live, "wallets", {}).get(fresh.pk, ()):
+        instance.balance = fresh.balance
+        instance.held_balance = fresh.held_balance
+        instance.status = fresh.status
+        instance.updated_at = fresh.updated_at
+
+
+# --- the operation wrapper ---------------------------------------------------------------
+
+
+def _money_operation(name: str, *, single_statement: bool = False):
+    """Run an operation in one database transaction, with the seed's logging.
+
+    info on success, warning on refused input (a TransactionError), error on anything
+    unexpected; in every failing case the transaction rolls back and nothing is written.
+
+    `single_statement` marks operations that, on PostgreSQL and without an idempotency
+    key to claim, write with exactly one SQL statement (`ledger.posts_in_one_statement`).
+    A statement is atomic on its own, so they skip BEGIN and COMMIT: one round trip
+    instead of three. Inside a caller's transaction they simply join it.
+    """
+
+    def decorate(func):
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            for value in (*args, *kwargs.values()):
+                if isinstance(value, Wallet):
+                    _track(value)
+            one_statement = single_statement and ledger.posts_in_one_statement() and not kwargs.get("idempotency_key")
+            try:
+                if one_statement:
+                    result = func(*args, **kwargs)
+                else:
+                    with transaction.atomic():
+                        result = func(*args, **kwargs)
+            except TransactionError as error:
+                logger.warning("%s refused: %s (%s)", name, error.message, error.code)
+                raise
+            except Exception:
+                logger.error("%s failed unexpectedly", name, exc_info=True)
+                raise
+            touched = getattr(result, "wallet", None)
+            if isinstance(touched, Wallet):
+                _sync_tracked(touched)
+            logger.info("%s succeeded: %s", name, getattr(result, "reference", result))
+            return result
+
+        return wrapper
+
+    return decorate
+
+
+# --- small shared checks ---------------------------------------------------------------
+
+
+def _require_permission(actor, permission: str) -> None:
+    """Staff actions are checked in the view and again here. `actor=None` is the system."""
+    if actor is not None and not actor.has_perm(permission):
+        raise PermissionDeniedError(f"{actor} may not perform this action ({permission}).")
+
+
+def _require_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise TransactionError("A reason is required.", field="reason")
+    return reason
+
+
+def _fingerprint(operation: str, params: dict) -> str:
+    canonical = json.dumps({"op": operation, **{k: str(v) for k, v in params.items()}}, sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _claim_idempotency_key(key: str | None, operation: str, params: dict):
+    """Return (record, previous_result). previous_result is set when this is a replay.
+
+    The key row is inserted first: a concurrent caller with the same key waits on the
+    unique index until the first commits, then sees its result.
+    """
+    if not key:
+        return None, None
+    fingerprint = _fingerprint(operation, params)
+    try:
+        with transaction.atomic():
+            record = IdempotencyRecord.objects.create(key=key, operation=operation, fingerprint=fingerprint)
+        return record, None
+    except IntegrityError:
+        record = IdempotencyRecord.objects.select_related("transaction", "withdrawal").get(key=key, operation=operation)
+    if record.fingerprint != fingerprint:
+        raise IdempotencyConflictError("This idempotency key was already used with different parameters.")
+    return record, record.withdrawal or record.transaction
+
+
+def _remember(record: IdempotencyRecord | None, *, transaction=None, withdrawal=None) -> None:
+    if record is not None:
+        record.transaction = transaction
+        record.withdrawal = withdrawal
+        record.save(update_fields=["transaction", "withdrawal"])
+
+
+def _with_wallet(result, wallet: Wallet):
+    """Attach the up-to-date wallet so callers (and the tracked objects) see the new balance."""
+    result.wallet = wallet
+    return result
+
+
+class TransactionService:
+    """The seed design's money operations. All methods are static and atomic."""
+
+    # --- wallets ---------------------------------------------------------------------
+
+    @staticmethod
+    def create_wallet(user, currency: str | None = None, *, actor=None) -> Wallet:
+        """Return the user's wallet in `currency` (DEFAULT_CURRENCY if omitted), creating it if needed."""
+        currency = (currency or settings.DEFAULT_CURRENCY).upper()
+        currency_decimals(currency)  # refuses unknown currencies
+        try:
+            with transaction.atomic():
+                wallet, created = Wallet.objects.get_or_create(user=user, currency=currency)
+                if created:
+                    ledger.audit(action="wallet.create", actor=actor, wallet=wallet, currency=currency)
+        except IntegrityError:  # a concurrent call created it first
+            wallet = Wallet.objects.get(user=user, currency=currency)
+        return _track(wallet)
+
+    @staticmethod
+    @_money_operation("credit_wallet", single_statement=True)
+    def credit_wallet(
+        wallet: Wallet,
+        amount,
+        *,
+        description: str = "",
+        source: str = SystemAccount.ADJUSTMENTS,
+        metadata: dict | None = None,
+        idempotency_key: str | None = None,
+        actor=None,
+    ) -> WalletTransaction:
+        """Add money to a wallet, taken from a system account (manual adjustments by default)."""
+        amount = parse_amount(amount, wallet.currency)
+        record, previous = _claim_idempotency_key(
+            idempotency_key, "credit", {"wallet": wallet.pk, "amount": amount, "source": source}
+        )
+        if previous:
+            return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
+        txn = ledger.post_movement(
+            wallet=wallet,
+            type=Type.CREDIT,
+            direction=Direction.IN,
+            amount=amount,
+            balance_delta=amount,
+            legs=[(source, -amount)],
+            description=description or "Credit",
+            metadata=metadata,
+            actor=actor,
+        )
+        _remember(record, transaction=txn)
+        return txn
+
+    @staticmethod
+    @_money_operation("debit_wallet", single_statement=True)
+    def debit_wallet(
+        wallet: Wallet,
+        amount,
+        *,
+        description: str = "",
+        destination: str = SystemAccount.ADJUSTMENTS,
+        metadata: dict | None = None,
+        idempotency_key: str | None = None,
+        actor=None,
+    ) -> WalletTransaction:
+        """Take money out of a wallet's available balance, into a system account."""
+        amount = parse_amount(amount, wallet.currency)
+        record, previous = _claim_idempotency_key(
+            idempotency_key, "debit", {"wallet": wallet.pk, "amount": amount, "destination": destination}
+        )
+        if previous:
+            return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
+        txn = ledger.post_movement(
+            wallet=wallet,
+            type=Type.DEBIT,
+            direction=Direction.OUT,
+            amount=amount,
+            balance_delta=-amount,
+            legs=[(destination, amount)],
+            description=description or "Debit",
+            metadata=metadata,
+            actor=actor,
+        )
+        _remember(record, transaction=txn)
+        return txn
+
+    # --- reversals -------------------------------------------------------------------
+
+    @staticmethod
+    @_money_operation("reverse_transaction")
+    def reverse_transaction(
+        txn_reference: str, reason: str = "", *, idempotency_key: str | None = None, actor=None
+    ) -> WalletTransaction:
+        """Post compensating entries for a completed transaction and mark it reversed."""
+        _require_permission(actor, "finance.reverse_transaction")
+        record, previous = _claim_idempotency_key(
+            idempotency_key, "reverse", {"reference": txn_reference, "reason": reason}
+        )
+        if previous:
+            return previous
+        original, payment = _lock_for_reversal(txn_reference)
+        if original.type == Type.REVERSAL:
+            raise InvalidStateError("A reversal cannot itself be reversed.")
+        if original.status == Status.REVERSED:
+            raise AlreadyReversedError(f"{original.reference} has already been reversed.")
+        if original.status != Status.COMPLETED:
+            raise InvalidStateError(f"Only completed transactions can be reversed; this one is {original.status}.")
+        if original.type == Type.BOOKING_PAYMENT and payment and payment.refunded_amount:
+            raise InvalidStateError("Refunds were issued against this payment: reverse those first.")
+        entries = list(original.entries.all())
+        balance_delta = -sum((e.amount for e in entries if e.wallet_id), Decimal(0))
+        txn = ledger.post_movement(
+            wallet=original.wallet,
+            type=Type.REVERSAL,
+            direction=Direction.IN if balance_delta >= 0 else Direction.OUT,
+            amount=abs(balance_delta),
+            balance_delta=balance_delta,
+            legs=[(e.system_account, -e.amount) for e in entries if not e.wallet_id],
+            description=f"Reversal of {original.reference}",
+            metadata={"reason": reason, "reverses": original.reference},
+            reverses=original,
+            booking_id=original.booking_id,
+            actor=actor,
+            reason=reason,
+            related_updates=[
+                (WalletTransaction, original.pk, {"status": Status.REVERSED, "updated_at": timezone.now()})
+            ],
+        )
+        if original.type == Type.REFUND and payment:
+            _restore_refundable(payment, original)
+        elif original.type == Type.BOOKING_PAYMENT:
+            Booking.objects.filter(pk=original.booking_id).update(status=Booking.Status.CANCELLED)
+        _remember(record, transaction=txn)
+        return txn
+
+    # --- bookings --------------------------------------------------------------------
+
+    @staticmethod
+    @_money_operation("process_booking_payment", single_statement=True)
+    def process_booking_payment(
+        booking: Booking, payment: Payment, *, idempotency_key: str | None = None, actor=None
+    ) -> WalletTransaction:
+        """Pay the host grand_total − commission and platform revenue the commission.
+
+        At most once per payment: a second call returns the first transaction. The
+        payment row's lock serialises concurrent calls; platform revenue is a journal
+        account with no row to lock, so payments for different bookings never wait on
+        each other.
+
+        On PostgreSQL the payout is first tried as one guarded statement that checks, under
+        the payment's lock, everything the careful path below checks. If anything differs
+        (already applied, amounts changed, no host wallet yet...) it writes nothing, and the
+        careful path decides what to do.
+        """
+        if idempotency_key:
+            record, previous = _claim_idempotency_key(
+                idempotency_key, "payout", {"booking": booking.pk, "payment": payment.pk}
+            )
+            if previous:
+                return previous
+            txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
+            _remember(record, transaction=txn)
+            return txn
+        if ledger.posts_in_one_statement():
+            try:
+                return _post_payout(booking, payment, actor, guard=_payout_guard(booking, payment))
+            except ledger.GuardFailed:
+                pass
+        with transaction.atomic():
+            payment = _lock_payment_for_payout(payment.pk)
+            if payment.ledger_transaction_id:
+                return WalletTransaction.objects.select_related("wallet").get(pk=payment.ledger_transaction_id)
+            if payment.booking_id != booking.pk:
+                raise InvalidStateError("This payment belongs to another booking.")
+            booking = payment.booking
+            if payment.status not in (Payment.Status.PENDING, Payment.Status.SUCCESS):
+                raise InvalidStateError(f"A {payment.status} payment cannot be applied.")
+            if payment.currency != booking.currency:
+                raise CurrencyMismatchError(f"Payment is in {payment.currency}, the booking in {booking.currency}.")
+            if payment.amount != booking.grand_total:
+                raise InvalidStateError(
+                    f"Payment amount {payment.amount} differs from the booking total {booking.grand_total}."
+                )
+            return _post_payout(booking, payment, actor, wallet=_host_wallet(payment))
+
+    @staticmethod
+    @_money_operation("process_refund")
+    def process_refund(
+        booking: Booking, amount, reason: str, *, idempotency_key: str | None = None, actor=None
+    ) -> WalletTransaction:
+        """Refund the guest part or all of what they paid; commission is clawed back in proportion."""
+        _require_permission(actor, "finance.refund_booking")
+        amount = parse_amount(amount, booking.currency)
+        record, previous = _claim_idempotency_key(
+            idempotency_key, "refund", {"booking": booking.pk, "amount": amount, "reason": reason}
+        )
+        if previous:
+            return previous
+        payment = (
+            Payment.objects.select_for_update(of=("self",))
+            .select_related("booking", "ledger_transaction")
+            .filter(booking_id=booking.pk, ledger_transaction__isnull=False)
+            .order_by("pk")
+            .first()
+        )
+        if payment is None:
+            raise InvalidStateError("This booking has no completed payment to refund.")
+        booking = payment.booking
+        if payment.ledger_transaction.status == Status.REVERSED:
+            raise InvalidStateError("This booking's payment was reversed; there is nothing to refund.")
+        refundable = payment.amount - payment.refunded_amount
+        if amount > refundable:
+            raise RefundExceedsPaymentError(
+                f"At most {format_money(refundable, booking.currency)} can still be refunded.",
+                refundable=str(refundable),
+            )
+        commission_back = _commission_clawback(booking, payment, amount)
+        refunded = payment.refunded_amount + amount
+        fully = refunded == payment.amount
+        related = [
+            (
+                Payment,
+                payment.pk,
+                {
+                    "refunded_amount": refunded,
+                    "commission_refunded": payment.commission_refunded + commission_back,
+                    "status": Payment.Status.REFUNDED if fully else Payment.Status.PARTIALLY_REFUNDED,
+                    "updated_at": timezone.now(),
+                },
+            )
+        ]
+        if fully:
+            related.append((Booking, booking.pk, {"status": Booking.Status.REFUNDED}))
+        txn = ledger.post_movement(
+            wallet=payment.ledger_transaction.wallet,
+            type=Type.REFUND,
+            direction=Direction.OUT,
+            amount=amount - commission_back,
+            balance_delta=-(amount - commission_back),
+            legs=[
+                (SystemAccount.PLATFORM_REVENUE, -commission_back),
+                (SystemAccount.REFUNDS_PAYABLE, amount),
+            ],
+            description=f"Refund for booking #{booking.pk}",
+            metadata={
+                "refund_amount": str(amount),
+                "commission_clawback": str(commission_back),
+                "payment_reference": payment.reference,
+                "reason": reason,
+            },
+            booking_id=booking.pk,
+            actor=actor,
+            reason=reason,
+            related_updates=related,
+        )
+        _remember(record, transaction=txn)
+        return txn
+
+    # --- withdrawals -----------------------------------------------------------------
+
+    @staticmethod
+    @_money_operation("initiate_withdrawal")
+    def initiate_withdrawal(
+        wallet: Wallet, bank_account: BankAccount, amount, *, idempotency_key: str | None = None, actor=None
+    ) -> Withdrawal:
+        """Hold `amount` of the wallet's available balance for a payout to the bank account."""
+        amount = parse_amount(amount, wallet.currency)
+        record, previous = _claim_idempotency_key(
+            idempotency_key, "withdraw", {"wallet": wallet.pk, "bank": bank_account.pk, "amount": amount}
+        )
+        if previous:
+            return previous
+        if bank_account.owner_id != wallet.user_id:
+            raise NotFoundError("Bank account not found.", field="bank_account")
+        if bank_account.currency and bank_account.currency != wallet.currency:
+            raise CurrencyMismatchError(
+                f"The bank account takes {bank_account.currency}; the wallet holds {wallet.currency}."
+            )
+        minimum = settings.MINIMUM_WITHDRAWAL.get(wallet.currency)
+        if minimum is not None and amount < minimum:
+            raise BelowMinimumWithdrawalError(
+                f"The minimum withdrawal is {format_money(minimum, wallet.currency)}.", minimum=str(minimum)
+            )
+        txn = ledger.post_movement(
+            wallet=wallet,
+            type=Type.WITHDRAWAL,
+            direction=Direction.OUT,
+            status=Status.PENDING,
+            amount=amount,
+            held_delta=amount,
+            legs=[],
+            description=f"Withdrawal to {bank_account}",
+            actor=actor,
+        )
+        withdrawal = Withdrawal.objects.create(
+            wallet=txn.wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
+        )
+        _remember(record, withdrawal=withdrawal)
+        return _with_wallet(withdrawal, txn.wallet)
+
+    @staticmethod
+    @_money_operation("complete_withdrawal")
+    def complete_withdrawal(withdrawal: Withdrawal, *, idempotency_key: str | None = None, actor=None) -> Withdrawal:
+        """Settle the held funds to payouts in transit. Resolves the withdrawal once."""
+        _require_permission(actor, "finance.complete_withdrawal")
+        record, previous = _claim_idempotency_key(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
+        if previous:
+            return previous
+        withdrawal = _lock_open_withdrawal(withdrawal.pk)
+        withdrawal.status = Withdrawal.Status.COMPLETED
+        withdrawal = _resolve_withdrawal(
+            withdrawal,
+            actor,
+            balance_delta=-withdrawal.amount,
+            legs=[(SystemAccount.PAYOUTS_IN_TRANSIT, withdrawal.amount)],
+        )
+        _remember(record, withdrawal=withdrawal)
+        return withdrawal
+
+    @staticmethod
+    @_money_operation("fail_withdrawal")
+    def fail_withdrawal(
+        withdrawal: Withdrawal, reason: str, *, idempotency_key: str | None = None, actor=None
+    ) -> Withdrawal:
+        """Release the held funds back to available. Resolves the withdrawal once."""
+        _require_permission(actor, "finance.fail_withdrawal")
+        reason = _require_reason(reason)
+        record, previous = _claim_idempotency_key(
+            idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason}
+        )
+        if previous:
+            return previous
+        withdrawal = _lock_open_withdrawal(withdrawal.pk)
+        withdrawal.status = Withdrawal.Status.FAILED
+        withdrawal.failure_reason = reason
+        withdrawal = _resolve_withdrawal(withdrawal, actor, reason=reason)
+        _remember(record, withdrawal=withdrawal)
+        return withdrawal
+
+
+def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(0), legs=(), reason="") -> Withdrawal:
+    """Release the hold and settle the pending transaction to the withdrawal's new status."""
+    withdrawal.processed_by = actor if getattr(actor, "pk", None) else None
+    withdrawal.processed_at = timezone.now()
+    txn = ledger.settle_pending(
+        withdrawal.transaction,
+        status=Status.COMPLETED if withdrawal.status == Withdrawal.Status.COMPLETED else Status.FAILED,
+        balance_delta=balance_delta,
+        held_delta=-withdrawal.amount,
+        legs=list(legs),
+        actor=actor,
+        reason=reason,
+        related_updates=[
+            (
+                Withdrawal,
+                withdrawal.pk,
+                {
+                    "status": withdrawal.status,
+                    "failure_reason": withdrawal.failure_reason,
+                    "processed_by": withdrawal.processed_by,
+                    "processed_at": withdrawal.processed_at,
+                },
+            )
+        ],
+    )
+    return _with_wallet(withdrawal, txn.wallet)
+
+
+def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guard=None) -> WalletTransaction:
+    net = booking.grand_total - booking.commission_fee
+    return ledger.post_movement(
+        wallet=wallet,
+        guard=guard,
+        type=Type.BOOKING_PAYMENT,
+        direction=Direction.IN,
+        amount=net,
+        balance_delta=net,
+        legs=[
+            (SystemAccount.PROVIDER_CLEARING, -booking.grand_total),
+            (SystemAccount.PLATFORM_REVENUE, booking.commission_fee),
+        ],
+        description=f"Payout for booking #{booking.pk}",
+        metadata={
+            "gross": str(booking.grand_total),
+            "commission": str(booking.commission_fee),
+            "payment_reference": payment.reference,
+            "provider": payment.provider,
+        },
+        booking_id=booking.pk,
+        actor=actor,
+        related_updates=[
+            (
+                Payment,
+                payment.pk,
+                {"status": Payment.Status.SUCCESS, "ledger_transaction": NEW_TRANSACTION, "updated_at": timezone.now()},
+            ),
+            (Booking, booking.pk, {"status": Booking.Status.CONFIRMED}, {"status": Booking.Status.PENDING}),
+        ],
+    )
+
+
+PAYOUT_GUARD = """
+    SELECT pr.host_id AS owner_id
+      FROM finance_payment p
+      JOIN finance_booking b ON b.id = p.booking_id
+      JOIN finance_property pr ON pr.id = b.rental_property_id
+     WHERE p.id = %s AND p.booking_id = %s AND p.reference = %s AND p.provider = %s
+       AND p.ledger_transaction_id IS NULL AND p.status IN ('pending', 'success')
+       AND p.amount = %s AND p.currency = %s
+       AND b.grand_total = %s AND b.commission_fee = %s AND b.currency = %s
+       FOR UPDATE OF p"""
+
+
+def _payout_guard(booking: Booking, payment: Payment) -> ledger.Guard:
+    """The careful path's checks, as SQL, on the caller's view of the booking and payment."""
+    params = [payment.pk, booking.pk, payment.reference, payment.provider, booking.grand_total, booking.currency]
+    params += [booking.grand_total, booking.commission_fee, booking.currency]
+    return ledger.Guard(PAYOUT_GUARD, params, booking.currency)
+
+
+# One statement locks the payment and reads what a payout needs, the host's wallet
+# included: booking payments are the hottest path, and the ORM would take three queries.
+PAYMENT_FOR_PAYOUT = """
+    SELECT p.reference, p.booking_id, p.provider, p.amount, p.currency, p.status, p.ledger_transaction_id,
+           b.grand_total, b.commission_fee, b.currency, b.status, pr.host_id,
+           (SELECT w.id FROM finance_wallet w WHERE w.user_id = pr.host_id AND w.currency = b.currency)
+      FROM finance_payment p
+      JOIN finance_booking b ON b.id = p.booking_id
+      JOIN finance_property pr ON pr.id = b.rental_property_id
+     WHERE p.id = %s"""
+
+
+def _lock_payment_for_payout(payment_id: int) -> Payment:
+    """Lock the payment (FOR UPDATE; SQLite locks the whole database on write instead)."""
+    lock = " FOR UPDATE OF p" if connection.vendor == "postgresql" else ""
+    row = db.fetch_one(PAYMENT_FOR_PAYOUT + lock, [payment_id])
+    if row is None:
+        raise NotFoundError("Payment not found.")
+    reference, booking_id, provider, amount, currency, status, ledger_txn_id, *booking_row = row
+    grand_total, commission_fee, booking_currency, booking_status, host_id, host_wallet_id = booking_row
+    amount, grand_total, commission_fee = db.money(amount), db.money(grand_total), db.money(commission_fee)
+    booking = Booking(
+        pk=booking_id,
+        grand_total=grand_total,
+        commission_fee=commission_fee,
+        currency=booking_currency,
+        status=booking_status,
+    )
+    payment = Payment(
+        pk=payment_id,
+        reference=reference,
+        booking=booking,
+        provider=provider,
+        amount=amount,
+        currency=currency,
+        status=status,
+        ledger_transaction_id=ledger_txn_id,
+    )
+    payment.host_id, payment.host_wallet_id = host_id, host_wallet_id
+    return payment
+
+
+def _host_wallet(payment: Payment) -> Wallet:
+    """The host's wallet in the booking's currency, created on their first payout."""
+    currency = payment.booking.currency
+    if payment.host_wallet_id:
+        return Wallet(pk=payment.host_wallet_id, currency=currency)
+    host = get_user_model().objects.get(pk=payment.host_id)
+    return TransactionService.create_wallet(host, currency)
+
+
+def _lock_for_reversal(reference: str) -> tuple[WalletTransaction, Payment | None]:
+    """Lock, in the global order, the booking, payment and transaction a reversal touches."""
+    peek = WalletTransaction.objects.filter(reference=reference).values("pk", "type", "booking_id", "metadata").first()
+    if peek is None:
+        raise NotFoundError(f"No transaction with reference {reference}.")
+    payment = None
+    if peek["booking_id"] and peek["type"] in (Type.BOOKING_PAYMENT, Type.REFUND):
+        payments = Payment.objects.select_for_update()
+        if peek["type"] == Type.BOOKING_PAYMENT:
+            payment = payments.filter(ledger_transaction_id=peek["pk"]).first()
+        else:
+            payment = payments.filter(reference=peek["metadata"].get("payment_reference")).first()
+    original = WalletTransaction.objects.select_for_update(of=("self",)).select_related("wallet").get(pk=peek["pk"])
+    return original, payment
+
+
+def _restore_refundable(payment: Payment, refund: WalletTransaction) -> None:
+    """A reversed refund gives its amount back to what may still be refunded."""
+    payment.refunded_amount -= Decimal(refund.metadata["refund_amount"])
+    payment.commission_refunded -= Decimal(refund.metadata["commission_clawback"])
+    payment.status = Payment.Status.PARTIALLY_REFUNDED if payment.refunded_amount else Payment.Status.SUCCESS
+    payment.save(update_fields=["refunded_amount", "commission_refunded", "status", "updated_at"])
+    Booking.objects.filter(pk=payment.booking_id, status=Booking.Status.REFUNDED).update(
+        status=Booking.Status.CONFIRMED
+    )
+
+
+def _lock_open_withdrawal(withdrawal_id: int) -> Withdrawal:
+    try:
+        withdrawal = Withdrawal.objects.select_for_update().select_related("transaction").get(pk=withdrawal_id)
+    except Withdrawal.DoesNotExist:
+        raise NotFoundError("Withdrawal not found.") from None
+    if not withdrawal.is_open:
+        raise InvalidStateError(f"Withdrawal {withdrawal.reference} is already {withdrawal.status}.")
+    return withdrawal
+
+
+def _commission_clawback(booking: Booking, payment: Payment, amount: Decimal) -> Decimal:
+    """The commission share of a refund, in proportion to the booking's commission.
+
+    The refund that brings the total to the full payment takes whatever commission is
+    left, so rounding never leaves a stray minor unit in platform revenue.
+    """
+    if payment.refunded_amount + amount == payment.amount:
+        return booking.commission_fee - payment.commission_refunded
+    if booking.grand_total == 0:
+        return Decimal(0)
+    share = round_money(amount * booking.commission_fee / booking.grand_total, booking.currency)
+    return min(share, booking.commission_fee - payment.commission_refunded)

@@ -1,0 +1,207 @@
+"""Many threads, one small set of wallets: no deadlock, no lost update, every invariant kept.
+
+Eight threads run a random mix of every TransactionService operation against four host
+wallets; every booking payment also credits the one platform-revenue account. Each
+thread records what its successful calls imply; afterwards every wallet's balance and
+held amount must equal the sum of those implications, and check_ledger must pass.
+"""
+
+import random
+import threading
+from collections import defaultdict
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from finance.models import BankAccount, Booking, LedgerEntry, Property, SystemAccount, Wallet
+from finance.services import TransactionError, TransactionService
+
+THREADS = 8
+OPERATIONS_PER_THREAD = 300
+
+
+class SharedWork:
+    """Objects the threads hand each other, so they race on the same rows."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.references = []  # completed transactions that may be reversed
+        self.open_withdrawals = []
+        self.paid_bookings = []
+
+    def add(self, bucket, item):
+        with self.lock:
+            getattr(self, bucket).append(item)
+
+    def pick(self, bucket, rng):
+        with self.lock:
+            items = getattr(self, bucket)
+            return rng.choice(items) if items else None
+
+
+class Worker:
+    def __init__(self, seed, wallets, accounts, properties, guest, shared, finance):
+        self.rng = random.Random(seed)
+        self.wallets = wallets
+        self.accounts = accounts
+        self.properties = properties
+        self.guest = guest
+        self.shared = shared
+        self.finance = finance
+        self.balance_delta = defaultdict(Decimal)  # wallet id -> implied change
+        self.revenue_delta = Decimal(0)
+        self.succeeded = defaultdict(int)
+        self.refused = defaultdict(int)
+        self.unexpected = []
+
+    def amount(self, low=1, high=3000):
+        return Decimal(self.rng.randint(low * 100, high * 100)) / 100
+
+    def run(self):
+        operations = [
+            self.credit,
+            self.debit,
+            self.withdraw,
+            self.complete,
+            self.fail,
+            self.reverse,
+            self.pay_booking,
+            self.refund,
+        ]
+        try:
+            for _ in range(OPERATIONS_PER_THREAD):
+                operation = self.rng.choice(operations)
+                try:
+                    if operation() is not False:
+                        self.succeeded[operation.__name__] += 1
+                except TransactionError as refused:
+                    self.refused[type(refused).__name__] += 1
+                except Exception as error:  # a deadlock or lost update would land here
+                    self.unexpected.append(repr(error))
+        finally:
+            connection.close()
+
+    def credit(self):
+        wallet = self.rng.choice(self.wallets)
+        txn = TransactionService.credit_wallet(wallet, self.amount())
+        self.balance_delta[wallet.pk] += txn.amount
+        self.shared.add("references", txn.reference)
+
+    def debit(self):
+        wallet = self.rng.choice(self.wallets)
+        txn = TransactionService.debit_wallet(wallet, self.amount(1, 1500))
+        self.balance_delta[wallet.pk] -= txn.amount
+        self.shared.add("references", txn.reference)
+
+    def withdraw(self):
+        index = self.rng.randrange(len(self.wallets))
+        withdrawal = TransactionService.initiate_withdrawal(
+            wallet=self.wallets[index], bank_account=self.accounts[index], amount=self.amount(1000, 2500)
+        )
+        self.shared.add("open_withdrawals", withdrawal)
+
+    def complete(self):
+        withdrawal = self.shared.pick("open_withdrawals", self.rng)
+        if withdrawal is None:
+            return False
+        TransactionService.complete_withdrawal(withdrawal, actor=self.finance)
+        self.balance_delta[withdrawal.wallet_id] -= withdrawal.amount
+        self.shared.add("references", withdrawal.transaction.reference)
+
+    def fail(self):
+        withdrawal = self.shared.pick("open_withdrawals", self.rng)
+        if withdrawal is None:
+            return False
+        TransactionService.fail_withdrawal(withdrawal, "Bank rejected the account", actor=self.finance)
+
+    def reverse(self):
+        reference = self.shared.pick("references", self.rng)
+        if reference is None:
+            return False
+        reversal = TransactionService.reverse_transaction(reference, "Concurrency test", actor=self.finance)
+        self.balance_delta[reversal.wallet_id] += reversal.signed_amount
+        self.revenue_delta += sum(
+            (e.amount for e in reversal.entries.all() if e.system_account == SystemAccount.PLATFORM_REVENUE),
+            Decimal(0),
+        )
+
+    def pay_booking(self):
+        prop = self.rng.choice(self.properties)
+        total = self.amount(50, 800)
+        booking = Booking.objects.create(
+            guest=self.guest,
+            rental_property=prop,
+            check_in=date.today(),
+            check_out=date.today() + timedelta(days=2),
+            grand_total=total,
+            commission_fee=(total * Decimal("0.12")).quantize(Decimal("0.01")),
+            currency="NGN",
+        )
+        payment = booking.payments.create(provider="sandbox", amount=total, currency="NGN")
+        txn = TransactionService.process_booking_payment(booking, payment)
+        self.balance_delta[txn.wallet_id] += txn.amount
+        self.revenue_delta += booking.commission_fee
+        self.shared.add("paid_bookings", booking)
+        self.shared.add("references", txn.reference)
+
+    def refund(self):
+        booking = self.shared.pick("paid_bookings", self.rng)
+        if booking is None:
+            return False
+        txn = TransactionService.process_refund(booking, self.amount(1, 200), "Concurrency test", actor=self.finance)
+        self.balance_delta[txn.wallet_id] -= txn.amount
+        self.revenue_delta -= Decimal(txn.metadata["commission_clawback"])
+        self.shared.add("references", txn.reference)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_random_operations_keep_every_invariant(make_user):
+    finance = make_user(groups=["Finance"])
+    guest = make_user("guest")
+    hosts = [make_user("host") for _ in range(4)]
+    wallets, accounts, properties = [], [], []
+    for host in hosts:
+        wallet = TransactionService.create_wallet(host, "NGN")
+        TransactionService.credit_wallet(wallet, Decimal("20000.00"))
+        wallets.append(wallet)
+        accounts.append(
+            BankAccount.objects.create(owner=host, bank_name="GTBank", account_name="h", account_number_last4="0001")
+        )
+        properties.append(Property.objects.create(host=host, title="Villa", country="NG", currency="NGN"))
+    start = {w.pk: Decimal("20000.00") for w in wallets}
+
+    shared = SharedWork()
+    workers = [Worker(seed, wallets, accounts, properties, guest, shared, finance) for seed in range(THREADS)]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+
+    unexpected = [error for w in workers for error in w.unexpected]
+    assert unexpected == [], unexpected[:5]
+    per_operation = defaultdict(int)
+    for worker in workers:
+        for name, count in worker.succeeded.items():
+            per_operation[name] += count
+    print("succeeded:", dict(per_operation), "refused:", sum(sum(w.refused.values()) for w in workers))
+    assert len(per_operation) == 8, f"some operations never succeeded: {dict(per_operation)}"
+    assert sum(per_operation.values()) >= 1000, f"only {sum(per_operation.values())} operations succeeded"
+
+    call_command("check_ledger", stdout=open("/dev/null", "w"))
+    for wallet in Wallet.objects.filter(pk__in=start):
+        implied = start[wallet.pk] + sum(w.balance_delta[wallet.pk] for w in workers)
+        assert wallet.balance == implied, f"wallet {wallet.pk}: {wallet.balance} != {implied}"
+        open_total = sum(
+            wd.amount for wd in wallet.withdrawals.all() if wd.status in ("pending", "processing")
+        ) or Decimal(0)
+        assert wallet.held_balance == open_total
+    revenue = sum(
+        LedgerEntry.objects.filter(system_account=SystemAccount.PLATFORM_REVENUE).values_list("amount", flat=True),
+        Decimal(0),
+    )
+    assert revenue == sum(w.revenue_delta for w in workers)

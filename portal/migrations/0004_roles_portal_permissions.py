@@ -1,0 +1,11 @@
+from django.db import migrations
+
+from portal.roles import apply_roles
+
+
+class Migration(migrations.Migration):
+    """Grant the portal's permissions (approvals, dashboard, audit log, broadcasts, stats)."""
+
+    dependencies = [("portal", "0003_approvals")]
+
+    operations = [migrations.RunPython(apply_roles, migrations.RunPython.noop)]

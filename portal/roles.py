@@ -1,0 +1,71 @@
+"""Staff roles: Django groups and the permissions each holds.
+
+Applied by a migration (and again by later migrations that add permissions), so a fresh
+database always has the roles. Hosts and guests belong to no group.
+"""
+
+ACCESS_ADMIN = "wagtailadmin.access_admin"
+
+ROLE_PERMISSIONS = {
+    "Finance": [
+        ACCESS_ADMIN,
+        "finance.view_wallet",
+        "finance.view_wallettransaction",
+        "finance.view_withdrawal",
+        "finance.view_booking",
+        "finance.view_payment",
+        "finance.complete_withdrawal",
+        "finance.fail_withdrawal",
+        "finance.refund_booking",
+        "finance.reverse_transaction",
+        "portal.view_finance_dashboard",
+        "portal.view_approvalrequest",
+        "portal.replay_webhook",
+        "finance.view_webhookevent",
+    ],
+    "Finance approver": [
+        ACCESS_ADMIN,
+        "finance.view_wallet",
+        "finance.view_wallettransaction",
+        "finance.view_withdrawal",
+        "finance.view_booking",
+        "finance.view_payment",
+        "portal.view_finance_dashboard",
+        "portal.view_approvalrequest",
+        "portal.approve_request",
+    ],
+    "Support": [ACCESS_ADMIN, "portal.send_broadcast", "portal.view_messaging_stats"],
+    "Manager": [
+        ACCESS_ADMIN,
+        "finance.view_wallet",
+        "finance.view_wallettransaction",
+        "finance.view_withdrawal",
+        "finance.view_booking",
+        "finance.view_payment",
+        "finance.view_ledgeraudit",
+        "finance.view_webhookevent",
+        "portal.view_finance_dashboard",
+        "portal.view_approvalrequest",
+        "portal.view_audit_log",
+        "portal.view_messaging_stats",
+    ],
+}
+
+
+def apply_roles(apps, schema_editor=None, roles=ROLE_PERMISSIONS):
+    """Create the groups and grant their permissions (only the ones that exist yet)."""
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in apps.get_app_configs():
+        app_config.models_module = True
+        create_permissions(app_config, apps=apps, verbosity=0)
+        app_config.models_module = None
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, codes in roles.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        for code in codes:
+            app_label, codename = code.split(".")
+            permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if permission is not None:
+                group.permissions.add(permission)

@@ -1,0 +1,218 @@
+"""Settings for the StayAfrica Operations Portal.
+
+Configuration comes only from environment variables; every variable has a default
+that suits local development (`make run`). See the README for the full list.
+"""
+
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
+SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
+DEBUG = env_bool("DEBUG", True)
+if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
+    # Refuse to run a production-like instance with a key everybody can read on GitHub.
+    raise ImproperlyConfigured("DEBUG is off: set SECRET_KEY to a private random value.")
+
+ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+
+INSTALLED_APPS = [
+    "portal",
+    "finance",
+    "messaging",
+    "wagtail.contrib.forms",
+    "wagtail.contrib.settings",
+    "wagtail.users",
+    "wagtail.snippets",
+    "wagtail.documents",
+    "wagtail.images",
+    "wagtail.search",
+    "wagtail.admin",
+    "wagtail",
+    "modelcluster",
+    "taggit",
+    "django_htmx",
+    "django_tables2",
+    "django_filters",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# SQLite is the embedded default for `make run`; tests and benchmarks use PostgreSQL.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Writers queue on SQLite's lock instead of failing at once under the dev server's threads.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+
+AUTH_USER_MODEL = "portal.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    # Front-end libraries installed from the npm registry by `make` (package.json).
+    ("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist"),
+]
+MEDIA_ROOT = BASE_DIR / "media"
+MEDIA_URL = "/media/"
+
+LOGIN_URL = "/admin/login/"
+LOGIN_REDIRECT_URL = "/statement/"
+
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "receipts@stayafrica.example")
+
+WAGTAIL_SITE_NAME = "StayAfrica Operations"
+WAGTAILADMIN_BASE_URL = os.environ.get("WAGTAILADMIN_BASE_URL", "http://127.0.0.1:8000")
+WAGTAILUSERS_PASSWORD_REQUIRED = True
+
+# --- Money -------------------------------------------------------------------------
+DEFAULT_CURRENCY = os.environ.get("DEFAULT_CURRENCY", "USD")
+# Smallest withdrawal per currency, in major units. Currencies not listed have none.
+# MINIMUM_WITHDRAWAL="NGN=2000,KES=750" in the environment overrides or adds entries.
+MINIMUM_WITHDRAWAL = {
+    "USD": Decimal("10.00"),
+    "NGN": Decimal("1000.00"),
+    "KES": Decimal("500.00"),
+    "ZAR": Decimal("100.00"),
+    "GHS": Decimal("50.00"),
+    "UGX": Decimal("20000"),
+    "RWF": Decimal("5000"),
+    "TND": Decimal("20.000"),
+}
+for _entry in filter(None, os.environ.get("MINIMUM_WITHDRAWAL", "").split(",")):
+    _currency, _, _amount = _entry.partition("=")
+    MINIMUM_WITHDRAWAL[_currency.strip().upper()] = Decimal(_amount.strip())
+
+# Four-eyes: a withdrawal completion or a refund above this amount (major units) needs a
+# second finance approver. Reversals always do. Currencies not listed never need one.
+APPROVAL_THRESHOLDS = {
+    "USD": Decimal("1000.00"),
+    "NGN": Decimal("500000.00"),
+    "KES": Decimal("100000.00"),
+    "ZAR": Decimal("15000.00"),
+    "GHS": Decimal("10000.00"),
+    "UGX": Decimal("3000000"),
+    "RWF": Decimal("1000000"),
+    "TND": Decimal("3000.000"),
+}
+
+# --- REST API ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "finance.api.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": 25,
+    "EXCEPTION_HANDLER": "finance.api.errors.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "StayAfrica Operations API",
+    "VERSION": "1.0.0",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# --- Payment providers ---------------------------------------------------------------
+PAYSTACK_SECRET_KEY = os.environ.get("PAYSTACK_SECRET_KEY", "sk_test_dev_paystack")
+FLUTTERWAVE_SECRET_HASH = os.environ.get("FLUTTERWAVE_SECRET_HASH", "dev-flutterwave-hash")
+STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_dev_stripe")
+SANDBOX_PAYMENTS_ENABLED = env_bool("SANDBOX_PAYMENTS_ENABLED", DEBUG)
+WEBHOOK_FAILED_VERIFICATION_LIMIT = env_int("WEBHOOK_FAILED_VERIFICATION_LIMIT", 100)
+
+# --- Messaging ---------------------------------------------------------------------
+ERLANG_MESSAGING_URL = os.environ.get("ERLANG_MESSAGING_URL", "http://127.0.0.1:8765")
+MESSAGING_SHARED_SECRET = os.environ.get("MESSAGING_SHARED_SECRET", "dev-messaging-secret")
+DJANGO_API_URL = os.environ.get("DJANGO_API_URL", "http://127.0.0.1:8000")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "finance": {"handlers": ["console"], "level": os.environ.get("FINANCE_LOG_LEVEL", "INFO")},
+        "messaging": {"handlers": ["console"], "level": "INFO"},
+    },
+}

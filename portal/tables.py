@@ -1,0 +1,82 @@
+"""django-tables2 tables. Rendered by portal/includes/table.html (Wagtail's listing look)."""
+
+import django_tables2 as tables
+from django.urls import reverse
+from django.utils.html import format_html
+
+from finance.models import Wallet, WalletTransaction, Withdrawal
+from finance.money import format_money
+
+
+class MoneyColumn(tables.Column):
+    def __init__(self, *args, currency_field="currency", **kwargs):
+        self.currency_field = currency_field
+        kwargs.setdefault("attrs", {"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
+        super().__init__(*args, **kwargs)
+
+    def render(self, value, record):
+        return format_money(value, getattr(record, self.currency_field))
+
+
+class WalletTable(tables.Table):
+    owner = tables.Column(accessor="user__username", verbose_name="Owner", order_by=("user__username",))
+    currency = tables.Column()
+    status = tables.Column()
+    balance = MoneyColumn()
+    held_balance = MoneyColumn(verbose_name="Held")
+    available = MoneyColumn(accessor="available_balance", verbose_name="Available", orderable=False)
+
+    class Meta:
+        model = Wallet
+        fields = ("owner", "currency", "status", "balance", "held_balance", "available")
+        order_by = ("-id",)
+
+    def render_owner(self, value, record):
+        url = reverse("ops_wallets:detail", args=[record.pk])
+        return format_html('<a href="{}">{}</a><br><small>{}</small>', url, record.user, record.user.email)
+
+
+class TransactionTable(tables.Table):
+    created_at = tables.DateTimeColumn(verbose_name="Date", format="Y-m-d H:i")
+    reference = tables.Column()
+    type = tables.Column()
+    status = tables.Column()
+    amount = tables.Column(attrs={"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
+    balance_after = MoneyColumn(verbose_name="Balance after")
+    actions = tables.TemplateColumn(
+        template_name="portal/includes/transaction_actions.html", verbose_name="Actions", orderable=False
+    )
+
+    class Meta:
+        model = WalletTransaction
+        fields = ("created_at", "reference", "type", "status", "amount", "balance_after", "actions")
+        order_by = ("-created_at",)
+
+    def render_amount(self, value, record):
+        sign = "+" if record.direction == "in" else "−"
+        return f"{sign}{format_money(value, record.currency)}"
+
+
+class WithdrawalTable(tables.Table):
+    select = tables.TemplateColumn(
+        template_name="portal/includes/withdrawal_select.html", verbose_name="Select", orderable=False
+    )
+    created_at = tables.DateTimeColumn(verbose_name="Requested", format="Y-m-d H:i")
+    host = tables.Column(accessor="wallet__user__username", verbose_name="Host", order_by=("wallet__user__username",))
+    bank_account = tables.Column(verbose_name="Bank account", orderable=False)
+    amount = MoneyColumn()
+    available = MoneyColumn(accessor="wallet__available_balance", verbose_name="Wallet available", orderable=False)
+    status = tables.Column()
+    actions = tables.TemplateColumn(
+        template_name="portal/includes/withdrawal_actions.html", verbose_name="Actions", orderable=False
+    )
+
+    class Meta:
+        model = Withdrawal
+        fields = ("select", "created_at", "host", "bank_account", "amount", "available", "status", "actions")
+        order_by = ("created_at",)
+        row_attrs = {"id": lambda record: f"withdrawal-{record.pk}"}
+
+    def render_host(self, value, record):
+        url = reverse("ops_wallets:detail", args=[record.wallet_id])
+        return format_html('<a href="{}">{}</a>', url, record.wallet.user)

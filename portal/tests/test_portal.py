@@ -1,0 +1,256 @@
+"""The operations portal: permissions, money actions with audit, four-eyes, lists, statement."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import IntegrityError, transaction
+from wagtail.models import ModelLogEntry
+
+from finance.errors import PermissionDeniedError, TransactionError
+from finance.models import Wallet, WalletTransaction, Withdrawal
+from finance.services import TransactionService
+from portal import services
+from portal.csv_export import neutralise
+from portal.models import ApprovalRequest
+
+pytestmark = pytest.mark.django_db
+
+FINANCE_PAGES = [
+    "/admin/operations/dashboard/",
+    "/admin/operations/wallets/",
+    "/admin/operations/transactions/",
+    "/admin/operations/withdrawals/",
+    "/admin/operations/refunds/",
+    "/admin/operations/approvals/",
+]
+
+
+@pytest.fixture
+def withdrawal(funded_wallet, bank_account):
+    return TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("2500.00"))
+
+
+@pytest.fixture
+def paid_booking(host, guest, make_booking, make_payment):
+    TransactionService.create_wallet(host, "NGN")
+    booking = make_booking(host, guest)
+    payment = make_payment(booking)
+    TransactionService.process_booking_payment(booking, payment)
+    return booking
+
+
+def login(client, user):
+    client.force_login(user)
+    return client
+
+
+# --- permissions ---------------------------------------------------------------------------
+
+
+def test_finance_staff_open_every_finance_page(client, finance_user, withdrawal, paid_booking):
+    login(client, finance_user)
+    for url in FINANCE_PAGES:
+        response = client.get(url)
+        assert response.status_code == 200, url
+    wallet = Wallet.objects.get(user=withdrawal.wallet.user)
+    assert client.get(f"/admin/operations/wallets/{wallet.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("who", ["support_user", "host"])
+def test_support_and_hosts_are_refused_the_finance_pages(client, request, who):
+    login(client, request.getfixturevalue(who))
+    for url in FINANCE_PAGES:
+        response = client.get(url)
+        # Wagtail answers a refused admin page with a redirect: hosts to the login page
+        # (no admin access at all), staff to the dashboard with "no permission".
+        assert response.status_code == 302, url
+        expected = "/admin/login/" if who == "host" else "/admin/"
+        assert response["Location"].startswith(expected), url
+
+
+def test_manager_reads_but_cannot_move_money(client, manager, withdrawal):
+    login(client, manager)
+    assert client.get("/admin/operations/withdrawals/").status_code == 200
+    assert client.get("/admin/operations/audit/").status_code == 200
+    response = client.post(f"/admin/operations/withdrawals/{withdrawal.pk}/complete/", {"idempotency_key": "k1"})
+    assert response.status_code == 302 and response["Location"] == "/admin/"
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    with pytest.raises(PermissionDeniedError):
+        services.complete_withdrawal(withdrawal=withdrawal, actor=manager, idempotency_key="k2")
+
+
+def test_menu_shows_operations_only_to_permitted_sections(client, support_user):
+    login(client, support_user)
+    html = client.get("/admin/").content.decode()
+    assert "Messaging stats" in html
+    assert "Withdrawals" not in html
+
+
+# --- withdrawals ---------------------------------------------------------------------------
+
+
+def test_complete_withdrawal_inline_updates_the_row_logs_and_is_idempotent(client, finance_user, withdrawal):
+    login(client, finance_user)
+    confirm = client.get(f"/admin/operations/withdrawals/{withdrawal.pk}/complete/confirm/", HTTP_HX_REQUEST="true")
+    assert b"Yes, complete" in confirm.content
+    for _ in range(2):  # a double submit with the same key
+        response = client.post(
+            f"/admin/operations/withdrawals/{withdrawal.pk}/complete/",
+            {"idempotency_key": "same-key"},
+            HTTP_HX_REQUEST="true",
+        )
+        assert response.status_code == 200
+        assert "w-messages:add" in response["HX-Trigger"]
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.COMPLETED
+    wallet = Wallet.objects.get(pk=withdrawal.wallet_id)
+    assert wallet.balance == Decimal("7500.00") and wallet.held_balance == 0
+    assert ModelLogEntry.objects.filter(action="stayafrica.withdrawal.complete").count() == 1
+    entry = ModelLogEntry.objects.get(action="stayafrica.withdrawal.complete")
+    assert entry.user == finance_user and entry.data["amount"] == "2500.0000"
+
+
+def test_fail_requires_a_reason(client, finance_user, withdrawal):
+    login(client, finance_user)
+    response = client.post(
+        f"/admin/operations/withdrawals/{withdrawal.pk}/fail/", {"idempotency_key": "k", "reason": " "}
+    )
+    assert b"reason" in response.content.lower()
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    client.post(
+        f"/admin/operations/withdrawals/{withdrawal.pk}/fail/", {"idempotency_key": "k2", "reason": "Bank closed"}
+    )
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.FAILED
+    assert ModelLogEntry.objects.get(action="stayafrica.withdrawal.fail").data["reason"] == "Bank closed"
+
+
+def test_bulk_complete_walks_through_the_selection(client, finance_user, funded_wallet, bank_account):
+    items = [TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("1000.00")) for _ in range(3)]
+    login(client, finance_user)
+    ids = [w.pk for w in items]
+    review = client.post("/admin/operations/withdrawals/bulk/", {"ids": ids})
+    assert b"Complete 3 withdrawals?" in review.content
+    response = client.post("/admin/operations/withdrawals/bulk/", {"ids": ids, "confirmed": "yes", "job_key": "job1"})
+    assert b"Completing 0 of 3" in response.content
+    for _ in range(3):
+        response = client.post("/admin/operations/withdrawals/bulk/job1/")
+    assert b"Done: 3 of 3 completed" in response.content
+    assert Withdrawal.objects.filter(pk__in=ids, status="completed").count() == 3
+
+
+def test_withdrawal_above_threshold_needs_a_second_approver(settings, finance_user, approver, withdrawal):
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("1000")}
+    outcome = services.complete_withdrawal(withdrawal=withdrawal, actor=finance_user, idempotency_key="t1")
+    assert outcome.needs_approval
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    services.approve(request=outcome.approval, actor=approver)
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.COMPLETED
+
+
+# --- refunds, reversals, four-eyes ------------------------------------------------------------
+
+
+def test_partial_refund_reviews_then_refunds_once(client, finance_user, paid_booking):
+    login(client, finance_user)
+    page = client.get(f"/admin/operations/refunds/?q={paid_booking.pk}")
+    assert f"Booking #{paid_booking.pk}".encode() in page.content
+    data = {"booking": paid_booking.pk, "amount": "400.00", "reason": "Guest left early", "idempotency_key": "r1"}
+    review = client.post("/admin/operations/refunds/", data)
+    assert b"Yes, refund" in review.content
+    for _ in range(2):
+        client.post("/admin/operations/refunds/", {**data, "confirmed": "yes"})
+    assert WalletTransaction.objects.filter(type="refund").count() == 1
+    payment = paid_booking.payments.get()
+    assert payment.refunded_amount == Decimal("400.00")
+    assert ModelLogEntry.objects.filter(action="stayafrica.refund").count() == 1
+
+
+def test_reversal_needs_a_second_approver_never_the_requester(client, finance_user, approver, funded_wallet):
+    credit = funded_wallet.transactions.get()
+    login(client, finance_user)
+    response = client.post(
+        f"/admin/operations/transactions/{credit.reference}/reverse/",
+        {"reason": "Posted twice", "idempotency_key": "rv"},
+    )
+    assert response.status_code == 302
+    request = ApprovalRequest.objects.get()
+    credit.refresh_from_db()
+    assert credit.status == "completed"
+    with pytest.raises(PermissionDeniedError):
+        services.approve(request=request, actor=finance_user)
+    # ...and the database refuses it even if the service were bypassed
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ApprovalRequest.objects.filter(pk=request.pk).update(approved_by=finance_user)
+    login(client, approver)
+    client.post(f"/admin/operations/approvals/{request.pk}/approve/", {"note": "ok"})
+    credit.refresh_from_db()
+    assert credit.status == "reversed"
+    request.refresh_from_db()
+    assert request.status == "approved" and request.approved_by == approver
+    actions = set(ModelLogEntry.objects.values_list("action", flat=True))
+    assert {"stayafrica.approval.request", "stayafrica.approval.approve", "stayafrica.reversal"} <= actions
+
+
+def test_audit_is_rolled_back_with_a_refused_action(finance_user, withdrawal):
+    TransactionService.fail_withdrawal(withdrawal, "gone")
+    with pytest.raises(TransactionError):
+        services.complete_withdrawal(withdrawal=withdrawal, actor=finance_user, idempotency_key="x")
+    assert not ModelLogEntry.objects.filter(action="stayafrica.withdrawal.complete").exists()
+
+
+# --- lists and CSV -----------------------------------------------------------------------------
+
+
+def test_wallet_list_filters_in_place_and_exports_neutralised_csv(client, finance_user, make_user):
+    evil = make_user("host", first_name="=HYPERLINK(1)")
+    evil.username = "=cmd"
+    evil.save()
+    TransactionService.create_wallet(evil, "NGN")
+    login(client, finance_user)
+    partial = client.get("/admin/operations/wallets/?currency=NGN", HTTP_HX_REQUEST="true", HTTP_HX_TARGET="results")
+    assert b'id="results"' in partial.content and b"<html" not in partial.content
+    export = client.get("/admin/operations/wallets/?currency=NGN&export=csv")
+    body = b"".join(export.streaming_content).decode()
+    assert "'=cmd" in body and "\n=cmd" not in body
+
+
+def test_neutralise_quotes_formula_prefixes():
+    for cell in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"]:
+        assert neutralise(cell) == "'" + cell
+    assert neutralise("plain") == "plain"
+
+
+def test_audit_log_filters_and_exports(client, manager, finance_user, withdrawal):
+    services.fail_withdrawal(withdrawal=withdrawal, actor=finance_user, reason="=evil()", idempotency_key="a1")
+    login(client, manager)
+    page = client.get(f"/admin/operations/audit/?user={finance_user.username}&action=stayafrica.withdrawal.fail")
+    assert withdrawal.reference.encode() in page.content
+    export = b"".join(client.get("/admin/operations/audit/?export=csv").streaming_content).decode()
+    assert "'=evil()" in export
+
+
+# --- host statement -------------------------------------------------------------------------------
+
+
+def test_host_statement_own_data_csv_pdf_and_404_for_others(client, host, other_host, paid_booking):
+    login(client, host)
+    page = client.get("/statement/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Opening balance" in html and "Closing balance" in html and "NGN 850.00" in html
+    csv = b"".join(client.get("/statement/?format=csv").streaming_content).decode()
+    assert "Booking payout" in csv and "150.0000" in csv
+    pdf = client.get("/statement/?format=pdf")
+    assert pdf["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
+    assert client.get(f"/statement/{other_host.pk}/").status_code == 404
+    assert client.get(f"/statement/{host.pk}/").status_code == 200
+
+
+def test_staff_have_no_statement(client, finance_user):
+    login(client, finance_user)
+    assert client.get("/statement/").status_code == 404

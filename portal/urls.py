@@ -1,0 +1,17 @@
+from django.contrib import admin as django_admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from wagtail import urls as wagtail_urls
+from wagtail.admin import urls as wagtailadmin_urls
+
+urlpatterns = [
+    path("admin/", include(wagtailadmin_urls)),
+    # Django's own admin stays available to superusers; the portal lives in Wagtail's.
+    path("django-admin/", django_admin.site.urls),
+    path("api/payments/", include("finance.api.urls")),
+    path("api/messaging/", include("messaging.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("", include("portal.urls_public")),
+    path("", include(wagtail_urls)),
+]

@@ -1,0 +1,123 @@
+"""Small mixins composed into the portal's views, in the manner of wagtail.admin.views.generic."""
+
+import uuid
+
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import render
+from django.urls import reverse_lazy
+from django.views.generic import TemplateView
+from django_tables2 import RequestConfig
+from django_tables2.paginators import LazyPaginator
+from wagtail.admin.views.generic.base import WagtailAdminTemplateMixin
+
+from ..csv_export import stream_csv
+
+
+def new_idempotency_key() -> str:
+    """Generated when a money form renders; the service refuses to act twice on one key."""
+    return uuid.uuid4().hex
+
+
+class PermissionRequiredMixin:
+    """The view's own permission check (the service checks again)."""
+
+    permission_required: str | tuple = ""
+
+    def has_permission(self, user) -> bool:
+        required = self.permission_required
+        if isinstance(required, str):
+            required = (required,)
+        return all(user.has_perm(p) for p in required)
+
+    def dispatch(self, request, *args, **kwargs):
+        if not self.has_permission(request.user):
+            raise PermissionDenied
+        return super().dispatch(request, *args, **kwargs)
+
+
+class OperationsBreadcrumbsMixin:
+    breadcrumbs_items = [
+        {"url": reverse_lazy("wagtailadmin_home"), "label": "Home"},
+        {"url": reverse_lazy("ops_dashboard:index"), "label": "Operations"},
+    ]
+
+    def get_breadcrumbs_items(self):
+        return [*self.breadcrumbs_items, {"url": "", "label": self.get_page_title()}]
+
+
+class OperationsView(PermissionRequiredMixin, OperationsBreadcrumbsMixin, WagtailAdminTemplateMixin, TemplateView):
+    """A page of the portal in Wagtail's admin furniture."""
+
+
+class HtmxPartialMixin:
+    """Render only `partial_template_name` when htmx asks for the #results region."""
+
+    partial_template_name = ""
+    partial_target = "results"
+
+    def render_to_response(self, context, **kwargs):
+        htmx = getattr(self.request, "htmx", None)
+        if htmx and htmx.target == self.partial_target and not htmx.boosted:
+            return render(self.request, self.partial_template_name, context)
+        return super().render_to_response(context, **kwargs)
+
+
+class TableListView(HtmxPartialMixin, OperationsView):
+    """A django-tables2 table filtered by django-filter, updated in place with htmx, CSV export."""
+
+    template_name = "portal/list.html"
+    partial_template_name = "portal/includes/list_results.html"
+    table_class = None
+    filterset_class = None
+    per_page = 25
+    paginator_class = LazyPaginator  # no COUNT(*) over a million rows; lists may choose Paginator
+    export_filename = "export.csv"
+    export_columns: list[tuple[str, str]] = []  # (header, attribute path)
+
+    def get_queryset(self):
+        raise NotImplementedError
+
+    def get_filterset(self):
+        return self.filterset_class(self.request.GET or None, queryset=self.get_queryset(), request=self.request)
+
+    def get(self, request, *args, **kwargs):
+        self.filterset = self.get_filterset()
+        if self.filterset.is_bound and not self.filterset.is_valid():
+            queryset = self.filterset.queryset.none()
+        else:
+            queryset = self.filterset.qs
+        self.table = self.table_class(queryset, request=request)
+        if request.GET.get("export") == "csv":
+            if request.GET.get("sort"):
+                self.table.order_by = request.GET["sort"]
+            return self.export(self.table)
+        RequestConfig(request, paginate={"per_page": self.per_page, "paginator_class": self.paginator_class}).configure(
+            self.table
+        )
+        return super().get(request, *args, **kwargs)
+
+    def export(self, table):
+        data = table.data.data  # the filtered queryset, in the table's current order
+        return stream_csv(
+            self.export_filename,
+            [h for h, _ in self.export_columns],
+            ([_resolve(obj, path) for _, path in self.export_columns] for obj in data.iterator(chunk_size=2000)),
+        )
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context.update(table=self.table, filterset=self.filterset, results_url=self.request.path)
+        shown = len(self.table.page.object_list)
+        context["first_index"] = (self.table.page.number - 1) * self.per_page + 1
+        context["last_index"] = context["first_index"] + shown - 1
+        if not issubclass(self.paginator_class, LazyPaginator):
+            context["total_count"] = self.table.paginator.count
+        return context
+
+
+def _resolve(obj, path: str):
+    for part in path.split("."):
+        obj = obj.get(part, "") if isinstance(obj, dict) else getattr(obj, part, "")
+        if callable(obj):
+            obj = obj()
+    return obj

@@ -1,0 +1,111 @@
+"""The host's payout statement at /statement/: own data only, HTML, CSV and PDF."""
+
+from datetime import date, timedelta
+
+from django import forms
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from ..csv_export import stream_csv
+from ..selectors import host_statement
+
+
+class PeriodForm(forms.Form):
+    start = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise forms.ValidationError("The start of the period must come before its end.")
+        return data
+
+
+def _period(request):
+    today = timezone.localdate()
+    default = {"start": today - timedelta(days=30), "end": today}
+    form = PeriodForm(request.GET or None, initial=default)
+    if form.is_bound and form.is_valid():
+        return form, form.cleaned_data["start"], form.cleaned_data["end"]
+    return form, default["start"], default["end"]
+
+
+def _host_only(request, user_id=None):
+    """Hosts see their own statement; any other id (or a non-host) answers 404."""
+    user = request.user
+    if user.role != "host":
+        raise Http404
+    if user_id is not None and int(user_id) != user.pk:
+        raise Http404
+    return user
+
+
+@login_required
+def statement(request, user_id=None):
+    host = _host_only(request, user_id)
+    form, start, end = _period(request)
+    statements = host_statement(host, start, end)
+    fmt = request.GET.get("format")
+    if fmt == "csv":
+        return _csv(host, statements, start, end)
+    if fmt == "pdf":
+        return _pdf(request, host, statements, start, end)
+    return render(
+        request,
+        "portal/statement.html",
+        {"form": form, "statements": statements, "start": start, "end": end, "host": host, **_ws_context(host)},
+    )
+
+
+def _ws_context(user) -> dict:
+    """The Erlang WebSocket URL and a token for live broadcasts (when messaging provides them)."""
+    try:
+        from django.conf import settings
+        from messaging.erlang import make_websocket_token
+    except ImportError:
+        return {}
+    url = getattr(settings, "ERLANG_MESSAGING_WS_URL", "") or getattr(settings, "MESSAGING_WS_URL", "")
+    if not url:
+        base = getattr(settings, "ERLANG_MESSAGING_URL", "")
+        url = base.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/ws"
+    return {"ws_url": url, "ws_token": make_websocket_token(user.pk)}
+
+
+def _csv(host, statements, start: date, end: date):
+    def rows():
+        for s in statements:
+            yield [s.currency, start, "", "Opening balance", "", "", "", "", s.opening]
+            for line in s.lines:
+                yield [
+                    s.currency,
+                    line.date.strftime("%Y-%m-%d %H:%M"),
+                    line.reference,
+                    line.description,
+                    line.kind,
+                    "" if line.gross is None else line.gross,
+                    "" if line.commission is None else line.commission,
+                    line.amount,
+                    line.balance,
+                ]
+            yield [s.currency, end, "", "Closing balance", "", "", "", "", s.closing]
+
+    return stream_csv(
+        f"statement-{start}-{end}.csv",
+        ["Currency", "Date", "Reference", "Description", "Type", "Gross", "Commission", "Amount", "Balance"],
+        rows(),
+    )
+
+
+def _pdf(request, host, statements, start, end):
+    from weasyprint import HTML
+
+    html = render_to_string(
+        "portal/statement_pdf.html", {"statements": statements, "start": start, "end": end, "host": host}
+    )
+    pdf = HTML(string=html, base_url=request.build_absolute_uri("/")).write_pdf()
+    response = HttpResponse(pdf, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="statement-{start}-{end}.pdf"'
+    return response

@@ -1,0 +1,151 @@
+"""The Operations menu: one ViewSet per section, grouped in a ViewSetGroup.
+
+Each section owns its URLs (under /admin/operations/...) and a menu item that is shown
+only to people holding the section's permission; every view checks it again.
+"""
+
+from django.urls import path, reverse
+from django.utils.functional import cached_property
+from wagtail.admin.menu import MenuItem
+from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
+
+from .views import approvals, audit, finance, messaging
+
+
+class PermissionMenuItem(MenuItem):
+    def __init__(self, *args, permission: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.permission = permission
+
+    def is_shown(self, request):
+        return request.user.has_perm(self.permission)
+
+
+class OperationsSection(ViewSet):
+    """A section of the Operations menu: its URLs and a permission-aware menu item."""
+
+    permission_required = ""
+    routes: list = []  # (route, view, name); the first is the section's index
+
+    @property
+    def url_prefix(self):
+        return f"operations/{self.name.removeprefix('ops_')}"
+
+    @cached_property
+    def menu_url(self):
+        return reverse(f"{self.url_namespace}:index")
+
+    def get_urlpatterns(self):
+        return [path(route, view, name=name) for route, view, name in self.routes]
+
+    def get_menu_item(self, order=None):
+        return PermissionMenuItem(
+            label=self.menu_label,
+            url=self.menu_url,
+            name=self.name,
+            icon_name=self.menu_icon,
+            order=self.get_menu_item_order(order),
+            permission=self.permission_required,
+        )
+
+
+class DashboardSection(OperationsSection):
+    name = "ops_dashboard"
+    menu_label = "Finance dashboard"
+    icon = "table"
+    permission_required = "portal.view_finance_dashboard"
+    routes = [
+        ("", finance.DashboardView.as_view(), "index"),
+        ("ledger-health/", finance.LedgerHealthView.as_view(), "ledger_health"),
+    ]
+
+
+class WalletSection(OperationsSection):
+    name = "ops_wallets"
+    menu_label = "Wallets"
+    icon = "list-ul"
+    permission_required = "finance.view_wallet"
+    routes = [
+        ("", finance.WalletListView.as_view(), "index"),
+        ("<int:pk>/", finance.WalletDetailView.as_view(), "detail"),
+    ]
+
+
+class TransactionSection(OperationsSection):
+    name = "ops_transactions"
+    menu_label = "Transactions"
+    icon = "list-ol"
+    permission_required = "finance.view_wallettransaction"
+    routes = [
+        ("", finance.TransactionListView.as_view(), "index"),
+        ("<str:reference>/reverse/", finance.ReversalView.as_view(), "reverse"),
+    ]
+
+
+class WithdrawalSection(OperationsSection):
+    name = "ops_withdrawals"
+    menu_label = "Withdrawals"
+    icon = "upload"
+    permission_required = "finance.view_withdrawal"
+    routes = [
+        ("", finance.WithdrawalQueueView.as_view(), "index"),
+        ("<int:pk>/row/", finance.WithdrawalRowView.as_view(), "row"),
+        ("<int:pk>/<str:action>/confirm/", finance.WithdrawalConfirmView.as_view(), "confirm"),
+        ("<int:pk>/<str:action>/", finance.WithdrawalActionView.as_view(), "act"),
+        ("bulk/", finance.BulkCompleteView.as_view(), "bulk"),
+        ("bulk/<str:step>/", finance.BulkCompleteView.as_view(), "bulk_step"),
+    ]
+
+
+class RefundSection(OperationsSection):
+    name = "ops_refunds"
+    menu_label = "Refunds"
+    icon = "redirect"
+    permission_required = "finance.refund_booking"
+    routes = [("", finance.RefundView.as_view(), "index")]
+
+
+class ApprovalSection(OperationsSection):
+    name = "ops_approvals"
+    menu_label = "Approvals"
+    icon = "tick-inverse"
+    permission_required = "portal.view_approvalrequest"
+    routes = [
+        ("", approvals.ApprovalQueueView.as_view(), "index"),
+        ("<int:pk>/<str:decision>/", approvals.ApprovalDecisionView.as_view(), "decide"),
+    ]
+
+
+class StatsSection(OperationsSection):
+    name = "ops_stats"
+    menu_label = "Messaging stats"
+    icon = "pick"
+    permission_required = "portal.view_messaging_stats"
+    routes = [
+        ("", messaging.StatsPageView.as_view(), "index"),
+        ("panel/", messaging.StatsPanelView.as_view(), "panel"),
+    ]
+
+
+class AuditSection(OperationsSection):
+    name = "ops_audit"
+    menu_label = "Audit log"
+    icon = "history"
+    permission_required = "portal.view_audit_log"
+    routes = [("", audit.AuditLogView.as_view(), "index")]
+
+
+class OperationsGroup(ViewSetGroup):
+    menu_label = "Operations"
+    menu_icon = "cogs"
+    menu_order = 150
+    items = [
+        DashboardSection,
+        WalletSection,
+        TransactionSection,
+        WithdrawalSection,
+        RefundSection,
+        ApprovalSection,
+        StatsSection,
+        AuditSection,
+    ]
