@@ -1,0 +1,111 @@
+%% Signed WebSocket tokens shared with Django.
+%%
+%% Format: "<user_id>.<expires_unix>.<hex(HMAC-SHA256(secret, "<user_id>.<expires_unix>"))>"
+%% with the hex digest in lowercase. Django signs, this service only verifies
+%% (sign/3 exists for tests and tooling).
+-module(ws_token).
+
+-export([sign/3, verify/1, verify/3, secret/0]).
+
+-define(DEFAULT_SECRET, "dev-messaging-secret").
+-define(DIGEST_HEX_LEN, 64).
+
+-type reason() :: missing | malformed | bad_signature | expired.
+-export_type([reason/0]).
+
+%% @doc Build a token for UserId valid until ExpiresUnix (seconds since epoch).
+-spec sign(pos_integer(), integer(), iodata()) -> binary().
+sign(UserId, ExpiresUnix, Secret) ->
+    Payload = payload(UserId, ExpiresUnix),
+    <<Payload/binary, ".", (digest_hex(Secret, Payload))/binary>>.
+
+%% @doc Verify with the configured secret against the current time.
+-spec verify(binary() | string() | undefined) -> {ok, pos_integer()} | {error, reason()}.
+verify(Token) ->
+    verify(Token, secret(), erlang:system_time(second)).
+
+-spec verify(binary() | string() | undefined, iodata(), integer()) ->
+    {ok, pos_integer()} | {error, reason()}.
+verify(undefined, _Secret, _Now) ->
+    {error, missing};
+verify(Token, Secret, Now) when is_list(Token) ->
+    verify(unicode:characters_to_binary(Token), Secret, Now);
+verify(<<>>, _Secret, _Now) ->
+    {error, missing};
+verify(Token, Secret, Now) when is_binary(Token) ->
+    case split(Token) of
+        {ok, UserId, Expires, Given} -> check(UserId, Expires, Given, Secret, Now);
+        error -> {error, malformed}
+    end;
+verify(_Token, _Secret, _Now) ->
+    {error, malformed}.
+
+%% The signature is checked before expiry so a forged token never learns
+%% anything from the error it gets back.
+check(UserId, Expires, Given, Secret, Now) ->
+    Expected = digest_hex(Secret, payload(UserId, Expires)),
+    case crypto:hash_equals(Expected, string:lowercase(Given)) of
+        false -> {error, bad_signature};
+        true when Expires =< Now -> {error, expired};
+        true -> {ok, UserId}
+    end.
+
+split(Token) ->
+    case binary:split(Token, <<".">>, [global]) of
+        [U, E, Sig] when byte_size(Sig) =:= ?DIGEST_HEX_LEN ->
+            case {to_int(U), to_int(E), is_hex(Sig)} of
+                {UserId, Expires, true} when is_integer(UserId), UserId > 0, is_integer(Expires) ->
+                    {ok, UserId, Expires, Sig};
+                _ ->
+                    error
+            end;
+        _ ->
+            error
+    end.
+
+%% Only plain decimal digits: "+5" or " 5" would sign differently in Django.
+to_int(<<>>) -> error;
+to_int(Bin) ->
+    case lists:all(fun(C) -> C >= $0 andalso C =< $9 end, binary_to_list(Bin)) of
+        true -> binary_to_integer(Bin);
+        false -> error
+    end.
+
+%% Hex only, so lowercasing keeps the size that crypto:hash_equals/2 needs.
+is_hex(Bin) ->
+    lists:all(fun(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
+                        orelse (C >= $A andalso C =< $F) end,
+              binary_to_list(Bin)).
+
+payload(UserId, ExpiresUnix) ->
+    <<(integer_to_binary(UserId))/binary, ".", (integer_to_binary(ExpiresUnix))/binary>>.
+
+digest_hex(Secret, Payload) ->
+    Mac = crypto:mac(hmac, sha256, Secret, Payload),
+    string:lowercase(binary:encode_hex(Mac)).
+
+%% @doc The shared secret. The environment wins (it is what Django is given too),
+%% then messaging_config when it knows one, then the development default.
+-spec secret() -> binary().
+secret() ->
+    case os:getenv("MESSAGING_SHARED_SECRET") of
+        Env when is_list(Env), Env =/= "" -> list_to_binary(Env);
+        _ ->
+            case config_secret() of
+                undefined -> <<?DEFAULT_SECRET>>;
+                Secret -> iolist_to_binary(Secret)
+            end
+    end.
+
+config_secret() ->
+    _ = code:ensure_loaded(messaging_config),
+    case erlang:function_exported(messaging_config, get, 1) of
+        true ->
+            try messaging_config:get(shared_secret) of
+                S when is_binary(S); is_list(S) -> S;
+                _ -> undefined
+            catch _:_ -> undefined
+            end;
+        false ->
+            undefined
+    end.
