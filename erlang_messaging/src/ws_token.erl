@@ -84,17 +84,19 @@ digest_hex(Secret, Payload) ->
     Mac = crypto:mac(hmac, sha256, Secret, Payload),
     string:lowercase(binary:encode_hex(Mac)).
 
-%% @doc The shared secret. The environment wins (it is what Django is given too),
-%% then messaging_config when it knows one, then the development default.
+%% @doc The shared secret: messaging_config (app env, then the
+%% MESSAGING_SHARED_SECRET variable), or the variable directly when this module
+%% runs without the rest of the service.
 -spec secret() -> binary().
 secret() ->
-    case os:getenv("MESSAGING_SHARED_SECRET") of
-        Env when is_list(Env), Env =/= "" -> list_to_binary(Env);
-        _ ->
-            case config_secret() of
-                undefined -> <<?DEFAULT_SECRET>>;
-                Secret -> iolist_to_binary(Secret)
-            end
+    case config_secret() of
+        undefined ->
+            case os:getenv("MESSAGING_SHARED_SECRET") of
+                Env when is_list(Env), Env =/= "" -> list_to_binary(Env);
+                _ -> <<?DEFAULT_SECRET>>
+            end;
+        Secret ->
+            iolist_to_binary(Secret)
     end.
 
 config_secret() ->

@@ -1,0 +1,395 @@
+%% WebSocket push over loopback with a raw gen_tcp client written here, so the
+%% tests see exactly the bytes on the wire (fragments, split frames, masking).
+-module(ws_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+-export([missing_token_is_401/1, bad_token_is_401/1, expired_token_is_401/1,
+         handshake/1, posted_message_reaches_user/1, fragmented_message_reassembled/1,
+         frame_split_byte_by_byte/1, server_ping_and_pong_keep_alive/1,
+         silent_client_is_dropped/1, close_handshake/1, unmasked_frame_is_rejected/1,
+         connection_count_and_pg_membership/1]).
+
+%% Client helpers, also used by cluster_SUITE.
+-export([free_port/0, start_app/2, ws_connect/2, ws_connect/3, ws_send/2, ws_send/3,
+         ws_expect/2, ws_expect/3, token/1, http/5, post_message/4, service_headers/0,
+         masked_frame/3, wait_until/2]).
+
+-define(SECRET, "ws-suite-secret").
+-define(WAIT_MS, 5000).
+
+all() ->
+    [missing_token_is_401, bad_token_is_401, expired_token_is_401, handshake,
+     posted_message_reaches_user, fragmented_message_reassembled,
+     frame_split_byte_by_byte, server_ping_and_pong_keep_alive, silent_client_is_dropped,
+     close_handshake, unmasked_frame_is_rejected, connection_count_and_pg_membership].
+
+%%--------------------------------------------------------------------
+%% Setup
+%%--------------------------------------------------------------------
+
+init_per_suite(Config) ->
+    Port = free_port(),
+    ok = start_app(Port, ?config(priv_dir, Config)),
+    [{port, Port} | Config].
+
+end_per_suite(_Config) ->
+    _ = application:stop(messaging_service),
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    os:unsetenv("MESSAGING_WS_PING_MS"),
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    os:unsetenv("MESSAGING_WS_PING_MS"),
+    ok.
+
+%% The service reads its settings from the environment, as bin/messaging-start
+%% gives them. Django is pointed at a loopback port nobody listens on:
+%% persistence just retries, which these tests do not depend on.
+start_app(Port, DataDir) ->
+    os:putenv("HTTP_PORT", integer_to_list(Port)),
+    os:putenv("MESSAGING_DATA_DIR", DataDir),
+    os:putenv("MESSAGING_SHARED_SECRET", ?SECRET),
+    os:putenv("DJANGO_API_URL", "http://127.0.0.1:" ++ integer_to_list(free_port())),
+    {ok, _} = application:ensure_all_started(messaging_service),
+    wait_until(fun() -> listening(Port) end, ?WAIT_MS).
+
+listening(Port) ->
+    case gen_tcp:connect({127, 0, 0, 1}, Port, [binary], 200) of
+        {ok, S} -> gen_tcp:close(S), true;
+        _ -> false
+    end.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+missing_token_is_401(Config) ->
+    assert_unauthorized(ws_upgrade_raw(?config(port, Config), "/ws")).
+
+bad_token_is_401(Config) ->
+    Forged = ws_token:sign(1, erlang:system_time(second) + 60, <<"not-the-secret">>),
+    assert_unauthorized(ws_upgrade_raw(?config(port, Config), "/ws?token=" ++ binary_to_list(Forged))),
+    assert_unauthorized(ws_upgrade_raw(?config(port, Config), "/ws?token=garbage")).
+
+expired_token_is_401(Config) ->
+    Expired = ws_token:sign(1, erlang:system_time(second) - 1, <<?SECRET>>),
+    assert_unauthorized(ws_upgrade_raw(?config(port, Config), "/ws?token=" ++ binary_to_list(Expired))).
+
+handshake(Config) ->
+    Key = base64:encode(crypto:strong_rand_bytes(16)),
+    {101, Headers, _Rest, Sock} = upgrade_request(?config(port, Config),
+                                                  "/ws?token=" ++ binary_to_list(token(11)), Key),
+    ?assertEqual("websocket", string:lowercase(header("upgrade", Headers))),
+    ?assertEqual(binary_to_list(cow_ws:encode_key(Key)), header("sec-websocket-accept", Headers)),
+    gen_tcp:close(Sock).
+
+posted_message_reaches_user(Config) ->
+    Port = ?config(port, Config),
+    C = ws_connect(Port, 21),
+    {201, _} = post_ok(post_message(Port, 20, 21, <<"hello over ws">>)),
+    {text, Json} = ws_expect(C, text),
+    #{<<"type">> := <<"message">>, <<"message">> := Msg} = jiffy:decode(Json, [return_maps]),
+    ?assertMatch(#{<<"text">> := <<"hello over ws">>, <<"sender_id">> := 20,
+                   <<"receiver_id">> := 21}, Msg),
+    ws_close(C).
+
+%% Three fragments with a ping between the first two: the pong must come
+%% back at once (control frames may be interleaved), and the reassembled
+%% ack must reach message_queue_manager:ack/2.
+fragmented_message_reassembled(Config) ->
+    UserId = 31,
+    C = ws_connect(?config(port, Config), UserId),
+    trace_acks(UserId),
+    Ack = <<"{\"type\":\"ack\",\"ids\":[\"m-1\",\"m-2\"]}">>,
+    <<A:10/binary, B:10/binary, Rest/binary>> = Ack,
+    ws_send(C, masked_frame(0, 1, A)),
+    ws_send(C, masked_frame(1, 9, <<"mid">>)),
+    {pong, <<"mid">>} = ws_expect(C, pong),
+    ws_send(C, masked_frame(0, 0, B)),
+    ws_send(C, masked_frame(1, 0, Rest)),
+    ?assertEqual([<<"m-1">>, <<"m-2">>], expect_ack(UserId)),
+    ws_close(C).
+
+%% One ack frame then one ping frame, every byte in its own TCP send.
+frame_split_byte_by_byte(Config) ->
+    UserId = 41,
+    C = ws_connect(?config(port, Config), UserId),
+    trace_acks(UserId),
+    Bytes = <<(masked_frame(1, 1, <<"{\"type\":\"ack\",\"ids\":[\"b-1\"]}">>))/binary,
+              (masked_frame(1, 9, <<"split">>))/binary>>,
+    [begin ws_send(C, <<Byte>>), timer:sleep(2) end || <<Byte>> <= Bytes],
+    ?assertEqual([<<"b-1">>], expect_ack(UserId)),
+    {pong, <<"split">>} = ws_expect(C, pong),
+    ws_close(C).
+
+server_ping_and_pong_keep_alive(Config) ->
+    os:putenv("MESSAGING_WS_PING_MS", "200"),
+    C = ws_connect(?config(port, Config), 51),
+    %% Answer pings for 1.2 s (6 intervals, 3x the drop window): still open.
+    answer_pings(C, 6),
+    ws_send(C, masked_frame(1, 9, <<"alive?">>)),
+    {pong, <<"alive?">>} = ws_expect(C, pong),
+    ws_close(C).
+
+silent_client_is_dropped(Config) ->
+    os:putenv("MESSAGING_WS_PING_MS", "100"),
+    C = ws_connect(?config(port, Config), 52),
+    {ping, _} = ws_expect(C, ping),
+    %% Never answer: the server gives up after two intervals without data.
+    closed = ws_expect(C, closed, 2000).
+
+close_handshake(Config) ->
+    C = ws_connect(?config(port, Config), 61),
+    ws_send(C, masked_frame(1, 8, <<1000:16, "bye">>)),
+    {close, <<1000:16>>} = ws_expect(C, close),
+    closed = ws_expect(C, closed).
+
+unmasked_frame_is_rejected(Config) ->
+    C = ws_connect(?config(port, Config), 71),
+    ws_send(C, iolist_to_binary(cow_ws:frame({text, <<"unmasked">>}, #{}))),
+    {close, <<1002:16>>} = ws_expect(C, close),
+    closed = ws_expect(C, closed).
+
+%% The session is findable cluster-wide through pg and leaves on close.
+connection_count_and_pg_membership(Config) ->
+    UserId = 81,
+    C1 = ws_connect(?config(port, Config), UserId),
+    C2 = ws_connect(?config(port, Config), UserId),
+    ok = wait_until(fun() -> length(messaging_ws:sessions(UserId)) =:= 2 end, ?WAIT_MS),
+    ok = messaging_ws:deliver(UserId, message(UserId, <<"to both">>)),
+    [{text, _} = ws_expect(C, text) || C <- [C1, C2]],
+    ws_close(C1),
+    ws_close(C2),
+    ok = wait_until(fun() -> messaging_ws:sessions(UserId) =:= [] end, ?WAIT_MS).
+
+%%--------------------------------------------------------------------
+%% Ack tracing: watch calls to message_queue_manager:ack/2 from the session.
+%%--------------------------------------------------------------------
+
+trace_acks(UserId) ->
+    [Session] = messaging_ws:sessions(UserId),
+    {module, _} = code:ensure_loaded(message_queue_manager),
+    1 = erlang:trace_pattern({message_queue_manager, ack, 2}, true, [global]),
+    1 = erlang:trace(Session, true, [call]),
+    ok.
+
+expect_ack(UserId) ->
+    receive
+        {trace, _Pid, call, {message_queue_manager, ack, [UserId, Ids]}} -> Ids
+    after ?WAIT_MS ->
+        ct:fail(no_ack_call)
+    end.
+
+answer_pings(_C, 0) ->
+    ok;
+answer_pings(C, N) ->
+    {ping, Payload} = ws_expect(C, ping, 1000),
+    ws_send(C, masked_frame(1, 10, Payload)),
+    answer_pings(C, N - 1).
+
+%%--------------------------------------------------------------------
+%% Raw WebSocket client. A reader process owns the socket and forwards each
+%% parsed server frame to the test process as {ws, Ref, Frame}.
+%%--------------------------------------------------------------------
+
+token(UserId) ->
+    ws_token:sign(UserId, erlang:system_time(second) + 300, <<?SECRET>>).
+
+ws_connect(Port, UserId) ->
+    ws_connect(Port, UserId, token(UserId)).
+
+ws_connect(Port, _UserId, Token) ->
+    Key = base64:encode(crypto:strong_rand_bytes(16)),
+    {101, _Headers, Rest, Sock} = upgrade_request(Port, "/ws?token=" ++ binary_to_list(Token), Key),
+    Owner = self(),
+    Ref = make_ref(),
+    Reader = spawn_link(fun() -> receive go -> ok end, reader(Sock, Owner, Ref, Rest) end),
+    ok = gen_tcp:controlling_process(Sock, Reader),
+    Reader ! go,
+    {Sock, Ref}.
+
+ws_send({Sock, _Ref}, Bytes) ->
+    ok = gen_tcp:send(Sock, Bytes).
+
+ws_send(C, text, Payload) ->
+    ws_send(C, masked_frame(1, 1, Payload)).
+
+ws_expect(C, Kind) ->
+    ws_expect(C, Kind, ?WAIT_MS).
+
+%% Wait for the next frame of Kind; frames of other kinds are skipped
+%% (except that a close while waiting for something else fails the test).
+ws_expect({_Sock, Ref} = C, Kind, Timeout) ->
+    receive
+        {ws, Ref, closed} when Kind =:= closed -> closed;
+        {ws, Ref, closed} -> ct:fail({closed_while_waiting_for, Kind});
+        {ws, Ref, Frame} when element(1, Frame) =:= Kind -> Frame;
+        {ws, Ref, {close, _} = Close} when Kind =/= close -> ct:fail({unexpected, Close});
+        {ws, Ref, _Other} -> ws_expect(C, Kind, Timeout)
+    after Timeout ->
+        ct:fail({timeout_waiting_for, Kind})
+    end.
+
+ws_close({Sock, _Ref}) ->
+    gen_tcp:close(Sock).
+
+reader(Sock, Owner, Ref, Buffer) ->
+    Rest = forward_frames(Buffer, Owner, Ref),
+    ok = inet:setopts(Sock, [{active, once}]),
+    receive
+        {tcp, Sock, Data} -> reader(Sock, Owner, Ref, <<Rest/binary, Data/binary>>);
+        {tcp_closed, Sock} -> Owner ! {ws, Ref, closed};
+        {tcp_error, Sock, _} -> Owner ! {ws, Ref, closed}
+    end.
+
+%% Server frames are never masked nor fragmented by this service.
+forward_frames(Buffer, Owner, Ref) ->
+    case cow_ws:parse_header(Buffer, #{}, undefined) of
+        {Type, Frag, Rsv, Len, Mask, Rest} when byte_size(Rest) >= Len ->
+            {ok, Payload, _, Tail} = payload(Rest, Mask, Type, Len, Frag, Rsv),
+            Owner ! {ws, Ref, {Type, Payload}},
+            forward_frames(Tail, Owner, Ref);
+        _ ->
+            Buffer
+    end.
+
+payload(Rest, Mask, close, Len, Frag, Rsv) ->
+    %% Hand the raw close payload (code + reason) to the test.
+    <<Payload:Len/binary, Tail/binary>> = Rest,
+    _ = cow_ws:parse_payload(Rest, Mask, 0, 0, close, Len, Frag, #{}, Rsv),
+    {ok, Payload, 0, Tail};
+payload(Rest, Mask, Type, Len, Frag, Rsv) ->
+    cow_ws:parse_payload(Rest, Mask, 0, 0, Type, Len, Frag, #{}, Rsv).
+
+%% A client frame: FIN bit, opcode, masked payload (RFC 6455 5.2/5.3).
+masked_frame(Fin, Opcode, Payload) ->
+    MaskKey = crypto:strong_rand_bytes(4),
+    Masked = mask(Payload, MaskKey),
+    <<Fin:1, 0:3, Opcode:4, 1:1, (length_field(byte_size(Payload)))/bits,
+      MaskKey/binary, Masked/binary>>.
+
+length_field(Len) when Len < 126 -> <<Len:7>>;
+length_field(Len) when Len < 65536 -> <<126:7, Len:16>>;
+length_field(Len) -> <<127:7, Len:64>>.
+
+mask(Payload, MaskKey) ->
+    Key = binary:copy(MaskKey, byte_size(Payload) div 4 + 1),
+    crypto:exor(Payload, binary:part(Key, 0, byte_size(Payload))).
+
+%%--------------------------------------------------------------------
+%% HTTP over raw sockets (Connection: close, read to EOF).
+%%--------------------------------------------------------------------
+
+upgrade_request(Port, Path, Key) ->
+    {ok, Sock} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}, {nodelay, true}]),
+    ok = gen_tcp:send(Sock, ["GET ", Path, " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: ", Key, "\r\n\r\n"]),
+    {Status, Headers, Rest} = read_head(Sock, <<>>),
+    {Status, Headers, Rest, Sock}.
+
+ws_upgrade_raw(Port, Path) ->
+    Key = base64:encode(crypto:strong_rand_bytes(16)),
+    {Status, Headers, Rest, Sock} = upgrade_request(Port, Path, Key),
+    Body = read_body(Sock, Headers, Rest),
+    gen_tcp:close(Sock),
+    {Status, Body}.
+
+assert_unauthorized({Status, Body}) ->
+    ?assertEqual(401, Status),
+    ?assertMatch(#{<<"error">> := #{<<"code">> := <<"unauthorized">>, <<"message">> := _}},
+                 jiffy:decode(Body, [return_maps])).
+
+read_head(Sock, Acc) ->
+    case binary:split(Acc, <<"\r\n\r\n">>) of
+        [Head, Rest] ->
+            [StatusLine | Lines] = binary:split(Head, <<"\r\n">>, [global]),
+            [_, Code | _] = binary:split(StatusLine, <<" ">>, [global]),
+            {binary_to_integer(Code), [split_header(L) || L <- Lines], Rest};
+        [_] ->
+            {ok, More} = gen_tcp:recv(Sock, 0, ?WAIT_MS),
+            read_head(Sock, <<Acc/binary, More/binary>>)
+    end.
+
+split_header(Line) ->
+    [K, V] = binary:split(Line, <<":">>),
+    {string:lowercase(binary_to_list(K)), string:trim(binary_to_list(V))}.
+
+header(Name, Headers) ->
+    proplists:get_value(Name, Headers).
+
+read_body(Sock, Headers, Rest) ->
+    case header("content-length", Headers) of
+        undefined -> read_to_eof(Sock, Rest);
+        Len -> read_exact(Sock, list_to_integer(Len), Rest)
+    end.
+
+read_exact(_Sock, Len, Acc) when byte_size(Acc) >= Len ->
+    binary:part(Acc, 0, Len);
+read_exact(Sock, Len, Acc) ->
+    {ok, More} = gen_tcp:recv(Sock, 0, ?WAIT_MS),
+    read_exact(Sock, Len, <<Acc/binary, More/binary>>).
+
+read_to_eof(Sock, Acc) ->
+    case gen_tcp:recv(Sock, 0, ?WAIT_MS) of
+        {ok, More} -> read_to_eof(Sock, <<Acc/binary, More/binary>>);
+        {error, closed} -> Acc
+    end.
+
+http(Port, Method, Path, Headers, Body) ->
+    {ok, Sock} = gen_tcp:connect({127, 0, 0, 1}, Port, [binary, {active, false}]),
+    HeaderLines = [[K, ": ", V, "\r\n"] || {K, V} <- Headers],
+    ok = gen_tcp:send(Sock, [Method, " ", Path, " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             "Connection: close\r\nContent-Type: application/json\r\n"
+                             "Content-Length: ", integer_to_list(iolist_size(Body)), "\r\n",
+                             HeaderLines, "\r\n", Body]),
+    {Status, RespHeaders, Rest} = read_head(Sock, <<>>),
+    RespBody = read_body(Sock, RespHeaders, Rest),
+    gen_tcp:close(Sock),
+    {Status, RespBody}.
+
+%% Django authenticates to the service with the shared secret.
+service_headers() ->
+    [{"X-Messaging-Token", os:getenv("MESSAGING_SHARED_SECRET", ?SECRET)}].
+
+post_message(Port, SenderId, ReceiverId, Text) ->
+    Body = jiffy:encode(#{id => iolist_to_binary(["ws-suite-", integer_to_list(erlang:unique_integer([positive]))]),
+                          conversation_id => SenderId * 1000 + ReceiverId,
+                          sender_id => SenderId, receiver_id => ReceiverId,
+                          text => Text, priority => <<"normal">>}),
+    http(Port, "POST", "/messages", service_headers(), Body).
+
+post_ok({Status, Body}) when Status >= 200, Status < 300 -> {201, Body};
+post_ok(Other) -> ct:fail({post_failed, Other}).
+
+message(UserId, Text) ->
+    #{id => <<"direct-1">>, conversation_id => 1, sender_id => 1, receiver_id => UserId,
+      text => Text, priority => <<"normal">>, created_at => <<"2024-01-01T00:00:00Z">>,
+      broadcast_id => null}.
+
+%%--------------------------------------------------------------------
+%% Misc
+%%--------------------------------------------------------------------
+
+free_port() ->
+    {ok, L} = gen_tcp:listen(0, [{ip, {127, 0, 0, 1}}]),
+    {ok, Port} = inet:port(L),
+    gen_tcp:close(L),
+    Port.
+
+wait_until(Fun, Timeout) when Timeout =< 0 ->
+    case Fun() of
+        true -> ok;
+        _ -> {error, timeout}
+    end;
+wait_until(Fun, Timeout) ->
+    case Fun() of
+        true -> ok;
+        _ -> timer:sleep(20), wait_until(Fun, Timeout - 20)
+    end.
