@@ -189,10 +189,41 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Payment providers ---------------------------------------------------------------
+# Webhook secrets (verification) and API keys (outbound checkout calls), per provider.
 PAYSTACK_SECRET_KEY = os.environ.get("PAYSTACK_SECRET_KEY", "sk_test_dev_paystack")
+FLUTTERWAVE_SECRET_KEY = os.environ.get("FLUTTERWAVE_SECRET_KEY", "FLWSECK_TEST-dev")
 FLUTTERWAVE_SECRET_HASH = os.environ.get("FLUTTERWAVE_SECRET_HASH", "dev-flutterwave-hash")
+STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "sk_test_dev_stripe")
 STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_dev_stripe")
+MPESA_CONSUMER_KEY = os.environ.get("MPESA_CONSUMER_KEY", "dev-mpesa-key")
+MPESA_CONSUMER_SECRET = os.environ.get("MPESA_CONSUMER_SECRET", "dev-mpesa-secret")
+MPESA_SHORTCODE = os.environ.get("MPESA_SHORTCODE", "174379")
+MPESA_PASSKEY = os.environ.get("MPESA_PASSKEY", "dev-mpesa-passkey")
+MPESA_CALLBACK_TOKEN = os.environ.get("MPESA_CALLBACK_TOKEN", "dev-mpesa-callback-token")
+# Where providers reach us (callback URLs, redirects after checkout).
+PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+
+# Which providers take payments in which country, in order of preference; "*" is anywhere.
+# PAYMENT_PROVIDERS="paystack=NG GH,stripe=*" in the environment replaces the table.
+PAYMENT_PROVIDERS = {
+    "paystack": {"NG", "GH", "ZA", "KE"},
+    "flutterwave": {"NG", "GH", "KE", "UG", "TZ", "RW", "ZA"},
+    "mpesa": {"KE", "TZ"},
+    "stripe": {"*"},
+}
+if os.environ.get("PAYMENT_PROVIDERS"):
+    PAYMENT_PROVIDERS = {
+        name.strip(): set(countries.upper().split())
+        for name, _, countries in (entry.partition("=") for entry in os.environ["PAYMENT_PROVIDERS"].split(","))
+    }
+
+# The offline sandbox provider: on by default in development, first choice when on.
 SANDBOX_PAYMENTS_ENABLED = env_bool("SANDBOX_PAYMENTS_ENABLED", DEBUG)
+SANDBOX_AUTOCOMPLETE = env_bool("SANDBOX_AUTOCOMPLETE", True)
+SANDBOX_WEBHOOK_SECRET = os.environ.get("SANDBOX_WEBHOOK_SECRET", "sandbox-" + SECRET_KEY[:24])
+SANDBOX_WEBHOOK_URL = os.environ.get("SANDBOX_WEBHOOK_URL", f"{PUBLIC_BASE_URL}/api/payments/webhooks/sandbox/")
+
+# Requests that fail webhook verification, per source address per hour, before 429.
 WEBHOOK_FAILED_VERIFICATION_LIMIT = env_int("WEBHOOK_FAILED_VERIFICATION_LIMIT", 100)
 
 # --- Messaging ---------------------------------------------------------------------

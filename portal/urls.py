@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from wagtail import urls as wagtail_urls
 from wagtail.admin import urls as wagtailadmin_urls
 
+from finance.api.errors import api_not_found, api_server_error
+
 urlpatterns = [
     path("admin/", include(wagtailadmin_urls)),
     # Django's own admin stays available to superusers; the portal lives in Wagtail's.
@@ -15,3 +17,20 @@ urlpatterns = [
     path("", include("portal.urls_public")),
     path("", include(wagtail_urls)),
 ]
+
+
+def handler404(request, exception=None):
+    """JSON for unknown API paths, Wagtail's page for the rest."""
+    if request.path.startswith("/api/"):
+        return api_not_found(request, exception)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler500(request):
+    if request.path.startswith("/api/"):
+        return api_server_error(request)
+    from django.views.defaults import server_error
+
+    return server_error(request)

@@ -31,6 +31,12 @@ class ProviderUnavailableError(TransactionError):
     status = 503
 
 
+class CheckoutInputError(TransactionError):
+    """The provider's checkout needs something the request did not give."""
+
+    code = "invalid_field"
+
+
 SUCCESS, FAILED, IGNORED = "success", "failed", "ignored"
 
 
@@ -43,6 +49,10 @@ class ProviderEvent:
     amount: Decimal | None = None
     currency: str = ""
     provider_reference: str = ""
+    failure_reason: str = ""
+    # Set instead of amount/currency when the provider sends an amount without a currency
+    # (M-Pesa): it is read in the payment's own currency.
+    raw_amount: object = None
 
 
 def constant_time_equal(a: str, b: str) -> bool:
@@ -50,8 +60,9 @@ def constant_time_equal(a: str, b: str) -> bool:
 
 
 def load_json(raw: bytes) -> dict:
+    # Numbers with a fraction become Decimal, never float: money must stay exact.
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_float=Decimal)
     except (ValueError, UnicodeDecodeError):
         raise MalformedEventError("The body is not valid JSON.") from None
     if not isinstance(data, dict):
@@ -79,10 +90,11 @@ def minor_amount(value, currency: str) -> Decimal:
 
 
 def major_amount(value, currency: str) -> Decimal:
-    # JSON numbers are parsed as float by json.loads: go back to the text the provider sent.
-    text = repr(value) if isinstance(value, float) else value
+    """An amount in major units, sent as a JSON number (parsed as Decimal) or a string."""
+    if isinstance(value, bool) or not isinstance(value, (int, str, Decimal)):
+        raise MalformedEventError("The amount must be a number.")
     try:
-        return parse_amount(text if isinstance(text, str) else str(text), currency)
+        return parse_amount(str(value), currency)
     except TransactionError as error:
         raise MalformedEventError(str(error)) from None
 
@@ -124,10 +136,10 @@ class Provider:
     def secret(self) -> str:
         raise NotImplementedError
 
-    def checkout(self, payment, *, email: str, session=None) -> dict:
+    def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
         raise NotImplementedError
 
-    def verify(self, raw: bytes, headers) -> None:
+    def verify(self, raw: bytes, headers, query=None) -> None:
         raise NotImplementedError
 
     def parse(self, raw: bytes) -> ProviderEvent:

@@ -43,17 +43,17 @@ class Flutterwave(Provider):
     def secret(self) -> str:
         return settings.FLUTTERWAVE_SECRET_KEY
 
-    def checkout(self, payment, *, email, session=None) -> dict:
+    def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
         data = self.client(session).create_payment(
             tx_ref=payment.reference,
             amount=str(payment.amount),
             currency=payment.currency,
             email=email,
-            redirect_url=f"{settings.DJANGO_API_URL}/statement/",
+            redirect_url=f"{settings.PUBLIC_BASE_URL}/statement/",
         )
         return {"checkout_url": data["link"]}
 
-    def verify(self, raw: bytes, headers) -> None:
+    def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get("verif-hash", "")
         if not given or not constant_time_equal(given, settings.FLUTTERWAVE_SECRET_HASH):
             raise WebhookVerificationError("Bad or missing verif-hash.")

@@ -41,7 +41,7 @@ class Paystack(Provider):
     def secret(self) -> str:
         return settings.PAYSTACK_SECRET_KEY
 
-    def checkout(self, payment, *, email, session=None) -> dict:
+    def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
         data = self.client(session).initialize(
             reference=payment.reference,
             amount_minor=to_minor_units(payment.amount, payment.currency),
@@ -50,7 +50,7 @@ class Paystack(Provider):
         )
         return {"authorization_url": data["authorization_url"], "access_code": data.get("access_code", "")}
 
-    def verify(self, raw: bytes, headers) -> None:
+    def verify(self, raw: bytes, headers, query=None) -> None:
         signature = headers.get("x-paystack-signature", "")
         expected = hmac.new(self.secret().encode(), raw, hashlib.sha512).hexdigest()
         if not signature or not constant_time_equal(signature.lower(), expected):

@@ -49,15 +49,19 @@ class Stripe(Provider):
     def secret(self) -> str:
         return settings.STRIPE_SECRET_KEY
 
-    def checkout(self, payment, *, email, session=None) -> dict:
+    def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
         intent = self.client(session).create_payment_intent(
             amount_minor=to_minor_units(payment.amount, payment.currency),
             currency=payment.currency,
             payment_reference=payment.reference,
         )
-        return {"payment_intent": intent["id"], "client_secret": intent["client_secret"]}
+        return {
+            "payment_intent": intent["id"],
+            "client_secret": intent["client_secret"],
+            "provider_reference": intent["id"],
+        }
 
-    def verify(self, raw: bytes, headers, *, now: float | None = None) -> None:
+    def verify(self, raw: bytes, headers, query=None, *, now: float | None = None) -> None:
         parts = [p.split("=", 1) for p in headers.get("stripe-signature", "").split(",") if "=" in p]
         timestamps = [v for k, v in parts if k.strip() == "t"]
         signatures = [v.strip() for k, v in parts if k.strip() == "v1"]

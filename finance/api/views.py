@@ -1,0 +1,342 @@
+"""The payments API. Every view reads through the caller's own objects and moves money only
+through the services: `finance.services` / `finance.payments` for the owner's actions and
+`portal.services` for staff actions (the same four-eyes rules and audit log as the portal).
+
+Ownership: another user's object is simply not in the caller's queryset, so it answers 404
+and never reveals that it exists. Staff actions then check Django permissions (403).
+"""
+
+import django_filters
+from django.db import transaction
+from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from finance import payments
+from finance.errors import CurrencyMismatchError, NotFoundError, PermissionDeniedError
+from finance.models import BankAccount, Booking, Wallet, WalletTransaction, Withdrawal
+from finance.services import TransactionService
+from portal import services as staff_actions
+
+from . import serializers as api
+from .idempotency import idempotent, service_key
+
+ERRORS = {
+    400: OpenApiResponse(api.ErrorSerializer, description="Invalid input; nothing changed."),
+    401: OpenApiResponse(api.ErrorSerializer, description="Not authenticated."),
+    403: OpenApiResponse(api.ErrorSerializer, description="Missing permission."),
+    404: OpenApiResponse(api.ErrorSerializer, description="Not found (or not yours)."),
+    409: OpenApiResponse(api.ErrorSerializer, description="Refused in the object's current state; nothing changed."),
+}
+
+
+def _approval_pending(outcome) -> Response:
+    approval = outcome.approval
+    return Response(
+        {
+            "status": "pending_approval",
+            "approval_request": approval.pk,
+            "message": f"{approval.get_kind_display()} needs a second finance approver before money moves.",
+        },
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+def _require(request, permission: str) -> None:
+    if not request.user.has_perm(permission):
+        raise PermissionDeniedError("Only finance staff can do this.")
+
+
+class TransactionFilter(django_filters.FilterSet):
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+
+    class Meta:
+        model = WalletTransaction
+        fields = ["type", "status", "created_after", "created_before"]
+
+
+def _transactions(queryset):
+    return queryset.select_related("reverses").prefetch_related("reversals").order_by("-created_at", "-id")
+
+
+# --- wallets --------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["wallets"], responses={200: api.WalletSerializer, **ERRORS})
+class WalletViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = api.WalletSerializer
+    filterset_class = TransactionFilter
+
+    def get_queryset(self):
+        return Wallet.objects.filter(user=self.request.user).order_by("currency")
+
+    def filter_queryset(self, queryset):
+        return queryset  # the filters are for the transactions action only
+
+    @extend_schema(responses={200: api.WalletSerializer(many=True), 401: ERRORS[401]})
+    @action(detail=False)
+    def my_wallet(self, request):
+        """The caller's wallets, one per currency."""
+        return Response(self.get_serializer(self.get_queryset(), many=True).data)
+
+    @action(detail=True)
+    def balance(self, request, pk=None):
+        """Balance, held and available of one of the caller's wallets."""
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(responses={200: api.TransactionSerializer(many=True), **ERRORS})
+    @action(detail=True, serializer_class=api.TransactionSerializer)
+    def transactions(self, request, pk=None):
+        """The wallet's transactions, newest first; filter by type, status and created_after/before."""
+        wallet = self.get_object()
+        queryset = TransactionFilter(request.query_params, _transactions(wallet.transactions.all())).qs
+        page = self.paginate_queryset(queryset)
+        return self.get_paginated_response(api.TransactionSerializer(page, many=True).data)
+
+
+# --- bank accounts ----------------------------------------------------------------------------
+
+
+@extend_schema(tags=["bank accounts"], responses={200: api.BankAccountSerializer, **ERRORS})
+class BankAccountViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
+    serializer_class = api.BankAccountSerializer
+
+    def get_queryset(self):
+        return BankAccount.objects.filter(owner=self.request.user).order_by("-is_primary", "id")
+
+    @extend_schema(responses={201: api.BankAccountSerializer, **ERRORS})
+    def create(self, request, *args, **kwargs):
+        """Add a bank account; the first one becomes primary."""
+        return super().create(request, *args, **kwargs)
+
+    def perform_create(self, serializer):
+        number = serializer.validated_data.pop("account_number")
+        with transaction.atomic():
+            has_primary = BankAccount.objects.select_for_update().filter(owner=self.request.user, is_primary=True)
+            serializer.save(owner=self.request.user, account_number_last4=number[-4:], is_primary=not has_primary)
+
+    @extend_schema(request=None)
+    @action(detail=True, methods=["post"])
+    def set_primary(self, request, pk=None):
+        """Make this account the primary one (the previous primary stops being primary)."""
+        account = self.get_object()
+        with transaction.atomic():
+            # Lock the owner's accounts so two concurrent calls cannot both leave a primary.
+            list(BankAccount.objects.select_for_update().filter(owner=request.user))
+            BankAccount.objects.filter(owner=request.user, is_primary=True).exclude(pk=account.pk).update(
+                is_primary=False
+            )
+            BankAccount.objects.filter(pk=account.pk).update(is_primary=True)
+        account.refresh_from_db()
+        return Response(self.get_serializer(account).data)
+
+
+# --- withdrawals ------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["withdrawals"], responses={200: api.WithdrawalSerializer, **ERRORS})
+class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = api.WithdrawalSerializer
+
+    def get_queryset(self):
+        withdrawals = Withdrawal.objects.select_related("bank_account", "transaction").order_by("-created_at", "-id")
+        if self.action in ("complete", "fail") and self.request.user.has_perm("finance.view_withdrawal"):
+            return withdrawals  # finance staff act on any host's withdrawal
+        return withdrawals.filter(wallet__user=self.request.user)
+
+    @extend_schema(request=api.WithdrawalRequestSerializer, responses={201: api.WithdrawalSerializer, **ERRORS})
+    @idempotent
+    def create(self, request):
+        """Withdraw from one of the caller's wallets to one of their bank accounts: the amount is held."""
+        body = api.WithdrawalRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        wallet = Wallet.objects.filter(pk=body.validated_data["wallet"], user=request.user).first()
+        account = BankAccount.objects.filter(pk=body.validated_data["bank_account"], owner=request.user).first()
+        if wallet is None:
+            return _not_found("wallet", "Wallet not found.")
+        if account is None:
+            return _not_found("bank_account", "Bank account not found.")
+        if account.currency and account.currency != wallet.currency:
+            raise CurrencyMismatchError(
+                f"The bank account takes {account.currency}; the wallet holds {wallet.currency}.", field="bank_account"
+            )
+        withdrawal = TransactionService.initiate_withdrawal(
+            wallet,
+            account,
+            body.validated_data["amount"],
+            idempotency_key=service_key(request, "withdraw"),
+            actor=request.user,
+        )
+        return Response(self.get_serializer(withdrawal).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=None, responses={200: api.WithdrawalSerializer, 202: api.ApprovalPendingSerializer, **ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def complete(self, request, pk=None):
+        """Finance staff: the payout left the bank. Above the approval threshold it waits for a second approver."""
+        _require(request, "finance.complete_withdrawal")
+        outcome = staff_actions.complete_withdrawal(
+            withdrawal=self.get_object(), actor=request.user, idempotency_key=service_key(request, "complete")
+        )
+        if outcome.needs_approval:
+            return _approval_pending(outcome)
+        return Response(self.get_serializer(outcome.result).data)
+
+    @extend_schema(request=api.ReasonSerializer, responses={200: api.WithdrawalSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def fail(self, request, pk=None):
+        """Finance staff: the payout failed; the held amount returns to the host's available balance."""
+        _require(request, "finance.fail_withdrawal")
+        withdrawal = self.get_object()
+        body = api.ReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = staff_actions.fail_withdrawal(
+            withdrawal=withdrawal,
+            actor=request.user,
+            reason=body.validated_data["reason"],
+            idempotency_key=service_key(request, "fail"),
+        )
+        return Response(self.get_serializer(outcome.result).data)
+
+
+def _not_found(field: str, message: str) -> Response:
+    return Response(
+        {"error": {"code": "not_found", "message": message, "fields": {field: [message]}}},
+        status=status.HTTP_404_NOT_FOUND,
+    )
+
+
+# --- transactions -----------------------------------------------------------------------------
+
+
+@extend_schema(tags=["transactions"], responses={200: api.TransactionSerializer, **ERRORS})
+class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = api.TransactionSerializer
+    lookup_field = "reference"
+    filterset_class = TransactionFilter
+
+    def get_queryset(self):
+        if self.action == "reverse" and self.request.user.has_perm("finance.view_wallettransaction"):
+            return _transactions(WalletTransaction.objects.all())
+        return _transactions(WalletTransaction.objects.filter(wallet__user=self.request.user))
+
+    @extend_schema(request=api.ReasonSerializer, responses={202: api.ApprovalPendingSerializer, **ERRORS})
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def reverse(self, request, reference=None):
+        """Finance staff: ask for a reversal. It always needs a second finance approver (four-eyes)."""
+        _require(request, "finance.reverse_transaction")
+        txn = self.get_object()
+        body = api.ReasonSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = staff_actions.request_reversal(
+            txn=txn,
+            reason=body.validated_data["reason"],
+            actor=request.user,
+            idempotency_key=service_key(request, "rev"),
+        )
+        return _approval_pending(outcome)
+
+
+# --- bookings: paying and refunding -----------------------------------------------------------
+
+
+@extend_schema(tags=["bookings"])
+class BookingViewSet(viewsets.GenericViewSet):
+    queryset = Booking.objects.none()
+    serializer_class = api.PaymentSerializer
+
+    @extend_schema(
+        request=api.PayRequestSerializer, responses={200: api.PaymentSerializer, 201: api.PaymentSerializer, **ERRORS}
+    )
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def pay(self, request, pk=None):
+        """The booking's guest starts paying. A second call returns the open payment, never a second charge."""
+        body = api.PayRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        payment, created = payments.initiate_payment(
+            _booking_id(pk),
+            guest=request.user,
+            provider_name=body.validated_data.get("provider", ""),
+            phone=body.validated_data.get("phone", ""),
+        )
+        return Response(
+            api.PaymentSerializer(payment).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    @extend_schema(
+        request=api.RefundRequestSerializer,
+        responses={
+            200: inline_serializer("Refund", {"reference": serializers.CharField(), "amount": serializers.CharField()}),
+            202: api.ApprovalPendingSerializer,
+            **ERRORS,
+        },
+    )
+    @action(detail=True, methods=["post"])
+    @idempotent
+    def refund(self, request, pk=None):
+        """Finance staff: refund part or all of what the guest paid, with a reason."""
+        _require(request, "finance.refund_booking")
+        booking = Booking.objects.filter(pk=_booking_id(pk)).first()
+        if booking is None:
+            return _not_found("booking", "Booking not found.")
+        body = api.RefundRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = staff_actions.refund_booking(
+            booking=booking,
+            amount=body.validated_data["amount"],
+            reason=body.validated_data["reason"],
+            actor=request.user,
+            idempotency_key=service_key(request, "refund"),
+        )
+        if outcome.needs_approval:
+            return _approval_pending(outcome)
+        return Response(api.TransactionSerializer(outcome.result).data)
+
+
+def _booking_id(pk) -> int:
+    if not str(pk).isdigit() or int(pk) > 2**62:
+        raise NotFoundError("Booking not found.")
+    return int(pk)
+
+
+# --- webhooks ---------------------------------------------------------------------------------
+
+
+class WebhookView(APIView):
+    """Provider → us. No session or token: the provider's signature is the authentication."""
+
+    authentication_classes = []
+    permission_classes = []
+    throttle_classes = []
+
+    @extend_schema(
+        tags=["webhooks"],
+        request={"application/json": dict},
+        responses={
+            200: inline_serializer(
+                "WebhookAccepted", {"status": serializers.CharField(), "event_id": serializers.CharField()}
+            ),
+            400: ERRORS[400],
+            401: OpenApiResponse(api.ErrorSerializer, description="Signature missing, wrong or stale."),
+            404: ERRORS[404],
+            429: OpenApiResponse(api.ErrorSerializer, description="Too many failed verifications from this address."),
+        },
+    )
+    def post(self, request, provider):
+        result = payments.receive_webhook(
+            provider,
+            request.body,
+            request.headers,
+            query=request.query_params,
+            source=request.META.get("REMOTE_ADDR", ""),
+        )
+        headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
+        return Response(result.body, status=result.status, headers=headers)

@@ -1,0 +1,305 @@
+"""Payments from guests: starting a checkout and applying the providers' webhooks.
+
+Money moves only through `TransactionService`; this module decides *whether* a provider's
+event may move it. The webhook path runs in this order, and each step's failure stops
+it before the next:
+
+  1. verify the signature over the raw bytes (bad, missing or stale → 401, nothing stored;
+     too many failures from one source → 429 for that source only),
+  2. parse the event (malformed → 400, stored as rejected),
+  3. store it in the inbox once per provider event id (a replay answers 200, changes nothing),
+  4. match it against the payment (unknown reference, other amount or currency → flagged),
+  5. apply it: payout to the host and confirmation of the booking, or a failed payment.
+"""
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from . import ledger
+from .errors import InvalidStateError, NotFoundError, PermissionDeniedError
+from .models import Booking, Payment, WebhookEvent
+from .money import format_money
+from .providers import PROVIDERS, choose_provider
+from .providers.base import (
+    FAILED,
+    IGNORED,
+    SUCCESS,
+    MalformedEventError,
+    ProviderEvent,
+    WebhookVerificationError,
+    major_amount,
+)
+from .services import TransactionService
+
+logger = logging.getLogger("finance.payments")
+Outcome = WebhookEvent.Outcome
+
+
+# --- checkout ---------------------------------------------------------------------------
+
+
+def initiate_payment(booking_id: int, *, guest, provider_name: str = "", phone: str = "", session=None):
+    """Open a payment for the guest's pending booking; returns (payment, created).
+
+    A second call while a payment is open returns that payment: never a second charge. The
+    row and the provider's checkout data commit together; if the provider cannot be
+    reached, nothing is kept.
+    """
+    with transaction.atomic():
+        booking = (
+            Booking.objects.select_for_update()
+            .select_related("rental_property")
+            .filter(pk=booking_id, guest=guest)
+            .first()
+        )
+        if booking is None:
+            raise NotFoundError("Booking not found.")
+        open_payment = booking.payments.filter(status=Payment.Status.PENDING).first()
+        if open_payment is not None:
+            return open_payment, False
+        if booking.status != Booking.Status.PENDING:
+            raise InvalidStateError(f"Booking #{booking.pk} is {booking.get_status_display().lower()}: nothing to pay.")
+        provider = choose_provider(booking.rental_property.country, provider_name)
+        payment = Payment.objects.create(
+            booking=booking, provider=provider.name, amount=booking.grand_total, currency=booking.currency
+        )
+        checkout = provider.checkout(payment, email=guest.email, phone=phone, session=session)
+        payment.provider_reference = checkout.pop("provider_reference", None)
+        payment.checkout = checkout
+        payment.save(update_fields=["provider_reference", "checkout", "updated_at"])
+        ledger.audit(
+            action="payment.initiate",
+            actor=guest,
+            amount=payment.amount,
+            currency=payment.currency,
+            metadata={"payment": payment.reference, "provider": provider.name, "booking": booking.pk},
+        )
+    return payment, True
+
+
+# --- webhooks ---------------------------------------------------------------------------
+
+
+@dataclass
+class WebhookResult:
+    status: int
+    body: dict
+    retry_after: int | None = None
+
+
+def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source: str = "") -> WebhookResult:
+    provider = PROVIDERS.get(provider_name)
+    if provider is None or (provider_name == "sandbox" and not settings.SANDBOX_PAYMENTS_ENABLED):
+        return _error(404, "unknown_provider", f"No webhook endpoint for {provider_name!r}.")
+    try:
+        provider.verify(raw, headers, query)
+    except WebhookVerificationError as error:
+        return _refuse_unverified(provider_name, source, str(error))
+    try:
+        event = provider.parse(raw)
+    except MalformedEventError as error:
+        _store_rejected(provider_name, raw, str(error))
+        return _error(400, "malformed_event", str(error))
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                inbox = WebhookEvent.objects.create(
+                    provider=provider_name,
+                    event_id=event.event_id,
+                    event_type=event.event_type,
+                    raw_body=raw.decode("utf-8", "replace"),
+                )
+        except IntegrityError:
+            return WebhookResult(200, {"status": "duplicate", "event_id": event.event_id})
+        _apply(inbox, event, actor=None)
+    return WebhookResult(200, {"status": inbox.outcome, "event_id": event.event_id})
+
+
+def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
+    """Apply a flagged or rejected event again, after staff fixed its cause."""
+    if actor is None or not actor.has_perm("finance.replay_webhookevent"):
+        raise PermissionDeniedError("You do not have permission to replay webhook events.")
+    with transaction.atomic():
+        inbox = WebhookEvent.objects.select_for_update().filter(pk=event_pk).first()
+        if inbox is None:
+            raise NotFoundError("Webhook event not found.")
+        if inbox.outcome not in (Outcome.FLAGGED, Outcome.REJECTED):
+            raise InvalidStateError(f"Only flagged or rejected events can be replayed; this one is {inbox.outcome}.")
+        inbox.replay_count += 1
+        try:
+            event = PROVIDERS[inbox.provider].parse(inbox.raw_body.encode())
+        except MalformedEventError as error:
+            _record(inbox, Outcome.REJECTED, str(error), actor=actor)
+            return inbox
+        inbox.event_type = event.event_type
+        _apply(inbox, event, actor=actor)
+    return inbox
+
+
+def _apply(inbox: WebhookEvent, event: ProviderEvent, *, actor) -> None:
+    if event.outcome == IGNORED:
+        return _record(inbox, Outcome.IGNORED, f"{event.event_type} is not an event we act on.", actor=actor)
+    payment = _find_payment(inbox.provider, event)
+    if payment is None:
+        return _record(inbox, Outcome.FLAGGED, "No payment matches this event's reference.", actor=actor)
+    inbox.payment = payment
+    mismatch = _mismatch(event, payment)
+    if mismatch:
+        return _record(inbox, Outcome.FLAGGED, mismatch, actor=actor)
+    if event.outcome == SUCCESS:
+        _apply_success(inbox, event, payment, actor)
+    elif event.outcome == FAILED:
+        _apply_failure(inbox, event, payment, actor)
+
+
+def _apply_success(inbox, event, payment, actor) -> None:
+    if payment.ledger_transaction_id:
+        return _record(inbox, Outcome.APPLIED, "Payment was already applied.", actor=actor)
+    if payment.status not in (Payment.Status.PENDING, Payment.Status.FAILED):
+        return _record(inbox, Outcome.FLAGGED, f"Payment is {payment.status}: not applied again.", actor=actor)
+    booking = payment.booking
+    if booking.status != Booking.Status.PENDING:
+        reason = f"Booking #{booking.pk} is {booking.status}: money received, not applied."
+        return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
+    if payment.status == Payment.Status.FAILED and booking.payments.filter(status=Payment.Status.PENDING).exists():
+        reason = "Success for a failed payment while another payment is open: check before applying."
+        return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
+    # A late success after a failure (the guest retried on the provider's page) still pays.
+    Payment.objects.filter(pk=payment.pk).update(
+        status=Payment.Status.PENDING,
+        provider_reference=payment.provider_reference or event.provider_reference or None,
+        failure_reason="",
+    )
+    payment.refresh_from_db()
+    txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
+    _record(inbox, Outcome.APPLIED, f"Paid out as {txn.reference}.", actor=actor)
+    transaction.on_commit(lambda: _send_receipt(payment.pk))
+
+
+def _apply_failure(inbox, event, payment, actor) -> None:
+    if payment.status != Payment.Status.PENDING:
+        return _record(inbox, Outcome.FLAGGED, f"Payment is {payment.status}: a failure cannot apply.", actor=actor)
+    payment.status = Payment.Status.FAILED
+    payment.failure_reason = event.failure_reason or event.event_type
+    payment.save(update_fields=["status", "failure_reason", "updated_at"])
+    _record(inbox, Outcome.PAYMENT_FAILED, payment.failure_reason, actor=actor)
+
+
+def _find_payment(provider_name: str, event: ProviderEvent) -> Payment | None:
+    payments = Payment.objects.select_for_update().select_related("booking").filter(provider=provider_name)
+    if event.payment_reference:
+        return payments.filter(reference=event.payment_reference).first()
+    if event.provider_reference:
+        return payments.filter(provider_reference=event.provider_reference).first()
+    return None
+
+
+def _mismatch(event: ProviderEvent, payment: Payment) -> str:
+    """Why the event's money differs from the payment, or '' when it matches."""
+    if event.outcome != SUCCESS:
+        return ""
+    amount, currency = event.amount, event.currency
+    if amount is None:  # the provider sends no currency (M-Pesa): read it in the payment's
+        try:
+            amount, currency = major_amount(event.raw_amount, payment.currency), payment.currency
+        except MalformedEventError as error:
+            return str(error)
+    if currency != payment.currency:
+        return f"Currency {currency} differs from the payment's {payment.currency}."
+    if Decimal(amount) != payment.amount:
+        return (
+            f"Amount {format_money(amount, currency)} differs from the payment's "
+            f"{format_money(payment.amount, payment.currency)}."
+        )
+    return ""
+
+
+def _record(inbox: WebhookEvent, outcome: str, reason: str, *, actor) -> None:
+    inbox.outcome = outcome
+    inbox.reason = reason
+    inbox.processed_at = timezone.now()
+    inbox.save()
+    payment = inbox.payment
+    ledger.audit(
+        action=f"webhook.{outcome}",
+        actor=actor,
+        amount=payment.amount if payment else None,
+        currency=payment.currency if payment else "",
+        reason=reason,
+        metadata={
+            "provider": inbox.provider,
+            "event_id": inbox.event_id,
+            "event_type": inbox.event_type,
+            "payment": payment.reference if payment else "",
+            "replay": inbox.replay_count,
+        },
+    )
+    logger.info("webhook %s %s: %s (%s)", inbox.provider, inbox.event_id, outcome, reason)
+
+
+def _store_rejected(provider_name: str, raw: bytes, reason: str) -> None:
+    """Keep a malformed but authentic event for staff; the body's hash stands in for its id."""
+    event_id = "malformed:" + hashlib.sha256(raw).hexdigest()
+    with transaction.atomic():
+        inbox, created = WebhookEvent.objects.get_or_create(
+            provider=provider_name,
+            event_id=event_id,
+            defaults={"raw_body": raw.decode("utf-8", "replace"), "outcome": Outcome.REJECTED},
+        )
+        if created:
+            _record(inbox, Outcome.REJECTED, reason, actor=None)
+
+
+def _refuse_unverified(provider_name: str, source: str, reason: str) -> WebhookResult:
+    """401, or 429 once this source has failed verification too often this hour."""
+    window = int(timezone.now().timestamp()) // 3600
+    key = f"webhook-unverified:{source}:{window}"
+    cache.add(key, 0, timeout=3600)
+    try:
+        failures = cache.incr(key)
+    except ValueError:  # evicted between add and incr
+        cache.set(key, 1, timeout=3600)
+        failures = 1
+    logger.warning("webhook %s from %s failed verification (%s this hour): %s", provider_name, source, failures, reason)
+    if failures > settings.WEBHOOK_FAILED_VERIFICATION_LIMIT:
+        retry_after = 3600 - int(timezone.now().timestamp()) % 3600
+        result = _error(429, "rate_limited", "Too many webhook requests that failed verification.")
+        result.retry_after = retry_after
+        return result
+    return _error(401, "invalid_signature", reason)
+
+
+def _error(status: int, code: str, message: str) -> WebhookResult:
+    return WebhookResult(status, {"error": {"code": code, "message": message, "fields": {}}})
+
+
+def _send_receipt(payment_pk: int) -> None:
+    """Email the guest a receipt. Runs after commit: a mail failure never undoes a payment."""
+    payment = Payment.objects.select_related("booking__guest", "booking__rental_property").get(pk=payment_pk)
+    guest = payment.booking.guest
+    if not guest.email:
+        return
+    amount = format_money(payment.amount, payment.currency)
+    try:
+        send_mail(
+            subject=f"Your StayAfrica receipt {payment.reference}",
+            message=(
+                f"Hello {guest.get_full_name() or guest.username},\n\n"
+                f"We received your payment of {amount} for {payment.booking.rental_property.title} "
+                f"({payment.booking.check_in:%d %b %Y} to {payment.booking.check_out:%d %b %Y}).\n"
+                f"Payment reference: {payment.reference}\nProvider: {payment.provider}\n\n"
+                "Your booking is confirmed. Thank you for staying with StayAfrica."
+            ),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[guest.email],
+        )
+    except Exception:  # the payment stands; the receipt can be re-sent
+        logger.exception("receipt email for %s failed", payment.reference)
