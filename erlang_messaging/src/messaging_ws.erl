@@ -43,10 +43,20 @@
 %%====================================================================
 
 %% @doc Route a message to every session of UserId, on every node.
-%% Only sends Erlang messages, so it never blocks the router.
+%% Only sends Erlang messages, so it never blocks the router. A message that
+%% reached at least one session counts once as delivered.
 -spec deliver(integer(), map()) -> ok.
 deliver(UserId, Msg) ->
-    _ = [Pid ! {deliver, Msg} || Pid <- sessions(UserId)],
+    case sessions(UserId) of
+        [] ->
+            ok;
+        Pids ->
+            _ = [Pid ! {deliver, Msg} || Pid <- Pids],
+            count_delivered(maps:get(priority, Msg, <<"normal">>))
+    end.
+
+count_delivered(Priority) ->
+    try stats_collector:count(delivered, Priority, 1) catch _:_ -> ok end,
     ok.
 
 %% @doc Session processes of UserId across the cluster.

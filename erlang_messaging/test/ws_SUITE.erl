@@ -359,8 +359,8 @@ service_headers() ->
     [{"X-Messaging-Token", os:getenv("MESSAGING_SHARED_SECRET", ?SECRET)}].
 
 post_message(Port, SenderId, ReceiverId, Text) ->
-    Body = jiffy:encode(#{id => iolist_to_binary(["ws-suite-", integer_to_list(erlang:unique_integer([positive]))]),
-                          conversation_id => SenderId * 1000 + ReceiverId,
+    %% No id: the service assigns one (a UUID).
+    Body = jiffy:encode(#{conversation_id => SenderId * 1000 + ReceiverId,
                           sender_id => SenderId, receiver_id => ReceiverId,
                           text => Text, priority => <<"normal">>}),
     http(Port, "POST", "/messages", service_headers(), Body).
