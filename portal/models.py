@@ -70,7 +70,6 @@ class ApprovalRequest(models.Model):
             ("view_audit_log", "Can read the staff audit log"),
             ("send_broadcast", "Can send broadcasts"),
             ("view_messaging_stats", "Can read the messaging stats"),
-            ("replay_webhook", "Can replay a webhook event"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -20,7 +20,7 @@ ROLE_PERMISSIONS = {
         "finance.reverse_transaction",
         "portal.view_finance_dashboard",
         "portal.view_approvalrequest",
-        "portal.replay_webhook",
+        "finance.replay_webhookevent",
         "finance.view_webhookevent",
     ],
     "Finance approver": [

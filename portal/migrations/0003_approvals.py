@@ -35,7 +35,7 @@ class Migration(migrations.Migration):
             ],
             options={
                 'ordering': ['created_at', 'id'],
-                'permissions': [('approve_request', 'Can approve money actions that need a second person'), ('view_finance_dashboard', 'Can open the finance dashboard'), ('view_audit_log', 'Can read the staff audit log'), ('send_broadcast', 'Can send broadcasts'), ('view_messaging_stats', 'Can read the messaging stats'), ('replay_webhook', 'Can replay a webhook event')],
+                'permissions': [('approve_request', 'Can approve money actions that need a second person'), ('view_finance_dashboard', 'Can open the finance dashboard'), ('view_audit_log', 'Can read the staff audit log'), ('send_broadcast', 'Can send broadcasts'), ('view_messaging_stats', 'Can read the messaging stats')],
                 'indexes': [models.Index(fields=['status', 'created_at'], name='portal_appr_status_ef53d6_idx')],
                 'constraints': [models.CheckConstraint(condition=models.Q(('approved_by__isnull', True), models.Q(('approved_by', models.F('requested_by')), _negated=True), _connector='OR'), name='approval_not_by_requester')],
             },
