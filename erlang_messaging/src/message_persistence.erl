@@ -1,0 +1,235 @@
+%% Ships accepted messages to Django in batches:
+%%   POST {DJANGO_API_URL}/api/messaging/erlang/persist/  {"messages": [...]}
+%%
+%% Pending messages live in the supervisor-owned ordered_set
+%% messaging_persist_pending keyed by a monotonic sequence number, so they are
+%% sent oldest first (which keeps every conversation in order) and survive a
+%% crash of this process. A message leaves the table only once Django has
+%% confirmed it (stored, duplicate or rejected); rejected ones are counted as
+%% failures and never retried. Any other outcome keeps the whole batch and
+%% retries with exponential backoff (100 ms doubling to 10 s).
+%%
+%% One batch is in flight at a time, posted from a monitored helper process so
+%% this server stays responsive. Confirmed ids are reported to message_wal so
+%% the log can be compacted.
+-module(message_persistence).
+-behaviour(gen_server).
+
+-export([start_link/0, enqueue/1, pending_count/0, django_reachable/0, flush/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-define(PENDING, messaging_persist_pending).
+-define(PERSIST_PATH, "/api/messaging/erlang/persist/").
+-define(MIN_BACKOFF_MS, 100).
+-define(MAX_BACKOFF_MS, 10000).
+-define(PROBE_INTERVAL_MS, 5000).
+-define(POKED_KEY, {?MODULE, poked}).
+
+%%====================================================================
+%% API
+%%====================================================================
+
+%% @doc Queue a durable message for Django. Lossless even while this process
+%% is restarting: the row is in ETS and the next tick picks it up.
+-spec enqueue(map()) -> ok.
+enqueue(Msg) ->
+    Seq = erlang:unique_integer([monotonic, positive]),
+    true = ets:insert(?PENDING, {Seq, Msg}),
+    maybe_poke(),
+    ok.
+
+-spec pending_count() -> non_neg_integer().
+pending_count() ->
+    ets:info(?PENDING, size).
+
+%% @doc Last known reachability of Django (from batches and idle probes).
+-spec django_reachable() -> boolean().
+django_reachable() ->
+    case ets:lookup(messaging_state, django_reachable) of
+        [{_, Reachable}] -> Reachable;
+        [] -> false
+    end.
+
+%% @doc Send what is pending now instead of waiting for the next tick.
+flush() ->
+    gen_server:cast(?MODULE, flush).
+
+%%====================================================================
+%% gen_server
+%%====================================================================
+
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+init([]) ->
+    persistent_term:put(?POKED_KEY, atomics:new(1, [])),
+    persistent_term:put({?MODULE, batch_size}, messaging_config:get(persist_batch_size)),
+    self() ! probe,
+    {ok, schedule_tick(#{inflight => undefined, backoff => 0, retry_at => 0,
+                         batch_size => messaging_config:get(persist_batch_size),
+                         interval => messaging_config:get(persist_flush_interval_ms)})}.
+
+handle_call(_Request, _From, State) ->
+    {reply, {error, unknown_call}, State}.
+
+handle_cast(flush, State) ->
+    {noreply, maybe_send(State)};
+handle_cast(_Msg, State) ->
+    {noreply, State}.
+
+handle_info(tick, State) ->
+    {noreply, maybe_send(schedule_tick(State))};
+handle_info(poke, State) ->
+    {noreply, maybe_send(State)};
+handle_info(retry, State) ->
+    {noreply, maybe_send(State)};
+handle_info(probe, State) ->
+    start_probe(State),
+    erlang:send_after(?PROBE_INTERVAL_MS, self(), probe),
+    {noreply, State};
+handle_info({probe_result, Reachable}, State) ->
+    set_reachable(Reachable),
+    {noreply, State};
+handle_info({batch_result, Tag, Result}, State = #{inflight := {MonRef, Tag, Batch}}) ->
+    erlang:demonitor(MonRef, [flush]),
+    {noreply, handle_result(Result, Batch, State#{inflight := undefined})};
+handle_info({'DOWN', MonRef, process, _Pid, Reason}, State = #{inflight := {MonRef, _, Batch}}) ->
+    {noreply, handle_result({error, {sender_died, Reason}}, Batch, State#{inflight := undefined})};
+handle_info(_Other, State) ->
+    {noreply, State}.
+
+%%====================================================================
+%% Sending
+%%====================================================================
+
+maybe_send(State = #{inflight := undefined, retry_at := RetryAt, batch_size := Size}) ->
+    reset_poke(),
+    case now_ms() >= RetryAt of
+        true -> send_batch(take_batch(Size), State);
+        false -> State
+    end;
+maybe_send(State) ->
+    State.
+
+send_batch([], State) ->
+    State;
+send_batch(Batch, State) ->
+    Parent = self(),
+    Tag = make_ref(),
+    Body = #{messages => [Msg || {_Seq, Msg} <- Batch]},
+    {_Pid, MonRef} = spawn_monitor(fun() ->
+        Parent ! {batch_result, Tag, django_client:post_json(?PERSIST_PATH, Body)}
+    end),
+    State#{inflight := {MonRef, Tag, Batch}}.
+
+take_batch(Size) ->
+    case ets:select(?PENDING, [{'_', [], ['$_']}], Size) of
+        {Rows, _Continuation} -> Rows;
+        '$end_of_table' -> []
+    end.
+
+handle_result({ok, Status, Reply}, Batch, State) when Status >= 200, Status < 300 ->
+    set_reachable(true),
+    confirm(Batch, Reply),
+    next_after_success(State#{backoff := 0, retry_at := 0});
+handle_result(Failure, Batch, State = #{backoff := Backoff}) ->
+    set_reachable(reached_django(Failure)),
+    stats_collector:persistence_failure(1),
+    logger:warning("persisting ~p messages failed: ~p", [length(Batch), summarize(Failure)]),
+    Next = next_backoff(Backoff),
+    erlang:send_after(Next, self(), retry),
+    State#{backoff := Next, retry_at := now_ms() + Next}.
+
+%% A full batch waiting? Send it now; otherwise the tick picks up the rest.
+next_after_success(State = #{batch_size := Size}) ->
+    case pending_count() >= Size of
+        true -> maybe_send(State);
+        false -> State
+    end.
+
+next_backoff(0) -> ?MIN_BACKOFF_MS;
+next_backoff(Ms) -> min(Ms * 2, ?MAX_BACKOFF_MS).
+
+%% Everything Django listed is settled; anything it did not mention stays
+%% pending and goes out again in the next batch.
+confirm(Batch, Reply) ->
+    {Settled, Rejected} = settled_ids(Reply),
+    Confirmed = [Row || Row = {_Seq, #{id := Id}} <- Batch, sets:is_element(Id, Settled)],
+    [ets:delete(?PENDING, Seq) || {Seq, _} <- Confirmed],
+    [count_outcome(Msg, Rejected) || {_, Msg} <- Confirmed],
+    log_rejections(Rejected),
+    message_wal:confirmed([Id || {_, #{id := Id}} <- Confirmed]).
+
+settled_ids(Reply) when is_map(Reply) ->
+    Stored = id_list(maps:get(<<"stored">>, Reply, [])),
+    Duplicates = id_list(maps:get(<<"duplicates">>, Reply, [])),
+    Rejected = [{Id, Err} || #{<<"id">> := Id} = R <- list_or_empty(maps:get(<<"rejected">>, Reply, [])),
+                             Err <- [maps:get(<<"error">>, R, null)]],
+    RejectedIds = [Id || {Id, _} <- Rejected],
+    {sets:from_list(Stored ++ Duplicates ++ RejectedIds, [{version, 2}]), maps:from_list(Rejected)};
+settled_ids(_Reply) ->
+    {sets:new([{version, 2}]), #{}}.
+
+id_list(L) when is_list(L) -> [Id || Id <- L, is_binary(Id)];
+id_list(_) -> [].
+
+list_or_empty(L) when is_list(L) -> L;
+list_or_empty(_) -> [].
+
+count_outcome(#{id := Id, priority := Prio}, Rejected) ->
+    case maps:is_key(Id, Rejected) of
+        true -> stats_collector:persistence_failure(1);
+        false -> stats_collector:count(persisted, Prio, 1)
+    end.
+
+log_rejections(Rejected) when map_size(Rejected) =:= 0 ->
+    ok;
+log_rejections(Rejected) ->
+    logger:error("Django rejected messages (not retried): ~p", [Rejected]).
+
+%% A non-2xx answer still means Django is up; a transport error does not.
+reached_django({ok, _Status, _}) -> true;
+reached_django(_) -> false.
+
+summarize({ok, Status, _Body}) -> {http_status, Status};
+summarize(Other) -> Other.
+
+%%====================================================================
+%% Helpers
+%%====================================================================
+
+schedule_tick(State = #{interval := Interval}) ->
+    erlang:send_after(Interval, self(), tick),
+    State.
+
+%% Poke the server when a full batch is waiting, at most once until it
+%% looks at the table again (the atomic flag keeps the mailbox small).
+maybe_poke() ->
+    case persistent_term:get(?POKED_KEY, undefined) of
+        undefined ->
+            ok;
+        Flag ->
+            case ets:info(?PENDING, size) >= batch_size()
+                andalso atomics:compare_exchange(Flag, 1, 0, 1) =:= ok of
+                true -> catch ?MODULE ! poke, ok;
+                false -> ok
+            end
+    end.
+
+reset_poke() ->
+    atomics:put(persistent_term:get(?POKED_KEY), 1, 0).
+
+batch_size() ->
+    persistent_term:get({?MODULE, batch_size}, 500).
+
+start_probe(#{inflight := undefined}) ->
+    Parent = self(),
+    spawn(fun() -> Parent ! {probe_result, django_client:probe()} end);
+start_probe(_Busy) ->
+    ok.
+
+set_reachable(Reachable) ->
+    ets:insert(messaging_state, {django_reachable, Reachable}).
+
+now_ms() ->
+    erlang:monotonic_time(millisecond).

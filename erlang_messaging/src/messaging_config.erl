@@ -1,0 +1,85 @@
+%% Runtime settings. Each key is read from, in order: the application env
+%% (so tests can override without touching the OS env), the OS environment
+%% variable, then the built-in default. Values are parsed to their type here
+%% so callers never deal with strings.
+-module(messaging_config).
+
+-export([get/1, all/0]).
+-compile({no_auto_import, [get/1]}).
+
+-type key() :: http_port | django_api_url | shared_secret | max_connections
+             | message_queue_max_size | persist_batch_size | persist_flush_interval_ms
+             | max_body_bytes | data_dir | wal_sync_batch | wal_sync_delay_ms
+             | max_pending | restart_intensity | restart_period | bind_ip
+             | cluster_nodes | node_name | http_timeout_ms.
+
+-spec get(key()) -> term().
+get(Key) ->
+    {Var, Type, Default} = spec(Key),
+    case application:get_env(messaging_service, Key) of
+        {ok, Value} -> Value;
+        undefined -> from_os(Var, Type, default(Key, Default))
+    end.
+
+%% @doc Every setting with its effective value (for logs at start-up).
+-spec all() -> [{key(), term()}].
+all() ->
+    [{K, get(K)} || K <- keys()].
+
+keys() ->
+    [http_port, django_api_url, shared_secret, max_connections, message_queue_max_size,
+     persist_batch_size, persist_flush_interval_ms, max_body_bytes, data_dir,
+     wal_sync_batch, wal_sync_delay_ms, max_pending, restart_intensity, restart_period,
+     bind_ip, cluster_nodes, node_name, http_timeout_ms].
+
+%% {OS variable, type, default}
+spec(http_port) -> {"HTTP_PORT", integer, 8765};
+spec(django_api_url) -> {"DJANGO_API_URL", string, "http://127.0.0.1:8000"};
+spec(shared_secret) -> {"MESSAGING_SHARED_SECRET", binary, <<"dev-messaging-secret">>};
+spec(max_connections) -> {"MAX_CONNECTIONS", integer, 100000};
+spec(message_queue_max_size) -> {"MESSAGE_QUEUE_MAX_SIZE", integer, 1000};
+spec(persist_batch_size) -> {"PERSIST_BATCH_SIZE", integer, 500};
+spec(persist_flush_interval_ms) -> {"PERSIST_FLUSH_INTERVAL_MS", integer, 200};
+spec(max_body_bytes) -> {"MAX_BODY_BYTES", integer, 1048576};
+spec(data_dir) -> {"MESSAGING_DATA_DIR", string, computed};
+spec(wal_sync_batch) -> {"WAL_SYNC_BATCH", integer, 100};
+spec(wal_sync_delay_ms) -> {"WAL_SYNC_DELAY_MS", integer, 1};
+spec(max_pending) -> {"MAX_PENDING", integer, 200000};
+spec(restart_intensity) -> {"MESSAGING_RESTART_INTENSITY", integer, 10};
+spec(restart_period) -> {"MESSAGING_RESTART_PERIOD", integer, 5};
+spec(bind_ip) -> {"MESSAGING_BIND", ip, {127, 0, 0, 1}};
+spec(cluster_nodes) -> {"MESSAGING_CLUSTER_NODES", atom_list, []};
+spec(node_name) -> {"MESSAGING_NODE_NAME", string, ""};
+spec(http_timeout_ms) -> {"DJANGO_HTTP_TIMEOUT_MS", integer, 3000}.
+
+%% The data dir depends on the port so several local nodes never share a WAL.
+default(data_dir, computed) ->
+    filename:join(["data", integer_to_list(get(http_port))]);
+default(_Key, Default) ->
+    Default.
+
+from_os(Var, Type, Default) ->
+    case os:getenv(Var) of
+        false -> Default;
+        "" -> Default;
+        Raw -> parse(Type, string:trim(Raw), Default)
+    end.
+
+parse(integer, Raw, Default) ->
+    case string:to_integer(Raw) of
+        {N, ""} -> N;
+        _ ->
+            logger:warning("ignoring non-integer setting ~p", [Raw]),
+            Default
+    end;
+parse(string, Raw, _Default) ->
+    Raw;
+parse(binary, Raw, _Default) ->
+    unicode:characters_to_binary(Raw);
+parse(ip, Raw, Default) ->
+    case inet:parse_address(Raw) of
+        {ok, Ip} -> Ip;
+        {error, _} -> Default
+    end;
+parse(atom_list, Raw, _Default) ->
+    [list_to_atom(string:trim(N)) || N <- string:split(Raw, ",", all), string:trim(N) =/= ""].

@@ -1,0 +1,284 @@
+%% The HTTP API (mochiweb). Every request runs in mochiweb's connection
+%% process; handlers are wrapped so bad input never takes the listener down
+%% and unexpected crashes become a 500 JSON error.
+%%
+%% POST /messages answers 202 only after the message is synced to the WAL.
+%% Note: mochiweb 3.x on OTP 25 needs mochiweb_request:F(..., Req) calls;
+%% the old Req:F(...) tuple-module style does not work.
+-module(messaging_http).
+
+-export([start_link/0, loop/1]).
+
+-define(JSON, [{"Content-Type", "application/json"}]).
+-define(TOKEN_HEADER, "x-messaging-token").
+
+start_link() ->
+    persistent_term:put({?MODULE, max_pending}, messaging_config:get(max_pending)),
+    persistent_term:put({?MODULE, max_body}, messaging_config:get(max_body_bytes)),
+    mochiweb_http:start_link([{name, ?MODULE},
+                              {port, messaging_config:get(http_port)},
+                              {ip, messaging_config:get(bind_ip)},
+                              {loop, fun ?MODULE:loop/1},
+                              {max, messaging_config:get(max_connections)},
+                              {backlog, 1024},
+                              {acceptor_pool_size, 16},
+                              {nodelay, true}]).
+
+%% @doc mochiweb loop: one call per request on a (keep-alive) connection.
+loop(Req) ->
+    Method = mochiweb_request:get(method, Req),
+    Path = string:lexemes(mochiweb_request:get(path, Req), "/"),
+    case Path of
+        %% The WebSocket module takes the connection over and exits normally
+        %% at the end, so it must not run inside the catch-all below.
+        ["ws"] when Method =:= 'GET' -> messaging_ws:handle_upgrade(Req);
+        _ -> safe_handle(Method, Path, Req)
+    end.
+
+safe_handle(Method, Path, Req) ->
+    try
+        handle(Method, Path, Req)
+    catch
+        throw:{http_error, Code, ErrCode, Message, Fields} ->
+            error_response(Code, ErrCode, Message, Fields, Req);
+        throw:responded ->
+            ok;
+        Class:Reason:Stack ->
+            logger:error("request ~p ~p crashed: ~p:~p ~p", [Method, Path, Class, Reason, Stack]),
+            error_response(500, <<"internal_error">>, <<"internal server error">>, #{}, Req)
+    end.
+
+%%====================================================================
+%% Routing
+%%====================================================================
+
+handle('GET', ["health"], Req) ->
+    health(Req);
+handle(Method, Path, Req) ->
+    case allowed_methods(Path) of
+        [] -> fail(404, <<"not_found">>, <<"no such endpoint">>);
+        Allowed ->
+            lists:member(Method, Allowed) orelse method_not_allowed(Allowed, Req),
+            require_token(Req),
+            endpoint(Method, Path, Req)
+    end.
+
+allowed_methods(["health"]) -> ['GET'];
+allowed_methods(["ws"]) -> ['GET'];
+allowed_methods(["messages"]) -> ['POST'];
+allowed_methods(["messages", "batch"]) -> ['POST'];
+allowed_methods(["queues", _User]) -> ['GET'];
+allowed_methods(["queues", _User, "ack"]) -> ['POST'];
+allowed_methods(["broadcast"]) -> ['POST'];
+allowed_methods(["stats"]) -> ['GET'];
+allowed_methods(_) -> [].
+
+endpoint('POST', ["messages"], Req) -> post_message(Req);
+endpoint('POST', ["messages", "batch"], Req) -> post_batch(Req);
+endpoint('GET', ["queues", User], Req) -> get_queue(user_id(User), Req);
+endpoint('POST', ["queues", User, "ack"], Req) -> post_ack(user_id(User), Req);
+endpoint('POST', ["broadcast"], Req) -> post_broadcast(Req);
+endpoint('GET', ["stats"], Req) -> json(200, stats_collector:snapshot(), Req).
+
+%%====================================================================
+%% Endpoints
+%%====================================================================
+
+health(Req) ->
+    json(200, #{status => ok, uptime_seconds => stats_collector:uptime_seconds(),
+                django_reachable => message_persistence:django_reachable(),
+                node => atom_to_binary(node())}, Req).
+
+post_message(Req) ->
+    Fields = validated(message_validation:message(read_json(Req))),
+    refuse_if_overloaded(),
+    Msg = new_message(Fields),
+    case message_ids:claim(maps:get(id, Msg)) of
+        false -> json(202, accepted_body(Msg, 0), Req);
+        true -> json(202, accepted_body(Msg, accept_one(Msg)), Req)
+    end.
+
+post_batch(Req) ->
+    Items = case read_json(Req) of
+                #{<<"messages">> := L} when is_list(L) -> L;
+                _ -> fail(400, <<"invalid_field">>, <<"expected {\"messages\": [...]}">>,
+                          #{<<"messages">> => <<"must be a list">>})
+            end,
+    refuse_if_overloaded(),
+    Checked = [check_batch_item(Index, Item) || {Index, Item} <- enumerate(Items)],
+    Fresh = [Msg || {new, Msg} <- Checked],
+    make_durable([{msg, M} || M <- Fresh], [Id || #{id := Id} <- Fresh]),
+    json(202, #{results => [batch_result(C) || C <- Checked]}, Req).
+
+get_queue(UserId, Req) ->
+    json(200, #{user_id => UserId, messages => message_queue_manager:peek(UserId),
+                dropped => message_queue_manager:dropped(UserId)}, Req).
+
+post_ack(UserId, Req) ->
+    Ids = validated(message_validation:ack_ids(read_json(Req))),
+    {ok, Removed} = message_queue_manager:ack(UserId, Ids),
+    json(200, #{acknowledged => Removed}, Req).
+
+post_broadcast(Req) ->
+    Fields = validated(message_validation:broadcast(read_json(Req))),
+    refuse_if_overloaded(),
+    B = Fields#{id => maps:get(id, Fields, message_ids:new_uuid()), created_at => now_iso8601()},
+    Bid = maps:get(id, B),
+    case message_ids:claim(<<"broadcast:", Bid/binary>>) of
+        true ->
+            make_durable([{bcast, B}], [<<"broadcast:", Bid/binary>>]),
+            ok = message_broadcast:start(B);
+        false ->
+            ok
+    end,
+    json(202, #{broadcast_id => Bid, total => length(maps:get(user_ids, B))}, Req).
+
+%%====================================================================
+%% Intake
+%%====================================================================
+
+new_message(Fields) ->
+    Fields#{id => maps:get(id, Fields, message_ids:new_uuid()),
+            created_at => now_iso8601(), broadcast_id => null}.
+
+%% Durable first, then dispatched; returns the receiver's dropped count.
+accept_one(Msg = #{id := Id}) ->
+    make_durable([{msg, Msg}], [Id]),
+    dispatch(Msg).
+
+dispatch(Msg = #{priority := Prio}) ->
+    stats_collector:count(accepted, Prio, 1),
+    {ok, Dropped} = message_router:dispatch(Msg),
+    Dropped.
+
+%% On a WAL failure the claims are released so the client can retry.
+make_durable([], _ClaimedIds) ->
+    ok;
+make_durable(Terms, ClaimedIds) ->
+    case message_wal:append(Terms) of
+        ok -> ok;
+        {error, Reason} ->
+            [message_ids:release(Id) || Id <- ClaimedIds],
+            logger:error("WAL append failed: ~p", [Reason]),
+            fail(503, <<"unavailable">>, <<"could not make the message durable, retry">>)
+    end.
+
+check_batch_item(Index, Item) ->
+    case message_validation:message(Item) of
+        {error, Fields} ->
+            {invalid, Index, Fields};
+        {ok, Fields} ->
+            Msg = new_message(Fields),
+            case message_ids:claim(maps:get(id, Msg)) of
+                true -> {new, Msg};
+                false -> {known, Msg}
+            end
+    end.
+
+batch_result({new, Msg}) -> accepted_body(Msg, dispatch(Msg));
+batch_result({known, Msg}) -> accepted_body(Msg, 0);
+batch_result({invalid, Index, Fields}) ->
+    #{index => Index, error => #{code => <<"invalid_field">>,
+                                 message => <<"invalid message">>, fields => Fields}}.
+
+accepted_body(#{id := Id, priority := Prio}, Dropped) ->
+    #{id => Id, status => accepted, priority => Prio, dropped => Dropped}.
+
+refuse_if_overloaded() ->
+    Max = persistent_term:get({?MODULE, max_pending}),
+    case message_persistence:pending_count() > Max orelse message_router:backlog() > Max of
+        true -> fail(503, <<"overloaded">>, <<"service overloaded, retry later">>);
+        false -> ok
+    end.
+
+%%====================================================================
+%% Request helpers
+%%====================================================================
+
+require_token(Req) ->
+    Given = mochiweb_request:get_header_value(?TOKEN_HEADER, Req),
+    case messaging_auth:token_ok(Given, messaging_config:get(shared_secret)) of
+        true -> ok;
+        false -> fail(401, <<"unauthorized">>, <<"missing or invalid X-Messaging-Token">>)
+    end.
+
+read_json(Req) ->
+    Body = read_body(Req),
+    try jiffy:decode(Body, [return_maps])
+    catch _:_ -> fail(400, <<"invalid_json">>, <<"request body is not valid JSON">>)
+    end.
+
+read_body(Req) ->
+    Max = persistent_term:get({?MODULE, max_body}),
+    case declared_length(Req) of
+        N when is_integer(N), N > Max -> too_large(Max);
+        _ ->
+            try mochiweb_request:recv_body(Max, Req) of
+                undefined -> <<>>;
+                Body -> Body
+            catch exit:body_too_large -> too_large(Max);
+                  exit:{body_too_large, _} -> too_large(Max)
+            end
+    end.
+
+declared_length(Req) ->
+    case mochiweb_request:get_header_value("content-length", Req) of
+        undefined -> undefined;
+        Value -> try list_to_integer(string:trim(Value)) catch _:_ -> undefined end
+    end.
+
+too_large(Max) ->
+    fail(413, <<"payload_too_large">>,
+         iolist_to_binary(["request body exceeds ", integer_to_list(Max), " bytes"])).
+
+user_id(Segment) ->
+    try list_to_integer(Segment) of
+        N when N > 0 -> N;
+        _ -> bad_user_id()
+    catch error:badarg -> bad_user_id()
+    end.
+
+bad_user_id() ->
+    fail(400, <<"invalid_field">>, <<"user id must be a positive integer">>,
+         #{<<"user_id">> => <<"must be a positive integer">>}).
+
+validated({ok, Fields}) -> Fields;
+validated({error, Fields}) -> fail(400, <<"invalid_field">>, <<"invalid request fields">>, Fields).
+
+method_not_allowed(Allowed, Req) ->
+    Allow = lists:join(", ", [atom_to_list(M) || M <- Allowed]),
+    Body = jiffy:encode(error_body(<<"method_not_allowed">>, <<"method not allowed">>, #{})),
+    mochiweb_request:respond({405, [{"Allow", Allow} | ?JSON], Body}, Req),
+    throw(responded).
+
+%%====================================================================
+%% Responses
+%%====================================================================
+
+fail(Code, ErrCode, Message) ->
+    fail(Code, ErrCode, Message, #{}).
+
+fail(Code, ErrCode, Message, Fields) ->
+    throw({http_error, Code, ErrCode, Message, Fields}).
+
+json(Code, Body, Req) ->
+    mochiweb_request:respond({Code, ?JSON, jiffy:encode(Body)}, Req).
+
+%% Every 503 is temporary: tell clients when to come back.
+error_response(503, ErrCode, Message, _Fields, Req) ->
+    Body = jiffy:encode(error_body(ErrCode, Message, #{})),
+    mochiweb_request:respond({503, [{"Retry-After", "1"} | ?JSON], Body}, Req);
+error_response(Code, ErrCode, Message, Fields, Req) ->
+    json(Code, error_body(ErrCode, Message, Fields), Req).
+
+error_body(ErrCode, Message, Fields) when map_size(Fields) =:= 0 ->
+    #{error => #{code => ErrCode, message => Message}};
+error_body(ErrCode, Message, Fields) ->
+    #{error => #{code => ErrCode, message => Message, fields => Fields}}.
+
+now_iso8601() ->
+    list_to_binary(calendar:system_time_to_rfc3339(erlang:system_time(millisecond),
+                                                    [{unit, millisecond}, {offset, "Z"}])).
+
+enumerate(List) ->
+    lists:zip(lists:seq(0, length(List) - 1), List).
