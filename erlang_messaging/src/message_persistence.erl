@@ -65,7 +65,7 @@ init([]) ->
     persistent_term:put(?POKED_KEY, atomics:new(1, [])),
     persistent_term:put({?MODULE, batch_size}, messaging_config:get(persist_batch_size)),
     self() ! probe,
-    {ok, schedule_tick(#{inflight => undefined, backoff => 0, retry_at => 0,
+    {ok, schedule_tick(#{inflight => undefined, backoff => 0, retry_at => undefined,
                          batch_size => messaging_config:get(persist_batch_size),
                          interval => messaging_config:get(persist_flush_interval_ms)})}.
 
@@ -104,7 +104,8 @@ handle_info(_Other, State) ->
 
 maybe_send(State = #{inflight := undefined, retry_at := RetryAt, batch_size := Size}) ->
     reset_poke(),
-    case now_ms() >= RetryAt of
+    %% retry_at is set only while backing off after a failure.
+    case RetryAt =:= undefined orelse now_ms() >= RetryAt of
         true -> send_batch(take_batch(Size), State);
         false -> State
     end;
@@ -131,7 +132,7 @@ take_batch(Size) ->
 handle_result({ok, Status, Reply}, Batch, State) when Status >= 200, Status < 300 ->
     set_reachable(true),
     confirm(Batch, Reply),
-    next_after_success(State#{backoff := 0, retry_at := 0});
+    next_after_success(State#{backoff := 0, retry_at := undefined});
 handle_result(Failure, Batch, State = #{backoff := Backoff}) ->
     set_reachable(reached_django(Failure)),
     stats_collector:persistence_failure(1),

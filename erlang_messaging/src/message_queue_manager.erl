@@ -12,7 +12,7 @@
 -module(message_queue_manager).
 -behaviour(gen_server).
 
--export([start_link/0, push/2, peek/1, ack/2, dropped/1, depth/1, depth_stats/0,
+-export([start_link/0, push/2, peek/1, ack/2, ack_messages/2, dropped/1, depth/1, depth_stats/0,
          clear_all/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
@@ -51,8 +51,13 @@ peek(UserId) ->
 %% @doc Remove the given message ids from UserId's queue; unknown ids are
 %% ignored. Returns how many were removed.
 -spec ack(integer(), [binary()]) -> {ok, non_neg_integer()}.
-ack(UserId, Ids) when is_list(Ids) ->
-    {ok, lists:sum([ack_one(UserId, Id) || Id <- Ids])}.
+ack(UserId, Ids) ->
+    {ok, length(ack_messages(UserId, Ids))}.
+
+%% @doc Like ack/2 but returns the removed messages.
+-spec ack_messages(integer(), [binary()]) -> [map()].
+ack_messages(UserId, Ids) when is_list(Ids) ->
+    lists:append([ack_one(UserId, Id) || Id <- Ids]).
 
 %% @doc How many of UserId's messages were dropped by overflow, ever.
 -spec dropped(integer()) -> non_neg_integer().
@@ -114,7 +119,7 @@ take_oldest(UserId) ->
 ack_one(UserId, Id) ->
     case ets:lookup(?IDS, Id) of
         [{Id, UserId, Seq}] -> remove_acked(UserId, Seq, Id);
-        _ -> 0
+        _ -> []
     end.
 
 remove_acked(UserId, Seq, Id) ->
@@ -122,10 +127,9 @@ remove_acked(UserId, Seq, Id) ->
         [{_, Msg}] ->
             ets:delete(?IDS, Id),
             ets:update_counter(?META, UserId, {?COUNT_POS, -1}),
-            stats_collector:count(delivered, maps:get(priority, Msg, <<"normal">>), 1),
-            1;
+            [Msg];
         [] ->
-            0
+            []
     end.
 
 meta_field(UserId, Pos) ->

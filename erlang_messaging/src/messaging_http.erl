@@ -116,8 +116,11 @@ get_queue(UserId, Req) ->
 
 post_ack(UserId, Req) ->
     Ids = validated(message_validation:ack_ids(read_json(Req))),
-    {ok, Removed} = message_queue_manager:ack(UserId, Ids),
-    json(200, #{acknowledged => Removed}, Req).
+    Removed = message_queue_manager:ack_messages(UserId, Ids),
+    %% A message fetched over /queues counts as delivered once its
+    %% recipient acknowledges it (WebSocket pushes are counted by messaging_ws).
+    [stats_collector:count(delivered, Prio, 1) || #{priority := Prio} <- Removed],
+    json(200, #{acknowledged => length(Removed)}, Req).
 
 post_broadcast(Req) ->
     Fields = validated(message_validation:broadcast(read_json(Req))),
