@@ -68,13 +68,9 @@ def _transactions(queryset):
 @extend_schema(tags=["wallets"], responses={200: api.WalletSerializer, **ERRORS})
 class WalletViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = api.WalletSerializer
-    filterset_class = TransactionFilter
 
     def get_queryset(self):
         return Wallet.objects.filter(user=self.request.user).order_by("currency")
-
-    def filter_queryset(self, queryset):
-        return queryset  # the filters are for the transactions action only
 
     @extend_schema(responses={200: api.WalletSerializer(many=True), 401: ERRORS[401]})
     @action(detail=False)
@@ -92,7 +88,10 @@ class WalletViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     def transactions(self, request, pk=None):
         """The wallet's transactions, newest first; filter by type, status and created_after/before."""
         wallet = self.get_object()
-        queryset = TransactionFilter(request.query_params, _transactions(wallet.transactions.all())).qs
+        filters = TransactionFilter(request.query_params, _transactions(wallet.transactions.all()))
+        if not filters.is_valid():
+            raise serializers.ValidationError(filters.errors)
+        queryset = filters.qs
         page = self.paginate_queryset(queryset)
         return self.get_paginated_response(api.TransactionSerializer(page, many=True).data)
 
