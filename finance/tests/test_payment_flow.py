@@ -1,0 +1,70 @@
+"""The whole payment path over real HTTP: guest pays through the sandbox provider, which
+posts itself a signed webhook; the host is paid, withdraws, and finance completes it."""
+
+import time
+from decimal import Decimal
+
+import pytest
+import requests
+from django.core import mail
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
+
+from finance.models import BankAccount, Booking
+
+
+def api(live_server, user):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {Token.objects.get_or_create(user=user)[0].key}"
+    return lambda method, path, **kw: session.request(method, f"{live_server.url}/api/payments{path}", timeout=10, **kw)
+
+
+def wait_until(condition, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_guest_pays_host_is_credited_withdraws_and_finance_completes(
+    live_server, settings, host, guest, finance_user, make_booking
+):
+    settings.SANDBOX_PAYMENTS_ENABLED = True
+    settings.SANDBOX_AUTOCOMPLETE = True
+    settings.SANDBOX_WEBHOOK_URL = f"{live_server.url}/api/payments/webhooks/sandbox/"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+    booking = make_booking(host, guest, total="20000.00", commission="3000.00")
+    BankAccount.objects.create(owner=host, bank_name="GTBank", account_name="Host", account_number_last4="4321")
+
+    paying = api(live_server, guest)("POST", f"/bookings/{booking.pk}/pay/", json={})
+    assert paying.status_code == 201, paying.text
+    assert paying.json()["provider"] == "sandbox"
+
+    assert wait_until(lambda: Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED)
+    assert wait_until(lambda: len(mail.outbox) == 1)
+    assert mail.outbox[0].to == [guest.email]
+    assert paying.json()["reference"] in mail.outbox[0].subject
+
+    as_host = api(live_server, host)
+    wallet = as_host("GET", "/wallets/my_wallet/").json()[0]
+    assert (wallet["currency"], wallet["balance"]) == ("NGN", "17000.00")
+
+    account = as_host("GET", "/bank-accounts/").json()["results"][0]
+    withdrawal = as_host(
+        "POST",
+        "/withdrawals/",
+        json={"wallet": wallet["id"], "bank_account": account["id"], "amount": "17000.00"},
+        headers={"Idempotency-Key": "flow-1"},
+    )
+    assert withdrawal.status_code == 201, withdrawal.text
+
+    completed = api(live_server, finance_user)("POST", f"/withdrawals/{withdrawal.json()['id']}/complete/")
+    assert completed.status_code == 200, completed.text
+    assert completed.json()["status"] == "completed"
+    assert as_host("GET", f"/wallets/{wallet['id']}/balance/").json()["balance"] == "0.00"
+
+    call_command("check_ledger")  # raises CommandError when an invariant fails
+    assert Decimal(completed.json()["amount"]) == Decimal("17000.00")
