@@ -229,6 +229,8 @@ WEBHOOK_FAILED_VERIFICATION_LIMIT = env_int("WEBHOOK_FAILED_VERIFICATION_LIMIT",
 
 # --- Messaging ---------------------------------------------------------------------
 ERLANG_MESSAGING_URL = os.environ.get("ERLANG_MESSAGING_URL", "http://127.0.0.1:8765")
+# What browsers use to reach the WebSocket, when it differs from the server-side URL.
+ERLANG_MESSAGING_PUBLIC_URL = os.environ.get("ERLANG_MESSAGING_PUBLIC_URL", "")
 MESSAGING_SHARED_SECRET = os.environ.get("MESSAGING_SHARED_SECRET", "dev-messaging-secret")
 DJANGO_API_URL = os.environ.get("DJANGO_API_URL", "http://127.0.0.1:8000")
 

@@ -1,0 +1,178 @@
+"""Messaging endpoints: conversations for users, and the callbacks the Erlang service makes.
+
+Erlang → Django calls authenticate with `X-Messaging-Token: <MESSAGING_SHARED_SECRET>`,
+compared in constant time; they carry no user.
+"""
+
+import hmac
+
+from django.conf import settings
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, serializers, status, viewsets
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .erlang import ErlangError, erlang_client, websocket_token, websocket_url
+from .models import Conversation, Message, Priority
+
+MAX_PERSIST_BATCH = 5000
+HEADER = "X-Messaging-Token"
+
+
+class ErlangService:
+    """The authenticated party of an Erlang callback (not a user)."""
+
+    is_authenticated = True
+    pk = None
+
+
+class MessagingTokenAuthentication(BaseAuthentication):
+    def authenticate(self, request):
+        given = request.headers.get(HEADER)
+        if given is None:
+            return None
+        if not hmac.compare_digest(given.encode(), settings.MESSAGING_SHARED_SECRET.encode()):
+            raise exceptions.AuthenticationFailed(f"Wrong {HEADER}.")
+        return ErlangService(), "erlang"
+
+    def authenticate_header(self, request):
+        return HEADER
+
+
+class IsErlangService(BasePermission):
+    def has_permission(self, request, view):
+        return request.auth == "erlang"
+
+
+class ErlangCallbackView(APIView):
+    authentication_classes = [MessagingTokenAuthentication]
+    permission_classes = [IsErlangService]
+
+
+class PersistView(ErlangCallbackView):
+    @extend_schema(
+        tags=["messaging (Erlang callbacks)"],
+        request=inline_serializer("PersistBatch", {"messages": serializers.ListField(child=serializers.DictField())}),
+        responses={
+            200: inline_serializer(
+                "PersistResult",
+                {
+                    "stored": serializers.ListField(child=serializers.CharField()),
+                    "duplicates": serializers.ListField(child=serializers.CharField()),
+                    "rejected": serializers.ListField(child=serializers.DictField()),
+                },
+            )
+        },
+    )
+    def post(self, request):
+        """Store a batch of messages by UUID; a replayed batch stores nothing twice."""
+        items = request.data.get("messages") if isinstance(request.data, dict) else None
+        if not isinstance(items, list):
+            raise serializers.ValidationError({"messages": ["A list of messages is required."]})
+        if len(items) > MAX_PERSIST_BATCH:
+            raise serializers.ValidationError({"messages": [f"At most {MAX_PERSIST_BATCH} messages per batch."]})
+        return Response(services.persist_messages(items))
+
+
+class ProgressSerializer(serializers.Serializer):
+    delivered = serializers.IntegerField(min_value=0)
+    total = serializers.IntegerField(min_value=0)
+    status = serializers.ChoiceField(choices=["sending", "done"])
+
+
+class BroadcastProgressView(ErlangCallbackView):
+    @extend_schema(
+        tags=["messaging (Erlang callbacks)"], request=ProgressSerializer, responses={200: ProgressSerializer}
+    )
+    def post(self, request, broadcast_id):
+        body = ProgressSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        broadcast = services.record_broadcast_progress(broadcast_id, **body.validated_data)
+        if broadcast is None:
+            raise exceptions.NotFound("No such broadcast.")
+        return Response({"delivered": broadcast.delivered, "total": broadcast.total, "status": broadcast.status})
+
+
+class ErlangHealthView(APIView):
+    """For monitoring: is the Erlang service up, and can it reach us?"""
+
+    authentication_classes = []
+    permission_classes = []
+
+    @extend_schema(tags=["messaging"], responses={200: dict})
+    def get(self, request):
+        try:
+            erlang = erlang_client.health()
+            return Response({"status": "ok", "erlang": {"reachable": True, **erlang}})
+        except ErlangError as error:
+            return Response({"status": "degraded", "erlang": {"reachable": False, "error": str(error)}})
+
+
+class WebSocketTokenView(APIView):
+    @extend_schema(tags=["messaging"], responses={200: dict})
+    def get(self, request):
+        """A five-minute token for the Erlang WebSocket, for the signed-in user."""
+        return Response({"token": websocket_token(request.user.pk), "url": websocket_url(), "expires_in": 300})
+
+
+# --- conversations ---------------------------------------------------------------------------
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Message
+        fields = ["id", "conversation", "sender", "receiver", "text", "priority", "created_at", "read_at", "via"]
+
+
+class NewMessageSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=services.MAX_TEXT)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.NORMAL)
+
+
+class ConversationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Conversation
+        fields = ["id", "subject", "participants", "created_at"]
+
+
+@extend_schema(tags=["messaging"])
+class ConversationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ConversationSerializer
+
+    def get_queryset(self):
+        # Participants only: anyone else's conversation answers 404.
+        return Conversation.objects.filter(participants=self.request.user).prefetch_related("participants")
+
+    @extend_schema(
+        methods=["GET"],
+        responses={200: MessageSerializer(many=True)},
+        request=None,
+        operation_id="conversation_messages",
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=NewMessageSerializer,
+        responses={
+            201: inline_serializer(
+                "MessageAccepted",
+                {"id": serializers.UUIDField(), "status": serializers.CharField(), "via": serializers.CharField()},
+            )
+        },
+        operation_id="conversation_send_message",
+    )
+    @action(detail=True, methods=["get", "post"])
+    def messages(self, request, pk=None):
+        conversation = self.get_object()
+        if request.method == "GET":
+            page = self.paginate_queryset(conversation.messages.order_by("created_at"))
+            return self.get_paginated_response(MessageSerializer(page, many=True).data)
+        body = NewMessageSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        sent = services.send_message(
+            conversation, request.user, body.validated_data["text"], body.validated_data["priority"]
+        )
+        return Response(sent, status=status.HTTP_201_CREATED)

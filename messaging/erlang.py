@@ -1,0 +1,153 @@
+"""The Django side's only door to the Erlang messaging service.
+
+`erlang_client` (contract): send_message, broadcast_message, get_user_messages,
+health_check, plus ack_messages and stats. One pooled `requests` session with short
+timeouts; every failure becomes `ErlangUnavailable` (could not reach it, or it is
+overloaded: the caller may fall back) or `ErlangRejected` (it refused our request: a bug
+or bad input, no point retrying). Nothing here ever hangs a request.
+"""
+
+import hashlib
+import hmac
+import logging
+import threading
+import time
+import uuid
+
+import requests
+from django.conf import settings
+from requests.adapters import HTTPAdapter
+
+logger = logging.getLogger("messaging.erlang")
+
+CONNECT_TIMEOUT = 0.5
+READ_TIMEOUT = 3.0
+
+
+class ErlangError(Exception):
+    pass
+
+
+class ErlangUnavailable(ErlangError):
+    """The service could not be reached, timed out, or answered 5xx/503 overload."""
+
+
+class ErlangRejected(ErlangError):
+    """The service answered 4xx: our request was wrong."""
+
+    def __init__(self, message, status=400, body=None):
+        super().__init__(message)
+        self.status = status
+        self.body = body or {}
+
+
+class ErlangMessagingClient:
+    def __init__(self, base_url: str | None = None, secret: str | None = None):
+        self._base_url = base_url
+        self._secret = secret
+        self._local = threading.local()
+
+    # Settings are read at call time so tests and deployments can point elsewhere.
+    @property
+    def base_url(self) -> str:
+        return (self._base_url or settings.ERLANG_MESSAGING_URL).rstrip("/")
+
+    @property
+    def secret(self) -> str:
+        return self._secret or settings.MESSAGING_SHARED_SECRET
+
+    @property
+    def session(self) -> requests.Session:
+        # One keep-alive pool per thread: requests sessions are not documented as thread-safe.
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0))
+            self._local.session = session
+        return session
+
+    # --- the seed design's calls ---------------------------------------------------------------
+
+    def send_message(
+        self, conversation_id, sender_id, receiver_id, text, priority="normal", *, message_id=None
+    ) -> dict:
+        """Hand a message to Erlang; answers {"id", "status": "accepted", "dropped"} once it is durable."""
+        body = {
+            "id": str(message_id or uuid.uuid4()),
+            "conversation_id": conversation_id,
+            "sender_id": sender_id,
+            "receiver_id": receiver_id,
+            "text": text,
+            "priority": priority,
+        }
+        return self._request("POST", "/messages", json=body)
+
+    def broadcast_message(self, sender_id, user_ids, text, priority="normal", *, broadcast_id=None, audience=None):
+        body = {"sender_id": sender_id, "user_ids": list(user_ids), "text": text, "priority": priority}
+        if broadcast_id:
+            body["id"] = str(broadcast_id)
+        if audience:
+            body["audience"] = audience
+        return self._request("POST", "/broadcast", json=body, read_timeout=10.0)
+
+    def get_user_messages(self, user_id) -> list[dict]:
+        """The user's queued messages, oldest first."""
+        return self._request("GET", f"/queues/{int(user_id)}").get("messages", [])
+
+    def ack_messages(self, user_id, ids) -> int:
+        body = self._request("POST", f"/queues/{int(user_id)}/ack", json={"ids": [str(i) for i in ids]})
+        return body.get("acknowledged", 0)
+
+    def health_check(self) -> bool:
+        try:
+            return self._request("GET", "/health", authenticated=False).get("status") == "ok"
+        except ErlangError:
+            return False
+
+    def health(self) -> dict:
+        return self._request("GET", "/health", authenticated=False)
+
+    def stats(self) -> dict:
+        return self._request("GET", "/stats")
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def _request(self, method, path, *, json=None, authenticated=True, read_timeout=READ_TIMEOUT) -> dict:
+        headers = {"X-Messaging-Token": self.secret} if authenticated else {}
+        started = time.monotonic()
+        try:
+            response = self.session.request(
+                method, self.base_url + path, json=json, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout)
+            )
+        except requests.RequestException as error:
+            raise ErlangUnavailable(f"Messaging service unreachable at {self.base_url}: {error.__class__.__name__}")
+        finally:
+            logger.debug("erlang %s %s took %.1f ms", method, path, 1000 * (time.monotonic() - started))
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 500:
+            raise ErlangUnavailable(f"Messaging service answered {response.status_code}.")
+        if response.status_code >= 400:
+            message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
+            raise ErlangRejected(
+                f"Messaging service refused the request ({response.status_code}): {message}", response.status_code, body
+            )
+        return body if isinstance(body, dict) else {"data": body}
+
+
+def websocket_token(user_id: int, lifetime_seconds: int = 300) -> str:
+    """A short-lived token the Erlang /ws endpoint accepts: `<user>.<expiry>.<hmac-sha256 hex>`."""
+    expires = int(time.time()) + lifetime_seconds
+    payload = f"{int(user_id)}.{expires}"
+    signature = hmac.new(settings.MESSAGING_SHARED_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
+    return f"{payload}.{signature}"
+
+
+def websocket_url() -> str:
+    base = settings.ERLANG_MESSAGING_PUBLIC_URL or settings.ERLANG_MESSAGING_URL
+    return base.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/ws"
+
+
+erlang_client = ErlangMessagingClient()

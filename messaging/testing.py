@@ -1,0 +1,80 @@
+"""A real Erlang messaging node for tests: started on a free loopback port, stopped by PID."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+START_SCRIPT = ROOT / "erlang_messaging" / "bin" / "messaging-start"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ErlangNode:
+    """`with ErlangNode(django_url=..., secret=...) as node:` → node.url is the service's base URL."""
+
+    def __init__(self, *, django_url: str, secret: str, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = tempfile.mkdtemp(prefix="messaging-test-")
+        self.log_path = Path(self.data_dir) / "node.log"
+        self.env = {
+            **os.environ,
+            "HTTP_PORT": str(self.port),
+            "DJANGO_API_URL": django_url,
+            "MESSAGING_SHARED_SECRET": secret,
+            "MESSAGING_DATA_DIR": self.data_dir,
+            "PERSIST_FLUSH_INTERVAL_MS": "50",
+            **{key: str(value) for key, value in env.items()},
+        }
+        self.process = None
+
+    def start(self, timeout: float = 30.0) -> "ErlangNode":
+        if not START_SCRIPT.exists():
+            raise RuntimeError(f"{START_SCRIPT} is missing: build the Erlang service with `make erlang-build`.")
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([str(START_SCRIPT)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"The Erlang node exited at start:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/health", timeout=0.5).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"The Erlang node did not answer /health within {timeout} s.")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (a clean stop), then SIGKILL if it lingers. Only our own process."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout)
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.cleanup()

@@ -1,0 +1,166 @@
+"""Django ↔ a real Erlang node: send, broadcast, queue fetch, persistence callback, fallback."""
+
+import time
+import uuid
+
+import pytest
+from django.conf import settings as django_settings
+from rest_framework.test import APIClient
+
+from messaging.erlang import ErlangMessagingClient, ErlangUnavailable, erlang_client
+from messaging.models import Broadcast, Conversation, Message
+from messaging.services import create_broadcast
+from messaging.testing import ErlangNode, free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def wait_until(condition, seconds=10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def conversation(host, guest):
+    conversation = Conversation.objects.create(subject="Check-in time")
+    conversation.participants.add(host, guest)
+    return conversation
+
+
+def as_user(user):
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def test_health_check_reaches_the_node(messaging_settings):
+    assert erlang_client.health_check() is True
+    body = APIClient().get("/api/messaging/erlang/health/").json()
+    assert body["status"] == "ok"
+    assert body["erlang"]["reachable"] is True
+
+
+def test_a_message_goes_through_erlang_and_is_persisted_once(messaging_settings, conversation, host, guest):
+    response = as_user(guest).post(
+        f"/api/messaging/conversations/{conversation.pk}/messages/", {"text": "Arriving at 3pm", "priority": "high"}
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["via"] == "erlang"
+    message_id = response.json()["id"]
+
+    queued = erlang_client.get_user_messages(host.pk)
+    assert [m["id"] for m in queued] == [message_id]
+    assert queued[0]["text"] == "Arriving at 3pm"
+
+    assert wait_until(lambda: Message.objects.filter(pk=message_id).exists())
+    stored = Message.objects.get(pk=message_id)
+    assert (stored.sender, stored.receiver, stored.priority, stored.via) == (guest, host, "high", "erlang")
+    assert erlang_client.ack_messages(host.pk, [message_id]) == 1
+    assert erlang_client.get_user_messages(host.pk) == []
+
+
+def test_broadcast_fans_out_in_erlang_and_reports_progress(messaging_settings, support_user, make_user):
+    hosts = [make_user("host", country="KE") for _ in range(5)]
+    broadcast = create_broadcast(
+        support_user, audience="hosts_in_country", country="KE", text="Payouts run late on Friday"
+    )
+    assert broadcast.total == 5
+    assert wait_until(lambda: Broadcast.objects.get(pk=broadcast.pk).status == Broadcast.Status.DONE)
+    broadcast.refresh_from_db()
+    assert (broadcast.delivered, broadcast.via_fallback) == (5, False)
+    assert wait_until(lambda: Message.objects.filter(broadcast=broadcast).count() == 5)
+    assert set(Message.objects.filter(broadcast=broadcast).values_list("receiver", flat=True)) == {h.pk for h in hosts}
+    assert erlang_client.get_user_messages(hosts[0].pk)[0]["text"] == "Payouts run late on Friday"
+
+
+def test_when_erlang_is_stopped_the_message_is_stored_directly_and_the_user_sees_success(
+    settings, live_server, conversation, host, guest
+):
+    with ErlangNode(django_url=live_server.url, secret=django_settings.MESSAGING_SHARED_SECRET) as node:
+        settings.ERLANG_MESSAGING_URL = node.url
+        assert erlang_client.health_check()
+        node.stop()
+        started = time.monotonic()
+        response = as_user(guest).post(f"/api/messaging/conversations/{conversation.pk}/messages/", {"text": "Hi"})
+        assert time.monotonic() - started < 3  # short timeouts: never a hang
+    assert response.status_code == 201
+    assert response.json()["via"] == "fallback"
+    stored = Message.objects.get(pk=response.json()["id"])
+    assert (stored.via, stored.receiver) == ("fallback", host)
+
+
+def test_broadcast_falls_back_to_direct_rows_when_erlang_is_down(settings, support_user, make_user):
+    settings.ERLANG_MESSAGING_URL = f"http://127.0.0.1:{free_port()}"
+    guests = [make_user("guest") for _ in range(3)]
+    broadcast = create_broadcast(support_user, audience="user_ids", user_ids=[g.pk for g in guests], text="Hello")
+    assert (broadcast.status, broadcast.delivered, broadcast.via_fallback) == ("done", 3, True)
+    assert Message.objects.filter(broadcast=broadcast, via="fallback").count() == 3
+
+
+def test_client_errors_are_clear_exceptions_not_hangs():
+    dead = ErlangMessagingClient(base_url=f"http://127.0.0.1:{free_port()}", secret="x")
+    with pytest.raises(ErlangUnavailable):
+        dead.send_message(1, 1, 2, "hi")
+    assert dead.health_check() is False
+
+
+def test_non_participants_cannot_see_or_post_to_a_conversation(messaging_settings, conversation, other_host):
+    client = as_user(other_host)
+    assert client.get(f"/api/messaging/conversations/{conversation.pk}/messages/").status_code == 404
+    assert client.post(f"/api/messaging/conversations/{conversation.pk}/messages/", {"text": "x"}).status_code == 404
+
+
+# --- the persistence callback ----------------------------------------------------------------
+
+
+def persist(body, token=None):
+    client = APIClient()
+    headers = {"HTTP_X_MESSAGING_TOKEN": token} if token is not None else {}
+    return client.post("/api/messaging/erlang/persist/", body, format="json", **headers)
+
+
+def item(sender, receiver, conversation=None, **extra):
+    return {
+        "id": str(uuid.uuid4()),
+        "conversation_id": conversation.pk if conversation else None,
+        "sender_id": sender.pk,
+        "receiver_id": receiver.pk,
+        "text": "hello",
+        "priority": "normal",
+        "created_at": "2026-11-25T10:00:00.000Z",
+        **extra,
+    }
+
+
+def test_persist_requires_the_shared_secret(host, guest):
+    body = {"messages": [item(host, guest)]}
+    assert persist(body).status_code == 401
+    assert persist(body, token="wrong").status_code == 401
+    assert persist(body).json()["error"]["code"] in {"not_authenticated", "authentication_failed"}
+    assert Message.objects.count() == 0
+
+
+def test_persist_is_idempotent_by_uuid_and_rejects_bad_items(host, guest, conversation):
+    secret = django_settings.MESSAGING_SHARED_SECRET
+    good = [item(guest, host, conversation), item(host, guest, conversation)]
+    bad = [
+        item(host, guest, priority="urgent"),
+        {**item(host, guest), "sender_id": 999999},
+        {"id": "not-a-uuid", "sender_id": host.pk, "receiver_id": guest.pk, "text": "x"},
+    ]
+    first = persist({"messages": good + bad}, token=secret).json()
+    assert sorted(first["stored"]) == sorted(m["id"] for m in good)
+    assert len(first["rejected"]) == 3
+    again = persist({"messages": good}, token=secret).json()
+    assert (again["stored"], sorted(again["duplicates"])) == ([], sorted(m["id"] for m in good))
+    assert Message.objects.count() == 2
+
+
+def test_persist_with_a_malformed_body_is_400(host):
+    response = persist({"messages": "nope"}, token=django_settings.MESSAGING_SHARED_SECRET)
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["messages"]
