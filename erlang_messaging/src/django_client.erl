@@ -10,7 +10,9 @@
 %% @doc POST Body (a term jiffy can encode) to DJANGO_API_URL ++ Path.
 -spec post_json(string(), term()) -> {ok, integer(), term()} | {error, term()}.
 post_json(Path, Body) ->
-    Request = {url(Path), headers(), "application/json", jiffy:encode(Body)},
+    %% jiffy returns an iolist for large documents; httpc needs a flat body to
+    %% compute Content-Length correctly.
+    Request = {url(Path), headers(), "application/json", iolist_to_binary(jiffy:encode(Body))},
     try httpc:request(post, Request, http_options(), [{body_format, binary}]) of
         {ok, {{_, Status, _}, _Headers, RespBody}} -> {ok, Status, decode(RespBody)};
         {error, Reason} -> {error, Reason}

@@ -82,7 +82,7 @@ kill_9_node(Config) ->
     ok = wait_health(),
     Self = self(),
     Sender = spawn_link(fun() -> Self ! {acked, send_until_error(1, [])} end),
-    timer:sleep(1500),
+    timer:sleep(list_to_integer(os:getenv("KILL9_AFTER_MS", "1500"))),
     kill_os_node(Node1, "-9"),
     Acked = receive {acked, Ids} -> Ids after 30000 -> error(sender_timeout) end,
     unlink(Sender),
@@ -151,8 +151,11 @@ start_os_node(Port, DataDir) ->
     Script = filename:join([root_dir(), "bin", "messaging-start"]),
     Env = [{"HTTP_PORT", integer_to_list(Port)}, {"MESSAGING_DATA_DIR", DataDir},
            {"DJANGO_API_URL", fake_django:url()}, {"MESSAGING_BUILD_DIR", build_dir()},
-           {"PERSIST_FLUSH_INTERVAL_MS", "50"}, {"MESSAGING_NODE_NAME", false},
-           {"MESSAGING_CLUSTER_NODES", false}],
+           {"PERSIST_FLUSH_INTERVAL_MS", "50"}, {"MESSAGING_SHARED_SECRET", "dev-messaging-secret"},
+           %% Other suites may have put settings into this VM's environment.
+           {"MESSAGING_NODE_NAME", false}, {"MESSAGING_CLUSTER_NODES", false},
+           {"MESSAGE_QUEUE_MAX_SIZE", false}, {"MAX_BODY_BYTES", false}, {"MAX_PENDING", false},
+           {"PERSIST_BATCH_SIZE", false}, {"WAL_SYNC_BATCH", false}],
     PortRef = open_port({spawn_executable, Script},
                         [{env, Env}, exit_status, stderr_to_stdout, binary]),
     {os_pid, OsPid} = erlang:port_info(PortRef, os_pid),
@@ -160,13 +163,16 @@ start_os_node(Port, DataDir) ->
 
 kill_os_node({PortRef, OsPid}, Signal) ->
     os:cmd("kill " ++ Signal ++ " " ++ integer_to_list(OsPid)),
-    receive {PortRef, {exit_status, _}} -> ok
-    after 15000 -> ct:fail({node_did_not_exit, OsPid})
-    end,
-    flush_port(PortRef).
+    Output = collect_output(PortRef, []),
+    ct:log("node ~p output:~n~s", [OsPid, Output]).
 
-flush_port(PortRef) ->
-    receive {PortRef, _} -> flush_port(PortRef) after 0 -> ok end.
+%% The node's stdout/stderr until it exits (logged for diagnosis).
+collect_output(PortRef, Acc) ->
+    receive
+        {PortRef, {data, Data}} -> collect_output(PortRef, [Data | Acc]);
+        {PortRef, {exit_status, _}} -> lists:reverse(Acc)
+    after 15000 -> ct:fail({node_did_not_exit, PortRef})
+    end.
 
 wait_health() ->
     msg_test_util:wait_until(fun() ->

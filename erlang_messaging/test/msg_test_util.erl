@@ -9,13 +9,20 @@
 -define(TOKEN, "dev-messaging-secret").
 
 %% Overrides: extra application env ({Key, Value}) on top of test defaults.
+%% Application env wins over OS variables in messaging_config, so settings
+%% other suites put in the OS environment do not leak in; any instance a
+%% previous suite left running is stopped first.
 start_app(DataDir, Overrides) ->
     {ok, _} = application:ensure_all_started(inets),
+    _ = application:stop(messaging_service),
     application:load(messaging_service),
     Port = free_port(),
-    Env = [{http_port, Port}, {django_api_url, fake_django:url()}, {data_dir, DataDir},
-           {persist_flush_interval_ms, 50}, {restart_intensity, 1000}, {restart_period, 1}
-           | Overrides],
+    Defaults = [{http_port, Port}, {django_api_url, fake_django:url()}, {data_dir, DataDir},
+                {shared_secret, <<?TOKEN>>}, {persist_flush_interval_ms, 50},
+                {persist_batch_size, 500}, {message_queue_max_size, 1000},
+                {max_body_bytes, 1048576}, {max_pending, 200000}, {wal_sync_batch, 100},
+                {restart_intensity, 1000}, {restart_period, 1}, {cluster_nodes, []}],
+    Env = lists:ukeymerge(1, lists:ukeysort(1, Overrides), lists:ukeysort(1, Defaults)),
     [application:set_env(messaging_service, K, V) || {K, V} <- Env],
     {ok, _} = application:ensure_all_started(messaging_service),
     persistent_term:put({?MODULE, port}, Port),
