@@ -290,3 +290,30 @@ def _money_data(amount, currency: str, **extra) -> dict:
     for name, value in extra.items():
         data[name] = getattr(value, "username", value) if value is not None else ""
     return data
+
+
+# --- webhook inbox ------------------------------------------------------------------------------
+
+
+def replay_webhook(*, event, actor):
+    """Apply a flagged or rejected provider event again, with its audit entry in the same transaction."""
+    from finance.payments import replay_webhook as apply_again
+
+    require_permission(actor, "finance.replay_webhookevent")
+    with transaction.atomic():
+        replayed = apply_again(event.pk, actor=actor)
+        payment = replayed.payment
+        log(
+            replayed,
+            "stayafrica.webhook.replay",
+            user=actor,
+            data={
+                "provider": replayed.provider,
+                "event_id": replayed.event_id,
+                "outcome": replayed.outcome,
+                "reason": replayed.reason,
+                "amount": str(payment.amount) if payment else "",
+                "currency": payment.currency if payment else "",
+            },
+        )
+    return replayed

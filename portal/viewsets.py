@@ -9,7 +9,7 @@ from django.utils.functional import cached_property
 from wagtail.admin.menu import MenuItem
 from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 
-from .views import approvals, audit, finance, messaging
+from .views import approvals, audit, broadcasts, finance, messaging, webhooks
 
 
 class PermissionMenuItem(MenuItem):
@@ -116,6 +116,30 @@ class ApprovalSection(OperationsSection):
     ]
 
 
+class WebhookSection(OperationsSection):
+    name = "ops_webhooks"
+    menu_label = "Webhook inbox"
+    icon = "warning"
+    permission_required = "finance.view_webhookevent"
+    routes = [
+        ("", webhooks.WebhookInboxView.as_view(), "index"),
+        ("<int:pk>/replay/", webhooks.WebhookReplayView.as_view(), "replay"),
+    ]
+
+
+class BroadcastSection(OperationsSection):
+    name = "ops_broadcasts"
+    menu_label = "Broadcasts"
+    icon = "mail"
+    permission_required = "portal.send_broadcast"
+    routes = [
+        ("", broadcasts.BroadcastPageView.as_view(), "index"),
+        ("preview/", broadcasts.RecipientPreviewView.as_view(), "preview"),
+        ("<uuid:pk>/", broadcasts.BroadcastDetailView.as_view(), "detail"),
+        ("<uuid:pk>/progress/", broadcasts.BroadcastProgressView.as_view(), "progress"),
+    ]
+
+
 class StatsSection(OperationsSection):
     name = "ops_stats"
     menu_label = "Messaging stats"
@@ -146,6 +170,8 @@ class OperationsGroup(ViewSetGroup):
         WithdrawalSection,
         RefundSection,
         ApprovalSection,
+        WebhookSection,
+        BroadcastSection,
         StatsSection,
         AuditSection,
     ]

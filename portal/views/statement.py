@@ -9,6 +9,8 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from messaging.erlang import websocket_token, websocket_url
+
 from ..csv_export import stream_csv
 from ..selectors import host_statement
 
@@ -61,17 +63,8 @@ def statement(request, user_id=None):
 
 
 def _ws_context(user) -> dict:
-    """The Erlang WebSocket URL and a token for live broadcasts (when messaging provides them)."""
-    try:
-        from django.conf import settings
-        from messaging.erlang import make_websocket_token
-    except ImportError:
-        return {}
-    url = getattr(settings, "ERLANG_MESSAGING_WS_URL", "") or getattr(settings, "MESSAGING_WS_URL", "")
-    if not url:
-        base = getattr(settings, "ERLANG_MESSAGING_URL", "")
-        url = base.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + "/ws"
-    return {"ws_url": url, "ws_token": make_websocket_token(user.pk)}
+    """The Erlang WebSocket URL and a short-lived token, for live broadcasts on host pages."""
+    return {"ws_url": websocket_url(), "ws_token": websocket_token(user.pk)}
 
 
 def _csv(host, statements, start: date, end: date):

@@ -1,0 +1,50 @@
+"""Finance pages: the webhook inbox's flagged and rejected events, and replaying one."""
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import reverse
+
+from finance.errors import TransactionError
+from finance.models import WebhookEvent
+
+from .. import services
+from .base import OperationsView
+
+NEEDS_ATTENTION = (WebhookEvent.Outcome.FLAGGED, WebhookEvent.Outcome.REJECTED)
+
+
+class WebhookInboxView(OperationsView):
+    permission_required = "finance.view_webhookevent"
+    page_title = "Webhook inbox"
+    header_icon = "warning"
+    template_name = "portal/webhooks.html"
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        show = self.request.GET.get("show", "attention")
+        events = WebhookEvent.objects.select_related("payment").order_by("-received_at", "-id")
+        if show == "attention":
+            events = events.filter(outcome__in=NEEDS_ATTENTION)
+        context.update(
+            events=events[:100],
+            show=show,
+            confirm=self.request.GET.get("confirm", ""),
+            can_replay=self.request.user.has_perm("finance.replay_webhookevent"),
+        )
+        return context
+
+
+class WebhookReplayView(OperationsView):
+    permission_required = "finance.replay_webhookevent"
+
+    def post(self, request, pk):
+        event = get_object_or_404(WebhookEvent, pk=pk)
+        try:
+            replayed = services.replay_webhook(event=event, actor=request.user)
+        except TransactionError as error:
+            messages.error(request, f"{event.provider} event {event.event_id} was not replayed: {error.message}")
+        else:
+            outcome = replayed.get_outcome_display().lower()
+            text = f"Replayed {replayed.provider} event {replayed.event_id}: {outcome}. {replayed.reason}"
+            (messages.success if replayed.outcome == WebhookEvent.Outcome.APPLIED else messages.warning)(request, text)
+        return redirect(reverse("ops_webhooks:index"))
