@@ -106,3 +106,21 @@ def paid_booking(host, guest, make_booking, make_payment):
     booking = make_booking(host, guest, total="1000.00", commission="150.00")
     TransactionService.process_booking_payment(booking, make_payment(booking))
     return booking
+
+
+@pytest.fixture(scope="session")
+def erlang_node(live_server):
+    """The real Erlang messaging service, persisting into the live test server."""
+    from django.conf import settings as django_settings
+
+    from messaging.testing import ErlangNode
+
+    node = ErlangNode(django_url=live_server.url, secret=django_settings.MESSAGING_SHARED_SECRET).start()
+    yield node
+    node.cleanup()
+
+
+@pytest.fixture
+def messaging(settings, erlang_node):
+    settings.ERLANG_MESSAGING_URL = erlang_node.url
+    return erlang_node

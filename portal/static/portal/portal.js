@@ -9,7 +9,7 @@
     return new window.Chart(canvas, {
       type: "line",
       data: { labels: [], datasets: datasets },
-      options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true } },
+      options: { animation: false, responsive: true, maintainAspectRatio: true, aspectRatio: 2, scales: { y: { beginAtZero: true } },
                  plugins: { legend: { display: datasets.length > 1 } } },
     });
   }
