@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -466,11 +467,13 @@ def real_providers(settings):
 
 @pytest.fixture
 def provider_http(monkeypatch):
-    """Every `requests.Session()` the provider clients create (finance.providers.base) is this one."""
+    """Every `requests.Session()` the provider clients create in finance.providers.base is this one."""
 
     def install(answers: dict) -> RecordedAdapter:
         session, adapter = session_with(answers)
-        monkeypatch.setattr(providers_base.requests, "Session", lambda: session)
+        # Only finance.providers.base sees the replacement; `requests` itself stays untouched.
+        only_here = SimpleNamespace(Session=lambda: session, RequestException=requests.RequestException)
+        monkeypatch.setattr(providers_base, "requests", only_here)
         return adapter
 
     return install
