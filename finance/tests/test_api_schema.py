@@ -191,3 +191,31 @@ def test_schema_covers_every_payments_route(payments_schema):
 def _operations(loaded):
     for result in loaded.get_all_operations():
         yield result.ok()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pay_documents_the_provider_unavailable_answer(payments_schema, api_data, monkeypatch, settings):
+    """When the real provider is down, pay answers 503 provider_unavailable: that answer must be documented."""
+    settings.SANDBOX_PAYMENTS_ENABLED = False
+    session = requests.Session()
+
+    class Down(requests.adapters.BaseAdapter):
+        def send(self, request, **kwargs):
+            raise requests.ConnectionError("connection refused", request=request)
+
+        def close(self):
+            pass
+
+    session.mount("https://", Down())
+    only_here = SimpleNamespace(Session=lambda: session, RequestException=requests.RequestException)
+    monkeypatch.setattr(providers_base, "requests", only_here)
+    operation = payments_schema.find_operation_by_label("POST /api/payments/bookings/{id}/pay/")
+    case = operation.Case(
+        path_parameters=_real_ids(operation.path, api_data),
+        body={"provider": "paystack"},
+        media_type="application/json",
+    )
+    response = case.call(headers={"Authorization": f"Bearer {api_data.tokens['guest']}"})
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "provider_unavailable"
+    case.validate_response(response, checks=[status_code_conformance, response_schema_conformance])

@@ -438,12 +438,11 @@ def test_provider_non_json_answer_is_unavailable(name):
 @pytest.mark.parametrize(
     "provider, currency, country, route",
     [
-        (Paystack(), "NGN", "NG", ("POST", PAYSTACK_INIT)),
-        (Flutterwave(), "NGN", "NG", ("POST", FLUTTERWAVE_PAYMENTS)),
-        (Stripe(), "USD", "US", ("POST", STRIPE_INTENTS)),
-        (Mpesa(), "KES", "KE", ("POST", MPESA_STK)),
+        pytest.param(Paystack(), "NGN", "NG", ("POST", PAYSTACK_INIT), id="paystack"),
+        pytest.param(Flutterwave(), "NGN", "NG", ("POST", FLUTTERWAVE_PAYMENTS), id="flutterwave"),
+        pytest.param(Stripe(), "USD", "US", ("POST", STRIPE_INTENTS), id="stripe"),
+        pytest.param(Mpesa(), "KES", "KE", ("POST", MPESA_STK), id="mpesa"),
     ],
-    ids=lambda v: getattr(v, "name", None),
 )
 def test_checkout_with_an_unexpected_json_answer_is_unavailable(payment_for, provider, currency, country, route):
     """A 200 whose JSON lacks what the provider documents (e.g. a captive portal, an API change)
