@@ -37,7 +37,9 @@ class WalletTable(tables.Table):
 
 
 class TransactionTable(tables.Table):
-    created_at = tables.DateTimeColumn(verbose_name="Date", format="Y-m-d H:i")
+    # Ties on created_at broken by id, as in the model's ordering: pages stay stable, and the order
+    # is that of the (created_at, id) and (wallet, -created_at, -id) indexes.
+    created_at = tables.DateTimeColumn(verbose_name="Date", format="Y-m-d H:i", order_by=("created_at", "id"))
     reference = tables.Column()
     type = tables.Column()
     status = tables.Column()

@@ -3,11 +3,13 @@
 import uuid
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.views.generic import TemplateView
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
+from django_tables2.rows import BoundRows
 from wagtail.admin.views.generic.base import WagtailAdminTemplateMixin
 
 from ..csv_export import stream_csv
@@ -62,6 +64,36 @@ class HtmxPartialMixin:
         return super().render_to_response(context, **kwargs)
 
 
+class KeysFirstPaginator(LazyPaginator):
+    """LazyPaginator (no COUNT) that reads a page in two steps: the primary keys at the page's
+    OFFSET, in the table's order, then those rows by key.
+
+    Skipping N rows of a wide table means reading N heap rows; skipping N keys of an index
+    that covers the ORDER BY and the key is an index-only scan, several times faster on a
+    deep page of a large table. Shallow pages pay one more (indexed) query.
+    """
+
+    def __init__(self, object_list, per_page, *args, **kwargs):
+        super().__init__(_KeysFirstRows(object_list), per_page, *args, **kwargs)
+
+
+class _KeysFirstRows:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __getitem__(self, key):
+        queryset = getattr(self.rows.data, "data", None)
+        if not isinstance(key, slice) or not isinstance(queryset, QuerySet):
+            return self.rows[key]
+        keys = list(queryset.values_list("pk", flat=True)[key])
+        found = {obj.pk: obj for obj in queryset.filter(pk__in=keys).order_by()} if keys else {}
+        records = [found[k] for k in keys if k in found]
+        return BoundRows(data=records, table=self.rows.table, pinned_data=self.rows.pinned_data)
+
+    def __len__(self):
+        return len(self.rows)
+
+
 class TableListView(HtmxPartialMixin, OperationsView):
     """A django-tables2 table filtered by django-filter, updated in place with htmx, CSV export."""
 
@@ -86,7 +118,11 @@ class TableListView(HtmxPartialMixin, OperationsView):
             queryset = self.filterset.queryset.none()
         else:
             queryset = self.filterset.qs
-        self.table = self.table_class(queryset, request=request)
+        # Not `table_class(queryset, request=request)`: that configures the table for the request with
+        # django-tables2's default Paginator, whose COUNT(*) runs even though the RequestConfig below
+        # replaces it with `paginator_class`.
+        self.table = self.table_class(queryset)
+        self.table.request = request
         if request.GET.get("export") == "csv":
             if request.GET.get("sort"):
                 self.table.order_by = request.GET["sort"]

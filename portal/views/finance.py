@@ -19,7 +19,7 @@ from finance.money import format_money
 from .. import selectors, services
 from ..filters import TransactionFilter, WalletFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
-from .base import OperationsView, PermissionRequiredMixin, TableListView, new_idempotency_key
+from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, new_idempotency_key
 
 # --- dashboard -------------------------------------------------------------------------------
 
@@ -66,6 +66,7 @@ class WalletListView(TableListView):
     header_icon = "list-ul"
     table_class = WalletTable
     filterset_class = WalletFilter
+    paginator_class = KeysFirstPaginator  # 100,000+ wallets: deep pages skip keys, not rows
     export_filename = "wallets.csv"
     export_columns = [
         ("Owner", "user.username"),
@@ -84,6 +85,8 @@ class WalletListView(TableListView):
 class WalletTransactionsMixin:
     table_class = TransactionTable
     filterset_class = TransactionFilter
+    # Deep pages of a million-row ledger: skip keys in an index (txn_created_id, txn_wallet_newest).
+    paginator_class = KeysFirstPaginator
     export_columns = [
         ("Date", "created_at"),
         ("Reference", "reference"),
