@@ -45,7 +45,7 @@ class WalletSerializer(serializers.ModelSerializer):
 class TransactionSerializer(serializers.ModelSerializer):
     amount = serializers.SerializerMethodField()
     balance_after = serializers.SerializerMethodField()
-    reverses = serializers.SlugRelatedField(slug_field="reference", read_only=True)
+    reverses = serializers.SlugRelatedField(slug_field="reference", read_only=True, allow_null=True)
     reversed_by = serializers.SerializerMethodField()
 
     class Meta:
@@ -106,7 +106,7 @@ class BankAccountSerializer(serializers.ModelSerializer):
 class WithdrawalSerializer(serializers.ModelSerializer):
     amount = serializers.SerializerMethodField()
     bank_account = BankAccountSerializer(read_only=True)
-    transaction = serializers.SlugRelatedField(slug_field="reference", read_only=True)
+    transaction = serializers.SlugRelatedField(slug_field="reference", read_only=True, allow_null=True)
 
     class Meta:
         model = Withdrawal

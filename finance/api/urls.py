@@ -1,5 +1,4 @@
 from django.urls import path
-from rest_framework.authtoken.views import obtain_auth_token
 from rest_framework.routers import DefaultRouter
 
 from . import views
@@ -13,7 +12,7 @@ router.register("transactions", views.TransactionViewSet, basename="transaction"
 router.register("bookings", views.BookingViewSet, basename="booking")
 
 urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", views.TokenView.as_view(), name="api-token"),
     path("webhooks/<str:provider>/", views.WebhookView.as_view(), name="webhook"),
     *router.urls,
 ]

@@ -10,6 +10,8 @@ import django_filters
 from django.db import transaction
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -73,7 +75,7 @@ class WalletViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
         return Wallet.objects.filter(user=self.request.user).order_by("currency")
 
     @extend_schema(responses={200: api.WalletSerializer(many=True), 401: ERRORS[401]})
-    @action(detail=False)
+    @action(detail=False, pagination_class=None)
     def my_wallet(self, request):
         """The caller's wallets, one per currency."""
         return Response(self.get_serializer(self.get_queryset(), many=True).data)
@@ -252,7 +254,13 @@ class BookingViewSet(viewsets.GenericViewSet):
     serializer_class = api.PaymentSerializer
 
     @extend_schema(
-        request=api.PayRequestSerializer, responses={200: api.PaymentSerializer, 201: api.PaymentSerializer, **ERRORS}
+        request=api.PayRequestSerializer,
+        responses={
+            200: api.PaymentSerializer,
+            201: api.PaymentSerializer,
+            **ERRORS,
+            503: OpenApiResponse(api.ErrorSerializer, description="The payment provider is unreachable; nothing kept."),
+        },
     )
     @action(detail=True, methods=["post"])
     @idempotent
@@ -339,3 +347,22 @@ class WebhookView(APIView):
         )
         headers = {"Retry-After": str(result.retry_after)} if result.retry_after else None
         return Response(result.body, status=result.status, headers=headers)
+
+
+class TokenView(ObtainAuthToken):
+    """Exchange a username and password for the user's API token (send it as `Authorization: Bearer <token>`)."""
+
+    authentication_classes = []
+    permission_classes = []
+
+    @extend_schema(
+        tags=["auth"],
+        auth=[],
+        request=AuthTokenSerializer,
+        responses={
+            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            400: OpenApiResponse(api.ErrorSerializer, description="Wrong username or password."),
+        },
+    )
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)

@@ -80,6 +80,16 @@ def field(data: dict, *path: str):
     return value
 
 
+def expect(answer, *path: str):
+    """A field the provider documents in its API answer; its absence means the provider failed us (503)."""
+    value = answer
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            raise ProviderUnavailableError(f"The payment provider answered without {'.'.join(path)}.")
+        value = value[key]
+    return value
+
+
 def minor_amount(value, currency: str) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, int):
         raise MalformedEventError("The amount must be an integer number of minor units.")

@@ -11,6 +11,7 @@ from .base import (
     ProviderEvent,
     WebhookVerificationError,
     constant_time_equal,
+    expect,
     field,
     load_json,
     major_amount,
@@ -33,7 +34,7 @@ class FlutterwaveClient(ProviderClient):
             },
             headers={"Authorization": f"Bearer {self.secret}"},
         )
-        return field(body, "data")
+        return expect(body, "data")
 
 
 class Flutterwave(Provider):
@@ -51,7 +52,7 @@ class Flutterwave(Provider):
             email=email,
             redirect_url=f"{settings.PUBLIC_BASE_URL}/statement/",
         )
-        return {"checkout_url": data["link"]}
+        return {"checkout_url": expect(data, "link")}
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get("verif-hash", "")

@@ -6,6 +6,7 @@ callback metadata and the currency is the payment's own (KES or TZS).
 """
 
 import base64
+import re
 from datetime import UTC, datetime
 
 import requests
@@ -24,9 +25,22 @@ from .base import (
     ProviderUnavailableError,
     WebhookVerificationError,
     constant_time_equal,
+    expect,
     field,
     load_json,
 )
+
+
+def daraja_phone(phone: str) -> str:
+    """The payer's number as Daraja wants it: 2547XXXXXXXX (accepts +254…, spaces and a leading 0)."""
+    digits = re.sub(r"[\s-]", "", phone or "").removeprefix("+")
+    if digits.startswith("0") and len(digits) == 10:
+        digits = "254" + digits[1:]
+    if not re.fullmatch(r"25[45]\d{9}", digits):
+        raise CheckoutInputError(
+            "M-Pesa needs the payer's phone number, e.g. 254712345678 or 0712345678.", field="phone"
+        )
+    return digits
 
 
 class MpesaClient(ProviderClient):
@@ -42,7 +56,7 @@ class MpesaClient(ProviderClient):
                 timeout=self.timeout,
             )
             response.raise_for_status()
-            return field(response.json(), "access_token")
+            return expect(response.json(), "access_token")
         except (requests.RequestException, ValueError, MalformedEventError) as error:
             raise ProviderUnavailableError(f"M-Pesa: no access token ({error}).") from None
 
@@ -78,17 +92,21 @@ class Mpesa(Provider):
         return settings.MPESA_CALLBACK_TOKEN
 
     def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
-        if not phone:
-            raise CheckoutInputError("M-Pesa needs the payer's phone number (e.g. 254712345678).", field="phone")
-        # STK push takes whole shillings; amounts with cents are rounded up by M-Pesa's UI anyway.
-        whole_units = to_minor_units(payment.amount, payment.currency) // 100
+        phone = daraja_phone(phone)
+        minor = to_minor_units(payment.amount, payment.currency)
+        if minor % 100:
+            # STK push takes whole shillings; asking for less (or more) would not match the booking.
+            raise CheckoutInputError(
+                "M-Pesa takes whole shillings only: pay this booking with another provider.", field="provider"
+            )
+        whole_units = minor // 100
         answer = self.client(session).stk_push(
             amount=whole_units,
             phone=phone,
             reference=payment.reference,
             callback_url=f"{settings.PUBLIC_BASE_URL}/api/payments/webhooks/mpesa/?token={self.secret()}",
         )
-        checkout_request_id = field(answer, "CheckoutRequestID")
+        checkout_request_id = expect(answer, "CheckoutRequestID")
         return {"checkout_request_id": checkout_request_id, "provider_reference": checkout_request_id}
 
     def verify(self, raw: bytes, headers, query=None) -> None:

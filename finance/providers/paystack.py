@@ -15,6 +15,7 @@ from .base import (
     ProviderEvent,
     WebhookVerificationError,
     constant_time_equal,
+    expect,
     field,
     load_json,
     minor_amount,
@@ -31,7 +32,7 @@ class PaystackClient(ProviderClient):
             json={"reference": reference, "amount": amount_minor, "currency": currency, "email": email},
             headers={"Authorization": f"Bearer {self.secret}"},
         )
-        return field(body, "data")
+        return expect(body, "data")
 
 
 class Paystack(Provider):
@@ -48,7 +49,7 @@ class Paystack(Provider):
             currency=payment.currency,
             email=email,
         )
-        return {"authorization_url": data["authorization_url"], "access_code": data.get("access_code", "")}
+        return {"authorization_url": expect(data, "authorization_url"), "access_code": data.get("access_code", "")}
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         signature = headers.get("x-paystack-signature", "")

@@ -17,6 +17,7 @@ from .base import (
     ProviderEvent,
     WebhookVerificationError,
     constant_time_equal,
+    expect,
     field,
     load_json,
     minor_amount,
@@ -56,9 +57,9 @@ class Stripe(Provider):
             payment_reference=payment.reference,
         )
         return {
-            "payment_intent": intent["id"],
-            "client_secret": intent["client_secret"],
-            "provider_reference": intent["id"],
+            "payment_intent": expect(intent, "id"),
+            "client_secret": expect(intent, "client_secret"),
+            "provider_reference": expect(intent, "id"),
         }
 
     def verify(self, raw: bytes, headers, query=None, *, now: float | None = None) -> None:

@@ -8,7 +8,6 @@ leaves the building (URL, auth header, amount units, encoding) as much as how an
 import base64
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
@@ -318,16 +317,18 @@ def test_mpesa_checkout(payment_for, settings):
 
 
 @pytest.mark.django_db
-def test_mpesa_checkout_never_asks_for_less_than_is_due(payment_for):
-    """STK push takes whole shillings: KES 1,500.50 must not become a push for 1,500."""
+def test_mpesa_checkout_never_asks_for_a_different_amount_than_is_due(payment_for):
+    """STK push takes whole shillings: KES 1,500.50 is refused rather than pushed as 1,500 or 1,501."""
+    from finance.providers.base import CheckoutInputError
+
     payment = payment_for("mpesa", total="1500.50", currency="KES", country="KE")
     session, adapter = session_with(MPESA_ANSWERS)
 
-    Mpesa().checkout(payment, email="guest@example.com", phone="254712345678", session=session)
+    with pytest.raises(CheckoutInputError) as raised:
+        Mpesa().checkout(payment, email="guest@example.com", phone="254712345678", session=session)
 
-    amount = adapter.sent[-1].json()["Amount"]
-    assert isinstance(amount, int)
-    assert Decimal(amount) >= payment.amount, f"STK push asked for {amount}, the payment is {payment.amount}"
+    assert raised.value.details == {"field": "provider"}
+    assert adapter.sent == []
 
 
 @pytest.mark.django_db
