@@ -5,11 +5,12 @@ from wagtail.models import ModelLogEntry
 
 from ..filters import AuditFilter
 from ..services import ACTIONS
+from ..tables import DateTimeColumn
 from .base import TableListView
 
 
 class AuditTable(tables.Table):
-    timestamp = tables.DateTimeColumn(verbose_name="When", format="Y-m-d H:i:s")
+    timestamp = DateTimeColumn(verbose_name="When", format="Y-m-d H:i:s")
     user = tables.Column(accessor="user__username", verbose_name="Who", order_by=("user__username",))
     action = tables.Column(verbose_name="Action")
     label = tables.Column(verbose_name="Object")

@@ -10,6 +10,7 @@ from finance.errors import TransactionError
 from messaging.models import Broadcast, Priority
 from messaging.services import MessagingError, audience_users, create_broadcast
 
+from ..csv_export import stream_csv
 from .base import OperationsView, PermissionRequiredMixin
 
 COUNTRIES = [
@@ -65,6 +66,28 @@ class BroadcastPageView(OperationsView):
     header_icon = "mail"
     template_name = "portal/broadcasts.html"
 
+    def get(self, request, *args, **kwargs):
+        if request.GET.get("export") == "csv":
+            return stream_csv(
+                "broadcasts.csv",
+                ["Sent", "By", "Audience", "Priority", "Message", "Delivered", "Total", "Status", "Stored directly"],
+                (
+                    [
+                        b.created_at.isoformat(),
+                        b.author.username,
+                        b.audience_label,
+                        b.priority,
+                        b.text,
+                        b.delivered,
+                        b.total,
+                        b.status,
+                        "yes" if b.via_fallback else "no",
+                    ]
+                    for b in Broadcast.objects.select_related("author").iterator(chunk_size=1000)
+                ),
+            )
+        return super().get(request, *args, **kwargs)
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context.setdefault("form", BroadcastForm(initial={"audience": Broadcast.Audience.ALL_HOSTS}))
@@ -106,7 +129,8 @@ class RecipientPreviewView(PermissionRequiredMixin, View):
     permission_required = "portal.send_broadcast"
 
     def get(self, request):
-        form = BroadcastForm({**request.GET.dict(), "text": request.GET.get("text") or "-"})
+        # Only the audience matters here: the message and priority may not be filled in yet.
+        form = BroadcastForm({**request.GET.dict(), "text": "-", "priority": Priority.NORMAL})
         count, error = None, ""
         if form.is_valid():
             try:

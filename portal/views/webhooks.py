@@ -8,6 +8,7 @@ from finance.errors import TransactionError
 from finance.models import WebhookEvent
 
 from .. import services
+from ..csv_export import stream_csv
 from .base import OperationsView
 
 NEEDS_ATTENTION = (WebhookEvent.Outcome.FLAGGED, WebhookEvent.Outcome.REJECTED)
@@ -19,14 +20,48 @@ class WebhookInboxView(OperationsView):
     header_icon = "warning"
     template_name = "portal/webhooks.html"
 
+    def events(self, show: str):
+        events = WebhookEvent.objects.select_related("payment").order_by("-received_at", "-id")
+        return events.filter(outcome__in=NEEDS_ATTENTION) if show == "attention" else events
+
+    def get(self, request, *args, **kwargs):
+        if request.GET.get("export") == "csv":
+            events = self.events(request.GET.get("show", "attention"))
+            return stream_csv(
+                "webhook-events.csv",
+                [
+                    "Received",
+                    "Provider",
+                    "Event type",
+                    "Event id",
+                    "Payment",
+                    "Outcome",
+                    "Reason",
+                    "Replays",
+                    "Raw body",
+                ],
+                (
+                    [
+                        e.received_at.isoformat(),
+                        e.provider,
+                        e.event_type,
+                        e.event_id,
+                        e.payment.reference if e.payment else "",
+                        e.outcome,
+                        e.reason,
+                        e.replay_count,
+                        e.raw_body,
+                    ]
+                    for e in events.iterator(chunk_size=1000)
+                ),
+            )
+        return super().get(request, *args, **kwargs)
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         show = self.request.GET.get("show", "attention")
-        events = WebhookEvent.objects.select_related("payment").order_by("-received_at", "-id")
-        if show == "attention":
-            events = events.filter(outcome__in=NEEDS_ATTENTION)
         context.update(
-            events=events[:100],
+            events=self.events(show)[:100],
             show=show,
             confirm=self.request.GET.get("confirm", ""),
             can_replay=self.request.user.has_perm("finance.replay_webhookevent"),

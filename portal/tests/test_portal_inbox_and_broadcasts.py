@@ -1,0 +1,120 @@
+"""The webhook inbox and broadcast pages: who may see them, replay, sending, CSV."""
+
+import hashlib
+import hmac
+import json
+
+import pytest
+from django.test import Client
+from wagtail.models import ModelLogEntry
+
+from finance.models import Payment, WebhookEvent
+from messaging.models import Broadcast, Message
+from messaging.testing import free_port
+
+pytestmark = pytest.mark.django_db
+
+
+def signed_in(user):
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def flagged_event(settings, host, guest, make_booking, make_payment):
+    """A genuine Paystack success whose amount did not match the payment when it arrived."""
+    settings.PAYSTACK_SECRET_KEY = "sk_portal"
+    booking = make_booking(host, guest, total="1000.00", commission="100.00")
+    payment = make_payment(booking, provider="paystack")
+    Payment.objects.filter(pk=payment.pk).update(amount="999.00")
+    raw = json.dumps(
+        {
+            "event": "charge.success",
+            "data": {"id": 77, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
+        }
+    ).encode()
+    signature = hmac.new(b"sk_portal", raw, hashlib.sha512).hexdigest()
+    Client().generic(
+        "POST",
+        "/api/payments/webhooks/paystack/",
+        raw,
+        content_type="application/json",
+        HTTP_X_PAYSTACK_SIGNATURE=signature,
+    )
+    Payment.objects.filter(pk=payment.pk).update(amount="1000.00")  # staff fixed the cause
+    return WebhookEvent.objects.get()
+
+
+def test_finance_sees_the_flagged_event_with_its_raw_payload_and_replays_it(finance_user, flagged_event, host):
+    client = signed_in(finance_user)
+    page = client.get("/admin/operations/webhooks/").content.decode()
+    assert flagged_event.event_id in page and "Raw payload" in page and "differs" in page
+    assert "Yes, replay" in client.get(f"/admin/operations/webhooks/?confirm={flagged_event.pk}").content.decode()
+
+    response = client.post(f"/admin/operations/webhooks/{flagged_event.pk}/replay/", follow=True)
+
+    assert "applied" in response.content.decode().lower()
+    flagged_event.refresh_from_db()
+    assert flagged_event.outcome == WebhookEvent.Outcome.APPLIED
+    assert host.wallets.get(currency="NGN").balance == 900
+    entry = ModelLogEntry.objects.get(action="stayafrica.webhook.replay")
+    assert entry.user == finance_user and entry.data["outcome"] == "applied"
+
+
+def test_webhook_inbox_exports_csv_with_formulas_neutralised(finance_user, flagged_event):
+    response = signed_in(finance_user).get("/admin/operations/webhooks/?show=all&export=csv")
+    body = b"".join(response.streaming_content).decode()
+    assert body.splitlines()[0].startswith("Received,Provider,Event type")
+    assert flagged_event.event_id in body
+
+
+def test_support_and_managers_cannot_replay(support_user, manager, flagged_event):
+    assert signed_in(support_user).get("/admin/operations/webhooks/").status_code in (302, 403)
+    assert signed_in(manager).get("/admin/operations/webhooks/").status_code == 200  # read-only
+    response = signed_in(manager).post(f"/admin/operations/webhooks/{flagged_event.pk}/replay/")
+    assert response.status_code in (302, 403)
+    flagged_event.refresh_from_db()
+    assert flagged_event.outcome == WebhookEvent.Outcome.FLAGGED
+
+
+def test_broadcast_needs_confirmation_then_sends_and_is_audited(settings, support_user, make_user):
+    settings.ERLANG_MESSAGING_URL = f"http://127.0.0.1:{free_port()}"  # the fallback path: rows written here
+    hosts = [make_user("host", country="GH") for _ in range(2)]
+    client = signed_in(support_user)
+    form = {"text": "Hello Accra", "audience": "hosts_in_country", "country": "GH", "priority": "normal"}
+
+    review = client.post("/admin/operations/broadcasts/", form)
+    assert "Yes, send to 2" in review.content.decode()
+    assert Broadcast.objects.count() == 0
+
+    sent = client.post("/admin/operations/broadcasts/", {**form, "confirmed": "yes"}, follow=True)
+    broadcast = Broadcast.objects.get()
+    assert "Delivered 2 of 2" in sent.content.decode()
+    assert set(Message.objects.values_list("receiver", flat=True)) == {h.pk for h in hosts}
+    assert ModelLogEntry.objects.filter(action="stayafrica.broadcast.send", user=support_user).exists()
+    csv_body = b"".join(client.get("/admin/operations/broadcasts/?export=csv").streaming_content).decode()
+    assert "Hello Accra" in csv_body and str(broadcast.total) in csv_body
+
+
+def test_recipient_preview_counts_the_audience(support_user, make_user):
+    make_user("guest")
+    make_user("guest")
+    response = signed_in(support_user).get("/admin/operations/broadcasts/preview/?audience=all_guests")
+    assert 'data-recipients="2"' in response.content.decode()
+
+
+def test_broadcast_form_errors_are_shown_and_nothing_is_sent(support_user):
+    response = signed_in(support_user).post(
+        "/admin/operations/broadcasts/", {"text": "", "audience": "user_ids", "user_ids": "12, abc", "priority": "x"}
+    )
+    page = response.content.decode()
+    assert response.status_code == 400
+    assert "User ids are whole numbers" in page
+    assert Broadcast.objects.count() == 0
+
+
+def test_finance_cannot_send_broadcasts(finance_user):
+    response = signed_in(finance_user).post("/admin/operations/broadcasts/", {"text": "x", "audience": "all_hosts"})
+    assert response.status_code in (302, 403)
+    assert Broadcast.objects.count() == 0
