@@ -4,6 +4,7 @@
 # Each setup step is skipped when already done, so both commands are cheap to repeat.
 
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 .DEFAULT_GOAL := run
 
 VENV := .venv
@@ -43,8 +44,9 @@ debian-packages:
 $(STAMPS)/python: requirements.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@echo "==> Installing Python packages into $(VENV)"
-	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	@$(PY) -m pip install -q -r requirements.txt
+	@# This machine's pip config lists local mirrors that may be absent: hide those warnings only.
+	@$(PY) -m pip install -q --upgrade pip 2>&1 | { grep -v '^WARNING: Location' || true; }
+	@$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
 	@mkdir -p $(STAMPS) && touch $@
 
 python-packages: $(STAMPS)/python
@@ -73,7 +75,7 @@ migrate: python-packages
 	@$(PY) manage.py migrate --noinput -v 0
 
 demo-data: migrate
-	@$(PY) manage.py seed_demo
+	@FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
 
 run: setup demo-data
 	@$(MAKE) --no-print-directory serve

@@ -68,6 +68,11 @@ class PersistView(ErlangCallbackView):
             )
         },
     )
+    @extend_schema(tags=["messaging (Erlang callbacks)"], responses={200: dict})
+    def get(self, request):
+        """The Erlang service's reachability probe: answers once the shared secret is right."""
+        return Response({"status": "ok"})
+
     def post(self, request):
         """Store a batch of messages by UUID; a replayed batch stores nothing twice."""
         items = request.data.get("messages") if isinstance(request.data, dict) else None
