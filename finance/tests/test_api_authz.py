@@ -219,7 +219,8 @@ def _payments_resolver() -> URLResolver:
 def _methods(callback) -> set[str]:
     actions = getattr(callback, "actions", None)
     if actions:  # a router-generated viewset route
-        return {method.upper() for method in actions}
+        # DRF adds "head" to this dict the first time a GET is served: leave it out, as below.
+        return {method.upper() for method in actions if method not in ("options", "head")}
     view_class = callback.view_class
     return {
         method.upper()
