@@ -1,5 +1,6 @@
 """Small mixins composed into the portal's views, in the manner of wagtail.admin.views.generic."""
 
+import functools
 import uuid
 
 from django.core.exceptions import PermissionDenied
@@ -9,7 +10,8 @@ from django.urls import reverse_lazy
 from django.views.generic import TemplateView
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
-from django_tables2.rows import BoundRows
+from django_tables2.rows import BoundRow, BoundRows
+from django_tables2.utils import signature
 from wagtail.admin.views.generic.base import WagtailAdminTemplateMixin
 
 from ..csv_export import stream_csv
@@ -88,10 +90,47 @@ class _KeysFirstRows:
         keys = list(queryset.values_list("pk", flat=True)[key])
         found = {obj.pk: obj for obj in queryset.filter(pk__in=keys).order_by()} if keys else {}
         records = [found[k] for k in keys if k in found]
-        return BoundRows(data=records, table=self.rows.table, pinned_data=self.rows.pinned_data)
+        return _Rows(data=records, table=self.rows.table, pinned_data=self.rows.pinned_data)
 
     def __len__(self):
         return len(self.rows)
+
+
+class _Rows(BoundRows):
+    """BoundRows.__iter__, with _Row for the records."""
+
+    def __iter__(self):
+        yield from self.generator_pinned_row(self.pinned_data.get("top"))
+        for record in self.data:
+            yield _Row(record, table=self.table)
+        yield from self.generator_pinned_row(self.pinned_data.get("bottom"))
+
+
+class _Row(BoundRow):
+    """django-tables2's row, calling each cell's render method as the library does, but with the
+    method's signature looked up once per method instead of once per cell (inspect.signature
+    was a sixth of a list page's time)."""
+
+    def _call_render(self, bound_column, value=None):
+        kwargs = self._optional_cell_arguments(bound_column, value)
+        render = bound_column.render
+        try:
+            args, catch_all = _signature(getattr(render, "__func__", render), hasattr(render, "__self__"))
+        except TypeError:  # not hashable: no cache
+            args, catch_all = signature(render)
+        if not catch_all:
+            kwargs_for_render = {key: kwargs[key] for key in args if key in kwargs}
+            content = None if len(kwargs_for_render) < len(args) else render(**kwargs_for_render)
+        else:
+            content = render(**kwargs)
+        return bound_column.link(content, **kwargs) if bound_column.link else content
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature(function, bound: bool):
+    """django_tables2.utils.signature() of `function` (bound: as a method, without `self`)."""
+    args, catch_all = signature(function)
+    return (args[1:] if bound else args), catch_all
 
 
 class TableListView(HtmxPartialMixin, OperationsView):

@@ -66,7 +66,6 @@ class WalletListView(TableListView):
     header_icon = "list-ul"
     table_class = WalletTable
     filterset_class = WalletFilter
-    paginator_class = KeysFirstPaginator  # 100,000+ wallets: deep pages skip keys, not rows
     export_filename = "wallets.csv"
     export_columns = [
         ("Owner", "user.username"),
