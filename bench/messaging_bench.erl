@@ -11,7 +11,9 @@
 %% so persistence keeps up and nothing piles up in retries.
 -module(messaging_bench).
 
--export([main/1]).
+-export([main/1, idle_client/1]).
+%% Steps, callable one at a time from a shell while tuning.
+-export([routing/0, idle_connections/1, latency/1, start_idle_client/3]).
 
 -define(SECRET, "bench-messaging-secret").
 -define(WRK_SECONDS, 10).
@@ -215,32 +217,67 @@ percentile(Sorted, Q) ->
 %% 5. Idle connections
 %%====================================================================
 
-%% Sessions' own memory is the per-connection cost: each session process
-%% (after it hibernates) plus its socket port. The client ends live in this VM
-%% too, so the whole-VM delta (both ends) is printed alongside as context.
+%% The clients run in a second VM (idle_client/1) so each side has its own
+%% file-descriptor budget, and this VM's memory delta is the server's alone.
+%% Per connection we report the whole-VM delta and, more precisely, the
+%% sessions' own memory: each hibernated session process plus its socket port.
 idle_connections(Port) ->
+    Wanted = list_to_integer(os:getenv("MESSAGING_BENCH_IDLE", integer_to_list(?IDLE_CONNECTIONS))),
+    Count = min(Wanted, fd_limit() - 200),
+    FirstUser = 800000000,
     erlang:garbage_collect(),
     Before = erlang:memory(total),
-    FirstUser = 800000000,
-    Holders = open_idle(Port, FirstUser, ?IDLE_CONNECTIONS),
-    Held = lists:sum([N || {_, N} <- Holders]),
+    Client = start_idle_client(Port, FirstUser, Count),
+    Held = await_held(Client),
     timer:sleep(3000),  % sessions hibernate after 1 s idle
-    Sessions = lists:append([messaging_ws:sessions(U) || U <- lists:seq(FirstUser, FirstUser + ?IDLE_CONNECTIONS - 1)]),
+    Sessions = lists:append([messaging_ws:sessions(U) || U <- lists:seq(FirstUser, FirstUser + Count - 1)]),
     SessionBytes = session_memory(Sessions),
     After = erlang:memory(total),
-    [P ! stop || {P, _} <- Holders],
+    port_close(Client),  % the client halts on EOF and its sockets close
     PerConn = SessionBytes / max(1, length(Sessions)),
     [figure("idle WebSocket connections held", Held, "conns", ?IDLE_CONNECTIONS),
+     io_lib:format("  (file descriptor limit here: ~b per process)", [fd_limit()]),
      lower_is_better("  memory per idle connection (session process + socket)", PerConn / 1024, "KB", 10.0),
-     io_lib:format("  whole VM delta incl. client sockets: ~.1f KB per connection",
+     io_lib:format("  server VM erlang:memory(total) delta: ~.1f KB per connection",
                    [(After - Before) / max(1, Held) / 1024])].
+
+await_held(Client) ->
+    receive
+        {Client, {data, {eol, "held " ++ N}}} -> list_to_integer(N);
+        {Client, {data, {_, Line}}} -> io:format("idle client: ~s~n", [Line]), await_held(Client);
+        {Client, {exit_status, S}} -> io:format("idle client exited (~p)~n", [S]), 0
+    after 300000 -> 0
+    end.
+
+fd_limit() ->
+    case string:to_integer(string:trim(os:cmd("ulimit -n"))) of
+        {N, _} when is_integer(N) -> N;
+        _ -> 1024
+    end.
+
+start_idle_client(Port, FirstUser, Count) ->
+    Dirs = lists:usort([filename:dirname(code:which(M)) || M <- [ws_token, messaging_bench]]),
+    Args = ["-noshell", "+Q", "65536"] ++ lists:append([["-pa", D] || D <- Dirs]) ++
+           ["-run", "messaging_bench", "idle_client",
+            integer_to_list(Port), integer_to_list(FirstUser), integer_to_list(Count)],
+    open_port({spawn_executable, os:find_executable("erl")},
+              [{args, Args}, {line, 256}, use_stdio, exit_status]).
+
+%% Entry point of the client VM: open the connections, report, hold them
+%% until stdin closes.
+idle_client([PortS, FirstS, CountS]) ->
+    [Port, First, Count] = [list_to_integer(S) || S <- [PortS, FirstS, CountS]],
+    Holders = open_idle(Port, First, Count),
+    io:format("held ~b~n", [lists:sum([N || {_, N} <- Holders])]),
+    _ = io:get_line(""),
+    halt(0).
 
 open_idle(Port, FirstUser, Count) ->
     Per = Count div ?CONNECT_WORKERS,
     Parent = self(),
     Pids = [spawn_link(fun() -> idle_holder(Parent, Port, FirstUser + W * Per, Per) end)
             || W <- lists:seq(0, ?CONNECT_WORKERS - 1)],
-    [receive {held, P, N} -> {P, N} after 120000 -> {P, 0} end || P <- Pids].
+    [receive {held, P, N} -> {P, N} after 240000 -> {P, 0} end || P <- Pids].
 
 idle_holder(Parent, Port, First, Count) ->
     Socks = [S || U <- lists:seq(First, First + Count - 1), {ok, S} <- [catch_connect(Port, U)]],

@@ -47,23 +47,26 @@ start_cluster(Config) ->
     PortA = ws_SUITE:free_port(),
     ok = ws_SUITE:start_app(PortA, filename:join(Priv, "a")),
     PortB = ws_SUITE:free_port(),
-    {ok, Peer, NodeB} = peer:start_link(#{name => peer:random_name(cluster_b),
+    %% Not start_link: init_per_suite runs in a process that exits afterwards.
+    {ok, Peer, NodeB} = peer:start(#{name => peer:random_name(cluster_b),
                                           args => ["-setcookie", atom_to_list(erlang:get_cookie())]}),
-    ok = start_app_on(Peer, PortB, filename:join(Priv, "b")),
+    ok = start_app_on(NodeB, PortB, filename:join(Priv, "b")),
     ok = ws_SUITE:wait_until(fun() -> lists:member(NodeB, nodes()) end, ?WAIT_MS),
     [{peer, Peer}, {node_b, NodeB}, {port_a, PortA}, {port_b, PortB} | Config].
 
 %% Node B gets the build's code path and its own port and data dir; it is
 %% told about node A the way bin/messaging-start would (MESSAGING_CLUSTER_NODES).
-start_app_on(Peer, Port, DataDir) ->
-    ok = peer:call(Peer, code, add_pathsa, [code:get_path()]),
+%% erpc rather than peer:call/4, which fails with noconnection on OTP 25 when
+%% the peer is reached over distribution started at run time.
+start_app_on(Node, Port, DataDir) ->
+    ok = erpc:call(Node, code, add_pathsa, [code:get_path()]),
     Env = [{"HTTP_PORT", integer_to_list(Port)},
            {"MESSAGING_DATA_DIR", DataDir},
            {"MESSAGING_SHARED_SECRET", ?SECRET},
            {"MESSAGING_CLUSTER_NODES", atom_to_list(node())},
            {"DJANGO_API_URL", "http://127.0.0.1:" ++ integer_to_list(ws_SUITE:free_port())}],
-    [true = peer:call(Peer, os, putenv, [K, V]) || {K, V} <- Env],
-    {ok, _} = peer:call(Peer, application, ensure_all_started, [messaging_service], ?WAIT_MS),
+    [true = erpc:call(Node, os, putenv, [K, V]) || {K, V} <- Env],
+    {ok, _} = erpc:call(Node, application, ensure_all_started, [messaging_service], ?WAIT_MS),
     ok.
 
 %%--------------------------------------------------------------------
@@ -83,7 +86,7 @@ message_posted_on_a_reaches_user_on_b(Config) ->
                    ?config(port_b, Config), ?config(node_b, Config), 9002).
 
 message_posted_on_b_reaches_user_on_a(Config) ->
-    deliver_across({?config(peer, Config), ?config(port_b, Config)},
+    deliver_across({?config(node_b, Config), ?config(port_b, Config)},
                    ?config(port_a, Config), node(), 9003).
 
 %% Connect on the receiving node, wait until the sending node's pg sees the
@@ -103,11 +106,11 @@ deliver_across({SendVia, SendPort}, RecvPort, RecvNode, UserId) ->
 session_nodes(UserId) ->
     session_nodes(local, UserId).
 
-%% Which nodes host UserId's sessions, as seen from the local node or a peer.
+%% Which nodes host UserId's sessions, as seen from the local node or node B.
 session_nodes(local, UserId) ->
     [node(Pid) || Pid <- messaging_ws:sessions(UserId)];
-session_nodes(Peer, UserId) ->
-    [node(Pid) || Pid <- peer:call(Peer, messaging_ws, sessions, [UserId])].
+session_nodes(Node, UserId) ->
+    [node(Pid) || Pid <- erpc:call(Node, messaging_ws, sessions, [UserId])].
 
 ws_close({Sock, _Ref}) ->
     gen_tcp:close(Sock).
