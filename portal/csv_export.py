@@ -1,15 +1,19 @@
 """Streamed CSV downloads with spreadsheet formulas neutralised."""
 
 import csv
+import re
 
 from django.http import StreamingHttpResponse
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+PLAIN_NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 def neutralise(value) -> str:
     """A cell a spreadsheet will show as text, never run as a formula (OWASP CSV injection)."""
     text = "" if value is None else str(value)
+    if PLAIN_NUMBER.fullmatch(text):  # a negative amount is a number, not a formula
+        return text
     if text.startswith(FORMULA_PREFIXES):
         return "'" + text
     return text

@@ -64,29 +64,11 @@ def dashboard_totals() -> dict:
 
 
 def flagged_webhook_events(limit: int = 5):
-    """The webhook inbox's flagged/rejected events, if the inbox model exists yet."""
-    model = webhook_event_model()
-    if model is None:
-        return None
-    return model.objects.filter(_flagged_q(model)).order_by("-pk")[:limit]
+    """The webhook inbox's events that need staff: flagged (mismatch) or rejected (unreadable)."""
+    from finance.models import WebhookEvent
 
-
-def webhook_event_model():
-    from django.apps import apps
-
-    try:
-        return apps.get_model("finance", "WebhookEvent")
-    except LookupError:
-        return None
-
-
-def _flagged_q(model):
-    names = {f.name for f in model._meta.get_fields()}
-    if "status" in names:
-        return Q(status__in=["flagged", "rejected", "failed"])
-    if "flagged" in names:
-        return Q(flagged=True)
-    return Q()
+    attention = (WebhookEvent.Outcome.FLAGGED, WebhookEvent.Outcome.REJECTED)
+    return WebhookEvent.objects.filter(outcome__in=attention).order_by("-received_at", "-id")[:limit]
 
 
 # --- the host statement -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from wagtail.models import ModelLogEntry
 
 from finance.errors import InvalidStateError, PermissionDeniedError, TransactionError
 from finance.models import Booking, WalletTransaction, Withdrawal
-from finance.money import parse_amount
+from finance.money import parse_amount, quantum
 from finance.services import TransactionService
 
 from .models import ApprovalRequest
@@ -286,7 +286,7 @@ def _check_decidable(request: ApprovalRequest, actor) -> None:
 
 
 def _money_data(amount, currency: str, **extra) -> dict:
-    data = {"amount": str(amount), "currency": currency}
+    data = {"amount": str(Decimal(amount).quantize(quantum(currency))), "currency": currency}
     for name, value in extra.items():
         data[name] = getattr(value, "username", value) if value is not None else ""
     return data

@@ -108,7 +108,7 @@ def test_complete_withdrawal_inline_updates_the_row_logs_and_is_idempotent(clien
     assert wallet.balance == Decimal("7500.00") and wallet.held_balance == 0
     assert ModelLogEntry.objects.filter(action="stayafrica.withdrawal.complete").count() == 1
     entry = ModelLogEntry.objects.get(action="stayafrica.withdrawal.complete")
-    assert entry.user == finance_user and entry.data["amount"] == "2500.0000"
+    assert entry.user == finance_user and entry.data["amount"] == "2500.00"
 
 
 def test_fail_requires_a_reason(client, finance_user, withdrawal):
@@ -220,9 +220,10 @@ def test_wallet_list_filters_in_place_and_exports_neutralised_csv(client, financ
 
 
 def test_neutralise_quotes_formula_prefixes():
-    for cell in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"]:
+    for cell in ["=1+1", "+1", "-1+2", "-A1", "@SUM(A1)", "\tx", "\rx"]:
         assert neutralise(cell) == "'" + cell
     assert neutralise("plain") == "plain"
+    assert neutralise("-150.00") == "-150.00"  # a debit stays a number a spreadsheet can add up
 
 
 def test_audit_log_filters_and_exports(client, manager, finance_user, withdrawal):
@@ -244,7 +245,7 @@ def test_host_statement_own_data_csv_pdf_and_404_for_others(client, host, other_
     html = page.content.decode()
     assert "Opening balance" in html and "Closing balance" in html and "NGN 850.00" in html
     csv = b"".join(client.get("/statement/?format=csv").streaming_content).decode()
-    assert "Booking payout" in csv and "150.0000" in csv
+    assert "Booking payout" in csv and ",1000.00,150.00,850.00," in csv
     pdf = client.get("/statement/?format=pdf")
     assert pdf["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
     assert client.get(f"/statement/{other_host.pk}/").status_code == 404

@@ -1,7 +1,12 @@
 """The managers' audit log: every staff action, from Wagtail's log entries."""
 
+from decimal import Decimal, InvalidOperation
+
 import django_tables2 as tables
 from wagtail.models import ModelLogEntry
+
+from finance.errors import TransactionError
+from finance.money import format_money
 
 from ..filters import AuditFilter
 from ..services import ACTIONS
@@ -26,7 +31,11 @@ class AuditTable(tables.Table):
         return ACTIONS.get(value, (value,))[0]
 
     def render_amount(self, value, record):
-        return f"{record.data.get('currency', '')} {value}"
+        currency = record.data.get("currency", "")
+        try:
+            return format_money(Decimal(value), currency)
+        except (InvalidOperation, TransactionError):  # an entry written by another version
+            return f"{currency} {value}"
 
     def render_reason(self, value):
         return value.get("reason") or value.get("note") or "—"

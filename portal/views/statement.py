@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from finance.money import quantum
 from messaging.erlang import websocket_token, websocket_url
 
 from ..csv_export import stream_csv
@@ -70,7 +71,12 @@ def _ws_context(user) -> dict:
 def _csv(host, statements, start: date, end: date):
     def rows():
         for s in statements:
-            yield [s.currency, start, "", "Opening balance", "", "", "", "", s.opening]
+            places = quantum(s.currency)  # the currency's precision, e.g. 150.00 for NGN
+
+            def money(value, places=places):
+                return "" if value is None else str(value.quantize(places))
+
+            yield [s.currency, start, "", "Opening balance", "", "", "", "", money(s.opening)]
             for line in s.lines:
                 yield [
                     s.currency,
@@ -78,12 +84,12 @@ def _csv(host, statements, start: date, end: date):
                     line.reference,
                     line.description,
                     line.kind,
-                    "" if line.gross is None else line.gross,
-                    "" if line.commission is None else line.commission,
-                    line.amount,
-                    line.balance,
+                    money(line.gross),
+                    money(line.commission),
+                    money(line.amount),
+                    money(line.balance),
                 ]
-            yield [s.currency, end, "", "Closing balance", "", "", "", "", s.closing]
+            yield [s.currency, end, "", "Closing balance", "", "", "", "", money(s.closing)]
 
     return stream_csv(
         f"statement-{start}-{end}.csv",
