@@ -121,7 +121,7 @@ class WalletTransaction(models.Model):
     booking = models.ForeignKey("Booking", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     description = models.CharField(max_length=255, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -134,7 +134,12 @@ class WalletTransaction(models.Model):
                 fields=["reverses"], condition=Q(reverses__isnull=False), name="transaction_reversed_once"
             ),
         ]
-        indexes = [models.Index(fields=["wallet", "-created_at", "-id"], name="txn_wallet_newest")]
+        indexes = [
+            models.Index(fields=["wallet", "-created_at", "-id"], name="txn_wallet_newest"),
+            # The portal's transactions list: newest first with deep pages, and "largest first".
+            models.Index(fields=["created_at", "id"], name="txn_created_id"),
+            models.Index(fields=["amount"], name="txn_amount"),
+        ]
 
     def __str__(self):
         return self.reference
