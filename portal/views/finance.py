@@ -78,7 +78,7 @@ class WalletListView(TableListView):
     ]
 
     def get_queryset(self):
-        return Wallet.objects.select_related("user")
+        return Wallet.objects.select_related("user").order_by("-id")  # newest wallets first
 
 
 class WalletTransactionsMixin:
