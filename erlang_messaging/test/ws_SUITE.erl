@@ -241,11 +241,17 @@ ws_close({Sock, _Ref}) ->
 
 reader(Sock, Owner, Ref, Buffer) ->
     Rest = forward_frames(Buffer, Owner, Ref),
-    ok = inet:setopts(Sock, [{active, once}]),
-    receive
-        {tcp, Sock, Data} -> reader(Sock, Owner, Ref, <<Rest/binary, Data/binary>>);
-        {tcp_closed, Sock} -> Owner ! {ws, Ref, closed};
-        {tcp_error, Sock, _} -> Owner ! {ws, Ref, closed}
+    %% The test may close the socket itself (ws_close/1) while this reader still runs:
+    %% setopts on a closed socket is {error, einval}, which means "closed" here.
+    case inet:setopts(Sock, [{active, once}]) of
+        ok ->
+            receive
+                {tcp, Sock, Data} -> reader(Sock, Owner, Ref, <<Rest/binary, Data/binary>>);
+                {tcp_closed, Sock} -> Owner ! {ws, Ref, closed};
+                {tcp_error, Sock, _} -> Owner ! {ws, Ref, closed}
+            end;
+        {error, _} ->
+            Owner ! {ws, Ref, closed}
     end.
 
 %% Server frames are never masked nor fragmented by this service.
