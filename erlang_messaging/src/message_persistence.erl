@@ -15,7 +15,7 @@
 -module(message_persistence).
 -behaviour(gen_server).
 
--export([start_link/0, enqueue/1, pending_count/0, django_reachable/0, flush/0]).
+-export([start_link/0, enqueue/1, enqueue_many/1, pending_count/0, django_reachable/0, flush/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(PENDING, messaging_persist_pending).
@@ -33,8 +33,15 @@
 %% is restarting: the row is in ETS and the next tick picks it up.
 -spec enqueue(map()) -> ok.
 enqueue(Msg) ->
-    Seq = erlang:unique_integer([monotonic, positive]),
-    true = ets:insert(?PENDING, {Seq, Msg}),
+    enqueue_many([Msg]).
+
+%% @doc Queue durable messages for Django, in list order (one ETS insert).
+-spec enqueue_many([map()]) -> ok.
+enqueue_many([]) ->
+    ok;
+enqueue_many(Msgs) ->
+    true = ets:insert(?PENDING, [{erlang:unique_integer([monotonic, positive]), Msg}
+                                 || Msg <- Msgs]),
     maybe_poke(),
     ok.
 

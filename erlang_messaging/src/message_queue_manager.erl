@@ -37,10 +37,12 @@
 %% messages were dropped to stay within MESSAGE_QUEUE_MAX_SIZE.
 -spec push(integer(), map()) -> {ok, non_neg_integer()}.
 push(UserId, Msg = #{id := Id}) ->
-    Seq = ets:update_counter(?META, UserId, {?SEQ_POS, 1}, {UserId, 0, 0, 0}),
+    %% One counter update takes the sequence number and counts the row; the
+    %% row is inserted before drop_excess looks for the oldest one.
+    [Seq, Count] = ets:update_counter(?META, UserId, [{?SEQ_POS, 1}, {?COUNT_POS, 1}],
+                                      {UserId, 0, 0, 0}),
     true = ets:insert(?ITEMS, {{UserId, Seq}, Msg}),
     true = ets:insert(?IDS, {Id, UserId, Seq}),
-    Count = ets:update_counter(?META, UserId, {?COUNT_POS, 1}),
     {ok, drop_excess(UserId, Count, max_size())}.
 
 %% @doc UserId's queued messages, oldest first.

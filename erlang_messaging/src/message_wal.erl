@@ -1,8 +1,19 @@
 %% Write-ahead log (disk_log). An HTTP request is answered 202 only after its
-%% message is in the log *and* disk_log:sync/1 has run. Syncs are grouped:
-%% callers block until the next sync, which runs when WAL_SYNC_BATCH terms are
-%% waiting or WAL_SYNC_DELAY_MS after the first of them, so one fsync covers
-%% many messages.
+%% message is in the log *and* disk_log:sync/1 has run.
+%%
+%% Group commit without a timer: appends that arrive while a sync is running
+%% wait in memory; as soon as that sync is done they are written with one
+%% disk_log:log_terms/2 and synced together by one disk_log:sync/1, which runs
+%% in a helper process so this server keeps collecting the next group. An
+%% idle log therefore syncs a lone message at once, and a busy one puts as
+%% many messages in each sync as arrived during the previous one.
+%%
+%% Callers are told twice: {wal_written, Ref} once their terms are in the log
+%% (not yet synced) and {wal_synced, Ref, Result} after the sync. append/2 runs
+%% a function in between, so a message can be routed and pushed to WebSockets
+%% while the sync is still running; the 202 still waits for the sync. If the
+%% node dies before it, the sender never got a 202 and retries with the same
+%% id (at-least-once delivery; Django deduplicates by id).
 %%
 %% Log terms:
 %%   {msg, Msg}          an accepted message
@@ -19,7 +30,7 @@
 -module(message_wal).
 -behaviour(gen_server).
 
--export([start_link/0, append/1, confirmed/1, unconfirmed_count/0, read_dir/1]).
+-export([start_link/0, append/1, append/2, confirmed/1, unconfirmed_count/0, read_dir/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(APPEND_TIMEOUT_MS, 15000).
@@ -34,8 +45,57 @@
 %% @doc Log the terms and return once they are synced to disk.
 -spec append([{msg, map()} | {bcast, map()}]) -> ok | {error, term()}.
 append(Terms) ->
-    try gen_server:call(?MODULE, {append, Terms}, ?APPEND_TIMEOUT_MS)
-    catch exit:Reason -> {error, {wal_unavailable, reason_tag(Reason)}}
+    case append(Terms, fun() -> ok end) of
+        {ok, ok} -> ok;
+        Error -> Error
+    end.
+
+%% @doc Like append/1, but runs OnWritten() in the caller as soon as the terms
+%% are written, while the sync is still in progress, and returns its result
+%% once the sync is done. OnWritten does not run when the write fails.
+-spec append([{msg, map()} | {bcast, map()}], fun(() -> Result)) ->
+          {ok, Result} | {error, term()}.
+append(Terms, OnWritten) ->
+    case whereis(?MODULE) of
+        undefined ->
+            {error, {wal_unavailable, noproc}};
+        Pid ->
+            Ref = erlang:monitor(process, Pid),
+            Pid ! {append, self(), Ref, Terms},
+            await_written(Ref, OnWritten)
+    end.
+
+await_written(Ref, OnWritten) ->
+    receive
+        {wal_written, Ref} ->
+            %% Wait for the sync even if OnWritten fails, so no reply is left
+            %% behind in the caller's mailbox.
+            Written = try {ok, OnWritten()} catch Class:Reason:Stack -> {Class, Reason, Stack} end,
+            synced_result(Written, await_synced(Ref));
+        {wal_synced, Ref, Error} ->
+            erlang:demonitor(Ref, [flush]),
+            Error;
+        {'DOWN', Ref, process, _, Reason} ->
+            {error, {wal_unavailable, reason_tag(Reason)}}
+    after ?APPEND_TIMEOUT_MS ->
+        erlang:demonitor(Ref, [flush]),
+        {error, {wal_unavailable, timeout}}
+    end.
+
+synced_result({ok, Written}, ok) -> {ok, Written};
+synced_result({ok, _Written}, Error) -> Error;
+synced_result({Class, Reason, Stack}, _Synced) -> erlang:raise(Class, Reason, Stack).
+
+await_synced(Ref) ->
+    receive
+        {wal_synced, Ref, Result} ->
+            erlang:demonitor(Ref, [flush]),
+            Result;
+        {'DOWN', Ref, process, _, Reason} ->
+            {error, {wal_unavailable, reason_tag(Reason)}}
+    after ?APPEND_TIMEOUT_MS ->
+        erlang:demonitor(Ref, [flush]),
+        {error, {wal_unavailable, timeout}}
     end.
 
 %% @doc Record that Django settled these ids (not synced: losing one only
@@ -77,11 +137,6 @@ init([]) ->
     erlang:send_after(?HOUSEKEEPING_MS, self(), housekeeping),
     {ok, State1}.
 
-handle_call({append, Terms}, From, State) ->
-    case log_terms(Terms, State) of
-        {ok, State1} -> {noreply, maybe_sync(State1#{waiters := [From | maps:get(waiters, State1)]})};
-        {error, Reason} -> {reply, {error, Reason}, State}
-    end;
 handle_call(unconfirmed_count, _From, State = #{unconfirmed := Unconfirmed}) ->
     {reply, map_size(Unconfirmed), State};
 handle_call(_Request, _From, State) ->
@@ -92,55 +147,74 @@ handle_cast({confirmed, Ids}, State) ->
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
-handle_info(sync, State) ->
-    {noreply, sync_now(State#{timer := undefined})};
+handle_info({append, Pid, Ref, Terms}, State = #{pending := Pending}) ->
+    {noreply, maybe_flush(State#{pending := [{Pid, Ref, Terms} | Pending]})};
+handle_info({'DOWN', SyncRef, process, _, Exit}, State = #{syncing := {SyncRef, Waiters}}) ->
+    {noreply, sync_done(sync_result(Exit), Waiters, State)};
 handle_info(housekeeping, State) ->
     erlang:send_after(?HOUSEKEEPING_MS, self(), housekeeping),
     {noreply, compact(State)};
 handle_info(_Other, State) ->
     {noreply, State}.
 
-terminate(_Reason, State) ->
-    _ = sync_now(State),
-    disk_log:close(log_name(maps:get(gen, State))).
+%% Appends that were never written get an error; written ones are synced.
+terminate(_Reason, State = #{gen := Gen, pending := Pending}) ->
+    [Pid ! {wal_synced, Ref, {error, {wal_unavailable, shutdown}}} || {Pid, Ref, _} <- Pending],
+    _ = write_confirmed(State),
+    _ = disk_log:sync(log_name(Gen)),
+    disk_log:close(log_name(Gen)).
 
 %%====================================================================
 %% Group commit
 %%====================================================================
 
+%% pending: appends not yet written, newest first: [{Pid, Ref, Terms}]
+%% syncing: undefined | {HelperMonitorRef, [{Pid, Ref}]} for the running sync
+%% confirmed: confirmation terms held back while a sync runs, newest first
 base_state(Dir) ->
-    #{dir => Dir, gen => 0, waiters => [], unsynced => 0, timer => undefined,
-      unconfirmed => #{}, gen_counts => #{},
-      sync_batch => messaging_config:get(wal_sync_batch),
-      sync_delay => messaging_config:get(wal_sync_delay_ms)}.
+    #{dir => Dir, gen => 0, pending => [], syncing => undefined, confirmed => [],
+      unconfirmed => #{}, gen_counts => #{}}.
 
-log_terms(Terms, State = #{gen := Gen, unsynced := Unsynced}) ->
+%% Only one sync at a time: what arrives meanwhile forms the next group.
+maybe_flush(State = #{syncing := undefined, pending := [_ | _]}) ->
+    flush(State);
+maybe_flush(State) ->
+    State.
+
+flush(State = #{pending := PendingRev}) ->
+    Pending = lists:reverse(PendingRev),
+    State1 = write_confirmed(State#{pending := []}),
+    case log_terms(lists:append([Terms || {_, _, Terms} <- Pending]), State1) of
+        {ok, State2} ->
+            [Pid ! {wal_written, Ref} || {Pid, Ref, _} <- Pending],
+            start_sync([{Pid, Ref} || {Pid, Ref, _} <- Pending], State2);
+        {error, Reason} ->
+            [Pid ! {wal_synced, Ref, {error, Reason}} || {Pid, Ref, _} <- Pending],
+            State1
+    end.
+
+log_terms(Terms, State = #{gen := Gen}) ->
     case disk_log:log_terms(log_name(Gen), Terms) of
         ok ->
-            Tracked = track(lists:append([term_ids(T) || T <- Terms]), State),
-            {ok, Tracked#{unsynced := Unsynced + length(Terms)}};
+            {ok, track(lists:append([term_ids(T) || T <- Terms]), State)};
         {error, Reason} ->
             logger:error("WAL write failed: ~p", [Reason]),
             {error, Reason}
     end.
 
-maybe_sync(State = #{unsynced := Unsynced, sync_batch := Batch}) when Unsynced >= Batch ->
-    sync_now(State);
-maybe_sync(State = #{timer := undefined, sync_delay := Delay}) ->
-    State#{timer := erlang:send_after(Delay, self(), sync)};
-maybe_sync(State) ->
-    State.
+%% The fsync runs in a helper so new appends keep queueing up meanwhile; the
+%% helper's exit reason carries the result (a crash is a failed sync).
+start_sync(Waiters, State = #{gen := Gen}) ->
+    Log = log_name(Gen),
+    {_Pid, MonRef} = spawn_monitor(fun() -> exit({sync_result, disk_log:sync(Log)}) end),
+    State#{syncing := {MonRef, Waiters}}.
 
-sync_now(State = #{waiters := [], unsynced := 0}) ->
-    State;
-sync_now(State = #{gen := Gen, waiters := Waiters, timer := Timer}) ->
-    cancel(Timer),
-    Result = disk_log:sync(log_name(Gen)),
-    [gen_server:reply(W, Result) || W <- Waiters],
-    State#{waiters := [], unsynced := 0, timer := undefined}.
+sync_result({sync_result, Result}) -> Result;
+sync_result(Crash) -> {error, {sync_failed, Crash}}.
 
-cancel(undefined) -> ok;
-cancel(Timer) -> erlang:cancel_timer(Timer).
+sync_done(Result, Waiters, State) ->
+    [Pid ! {wal_synced, Ref, Result} || {Pid, Ref} <- Waiters],
+    maybe_flush(State#{syncing := undefined}).
 
 %%====================================================================
 %% Confirmation tracking and compaction
@@ -153,14 +227,32 @@ term_ids(_) -> [].
 broadcast_ids(#{id := Bid, user_ids := UserIds}) ->
     [message_ids:derived_uuid(Bid, U) || U <- UserIds].
 
+%% Put one id at a time: merging into a map of every unconfirmed id would
+%% cost time in proportion to the whole map on each write.
 track(Ids, State = #{gen := Gen, unconfirmed := Unconfirmed, gen_counts := Counts}) ->
-    New = [Id || Id <- Ids, not maps:is_key(Id, Unconfirmed)],
-    State#{unconfirmed := maps:merge(Unconfirmed, maps:from_list([{Id, Gen} || Id <- New])),
-           gen_counts := maps:update_with(Gen, fun(C) -> C + length(New) end, length(New), Counts)}.
+    {Unconfirmed1, Added} = lists:foldl(fun(Id, {Map, N}) ->
+                                                case maps:is_key(Id, Map) of
+                                                    true -> {Map, N};
+                                                    false -> {Map#{Id => Gen}, N + 1}
+                                                end
+                                        end, {Unconfirmed, 0}, Ids),
+    State#{unconfirmed := Unconfirmed1,
+           gen_counts := maps:update_with(Gen, fun(C) -> C + Added end, Added, Counts)}.
 
-record_confirmed(Ids, State = #{gen := Gen}) ->
-    _ = disk_log:log(log_name(Gen), {confirmed, Ids}),
-    lists:foldl(fun untrack/2, State, Ids).
+%% While a sync runs the log is busy; the confirmation is written with the
+%% next group (or right away when the log is idle).
+record_confirmed(Ids, State = #{confirmed := Held}) ->
+    State1 = lists:foldl(fun untrack/2, State#{confirmed := [{confirmed, Ids} | Held]}, Ids),
+    case State1 of
+        #{syncing := undefined} -> write_confirmed(State1);
+        _ -> State1
+    end.
+
+write_confirmed(State = #{confirmed := []}) ->
+    State;
+write_confirmed(State = #{gen := Gen, confirmed := Held}) ->
+    _ = disk_log:log_terms(log_name(Gen), lists:reverse(Held)),
+    State#{confirmed := []}.
 
 untrack(Id, State = #{unconfirmed := Unconfirmed, gen_counts := Counts}) ->
     case maps:take(Id, Unconfirmed) of
@@ -179,7 +271,8 @@ compact(State = #{gen := Gen, gen_counts := Counts, dir := Dir}) ->
     State1 = State#{gen_counts := maps:without(Done, Counts)},
     compact_current(filelib:file_size(log_file(Dir, Gen)), State1).
 
-compact_current(Bytes, State = #{gen := Gen, gen_counts := Counts, waiters := [], unsynced := 0})
+compact_current(Bytes, State = #{gen := Gen, gen_counts := Counts, pending := [],
+                                  syncing := undefined, confirmed := []})
   when Bytes > ?TRUNCATE_MIN_BYTES ->
     case maps:get(Gen, Counts, 0) of
         0 ->
@@ -293,7 +386,7 @@ replay_once(Msgs, Bcasts) ->
         true ->
             logger:notice("WAL replay: ~p messages, ~p broadcasts", [length(Msgs), length(Bcasts)]),
             message_ids:remember([Id || #{id := Id} <- Msgs]),
-            [message_router:dispatch(M) || M <- Msgs],
+            message_router:dispatch_many(Msgs),
             [message_broadcast:resume(B, Done) || {B, Done} <- Bcasts],
             ok;
         false ->

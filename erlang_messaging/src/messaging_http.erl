@@ -15,13 +15,15 @@
 start_link() ->
     persistent_term:put({?MODULE, max_pending}, messaging_config:get(max_pending)),
     persistent_term:put({?MODULE, max_body}, messaging_config:get(max_body_bytes)),
+    %% Read on every request; the config lookup goes through the OS env.
+    persistent_term:put({?MODULE, secret}, messaging_config:get(shared_secret)),
     mochiweb_http:start_link([{name, ?MODULE},
                               {port, messaging_config:get(http_port)},
                               {ip, messaging_config:get(bind_ip)},
                               {loop, fun ?MODULE:loop/1},
                               {max, messaging_config:get(max_connections)},
                               {backlog, 1024},
-                              {acceptor_pool_size, 16},
+                              {acceptor_pool_size, 100},
                               {nodelay, true}]).
 
 %% @doc mochiweb loop: one call per request on a (keep-alive) connection.
@@ -92,7 +94,7 @@ health(Req) ->
 post_message(Req) ->
     Fields = validated(message_validation:message(read_json(Req))),
     refuse_if_overloaded(),
-    Msg = new_message(Fields),
+    Msg = new_message(Fields, now_iso8601()),
     case message_ids:claim(maps:get(id, Msg)) of
         false -> json(202, accepted_body(Msg, 0), Req);
         true -> json(202, accepted_body(Msg, accept_one(Msg)), Req)
@@ -105,10 +107,11 @@ post_batch(Req) ->
                           #{<<"messages">> => <<"must be a list">>})
             end,
     refuse_if_overloaded(),
-    Checked = [check_batch_item(Index, Item) || {Index, Item} <- enumerate(Items)],
+    Now = now_iso8601(),
+    Checked = [check_batch_item(Index, Item, Now) || {Index, Item} <- enumerate(Items)],
     Fresh = [Msg || {new, Msg} <- Checked],
-    make_durable([{msg, M} || M <- Fresh], [Id || #{id := Id} <- Fresh]),
-    json(202, #{results => [batch_result(C) || C <- Checked]}, Req).
+    Dropped = accept_many(Fresh),
+    json(202, #{results => batch_results(Checked, Dropped)}, Req).
 
 get_queue(UserId, Req) ->
     json(200, #{user_id => UserId, messages => message_queue_manager:peek(UserId),
@@ -140,45 +143,62 @@ post_broadcast(Req) ->
 %% Intake
 %%====================================================================
 
-new_message(Fields) ->
+new_message(Fields, Now) ->
     Fields#{id => maps:get(id, Fields, message_ids:new_uuid()),
-            created_at => now_iso8601(), broadcast_id => null}.
+            created_at => Now, broadcast_id => null}.
 
-%% Durable first, then dispatched; returns the receiver's dropped count.
-accept_one(Msg = #{id := Id}) ->
-    make_durable([{msg, Msg}], [Id]),
-    dispatch(Msg).
-
-dispatch(Msg = #{priority := Prio}) ->
-    stats_collector:count(accepted, Prio, 1),
-    {ok, Dropped} = message_router:dispatch(Msg),
+accept_one(Msg) ->
+    [Dropped] = accept_many([Msg]),
     Dropped.
 
-%% On a WAL failure the claims are released so the client can retry.
-make_durable([], _ClaimedIds) ->
-    ok;
+%% Routed as soon as the WAL has written them (so WebSocket delivery does not
+%% wait for the fsync); the caller answers 202 only after the sync. Returns
+%% the receivers' dropped counts in order.
+accept_many([]) ->
+    [];
+accept_many(Msgs) ->
+    make_durable([{msg, M} || M <- Msgs], [Id || #{id := Id} <- Msgs],
+                 fun() -> dispatch(Msgs) end).
+
+dispatch(Msgs) ->
+    [stats_collector:count(accepted, Prio, 1) || #{priority := Prio} <- Msgs],
+    message_router:dispatch_many(Msgs).
+
 make_durable(Terms, ClaimedIds) ->
-    case message_wal:append(Terms) of
-        ok -> ok;
+    make_durable(Terms, ClaimedIds, fun() -> ok end).
+
+%% On a WAL failure the claims are released so the client can retry.
+make_durable([], _ClaimedIds, OnWritten) ->
+    OnWritten();
+make_durable(Terms, ClaimedIds, OnWritten) ->
+    case message_wal:append(Terms, OnWritten) of
+        {ok, Result} -> Result;
         {error, Reason} ->
             [message_ids:release(Id) || Id <- ClaimedIds],
             logger:error("WAL append failed: ~p", [Reason]),
             fail(503, <<"unavailable">>, <<"could not make the message durable, retry">>)
     end.
 
-check_batch_item(Index, Item) ->
+check_batch_item(Index, Item, Now) ->
     case message_validation:message(Item) of
         {error, Fields} ->
             {invalid, Index, Fields};
         {ok, Fields} ->
-            Msg = new_message(Fields),
+            Msg = new_message(Fields, Now),
             case message_ids:claim(maps:get(id, Msg)) of
                 true -> {new, Msg};
                 false -> {known, Msg}
             end
     end.
 
-batch_result({new, Msg}) -> accepted_body(Msg, dispatch(Msg));
+%% Dropped holds one count per new message, in the order of Checked.
+batch_results([{new, Msg} | Checked], [Dropped | Rest]) ->
+    [accepted_body(Msg, Dropped) | batch_results(Checked, Rest)];
+batch_results([Other | Checked], Dropped) ->
+    [batch_result(Other) | batch_results(Checked, Dropped)];
+batch_results([], []) ->
+    [].
+
 batch_result({known, Msg}) -> accepted_body(Msg, 0);
 batch_result({invalid, Index, Fields}) ->
     #{index => Index, error => #{code => <<"invalid_field">>,
@@ -200,7 +220,7 @@ refuse_if_overloaded() ->
 
 require_token(Req) ->
     Given = mochiweb_request:get_header_value(?TOKEN_HEADER, Req),
-    case messaging_auth:token_ok(Given, messaging_config:get(shared_secret)) of
+    case messaging_auth:token_ok(Given, persistent_term:get({?MODULE, secret})) of
         true -> ok;
         false -> fail(401, <<"unauthorized">>, <<"missing or invalid X-Messaging-Token">>)
     end.

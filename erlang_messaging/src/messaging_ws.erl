@@ -116,9 +116,15 @@ accept(UserId, Key, Socket) ->
     Response = [<<"HTTP/1.1 101 Switching Protocols\r\n"
                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
                   "Sec-WebSocket-Accept: ">>, Accept, <<"\r\n\r\n">>],
+    %% Join before answering: once the client has its 101, messages sent to
+    %% it must already find this session (they wait in its mailbox meanwhile).
+    ok = pg:join(?PG_SCOPE, {user, UserId}, self()),
     case mochiweb_socket:send(Socket, Response) of
-        ok -> start_session(UserId, Socket);
-        {error, _} -> close_and_exit(Socket)
+        ok ->
+            start_session(UserId, Socket);
+        {error, _} ->
+            catch pg:leave(?PG_SCOPE, {user, UserId}, self()),
+            close_and_exit(Socket)
     end.
 
 start_session(UserId, Socket) ->
@@ -131,7 +137,6 @@ start_session(UserId, Socket) ->
                                           {send_timeout, 15000}, {send_timeout_close, true}]),
     forget_request(),
     process_flag(trap_exit, false),
-    ok = pg:join(?PG_SCOPE, {user, UserId}, self()),
     stats(ws_connected),
     PingMs = ping_interval(),
     schedule_ping(PingMs),

@@ -38,13 +38,18 @@ in(Prio, Item, S = #sched{len = Len}) ->
 out(S = #sched{len = 0}) ->
     {empty, S};
 out(S = #sched{slot = Slot, len = Len}) ->
+    {Prio, Taken} = next_nonempty(Slot, S),
+    {{value, Item}, Rest} = queue:out(queue_of(Prio, S)),
+    {{value, Prio, Item}, set_queue(Prio, Rest, S#sched{slot = (Taken + 1) rem ?CYCLE_LEN,
+                                                          len = Len - 1})}.
+
+%% The first slot from Slot on whose queue has an item (there is one, since
+%% len > 0); an empty queue's turn passes on without rebuilding the record.
+next_nonempty(Slot, S) ->
     Prio = element(Slot + 1, ?CYCLE),
-    Next = (Slot + 1) rem ?CYCLE_LEN,
-    case queue:out(queue_of(Prio, S)) of
-        {{value, Item}, Rest} ->
-            {{value, Prio, Item}, set_queue(Prio, Rest, S#sched{slot = Next, len = Len - 1})};
-        {empty, _} ->
-            out(S#sched{slot = Next})
+    case queue:is_empty(queue_of(Prio, S)) of
+        false -> {Prio, Slot};
+        true -> next_nonempty((Slot + 1) rem ?CYCLE_LEN, S)
     end.
 
 -spec len(t()) -> non_neg_integer().
