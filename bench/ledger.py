@@ -24,7 +24,7 @@ from urllib.parse import urlparse
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CLIENTS = (1, 8, 16)
+CLIENTS = tuple(int(c) for c in os.environ.get("BENCH_CLIENTS", "1,8,16").split(","))
 SECONDS = float(os.environ.get("BENCH_SECONDS", 8))
 WALLETS = 2000
 TARGET_UNIFORM_RATIO = 0.5
