@@ -27,9 +27,11 @@ def make_user(db, roles):
 
     def make(role="guest", *, groups=(), country="NG", superuser=False, **extra):
         n = next(_serial)
+        # Staff are named after their role (finance3, support4...) so screenshots read naturally.
+        name = groups[0].lower().replace(" ", "_") if groups else ("admin" if superuser else role)
         user = User.objects.create_user(
-            username=f"{role}{n}",
-            email=f"{role}{n}@example.com",
+            username=f"{name}{n}",
+            email=f"{name}{n}@example.com",
             password="pass-12345",
             role="staff" if groups or superuser else role,
             country=country,
