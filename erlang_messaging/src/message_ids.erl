@@ -3,7 +3,7 @@
 %% while (Django deduplicates anything older by id anyway).
 -module(message_ids).
 
--export([new_uuid/0, derived_uuid/2, claim/1, release/1, remember/1, prune/0, is_uuid/1]).
+-export([new_uuid/0, derived_uuid/2, claim/1, claim_all/1, release/1, remember/1, prune/0, is_uuid/1]).
 
 -define(TABLE, messaging_known_ids).
 -define(TTL_MS, 600000).
@@ -28,6 +28,13 @@ derived_uuid(BroadcastId, UserId) ->
 claim(Id) ->
     ets:insert_new(?TABLE, {Id, now_ms()}).
 
+%% @doc true if none of Ids was known and all are now claimed; false (and
+%% nothing claimed) if any was known. Ids must be distinct.
+-spec claim_all([binary()]) -> boolean().
+claim_all(Ids) ->
+    Now = now_ms(),
+    ets:insert_new(?TABLE, [{Id, Now} || Id <- Ids]).
+
 %% @doc Undo a claim whose message never became durable.
 release(Id) ->
     ets:delete(?TABLE, Id).
@@ -50,15 +57,25 @@ is_uuid(_) ->
 is_hex(C) -> (C >= $0 andalso C =< $9) orelse (C >= $a andalso C =< $f)
                  orelse (C >= $A andalso C =< $F).
 
-%% Hand-rolled hex: io_lib:format costs microseconds on every accepted message.
+%% Hand-rolled hex from a byte table: io_lib:format costs microseconds on
+%% every accepted message.
 format(<<A:4/binary, B:2/binary, C:2/binary, D:2/binary, E:6/binary>>) ->
     <<(hex(A))/binary, $-, (hex(B))/binary, $-, (hex(C))/binary, $-, (hex(D))/binary, $-,
       (hex(E))/binary>>.
 
 hex(Bin) ->
-    << <<(hex_digit(N))>> || <<N:4>> <= Bin >>.
+    Table = hex_table(),
+    << <<(element(Byte + 1, Table))/binary>> || <<Byte>> <= Bin >>.
 
-hex_digit(N) when N < 10 -> $0 + N;
-hex_digit(N) -> $a + N - 10.
+hex_table() ->
+    case persistent_term:get({?MODULE, hex}, undefined) of
+        undefined ->
+            Table = list_to_tuple([iolist_to_binary(io_lib:format("~2.16.0b", [B]))
+                                   || B <- lists:seq(0, 255)]),
+            persistent_term:put({?MODULE, hex}, Table),
+            Table;
+        Table ->
+            Table
+    end.
 
 now_ms() -> erlang:monotonic_time(millisecond).

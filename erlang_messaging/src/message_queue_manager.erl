@@ -12,13 +12,12 @@
 -module(message_queue_manager).
 -behaviour(gen_server).
 
--export([start_link/0, push/2, peek/1, ack/2, ack_messages/2, dropped/1, depth/1, depth_stats/0,
+-export([start_link/0, push/2, push_many/1, peek/1, ack/2, ack_messages/2, dropped/1, depth/1, depth_stats/0,
          clear_all/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(ITEMS, messaging_queue_items).
 -define(META, messaging_queue_meta).
--define(IDS, messaging_queue_ids).
 -define(MAX_KEY, {?MODULE, max}).
 -define(DEPTH_KEY, queue_depth).
 -define(STATS_INTERVAL_MS, 1000).
@@ -36,14 +35,23 @@
 %% @doc Append Msg (a map with an `id') to UserId's queue. Returns how many old
 %% messages were dropped to stay within MESSAGE_QUEUE_MAX_SIZE.
 -spec push(integer(), map()) -> {ok, non_neg_integer()}.
-push(UserId, Msg = #{id := Id}) ->
-    %% One counter update takes the sequence number and counts the row; the
-    %% row is inserted before drop_excess looks for the oldest one.
-    [Seq, Count] = ets:update_counter(?META, UserId, [{?SEQ_POS, 1}, {?COUNT_POS, 1}],
-                                      {UserId, 0, 0, 0}),
-    true = ets:insert(?ITEMS, {{UserId, Seq}, Msg}),
-    true = ets:insert(?IDS, {Id, UserId, Seq}),
-    {ok, drop_excess(UserId, Count, max_size())}.
+push(UserId, Msg) ->
+    [Dropped] = push_many([{UserId, Msg}]),
+    {ok, Dropped}.
+
+%% @doc push/2 for a list of {UserId, Msg}, in order, with one ETS insert per
+%% table for the whole list. Returns each message's dropped count. The result
+%% is the same as pushing one by one: every row is in before the drops, and a
+%% drop always takes the user's oldest row.
+-spec push_many([{integer(), map()}]) -> [non_neg_integer()].
+push_many(Entries) ->
+    %% One counter update takes the sequence number and counts the row.
+    Numbered = [{UserId, Msg, ets:update_counter(?META, UserId, [{?SEQ_POS, 1}, {?COUNT_POS, 1}],
+                                                 {UserId, 0, 0, 0})}
+                || {UserId, Msg} <- Entries],
+    true = ets:insert(?ITEMS, [{{UserId, Seq}, Msg} || {UserId, Msg, [Seq, _]} <- Numbered]),
+    Max = max_size(),
+    [drop_excess(UserId, Count, Max) || {UserId, _Msg, [_, Count]} <- Numbered].
 
 %% @doc UserId's queued messages, oldest first.
 -spec peek(integer()) -> [map()].
@@ -59,7 +67,9 @@ ack(UserId, Ids) ->
 %% @doc Like ack/2 but returns the removed messages.
 -spec ack_messages(integer(), [binary()]) -> [map()].
 ack_messages(UserId, Ids) when is_list(Ids) ->
-    lists:append([ack_one(UserId, Id) || Id <- Ids]).
+    Wanted = sets:from_list(Ids, [{version, 2}]),
+    lists:append([remove_acked(UserId, Seq) || {Seq, Id} <- queued_ids(UserId),
+                                               sets:is_element(Id, Wanted)]).
 
 %% @doc How many of UserId's messages were dropped by overflow, ever.
 -spec dropped(integer()) -> non_neg_integer().
@@ -83,7 +93,6 @@ depth_stats() ->
 clear_all() ->
     ets:delete_all_objects(?ITEMS),
     ets:delete_all_objects(?META),
-    ets:delete_all_objects(?IDS),
     ok.
 
 %%====================================================================
@@ -108,8 +117,7 @@ take_oldest(UserId) ->
     case ets:next(?ITEMS, {UserId, -1}) of
         Key = {UserId, _Seq} ->
             case ets:take(?ITEMS, Key) of
-                [{_, Msg = #{id := Id}}] ->
-                    ets:delete(?IDS, Id),
+                [{_, Msg}] ->
                     {ok, Msg};
                 [] ->
                     take_oldest(UserId)
@@ -118,16 +126,15 @@ take_oldest(UserId) ->
             none
     end.
 
-ack_one(UserId, Id) ->
-    case ets:lookup(?IDS, Id) of
-        [{Id, UserId, Seq}] -> remove_acked(UserId, Seq, Id);
-        _ -> []
-    end.
+%% {Seq, Id} of the user's rows: a range scan over at most the queue bound,
+%% so no id index has to be written on every push.
+queued_ids(UserId) ->
+    ets:select(?ITEMS, [{{{UserId, '$1'}, '$2'}, [], [{{'$1', {map_get, id, '$2'}}}]}]).
 
-remove_acked(UserId, Seq, Id) ->
+%% take/2 removes a row exactly once even when an ack races with a drop.
+remove_acked(UserId, Seq) ->
     case ets:take(?ITEMS, {UserId, Seq}) of
         [{_, Msg}] ->
-            ets:delete(?IDS, Id),
             ets:update_counter(?META, UserId, {?COUNT_POS, -1}),
             [Msg];
         [] ->

@@ -29,6 +29,8 @@
 -define(RETRY_PAUSE_MS, 50).
 -define(BACKLOG_KEY, {?MODULE, backlog}).
 -define(BENCH_BATCH, 500).
+%% Messages routed between two looks at the mailbox.
+-define(CHUNK, 64).
 -define(BENCH_USERS, 10000).
 -define(BENCH_FIRST_USER, 1000000000).
 
@@ -170,25 +172,45 @@ continue(State = #{sched := Sched}) ->
 
 enqueue(From, Items, State = #{sched := Sched, waiters := Waiters}) ->
     Tag = make_ref(),
-    Sched1 = lists:foldl(fun({Pos, Msg}, S) ->
-                                 priority_sched:in(priority_atom(Msg), {Tag, Pos, Msg}, S)
-                         end, Sched, Items),
+    {High, Normal, Low} = split_by_priority(Tag, Items),
+    Sched1 = priority_sched:in_many(low, Low, priority_sched:in_many(
+                 normal, Normal, priority_sched:in_many(high, High, Sched))),
     publish_backlog(State#{sched := Sched1,
                            waiters := Waiters#{Tag => {From, length(Items), []}}}).
 
-%% Route until the scheduler is empty or something new is in the mailbox;
-%% checking after every message is what lets a fresh high message overtake.
+%% Three lists of {Tag, Pos, Msg}, each in arrival order.
+split_by_priority(Tag, Items) ->
+    {H, N, L} = lists:foldl(fun({Pos, Msg}, {Hs, Ns, Ls}) ->
+                                    Item = {Tag, Pos, Msg},
+                                    case priority_atom(Msg) of
+                                        high -> {[Item | Hs], Ns, Ls};
+                                        normal -> {Hs, [Item | Ns], Ls};
+                                        low -> {Hs, Ns, [Item | Ls]}
+                                    end
+                            end, {[], [], []}, Items),
+    {lists:reverse(H), lists:reverse(N), lists:reverse(L)}.
+
+%% Route until the scheduler is empty or something new is in the mailbox.
+%% Messages are taken CHUNK at a time in scheduler order so the queue rows go
+%% into ETS with one insert per chunk; checking the mailbox between chunks is
+%% what lets a fresh high message overtake a backlog.
 drain(State = #{sched := Sched}) ->
-    case mailbox_empty() andalso priority_sched:out(Sched) of
-        {{value, _Prio, {Tag, Pos, Msg}}, Rest} ->
-            Dropped = route(Msg),
-            drain(settle(Tag, Pos, Dropped, State#{sched := Rest}));
+    case mailbox_empty() andalso priority_sched:out_many(?CHUNK, Sched) of
+        {[_ | _] = Taken, Rest} ->
+            Chunk = [Item || {_Prio, Item} <- Taken],
+            Dropped = route_chunk([Msg || {_Tag, _Pos, Msg} <- Chunk]),
+            drain(settle_all(Chunk, Dropped, State#{sched := Rest}));
         _EmptyOrMail ->
             publish_backlog(State)
     end.
 
 mailbox_empty() ->
     {message_queue_len, 0} =:= erlang:process_info(self(), message_queue_len).
+
+settle_all([{Tag, Pos, _Msg} | Items], [Dropped | More], State) ->
+    settle_all(Items, More, settle(Tag, Pos, Dropped, State));
+settle_all([], [], State) ->
+    State.
 
 %% Reply to the caller once the last message of its batch is routed.
 settle(Tag, Pos, Dropped, State = #{waiters := Waiters}) ->
@@ -200,12 +222,22 @@ settle(Tag, Pos, Dropped, State = #{waiters := Waiters}) ->
             State#{waiters := Waiters#{Tag := {From, Left - 1, [{Pos, Dropped} | Acc]}}}
     end.
 
-route(Msg = #{receiver_id := UserId, priority := Prio}) ->
-    {ok, Dropped} = message_queue_manager:push(UserId, Msg),
-    deliver_to_sessions(UserId, Msg),
-    stats_collector:count(routed, Prio, 1),
-    stats_collector:count(dropped, Prio, Dropped),
+%% Queue, push to sessions, count. Returns the dropped counts in order.
+route_chunk(Msgs) ->
+    Dropped = message_queue_manager:push_many([{UserId, Msg} || Msg = #{receiver_id := UserId} <- Msgs]),
+    [deliver_to_sessions(UserId, Msg) || Msg = #{receiver_id := UserId} <- Msgs],
+    count_routed(Msgs, Dropped),
     Dropped.
+
+count_routed(Msgs, Dropped) ->
+    Totals = lists:foldl(fun({#{priority := P}, D}, Acc) ->
+                                 maps:update_with(P, fun({R, DSum}) -> {R + 1, DSum + D} end,
+                                                  {1, D}, Acc)
+                         end, #{}, lists:zip(Msgs, Dropped)),
+    maps:foreach(fun(Prio, {Routed, DroppedSum}) ->
+                         stats_collector:count(routed, Prio, Routed),
+                         stats_collector:count(dropped, Prio, DroppedSum)
+                 end, Totals).
 
 %% A WebSocket failure must never stop routing: the message is already queued.
 deliver_to_sessions(UserId, Msg) ->

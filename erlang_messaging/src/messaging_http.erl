@@ -24,7 +24,14 @@ start_link() ->
                               {max, messaging_config:get(max_connections)},
                               {backlog, 1024},
                               {acceptor_pool_size, 100},
-                              {nodelay, true}]).
+                              {nodelay, true},
+                              %% The kernel sizes the receive window itself; the
+                              %% driver's user-space buffer stays small, since
+                              %% every idle WebSocket keeps one (mochiweb's
+                              %% default is 8 KB). Bodies still arrive whole:
+                              %% recv(Length) sizes its own buffer.
+                              {recbuf, undefined},
+                              {buffer, 1024}]).
 
 %% @doc mochiweb loop: one call per request on a (keep-alive) connection.
 loop(Req) ->
@@ -108,7 +115,8 @@ post_batch(Req) ->
             end,
     refuse_if_overloaded(),
     Now = now_iso8601(),
-    Checked = [check_batch_item(Index, Item, Now) || {Index, Item} <- enumerate(Items)],
+    Valid = [check_batch_item(Index, Item, Now) || {Index, Item} <- enumerate(Items)],
+    Checked = claim_batch(Valid),
     Fresh = [Msg || {new, Msg} <- Checked],
     Dropped = accept_many(Fresh),
     json(202, #{results => batch_results(Checked, Dropped)}, Req).
@@ -161,8 +169,14 @@ accept_many(Msgs) ->
                  fun() -> dispatch(Msgs) end).
 
 dispatch(Msgs) ->
-    [stats_collector:count(accepted, Prio, 1) || #{priority := Prio} <- Msgs],
+    count_accepted(Msgs),
     message_router:dispatch_many(Msgs).
+
+%% One counter update per priority, not per message.
+count_accepted(Msgs) ->
+    Counts = lists:foldl(fun(#{priority := P}, Acc) -> maps:update_with(P, fun(N) -> N + 1 end, 1, Acc) end,
+                         #{}, Msgs),
+    maps:foreach(fun(Prio, N) -> stats_collector:count(accepted, Prio, N) end, Counts).
 
 make_durable(Terms, ClaimedIds) ->
     make_durable(Terms, ClaimedIds, fun() -> ok end).
@@ -184,12 +198,25 @@ check_batch_item(Index, Item, Now) ->
         {error, Fields} ->
             {invalid, Index, Fields};
         {ok, Fields} ->
-            Msg = new_message(Fields, Now),
-            case message_ids:claim(maps:get(id, Msg)) of
-                true -> {new, Msg};
-                false -> {known, Msg}
-            end
+            {valid, new_message(Fields, Now)}
     end.
+
+%% Claim every valid id with one ETS call when none is known yet (the usual
+%% case); otherwise claim one by one to find out which ones are.
+claim_batch(Checked) ->
+    Ids = [Id || {valid, #{id := Id}} <- Checked],
+    AllClaimed = length(lists:usort(Ids)) =:= length(Ids) andalso message_ids:claim_all(Ids),
+    [claim_item(C, AllClaimed) || C <- Checked].
+
+claim_item({valid, Msg}, true) ->
+    {new, Msg};
+claim_item({valid, Msg = #{id := Id}}, false) ->
+    case message_ids:claim(Id) of
+        true -> {new, Msg};
+        false -> {known, Msg}
+    end;
+claim_item(Invalid, _AllClaimed) ->
+    Invalid.
 
 %% Dropped holds one count per new message, in the order of Checked.
 batch_results([{new, Msg} | Checked], [Dropped | Rest]) ->

@@ -9,8 +9,6 @@
 -define(QUEUE_ITEMS, messaging_queue_items).
 %% Per-user bookkeeping: {UserId, NextSeq, Count, Dropped}
 -define(QUEUE_META, messaging_queue_meta).
-%% Message id -> queue position, for acks: {MsgId, UserId, Seq}
--define(QUEUE_IDS, messaging_queue_ids).
 
 -define(COUNTERS_KEY, {?MODULE, counters}).
 -define(COUNTER_SLOTS, 32).
@@ -19,11 +17,13 @@ create() ->
     Concurrent = [public, named_table, {read_concurrency, true}, {write_concurrency, true}],
     new(?QUEUE_ITEMS, [ordered_set | Concurrent]),
     new(?QUEUE_META, [set | Concurrent]),
-    new(?QUEUE_IDS, [set | Concurrent]),
     %% Ids accepted recently: {Id, AcceptedAtMs}; makes client retries idempotent.
     new(messaging_known_ids, [set | Concurrent]),
     %% Messages not yet confirmed by Django, in acceptance order: {Seq, Msg}
-    new(messaging_persist_pending, [ordered_set | Concurrent]),
+    %% Its size is read on every request (overload check, persistence poke):
+    %% decentralized counters would make ets:info(size) sum every scheduler's
+    %% counter each time (tens of microseconds).
+    new(messaging_persist_pending, [ordered_set, {decentralized_counters, false} | Concurrent]),
     %% Broadcast progress: {Id, Delivered, Total, Status, ReportedStatus}
     new(messaging_broadcasts, [set | Concurrent]),
     %% Small flags (e.g. whether the WAL was already replayed in this VM).

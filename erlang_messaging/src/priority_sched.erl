@@ -5,7 +5,7 @@
 %% still gets at least 1 in 12 turns when everything is busy.
 -module(priority_sched).
 
--export([new/0, in/3, out/1, len/1, len/2, priorities/0, cycle/0]).
+-export([new/0, in/3, in_many/3, out/1, out_many/2, len/1, len/2, priorities/0, cycle/0]).
 -export_type([t/0, priority/0]).
 
 -type priority() :: high | normal | low.
@@ -32,6 +32,52 @@ cycle() -> tuple_to_list(?CYCLE).
 -spec in(priority(), term(), t()) -> t().
 in(Prio, Item, S = #sched{len = Len}) ->
     set_queue(Prio, queue:in(Item, queue_of(Prio, S)), S#sched{len = Len + 1}).
+
+%% @doc in/3 for a list of items of one priority, in list order.
+-spec in_many(priority(), [term()], t()) -> t().
+in_many(_Prio, [], S) ->
+    S;
+in_many(Prio, Items, S = #sched{len = Len}) ->
+    Q = queue:join(queue_of(Prio, S), queue:from_list(Items)),
+    set_queue(Prio, Q, S#sched{len = Len + length(Items)}).
+
+%% @doc Up to N items exactly as N calls of out/1 would return them:
+%% {[{Priority, Item}], Rest}. When only one queue holds items they are split
+%% off at once and the cycle position is advanced as out/1 would have.
+-spec out_many(non_neg_integer(), t()) -> {[{priority(), term()}], t()}.
+out_many(N, S) ->
+    case nonempty(S) of
+        [Prio] -> out_single(Prio, N, S);
+        _ -> out_each(N, S, [])
+    end.
+
+out_single(Prio, N, S = #sched{slot = Slot, len = Len}) ->
+    Q = queue_of(Prio, S),
+    Take = min(N, queue:len(Q)),
+    {Front, Rest} = queue:split(Take, Q),
+    Out = [{Prio, Item} || Item <- queue:to_list(Front)],
+    {Out, set_queue(Prio, Rest, S#sched{slot = advance(Slot, Prio, Take), len = Len - Take})}.
+
+%% The slot after the Count-th turn of Prio from Slot on.
+advance(Slot, _Prio, 0) ->
+    Slot;
+advance(Slot, Prio, Count) ->
+    Next = (Slot + 1) rem ?CYCLE_LEN,
+    case element(Slot + 1, ?CYCLE) of
+        Prio -> advance(Next, Prio, Count - 1);
+        _ -> advance(Next, Prio, Count)
+    end.
+
+out_each(0, S, Acc) ->
+    {lists:reverse(Acc), S};
+out_each(N, S, Acc) ->
+    case out(S) of
+        {{value, Prio, Item}, Rest} -> out_each(N - 1, Rest, [{Prio, Item} | Acc]);
+        {empty, Rest} -> {lists:reverse(Acc), Rest}
+    end.
+
+nonempty(S) ->
+    [P || P <- [high, normal, low], not queue:is_empty(queue_of(P, S))].
 
 %% @doc Next item by the weighted cycle, or empty.
 -spec out(t()) -> {{value, priority(), term()}, t()} | {empty, t()}.

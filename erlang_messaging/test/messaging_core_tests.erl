@@ -97,6 +97,9 @@ queue_manager_matches_model_test_() ->
 priority_proper_test_() ->
     {timeout, 120, ?_assert(proper:quickcheck(prop_priority_order(), ?PROPER_OPTS))}.
 
+priority_batch_proper_test_() ->
+    {timeout, 120, ?_assert(proper:quickcheck(prop_priority_batches_match_single(), ?PROPER_OPTS))}.
+
 op() ->
     frequency([{5, {push, range(1, 60)}}, {1, {ack, list(range(1, 60))}}]).
 
@@ -175,6 +178,34 @@ prop_priority_order() ->
                 Out = drain(S),
                 all_out_fifo(Tagged, Out) andalso high_not_starved(Out) andalso low_progresses(Out)
             end).
+
+%% The router's batched calls (in_many/3 per priority, out_many/2 chunks) give
+%% exactly the order of in/3 and out/1 one at a time, interleaved with more
+%% arrivals, so the ordering properties above hold for the router as well.
+prop_priority_batches_match_single() ->
+    ?FORALL(Steps, list({list({oneof([high, normal, low]), nat()}), range(0, 20)}),
+            begin
+                {_, _, SameOut} =
+                    lists:foldl(fun({Items, N}, {Single, Batched, Ok}) ->
+                                        S1 = lists:foldl(fun({P, I}, S) -> priority_sched:in(P, I, S) end,
+                                                         Single, Items),
+                                        B1 = lists:foldl(fun(P, B) ->
+                                                                 priority_sched:in_many(P, [I || {Q, I} <- Items, Q =:= P], B)
+                                                         end, Batched, [high, normal, low]),
+                                        {OutS, S2} = out_n(N, S1, []),
+                                        {OutB, B2} = priority_sched:out_many(N, B1),
+                                        {S2, B2, Ok andalso OutS =:= OutB}
+                                end, {priority_sched:new(), priority_sched:new(), true}, Steps),
+                SameOut
+            end).
+
+out_n(0, S, Acc) ->
+    {lists:reverse(Acc), S};
+out_n(N, S, Acc) ->
+    case priority_sched:out(S) of
+        {empty, S1} -> {lists:reverse(Acc), S1};
+        {{value, P, I}, S1} -> out_n(N - 1, S1, [{P, I} | Acc])
+    end.
 
 all_out_fifo(Tagged, Out) ->
     lists:all(fun(P) ->
