@@ -58,14 +58,25 @@ out_single(Prio, N, S = #sched{slot = Slot, len = Len}) ->
     Out = [{Prio, Item} || Item <- queue:to_list(Front)],
     {Out, set_queue(Prio, Rest, S#sched{slot = advance(Slot, Prio, Take), len = Len - Take})}.
 
-%% The slot after the Count-th turn of Prio from Slot on.
+%% The slot after the Count-th turn of Prio from Slot on. After the first
+%% turn, each whole cycle of Prio's turns comes back to the same slot, so only
+%% the remainder is walked.
 advance(Slot, _Prio, 0) ->
     Slot;
 advance(Slot, Prio, Count) ->
+    walk(walk(Slot, Prio, 1), Prio, (Count - 1) rem turns(Prio)).
+
+turns(high) -> 8;
+turns(normal) -> 3;
+turns(low) -> 1.
+
+walk(Slot, _Prio, 0) ->
+    Slot;
+walk(Slot, Prio, Count) ->
     Next = (Slot + 1) rem ?CYCLE_LEN,
     case element(Slot + 1, ?CYCLE) of
-        Prio -> advance(Next, Prio, Count - 1);
-        _ -> advance(Next, Prio, Count)
+        Prio -> walk(Next, Prio, Count - 1);
+        _ -> walk(Next, Prio, Count)
     end.
 
 out_each(0, S, Acc) ->
