@@ -16,7 +16,6 @@
          clear_all/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
--define(ITEMS, messaging_queue_items).
 -define(META, messaging_queue_meta).
 -define(MAX_KEY, {?MODULE, max}).
 -define(DEPTH_KEY, queue_depth).
@@ -49,14 +48,14 @@ push_many(Entries) ->
     Numbered = [{UserId, Msg, ets:update_counter(?META, UserId, [{?SEQ_POS, 1}, {?COUNT_POS, 1}],
                                                  {UserId, 0, 0, 0})}
                 || {UserId, Msg} <- Entries],
-    true = ets:insert(?ITEMS, [{{UserId, Seq}, Msg} || {UserId, Msg, [Seq, _]} <- Numbered]),
+    insert_rows([{UserId, {{UserId, Seq}, Msg}} || {UserId, Msg, [Seq, _]} <- Numbered]),
     Max = max_size(),
     [drop_excess(UserId, Count, Max) || {UserId, _Msg, [_, Count]} <- Numbered].
 
 %% @doc UserId's queued messages, oldest first.
 -spec peek(integer()) -> [map()].
 peek(UserId) ->
-    ets:select(?ITEMS, [{{{UserId, '_'}, '$1'}, [], ['$1']}]).
+    ets:select(items(UserId), [{{{UserId, '_'}, '$1'}, [], ['$1']}]).
 
 %% @doc Remove the given message ids from UserId's queue; unknown ids are
 %% ignored. Returns how many were removed.
@@ -91,7 +90,7 @@ depth_stats() ->
 
 %% @doc Empty every queue (tests and benchmarks).
 clear_all() ->
-    ets:delete_all_objects(?ITEMS),
+    [ets:delete_all_objects(T) || T <- messaging_tables:all_queue_items()],
     ets:delete_all_objects(?META),
     ok.
 
@@ -114,9 +113,10 @@ drop_excess(_UserId, _Count, _Max) ->
     0.
 
 take_oldest(UserId) ->
-    case ets:next(?ITEMS, {UserId, -1}) of
+    Items = items(UserId),
+    case ets:next(Items, {UserId, -1}) of
         Key = {UserId, _Seq} ->
-            case ets:take(?ITEMS, Key) of
+            case ets:take(Items, Key) of
                 [{_, Msg}] ->
                     {ok, Msg};
                 [] ->
@@ -129,17 +129,30 @@ take_oldest(UserId) ->
 %% {Seq, Id} of the user's rows: a range scan over at most the queue bound,
 %% so no id index has to be written on every push.
 queued_ids(UserId) ->
-    ets:select(?ITEMS, [{{{UserId, '$1'}, '$2'}, [], [{{'$1', {map_get, id, '$2'}}}]}]).
+    ets:select(items(UserId), [{{{UserId, '$1'}, '$2'}, [], [{{'$1', {map_get, id, '$2'}}}]}]).
 
 %% take/2 removes a row exactly once even when an ack races with a drop.
 remove_acked(UserId, Seq) ->
-    case ets:take(?ITEMS, {UserId, Seq}) of
+    case ets:take(items(UserId), {UserId, Seq}) of
         [{_, Msg}] ->
             ets:update_counter(?META, UserId, {?COUNT_POS, -1}),
             [Msg];
         [] ->
             []
     end.
+
+items(UserId) ->
+    messaging_tables:queue_items(UserId).
+
+%% One insert per table; a router shard's rows all go to the same one.
+insert_rows([{FirstUser, _} | _] = Rows) ->
+    Table = items(FirstUser),
+    case lists:all(fun({UserId, _}) -> items(UserId) =:= Table end, Rows) of
+        true -> true = ets:insert(Table, [Row || {_, Row} <- Rows]);
+        false -> [true = ets:insert(items(UserId), Row) || {UserId, Row} <- Rows]
+    end;
+insert_rows([]) ->
+    true.
 
 meta_field(UserId, Pos) ->
     case ets:lookup(?META, UserId) of

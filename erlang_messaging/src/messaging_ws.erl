@@ -63,7 +63,13 @@ count_delivered(Priority) ->
 %% @doc Session processes of UserId across the cluster.
 -spec sessions(integer()) -> [pid()].
 sessions(UserId) ->
-    try pg:get_members(?PG_SCOPE, {user, UserId})
+    Group = {user, UserId},
+    %% Most users have no session. pg's scope table is keyed by group, so a
+    %% plain lookup answers that case; pg:get_members/2 would raise and catch
+    %% badarg inside for every such user (costly on the routing hot path).
+    try ets:member(?PG_SCOPE, Group) andalso pg:get_members(?PG_SCOPE, Group) of
+        false -> [];
+        Pids -> Pids
     catch error:badarg -> []  % scope not started (app stopping)
     end.
 
