@@ -214,7 +214,14 @@ sync_result(Crash) -> {error, {sync_failed, Crash}}.
 
 sync_done(Result, Waiters, State) ->
     [Pid ! {wal_synced, Ref, Result} || {Pid, Ref} <- Waiters],
-    maybe_flush(State#{syncing := undefined}).
+    next_group(State#{syncing := undefined}).
+
+%% Confirmations held back during the sync go out with the next group, or
+%% on their own when nothing else is waiting.
+next_group(State = #{pending := [_ | _]}) ->
+    flush(State);
+next_group(State) ->
+    write_confirmed(State).
 
 %%====================================================================
 %% Confirmation tracking and compaction

@@ -9,7 +9,7 @@
 
 -type key() :: http_port | django_api_url | shared_secret | max_connections
              | message_queue_max_size | persist_batch_size | persist_flush_interval_ms
-             | max_body_bytes | data_dir | wal_sync_batch | wal_sync_delay_ms
+             | max_body_bytes | data_dir
              | max_pending | restart_intensity | restart_period | bind_ip
              | cluster_nodes | node_name | http_timeout_ms.
 
@@ -29,7 +29,7 @@ all() ->
 keys() ->
     [http_port, django_api_url, shared_secret, max_connections, message_queue_max_size,
      persist_batch_size, persist_flush_interval_ms, max_body_bytes, data_dir,
-     wal_sync_batch, wal_sync_delay_ms, max_pending, restart_intensity, restart_period,
+     max_pending, restart_intensity, restart_period,
      bind_ip, cluster_nodes, node_name, http_timeout_ms].
 
 %% {OS variable, type, default}
@@ -42,8 +42,6 @@ spec(persist_batch_size) -> {"PERSIST_BATCH_SIZE", integer, 500};
 spec(persist_flush_interval_ms) -> {"PERSIST_FLUSH_INTERVAL_MS", integer, 200};
 spec(max_body_bytes) -> {"MAX_BODY_BYTES", integer, 1048576};
 spec(data_dir) -> {"MESSAGING_DATA_DIR", string, computed};
-spec(wal_sync_batch) -> {"WAL_SYNC_BATCH", integer, 100};
-spec(wal_sync_delay_ms) -> {"WAL_SYNC_DELAY_MS", integer, 1};
 spec(max_pending) -> {"MAX_PENDING", integer, 200000};
 spec(restart_intensity) -> {"MESSAGING_RESTART_INTENSITY", integer, 10};
 spec(restart_period) -> {"MESSAGING_RESTART_PERIOD", integer, 5};

@@ -155,7 +155,7 @@ start_os_node(Port, DataDir) ->
            %% Other suites may have put settings into this VM's environment.
            {"MESSAGING_NODE_NAME", false}, {"MESSAGING_CLUSTER_NODES", false},
            {"MESSAGE_QUEUE_MAX_SIZE", false}, {"MAX_BODY_BYTES", false}, {"MAX_PENDING", false},
-           {"PERSIST_BATCH_SIZE", false}, {"WAL_SYNC_BATCH", false}],
+           {"PERSIST_BATCH_SIZE", false}],
     PortRef = open_port({spawn_executable, Script},
                         [{env, Env}, exit_status, stderr_to_stdout, binary]),
     {os_pid, OsPid} = erlang:port_info(PortRef, os_pid),

@@ -20,7 +20,7 @@ start_app(DataDir, Overrides) ->
     Defaults = [{http_port, Port}, {django_api_url, fake_django:url()}, {data_dir, DataDir},
                 {shared_secret, <<?TOKEN>>}, {persist_flush_interval_ms, 50},
                 {persist_batch_size, 500}, {message_queue_max_size, 1000},
-                {max_body_bytes, 1048576}, {max_pending, 200000}, {wal_sync_batch, 100},
+                {max_body_bytes, 1048576}, {max_pending, 200000},
                 {restart_intensity, 1000}, {restart_period, 1}, {cluster_nodes, []}],
     Env = lists:ukeymerge(1, lists:ukeysort(1, Overrides), lists:ukeysort(1, Defaults)),
     [application:set_env(messaging_service, K, V) || {K, V} <- Env],
