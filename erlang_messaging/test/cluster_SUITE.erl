@@ -20,7 +20,8 @@ all() ->
 init_per_suite(Config) ->
     case ensure_distributed() of
         ok -> start_cluster(Config);
-        {error, Reason} -> {skip, {no_distribution, Reason}}
+        %% Without distributed Erlang (no epmd) clustering cannot be checked: fail, never skip.
+        {error, Reason} -> ct:fail({no_distribution, Reason})
     end.
 
 end_per_suite(Config) ->
