@@ -21,7 +21,7 @@
 -behaviour(gen_server).
 
 -export([start_link/1, shard_count/0, dispatch/1, dispatch_many/1, route_many/1, route_sync/1,
-         backlog/0, bench/2]).
+         route_async/1, await_async/1, backlog/0, bench/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(CALL_TIMEOUT_MS, 10000).
@@ -76,6 +76,63 @@ spread_drops(Pos, [{Pos, Dropped} | Drops], Count) ->
     [Dropped | spread_drops(Pos + 1, Drops, Count)];
 spread_drops(Pos, Drops, Count) ->
     [0 | spread_drops(Pos + 1, Drops, Count)].
+
+%% @doc Start routing several callers' messages at once, on their behalf
+%% (used by the WAL owner for each written group, so a request does not need
+%% a round trip of its own). Batches is [{CallerPid, Msgs}] in log order; each
+%% shard gets one message for the whole group and answers every caller
+%% directly. Returns one ticket per batch, in order, for await_async/1 in the
+%% caller.
+-spec route_async([{pid(), [map()]}]) -> [term()].
+route_async(Batches) ->
+    Count = shard_count(),
+    Names = shard_names(),
+    Pids = list_to_tuple([whereis(element(I, Names)) || I <- lists:seq(1, Count)]),
+    {Tickets, Calls} =
+        lists:foldl(fun({Caller, Msgs}, {TicketsAcc, CallsAcc}) ->
+                            Parts = [{Shard, element(Shard, Pids), make_ref(), Items}
+                                     || {Shard, Items} <- group_by_shard(Msgs)],
+                            CallsAcc1 = lists:foldl(
+                                          fun({Shard, _Pid, Ref, Items}, Acc) ->
+                                                  setelement(Shard, Acc, [{{Caller, Ref}, Items} | element(Shard, Acc)])
+                                          end, CallsAcc, Parts),
+                            {[{length(Msgs), Parts} | TicketsAcc], CallsAcc1}
+                    end, {[], erlang:make_tuple(Count, [])}, Batches),
+    [send_group(element(Shard, Pids), lists:reverse(element(Shard, Calls)))
+     || Shard <- lists:seq(1, Count), element(Shard, Calls) =/= []],
+    lists:reverse(Tickets).
+
+send_group(undefined, _Calls) -> ok;
+send_group(Pid, Calls) -> Pid ! {route_group, Calls}, ok.
+
+%% @doc In the caller named in route_async/1: wait for its messages to be
+%% routed; a shard that was down (or dies) gets them again synchronously, as
+%% in route_many/1. Returns the dropped counts in order.
+-spec await_async(term()) -> [non_neg_integer()].
+await_async({Count, Parts}) ->
+    Drops = lists:append([await_part(Part) || Part <- Parts]),
+    spread_drops(1, lists:keysort(1, Drops), Count).
+
+await_part({Shard, undefined, _Ref, Items}) ->
+    await_route({Shard, Items, send_route(Shard, Items)});
+await_part({Shard, Pid, Ref, Items}) ->
+    receive
+        {Ref, Results} -> Results
+    after 0 ->
+        Mon = erlang:monitor(process, Pid),
+        receive
+            {Ref, Results} ->
+                erlang:demonitor(Mon, [flush]),
+                Results;
+            {'DOWN', Mon, process, _, _} ->
+                receive {Ref, Results} -> Results
+                after 0 -> await_route({Shard, Items, send_route(Shard, Items)})
+                end
+        after ?CALL_TIMEOUT_MS ->
+            erlang:demonitor(Mon, [flush]),
+            await_route({Shard, Items, send_route(Shard, Items)})
+        end
+    end.
 
 %% @doc Route one message (no persistence hand-off).
 -spec route_sync(map()) -> {ok, non_neg_integer()}.
@@ -175,6 +232,9 @@ handle_call(_Request, _From, State) ->
 handle_cast(_Msg, State) ->
     continue(State).
 
+%% Several callers' batches from one WAL group (see route_async/1).
+handle_info({route_group, Calls}, State) ->
+    continue(lists:foldl(fun({From, Items}, S) -> enqueue(From, Items, S) end, State, Calls));
 %% timeout 0 fires only once the mailbox is empty.
 handle_info(timeout, State) ->
     continue(drain(State));

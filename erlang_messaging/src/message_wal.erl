@@ -30,7 +30,7 @@
 -module(message_wal).
 -behaviour(gen_server).
 
--export([start_link/0, append/1, append/2, confirmed/1, unconfirmed_count/0, read_dir/1]).
+-export([start_link/0, append/1, append/2, append_dispatch/1, confirmed/1, unconfirmed_count/0, read_dir/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 -define(APPEND_TIMEOUT_MS, 15000).
@@ -61,8 +61,46 @@ append(Terms, OnWritten) ->
             {error, {wal_unavailable, noproc}};
         Pid ->
             Ref = erlang:monitor(process, Pid),
-            Pid ! {append, self(), Ref, Terms},
+            Pid ! {append, self(), Ref, Terms, notify},
             await_written(Ref, OnWritten)
+    end.
+
+%% @doc Log accepted messages and route them, with one request to this
+%% server: once the group holding them is written, this server hands them to
+%% persistence and to the router shards (on the caller's behalf, one shard
+%% message per group), then syncs. Returns once the sync is done and the
+%% shards have routed them: {ok, Dropped} with the receivers' dropped counts
+%% in order. On a failed write nothing is routed.
+-spec append_dispatch([map()]) -> {ok, [non_neg_integer()]} | {error, term()}.
+append_dispatch(Msgs) ->
+    case whereis(?MODULE) of
+        undefined ->
+            {error, {wal_unavailable, noproc}};
+        Pid ->
+            Ref = erlang:monitor(process, Pid),
+            Pid ! {append, self(), Ref, [{msg, M} || M <- Msgs], {dispatch, Msgs}},
+            await_dispatched(Ref)
+    end.
+
+await_dispatched(Ref) ->
+    receive
+        {wal_synced, Ref, Result, Ticket} ->
+            erlang:demonitor(Ref, [flush]),
+            %% Routing was started before the sync: collect it even when the
+            %% sync failed, so no reply is left behind in this mailbox.
+            Drops = message_router:await_async(Ticket),
+            case Result of
+                ok -> {ok, Drops};
+                Error -> Error
+            end;
+        {wal_synced, Ref, Error} ->
+            erlang:demonitor(Ref, [flush]),
+            Error;
+        {'DOWN', Ref, process, _, Reason} ->
+            {error, {wal_unavailable, reason_tag(Reason)}}
+    after ?APPEND_TIMEOUT_MS ->
+        erlang:demonitor(Ref, [flush]),
+        {error, {wal_unavailable, timeout}}
     end.
 
 await_written(Ref, OnWritten) ->
@@ -147,8 +185,8 @@ handle_cast({confirmed, Ids}, State) ->
 handle_cast(_Msg, State) ->
     {noreply, State}.
 
-handle_info({append, Pid, Ref, Terms}, State = #{pending := Pending}) ->
-    {noreply, maybe_flush(State#{pending := [{Pid, Ref, Terms} | Pending]})};
+handle_info({append, Pid, Ref, Terms, Mode}, State = #{pending := Pending}) ->
+    {noreply, maybe_flush(State#{pending := [{Pid, Ref, Terms, Mode} | Pending]})};
 handle_info({'DOWN', SyncRef, process, _, Exit}, State = #{syncing := {SyncRef, Waiters}}) ->
     {noreply, sync_done(sync_result(Exit), Waiters, State)};
 handle_info(housekeeping, State) ->
@@ -159,7 +197,7 @@ handle_info(_Other, State) ->
 
 %% Appends that were never written get an error; written ones are synced.
 terminate(_Reason, State = #{gen := Gen, pending := Pending}) ->
-    [Pid ! {wal_synced, Ref, {error, {wal_unavailable, shutdown}}} || {Pid, Ref, _} <- Pending],
+    [Pid ! {wal_synced, Ref, {error, {wal_unavailable, shutdown}}} || {Pid, Ref, _, _} <- Pending],
     _ = write_confirmed(State),
     _ = disk_log:sync(log_name(Gen)),
     disk_log:close(log_name(Gen)).
@@ -168,8 +206,10 @@ terminate(_Reason, State = #{gen := Gen, pending := Pending}) ->
 %% Group commit
 %%====================================================================
 
-%% pending: appends not yet written, newest first: [{Pid, Ref, Terms}]
-%% syncing: undefined | {HelperMonitorRef, [{Pid, Ref}]} for the running sync
+%% pending: appends not yet written, newest first: [{Pid, Ref, Terms, Mode}],
+%%          Mode = notify (told {wal_written, Ref}) | {dispatch, Msgs}
+%% syncing: undefined | {HelperMonitorRef, [{Pid, Ref, Ticket | none}]} for
+%%          the running sync
 %% confirmed: confirmation terms held back while a sync runs, newest first
 base_state(Dir) ->
     #{dir => Dir, gen => 0, pending => [], syncing => undefined, confirmed => [],
@@ -184,14 +224,45 @@ maybe_flush(State) ->
 flush(State = #{pending := PendingRev}) ->
     Pending = lists:reverse(PendingRev),
     State1 = write_confirmed(State#{pending := []}),
-    case log_terms(lists:append([Terms || {_, _, Terms} <- Pending]), State1) of
+    case log_terms(lists:append([Terms || {_, _, Terms, _} <- Pending]), State1) of
         {ok, State2} ->
-            [Pid ! {wal_written, Ref} || {Pid, Ref, _} <- Pending],
-            start_sync([{Pid, Ref} || {Pid, Ref, _} <- Pending], State2);
+            [Pid ! {wal_written, Ref} || {Pid, Ref, _, notify} <- Pending],
+            start_sync(dispatch(Pending), State2);
         {error, Reason} ->
-            [Pid ! {wal_synced, Ref, {error, Reason}} || {Pid, Ref, _} <- Pending],
+            [Pid ! {wal_synced, Ref, {error, Reason}} || {Pid, Ref, _, _} <- Pending],
             State1
     end.
+
+%% Written messages go to persistence first (so a router crash cannot lose
+%% an acknowledged message), then to the router shards, all in log order.
+dispatch(Pending) ->
+    case [{Pid, Msgs} || {Pid, _Ref, _, {dispatch, Msgs}} <- Pending] of
+        [] ->
+            [{Pid, Ref, none} || {Pid, Ref, _, _} <- Pending];
+        Batches ->
+            AllMsgs = lists:append([Msgs || {_, Msgs} <- Batches]),
+            ok = message_persistence:enqueue_many(AllMsgs),
+            count_accepted(AllMsgs),
+            Tickets = message_router:route_async(Batches),
+            attach_tickets(Pending, Tickets)
+    end.
+
+attach_tickets([{Pid, Ref, _, {dispatch, _}} | Pending], [Ticket | Tickets]) ->
+    [{Pid, Ref, Ticket} | attach_tickets(Pending, Tickets)];
+attach_tickets([{Pid, Ref, _, notify} | Pending], Tickets) ->
+    [{Pid, Ref, none} | attach_tickets(Pending, Tickets)];
+attach_tickets([], []) ->
+    [].
+
+%% One counter update per priority, not per message.
+count_accepted(Msgs) ->
+    {H, N, L} = lists:foldl(fun(#{priority := <<"high">>}, {H, N, L}) -> {H + 1, N, L};
+                               (#{priority := <<"low">>}, {H, N, L}) -> {H, N, L + 1};
+                               (_, {H, N, L}) -> {H, N + 1, L}
+                            end, {0, 0, 0}, Msgs),
+    stats_collector:count(accepted, high, H),
+    stats_collector:count(accepted, normal, N),
+    stats_collector:count(accepted, low, L).
 
 log_terms(Terms, State = #{gen := Gen}) ->
     case disk_log:log_terms(log_name(Gen), Terms) of
@@ -213,8 +284,11 @@ sync_result({sync_result, Result}) -> Result;
 sync_result(Crash) -> {error, {sync_failed, Crash}}.
 
 sync_done(Result, Waiters, State) ->
-    [Pid ! {wal_synced, Ref, Result} || {Pid, Ref} <- Waiters],
+    [notify_synced(Waiter, Result) || Waiter <- Waiters],
     next_group(State#{syncing := undefined}).
+
+notify_synced({Pid, Ref, none}, Result) -> Pid ! {wal_synced, Ref, Result};
+notify_synced({Pid, Ref, Ticket}, Result) -> Pid ! {wal_synced, Ref, Result, Ticket}.
 
 %% Confirmations held back during the sync go out with the next group, or
 %% on their own when nothing else is waiting.
