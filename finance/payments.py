@@ -173,12 +173,10 @@ def _apply_success(inbox, event, payment, actor) -> None:
         reason = "Success for a failed payment while another payment is open: check before applying."
         return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
     # A late success after a failure (the guest retried on the provider's page) still pays.
-    Payment.objects.filter(pk=payment.pk).update(
-        status=Payment.Status.PENDING,
-        provider_reference=payment.provider_reference or event.provider_reference or None,
-        failure_reason="",
-    )
-    payment.refresh_from_db()
+    payment.status = Payment.Status.PENDING
+    payment.provider_reference = payment.provider_reference or event.provider_reference or None
+    payment.failure_reason = ""
+    payment.save(update_fields=["status", "provider_reference", "failure_reason", "updated_at"])
     txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
     _record(inbox, Outcome.APPLIED, f"Paid out as {txn.reference}.", actor=actor)
     transaction.on_commit(lambda: _send_receipt(payment.pk))

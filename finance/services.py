@@ -477,7 +477,8 @@ class TransactionService:
             raise NotFoundError("Bank account not found.", field="bank_account")
         if bank_account.currency and bank_account.currency != wallet.currency:
             raise CurrencyMismatchError(
-                f"The bank account takes {bank_account.currency}; the wallet holds {wallet.currency}."
+                f"The bank account takes {bank_account.currency}; the wallet holds {wallet.currency}.",
+                field="bank_account",
             )
         minimum = settings.MINIMUM_WITHDRAWAL.get(wallet.currency)
         if minimum is not None and amount < minimum:

@@ -17,7 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from finance import payments
-from finance.errors import CurrencyMismatchError, NotFoundError, PermissionDeniedError
+from finance.errors import NotFoundError
 from finance.models import BankAccount, Booking, Wallet, WalletTransaction, Withdrawal
 from finance.services import TransactionService
 from portal import services as staff_actions
@@ -44,11 +44,6 @@ def _approval_pending(outcome) -> Response:
         },
         status=status.HTTP_202_ACCEPTED,
     )
-
-
-def _require(request, permission: str) -> None:
-    if not request.user.has_perm(permission):
-        raise PermissionDeniedError("Only finance staff can do this.")
 
 
 class TransactionFilter(django_filters.FilterSet):
@@ -157,13 +152,9 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         wallet = Wallet.objects.filter(pk=body.validated_data["wallet"], user=request.user).first()
         account = BankAccount.objects.filter(pk=body.validated_data["bank_account"], owner=request.user).first()
         if wallet is None:
-            return _not_found("wallet", "Wallet not found.")
+            raise NotFoundError("Wallet not found.", field="wallet")
         if account is None:
-            return _not_found("bank_account", "Bank account not found.")
-        if account.currency and account.currency != wallet.currency:
-            raise CurrencyMismatchError(
-                f"The bank account takes {account.currency}; the wallet holds {wallet.currency}.", field="bank_account"
-            )
+            raise NotFoundError("Bank account not found.", field="bank_account")
         withdrawal = TransactionService.initiate_withdrawal(
             wallet,
             account,
@@ -180,7 +171,7 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @idempotent
     def complete(self, request, pk=None):
         """Finance staff: the payout left the bank. Above the approval threshold it waits for a second approver."""
-        _require(request, "finance.complete_withdrawal")
+        staff_actions.require_permission(request.user, "finance.complete_withdrawal")
         outcome = staff_actions.complete_withdrawal(
             withdrawal=self.get_object(), actor=request.user, idempotency_key=service_key(request, "complete")
         )
@@ -193,7 +184,7 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @idempotent
     def fail(self, request, pk=None):
         """Finance staff: the payout failed; the held amount returns to the host's available balance."""
-        _require(request, "finance.fail_withdrawal")
+        staff_actions.require_permission(request.user, "finance.fail_withdrawal")
         withdrawal = self.get_object()
         body = api.ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -204,13 +195,6 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
             idempotency_key=service_key(request, "fail"),
         )
         return Response(self.get_serializer(outcome.result).data)
-
-
-def _not_found(field: str, message: str) -> Response:
-    return Response(
-        {"error": {"code": "not_found", "message": message, "fields": {field: [message]}}},
-        status=status.HTTP_404_NOT_FOUND,
-    )
 
 
 # --- transactions -----------------------------------------------------------------------------
@@ -232,7 +216,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @idempotent
     def reverse(self, request, reference=None):
         """Finance staff: ask for a reversal. It always needs a second finance approver (four-eyes)."""
-        _require(request, "finance.reverse_transaction")
+        staff_actions.require_permission(request.user, "finance.reverse_transaction")
         txn = self.get_object()
         body = api.ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -290,10 +274,10 @@ class BookingViewSet(viewsets.GenericViewSet):
     @idempotent
     def refund(self, request, pk=None):
         """Finance staff: refund part or all of what the guest paid, with a reason."""
-        _require(request, "finance.refund_booking")
+        staff_actions.require_permission(request.user, "finance.refund_booking")
         booking = Booking.objects.filter(pk=_booking_id(pk)).first()
         if booking is None:
-            return _not_found("booking", "Booking not found.")
+            raise NotFoundError("Booking not found.", field="booking")
         body = api.RefundRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         outcome = staff_actions.refund_booking(
