@@ -83,9 +83,8 @@ append_dispatch(Msgs) ->
     end.
 
 await_dispatched(Ref) ->
-    receive
-        {wal_synced, Ref, Result, Ticket} ->
-            erlang:demonitor(Ref, [flush]),
+    case next_reply(Ref) of
+        {synced, Result, Ticket} ->
             %% Routing was started before the sync: collect it even when the
             %% sync failed, so no reply is left behind in this mailbox.
             Drops = message_router:await_async(Ticket),
@@ -93,31 +92,25 @@ await_dispatched(Ref) ->
                 ok -> {ok, Drops};
                 Error -> Error
             end;
-        {wal_synced, Ref, Error} ->
-            erlang:demonitor(Ref, [flush]),
+        {synced, Error} ->
             Error;
-        {'DOWN', Ref, process, _, Reason} ->
-            {error, {wal_unavailable, reason_tag(Reason)}}
-    after ?APPEND_TIMEOUT_MS ->
-        erlang:demonitor(Ref, [flush]),
-        {error, {wal_unavailable, timeout}}
+        written ->
+            await_dispatched(Ref);
+        {error, _} = Error ->
+            Error
     end.
 
 await_written(Ref, OnWritten) ->
-    receive
-        {wal_written, Ref} ->
+    case next_reply(Ref) of
+        written ->
             %% Wait for the sync even if OnWritten fails, so no reply is left
             %% behind in the caller's mailbox.
             Written = try {ok, OnWritten()} catch Class:Reason:Stack -> {Class, Reason, Stack} end,
             synced_result(Written, await_synced(Ref));
-        {wal_synced, Ref, Error} ->
-            erlang:demonitor(Ref, [flush]),
+        {synced, Error} ->
             Error;
-        {'DOWN', Ref, process, _, Reason} ->
-            {error, {wal_unavailable, reason_tag(Reason)}}
-    after ?APPEND_TIMEOUT_MS ->
-        erlang:demonitor(Ref, [flush]),
-        {error, {wal_unavailable, timeout}}
+        {error, _} = Error ->
+            Error
     end.
 
 synced_result({ok, Written}, ok) -> {ok, Written};
@@ -125,10 +118,23 @@ synced_result({ok, _Written}, Error) -> Error;
 synced_result({Class, Reason, Stack}, _Synced) -> erlang:raise(Class, Reason, Stack).
 
 await_synced(Ref) ->
+    case next_reply(Ref) of
+        {synced, Result} -> Result;
+        {error, _} = Error -> Error
+    end.
+
+%% The WAL's next word on one append: written, synced (with the routing ticket
+%% in dispatch mode), or the WAL is gone / too slow. Monitors end with the append.
+next_reply(Ref) ->
     receive
+        {wal_written, Ref} ->
+            written;
+        {wal_synced, Ref, Result, Ticket} ->
+            erlang:demonitor(Ref, [flush]),
+            {synced, Result, Ticket};
         {wal_synced, Ref, Result} ->
             erlang:demonitor(Ref, [flush]),
-            Result;
+            {synced, Result};
         {'DOWN', Ref, process, _, Reason} ->
             {error, {wal_unavailable, reason_tag(Reason)}}
     after ?APPEND_TIMEOUT_MS ->
