@@ -23,7 +23,9 @@ def roles(db):
 
 @pytest.fixture
 def make_user(db, roles):
-    from portal.models import User
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
 
     def make(role="guest", *, groups=(), country="NG", superuser=False, **extra):
         n = next(_serial)
@@ -129,3 +131,51 @@ def bank_account(host):
     return BankAccount.objects.create(
         owner=host, bank_name="GTBank", account_name="Host One", account_number_last4="4321", is_primary=True
     )
+
+
+@pytest.fixture
+def paid_booking(host, guest, make_booking, make_payment):
+    """A 1,000.00 NGN booking (150.00 commission) whose payment the ledger applied."""
+    from finance.services import TransactionService
+
+    booking = make_booking(host, guest, total="1000.00", commission="150.00")
+    TransactionService.process_booking_payment(booking, make_payment(booking))
+    booking.refresh_from_db()
+    return booking
+
+
+def ledger_snapshot() -> dict:
+    """Everything a money operation could change."""
+    from finance.models import (
+        IdempotencyRecord,
+        LedgerAudit,
+        LedgerEntry,
+        Payment,
+        Wallet,
+        WalletTransaction,
+        Withdrawal,
+    )
+
+    return {
+        "wallets": sorted(Wallet.objects.values_list("id", "balance", "held_balance", "status")),
+        "transactions": sorted(WalletTransaction.objects.values_list("id", "status")),
+        "entries": LedgerEntry.objects.count(),
+        "withdrawals": sorted(Withdrawal.objects.values_list("id", "status")),
+        "payments": sorted(Payment.objects.values_list("id", "status", "refunded_amount")),
+        "audit": LedgerAudit.objects.count(),
+        "idempotency": IdempotencyRecord.objects.count(),
+    }
+
+
+@pytest.fixture
+def unchanged(db):
+    """Use as `with unchanged(): ...` around a call that must be refused: no money row may change."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def check():
+        before = ledger_snapshot()
+        yield
+        assert ledger_snapshot() == before, "a refused operation changed the ledger"
+
+    return check

@@ -100,10 +100,10 @@ def test_reversal_needs_a_second_approver(open_as, finance_user, approver, funde
 
 
 def test_manager_finds_actions_in_audit_log_and_exports_csv(open_as, manager, finance_user, pending_withdrawals):
-    from portal import services
+    from finance import staff_actions
 
-    services.complete_withdrawal(withdrawal=pending_withdrawals[0], actor=finance_user, idempotency_key="e2e-1")
-    services.fail_withdrawal(
+    staff_actions.complete_withdrawal(withdrawal=pending_withdrawals[0], actor=finance_user, idempotency_key="e2e-1")
+    staff_actions.fail_withdrawal(
         withdrawal=pending_withdrawals[1], actor=finance_user, reason="=HYPERLINK(evil)", idempotency_key="e2e-2"
     )
     page = open_as(manager, "/admin/operations/audit/")

@@ -91,3 +91,11 @@ class PermissionDeniedError(TransactionError):
 
     code = "permission_denied"
     status = 403
+
+
+def require_reason(reason: str | None, message: str = "A reason is required.", *, field: str = "reason") -> str:
+    """The one rule for reasons and notes that go in the audit log: required, not blank."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise TransactionError(message, field=field)
+    return reason

@@ -300,6 +300,12 @@ class Booking(models.Model):
         return self.grand_total - self.commission_fee
 
 
+class PaymentQuerySet(models.QuerySet):
+    def refundable_for(self, booking) -> "PaymentQuerySet":
+        """The booking's payments the ledger applied, oldest first: a refund draws on the first."""
+        return self.filter(booking_id=booking.pk, ledger_transaction__isnull=False).order_by("pk")
+
+
 class Payment(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -327,6 +333,8 @@ class Payment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = PaymentQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(refunded_amount__lte=F("amount")), name="payment_refunds_within_amount"),
@@ -338,6 +346,11 @@ class Payment(models.Model):
 
     def __str__(self):
         return self.reference
+
+    @property
+    def refundable_amount(self) -> Decimal:
+        """What can still be refunded of this payment."""
+        return self.amount - self.refunded_amount
 
 
 class IdempotencyRecord(models.Model):
@@ -397,6 +410,10 @@ class WebhookEvent(models.Model):
         FLAGGED = "flagged", "Flagged for staff"
         REJECTED = "rejected", "Rejected (malformed)"
 
+    # The outcomes staff must look at: the inbox's "needs attention" tab, the dashboard's
+    # card, and the only ones that may be replayed.
+    NEEDS_ATTENTION = (Outcome.FLAGGED, Outcome.REJECTED)
+
     provider = models.CharField(max_length=20)
     event_id = models.CharField(max_length=200)
     event_type = models.CharField(max_length=100, blank=True)
@@ -433,3 +450,66 @@ class ApiIdempotencyRecord(models.Model):
 
     def __str__(self):
         return f"{self.user_id}:{self.key}"
+
+
+class ApprovalRequest(models.Model):
+    """A money action that needs a second finance approver (four-eyes).
+
+    The requester can never approve their own request: `finance.approvals` refuses it and
+    a check constraint makes the database refuse it too. The Meta also carries the
+    finance dashboard's permission (the roles in portal/roles.py grant it).
+    """
+
+    class Kind(models.TextChoices):
+        REVERSAL = "reversal", "Reversal"
+        WITHDRAWAL = "withdrawal", "Withdrawal completion"
+        REFUND = "refund", "Refund"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed on execution"
+
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="approval_requests_made"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="approval_requests_decided",
+    )
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    reason = models.TextField(blank=True)
+    decision_note = models.TextField(blank=True)
+    transaction = models.ForeignKey(
+        WalletTransaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    withdrawal = models.ForeignKey(Withdrawal, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    booking = models.ForeignKey(Booking, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    result_reference = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        permissions = [
+            ("approve_request", "Can approve money actions that need a second person"),
+            ("view_finance_dashboard", "Can open the finance dashboard"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(approved_by__isnull=True) | ~Q(approved_by=F("requested_by")),
+                name="approval_not_by_requester",
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="approval_status_created")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} #{self.pk}"

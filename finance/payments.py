@@ -24,7 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import ledger
-from .errors import InvalidStateError, NotFoundError, PermissionDeniedError
+from .errors import InvalidStateError, NotFoundError
 from .models import Booking, Payment, WebhookEvent
 from .money import format_money
 from .providers import PROVIDERS, choose_provider
@@ -124,14 +124,15 @@ def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source:
 
 
 def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
-    """Apply a flagged or rejected event again, after staff fixed its cause."""
-    if actor is None or not actor.has_perm("finance.replay_webhookevent"):
-        raise PermissionDeniedError("You do not have permission to replay webhook events.")
+    """Apply a flagged or rejected event again, after staff fixed its cause.
+
+    Trusted callers only: staff replay through `finance.staff_actions.replay_webhook`, which
+    checks the permission and writes the audit entry."""
     with transaction.atomic():
         inbox = WebhookEvent.objects.select_for_update().filter(pk=event_pk).first()
         if inbox is None:
             raise NotFoundError("Webhook event not found.")
-        if inbox.outcome not in (Outcome.FLAGGED, Outcome.REJECTED):
+        if inbox.outcome not in WebhookEvent.NEEDS_ATTENTION:
             raise InvalidStateError(f"Only flagged or rejected events can be replayed; this one is {inbox.outcome}.")
         inbox.replay_count += 1
         try:

@@ -1,7 +1,7 @@
 """Read-only Wagtail views of the ledger: wallets, transactions, withdrawals.
 
-Money never changes here: these views only list and inspect. Changes go through the
-portal's actions, which call finance.services.
+Money never changes here: these views only list and inspect. Changes go through
+`finance.staff_actions`, whose audit action codes are registered here too.
 """
 
 from wagtail import hooks
@@ -9,6 +9,7 @@ from wagtail.admin.viewsets.model import ModelViewSet
 from wagtail.permission_policies.base import ModelPermissionPolicy
 from wagtail.permissions import register_permission_policy
 
+from .audit import ACTIONS
 from .models import Wallet, WalletTransaction, Withdrawal
 
 
@@ -64,3 +65,9 @@ def register_ledger_viewsets():
     # Registered without a menu item: the Operations menu (portal/viewsets.py) is the way
     # in; these stay as read-only inspect pages of the raw rows.
     return [WalletViewSet(), WalletTransactionViewSet(), WithdrawalViewSet()]
+
+
+@hooks.register("register_log_actions")
+def register_staff_action_codes(actions):
+    for code, (label, message) in ACTIONS.items():
+        actions.register_action(code, label, message)

@@ -59,6 +59,10 @@ class Broadcast(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        permissions = [
+            ("send_broadcast", "Can send broadcasts"),
+            ("view_messaging_stats", "Can read the messaging stats"),
+        ]
 
     def __str__(self):
         return f"Broadcast to {self.audience_label} ({self.created_at:%d %b %Y %H:%M})"

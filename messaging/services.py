@@ -15,7 +15,8 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from wagtail.log_actions import log
 
-from finance.errors import PermissionDeniedError, TransactionError
+from finance import permissions
+from finance.errors import TransactionError
 
 from .erlang import ErlangUnavailable, erlang_client
 from .models import Broadcast, Conversation, Message, Priority
@@ -113,8 +114,7 @@ def audience_users(audience: str, *, country: str = "", user_ids=()):
 
 def create_broadcast(author, *, audience, text, priority="normal", country="", user_ids=()) -> Broadcast:
     """Record the broadcast and hand its fan-out to Erlang (or write the rows here if it is down)."""
-    if author is None or not author.has_perm("portal.send_broadcast"):
-        raise PermissionDeniedError("You do not have permission to send broadcasts.")
+    permissions.require(author, permissions.SEND_BROADCAST)
     text, priority = _clean_text(text), _clean_priority(priority)
     recipients = list(audience_users(audience, country=country, user_ids=user_ids).values_list("pk", flat=True))
     if not recipients:

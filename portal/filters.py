@@ -12,7 +12,12 @@ from wagtail.models import ModelLogEntry
 
 from finance.models import Wallet, WalletTransaction
 
-from .services import ACTIONS
+
+def staff_action_choices() -> list[tuple[str, str]]:
+    """The staff actions' audit codes (finance's and messaging's), as registered with Wagtail."""
+    from wagtail.log_actions import registry
+
+    return [(code, label) for code, label in registry.get_choices() if code.startswith("stayafrica.")]
 
 
 def _start_of(day):
@@ -95,9 +100,7 @@ class TransactionFilter(django_filters.FilterSet):
 
 class AuditFilter(django_filters.FilterSet):
     user = django_filters.CharFilter(label="User", field_name="user__username", lookup_expr="iexact")
-    action = django_filters.ChoiceFilter(
-        label="Action", choices=[(k, v[0]) for k, v in ACTIONS.items()], empty_label="Any action"
-    )
+    action = django_filters.ChoiceFilter(label="Action", choices=staff_action_choices, empty_label="Any action")
     object = django_filters.CharFilter(label="Object", method="filter_object")
     date_from = DayFromFilter(label="From", field_name="timestamp", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = DayToFilter(label="To", field_name="timestamp", widget=forms.DateInput(attrs={"type": "date"}))

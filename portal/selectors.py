@@ -7,9 +7,7 @@ from decimal import Decimal
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from finance.models import Wallet, WalletTransaction, Withdrawal
-
-from .models import ApprovalRequest
+from finance.models import ApprovalRequest, Wallet, WalletTransaction, WebhookEvent, Withdrawal
 
 Type = WalletTransaction.Type
 Status = WalletTransaction.Status
@@ -65,10 +63,7 @@ def dashboard_totals() -> dict:
 
 def flagged_webhook_events(limit: int = 5):
     """The webhook inbox's events that need staff: flagged (mismatch) or rejected (unreadable)."""
-    from finance.models import WebhookEvent
-
-    attention = (WebhookEvent.Outcome.FLAGGED, WebhookEvent.Outcome.REJECTED)
-    return WebhookEvent.objects.filter(outcome__in=attention).order_by("-received_at", "-id")[:limit]
+    return WebhookEvent.objects.filter(outcome__in=WebhookEvent.NEEDS_ATTENTION).order_by("-received_at", "-id")[:limit]
 
 
 # --- the host statement -------------------------------------------------------------------

@@ -8,6 +8,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timezone import template_localtime
 
+from finance import permissions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 
@@ -89,7 +90,7 @@ class TransactionTable(tables.Table):
     @cached_property
     def can_reverse(self) -> bool:
         request = getattr(self, "request", None)
-        return request is not None and request.user.has_perm("finance.reverse_transaction")
+        return request is not None and permissions.allows(request.user, permissions.REVERSE_TRANSACTION)
 
 
 class WithdrawalTable(tables.Table):

@@ -9,6 +9,8 @@ from django.utils.functional import cached_property
 from wagtail.admin.menu import MenuItem
 from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 
+from finance import permissions
+
 from .views import approvals, audit, broadcasts, finance, messaging, webhooks
 
 
@@ -18,7 +20,7 @@ class PermissionMenuItem(MenuItem):
         self.permission = permission
 
     def is_shown(self, request):
-        return request.user.has_perm(self.permission)
+        return permissions.allows(request.user, self.permission)
 
 
 class OperationsSection(ViewSet):
@@ -53,7 +55,7 @@ class DashboardSection(OperationsSection):
     name = "ops_dashboard"
     menu_label = "Finance dashboard"
     icon = "table"
-    permission_required = "portal.view_finance_dashboard"
+    permission_required = permissions.VIEW_FINANCE_DASHBOARD
     routes = [
         ("", finance.DashboardView.as_view(), "index"),
         ("ledger-health/", finance.LedgerHealthView.as_view(), "ledger_health"),
@@ -64,7 +66,7 @@ class WalletSection(OperationsSection):
     name = "ops_wallets"
     menu_label = "Wallets"
     icon = "list-ul"
-    permission_required = "finance.view_wallet"
+    permission_required = permissions.VIEW_WALLETS
     routes = [
         ("", finance.WalletListView.as_view(), "index"),
         ("<int:pk>/", finance.WalletDetailView.as_view(), "detail"),
@@ -75,7 +77,7 @@ class TransactionSection(OperationsSection):
     name = "ops_transactions"
     menu_label = "Transactions"
     icon = "list-ol"
-    permission_required = "finance.view_wallettransaction"
+    permission_required = permissions.VIEW_TRANSACTIONS
     routes = [
         ("", finance.TransactionListView.as_view(), "index"),
         ("<str:reference>/reverse/", finance.ReversalView.as_view(), "reverse"),
@@ -86,7 +88,7 @@ class WithdrawalSection(OperationsSection):
     name = "ops_withdrawals"
     menu_label = "Withdrawals"
     icon = "upload"
-    permission_required = "finance.view_withdrawal"
+    permission_required = permissions.VIEW_WITHDRAWALS
     routes = [
         ("", finance.WithdrawalQueueView.as_view(), "index"),
         ("<int:pk>/row/", finance.WithdrawalRowView.as_view(), "row"),
@@ -101,7 +103,7 @@ class RefundSection(OperationsSection):
     name = "ops_refunds"
     menu_label = "Refunds"
     icon = "redirect"
-    permission_required = "finance.refund_booking"
+    permission_required = permissions.REFUND_BOOKING
     routes = [("", finance.RefundView.as_view(), "index")]
 
 
@@ -109,7 +111,7 @@ class ApprovalSection(OperationsSection):
     name = "ops_approvals"
     menu_label = "Approvals"
     icon = "tick-inverse"
-    permission_required = "portal.view_approvalrequest"
+    permission_required = permissions.VIEW_APPROVALS
     routes = [
         ("", approvals.ApprovalQueueView.as_view(), "index"),
         ("<int:pk>/<str:decision>/", approvals.ApprovalDecisionView.as_view(), "decide"),
@@ -120,7 +122,7 @@ class WebhookSection(OperationsSection):
     name = "ops_webhooks"
     menu_label = "Webhook inbox"
     icon = "warning"
-    permission_required = "finance.view_webhookevent"
+    permission_required = permissions.VIEW_WEBHOOKS
     routes = [
         ("", webhooks.WebhookInboxView.as_view(), "index"),
         ("<int:pk>/replay/", webhooks.WebhookReplayView.as_view(), "replay"),
@@ -131,7 +133,7 @@ class BroadcastSection(OperationsSection):
     name = "ops_broadcasts"
     menu_label = "Broadcasts"
     icon = "mail"
-    permission_required = "portal.send_broadcast"
+    permission_required = permissions.SEND_BROADCAST
     routes = [
         ("", broadcasts.BroadcastPageView.as_view(), "index"),
         ("preview/", broadcasts.RecipientPreviewView.as_view(), "preview"),
@@ -144,7 +146,7 @@ class StatsSection(OperationsSection):
     name = "ops_stats"
     menu_label = "Messaging stats"
     icon = "pick"
-    permission_required = "portal.view_messaging_stats"
+    permission_required = permissions.VIEW_MESSAGING_STATS
     routes = [
         ("", messaging.StatsPageView.as_view(), "index"),
         ("panel/", messaging.StatsPanelView.as_view(), "panel"),
@@ -155,7 +157,7 @@ class AuditSection(OperationsSection):
     name = "ops_audit"
     menu_label = "Audit log"
     icon = "history"
-    permission_required = "portal.view_audit_log"
+    permission_required = permissions.VIEW_AUDIT_LOG
     routes = [("", audit.AuditLogView.as_view(), "index")]
 
 

@@ -1,9 +1,10 @@
 """The payments API. Every view reads through the caller's own objects and moves money only
-through the services: `finance.services` / `finance.payments` for the owner's actions and
-`portal.services` for staff actions (the same four-eyes rules and audit log as the portal).
+through the domain: `finance.services` / `finance.payments` for the owner's actions and
+`finance.staff_actions` for staff actions (the same four-eyes rules and audit log as the portal).
 
 Ownership: another user's object is simply not in the caller's queryset, so it answers 404
-and never reveals that it exists. Staff actions then check Django permissions (403).
+and never reveals that it exists. A staff action asks `finance.permissions` first, so a
+caller without the permission gets 403 before any lookup.
 """
 
 import django_filters
@@ -16,11 +17,10 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finance import payments
+from finance import payments, permissions, staff_actions
 from finance.errors import NotFoundError
 from finance.models import BankAccount, Booking, Wallet, WalletTransaction, Withdrawal
 from finance.services import TransactionService
-from portal import services as staff_actions
 
 from . import serializers as api
 from .idempotency import idempotent, service_key
@@ -139,7 +139,7 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     def get_queryset(self):
         withdrawals = Withdrawal.objects.select_related("bank_account", "transaction").order_by("-created_at", "-id")
-        if self.action in ("complete", "fail") and self.request.user.has_perm("finance.view_withdrawal"):
+        if self.action in ("complete", "fail") and permissions.allows(self.request.user, permissions.VIEW_WITHDRAWALS):
             return withdrawals  # finance staff act on any host's withdrawal
         return withdrawals.filter(wallet__user=self.request.user)
 
@@ -171,7 +171,7 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @idempotent
     def complete(self, request, pk=None):
         """Finance staff: the payout left the bank. Above the approval threshold it waits for a second approver."""
-        staff_actions.require_permission(request.user, "finance.complete_withdrawal")
+        permissions.require(request.user, permissions.COMPLETE_WITHDRAWAL)
         outcome = staff_actions.complete_withdrawal(
             withdrawal=self.get_object(), actor=request.user, idempotency_key=service_key(request, "complete")
         )
@@ -184,7 +184,7 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @idempotent
     def fail(self, request, pk=None):
         """Finance staff: the payout failed; the held amount returns to the host's available balance."""
-        staff_actions.require_permission(request.user, "finance.fail_withdrawal")
+        permissions.require(request.user, permissions.FAIL_WITHDRAWAL)
         withdrawal = self.get_object()
         body = api.ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -207,7 +207,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     filterset_class = TransactionFilter
 
     def get_queryset(self):
-        if self.action == "reverse" and self.request.user.has_perm("finance.view_wallettransaction"):
+        if self.action == "reverse" and permissions.allows(self.request.user, permissions.VIEW_TRANSACTIONS):
             return _transactions(WalletTransaction.objects.all())
         return _transactions(WalletTransaction.objects.filter(wallet__user=self.request.user))
 
@@ -216,7 +216,7 @@ class TransactionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, views
     @idempotent
     def reverse(self, request, reference=None):
         """Finance staff: ask for a reversal. It always needs a second finance approver (four-eyes)."""
-        staff_actions.require_permission(request.user, "finance.reverse_transaction")
+        permissions.require(request.user, permissions.REVERSE_TRANSACTION)
         txn = self.get_object()
         body = api.ReasonSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -274,7 +274,7 @@ class BookingViewSet(viewsets.GenericViewSet):
     @idempotent
     def refund(self, request, pk=None):
         """Finance staff: refund part or all of what the guest paid, with a reason."""
-        staff_actions.require_permission(request.user, "finance.refund_booking")
+        permissions.require(request.user, permissions.REFUND_BOOKING)
         booking = Booking.objects.filter(pk=_booking_id(pk)).first()
         if booking is None:
             raise NotFoundError("Booking not found.", field="booking")

@@ -6,9 +6,16 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from finance.models import ApiIdempotencyRecord, BankAccount, Payment, Wallet, WalletTransaction, Withdrawal
+from finance.models import (
+    ApiIdempotencyRecord,
+    ApprovalRequest,
+    BankAccount,
+    Payment,
+    Wallet,
+    WalletTransaction,
+    Withdrawal,
+)
 from finance.services import TransactionService
-from portal.models import ApprovalRequest
 
 API = "/api/payments"
 

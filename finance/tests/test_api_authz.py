@@ -16,9 +16,8 @@ from django.urls import URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from finance.models import BankAccount, Booking, Payment, Wallet, WalletTransaction, Withdrawal
+from finance.models import ApprovalRequest, BankAccount, Booking, Payment, Wallet, WalletTransaction, Withdrawal
 from finance.services import TransactionService
-from portal.models import ApprovalRequest
 
 pytestmark = pytest.mark.django_db
 

@@ -392,14 +392,15 @@ def test_staff_replay_applies_a_flagged_event_once_its_cause_is_fixed(host, book
 
 
 def test_replay_needs_permission_and_a_flagged_event(payment, host, support_user, finance_user):
+    from finance import staff_actions
     from finance.errors import InvalidStateError, PermissionDeniedError
 
     send_paystack(paystack_event(payment))
     event = WebhookEvent.objects.get()
     with pytest.raises(PermissionDeniedError):
-        replay_webhook(event.pk, actor=support_user)
+        staff_actions.replay_webhook(event=event, actor=support_user)
     with pytest.raises(InvalidStateError):
-        replay_webhook(event.pk, actor=finance_user)  # already applied
+        staff_actions.replay_webhook(event=event, actor=finance_user)  # already applied
 
 
 def test_no_withdrawal_or_other_row_is_touched_by_a_refused_webhook(host, payment, funded_wallet, bank_account):

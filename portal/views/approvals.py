@@ -3,15 +3,15 @@
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect
 
+from finance import permissions, staff_actions
 from finance.errors import TransactionError
+from finance.models import ApprovalRequest
 
-from .. import services
-from ..models import ApprovalRequest
 from .base import OperationsView
 
 
 class ApprovalQueueView(OperationsView):
-    permission_required = "portal.view_approvalrequest"
+    permission_required = permissions.VIEW_APPROVALS
     page_title = "Approvals"
     header_icon = "tick-inverse"
     template_name = "portal/approvals.html"
@@ -27,22 +27,26 @@ class ApprovalQueueView(OperationsView):
             .select_related(*related)
             .order_by("-decided_at")[:20]
         )
-        context["can_approve"] = self.request.user.has_perm("portal.approve_request")
+        context["can_approve"] = permissions.allows(self.request.user, permissions.APPROVE_REQUEST)
         return context
 
 
 class ApprovalDecisionView(OperationsView):
-    permission_required = "portal.approve_request"
+    permission_required = permissions.APPROVE_REQUEST
     template_name = "portal/approvals.html"
 
     def post(self, request, pk, decision):
         approval = get_object_or_404(ApprovalRequest, pk=pk)
         try:
             if decision == "approve":
-                approval = services.approve(request=approval, actor=request.user, note=request.POST.get("note", ""))
+                approval = staff_actions.approve_request(
+                    request=approval, actor=request.user, note=request.POST.get("note", "")
+                )
                 messages.success(request, f"{approval} approved and carried out ({approval.result_reference}).")
             else:
-                approval = services.reject(request=approval, actor=request.user, note=request.POST.get("note", ""))
+                approval = staff_actions.reject_request(
+                    request=approval, actor=request.user, note=request.POST.get("note", "")
+                )
                 messages.success(request, f"{approval} rejected.")
         except TransactionError as error:
             messages.error(request, f"{approval}: {error.message}")

@@ -5,11 +5,11 @@ from decimal import Decimal, InvalidOperation
 import django_tables2 as tables
 from wagtail.models import ModelLogEntry
 
+from finance import permissions
 from finance.errors import TransactionError
 from finance.money import format_money
 
-from ..filters import AuditFilter
-from ..services import ACTIONS
+from ..filters import AuditFilter, staff_action_choices
 from ..tables import DateTimeColumn
 from .base import TableListView
 
@@ -28,7 +28,7 @@ class AuditTable(tables.Table):
         order_by = ("-timestamp",)
 
     def render_action(self, value):
-        return ACTIONS.get(value, (value,))[0]
+        return dict(staff_action_choices()).get(value, value)
 
     def render_amount(self, value, record):
         currency = record.data.get("currency", "")
@@ -42,7 +42,7 @@ class AuditTable(tables.Table):
 
 
 class AuditLogView(TableListView):
-    permission_required = "portal.view_audit_log"
+    permission_required = permissions.VIEW_AUDIT_LOG
     page_title = "Audit log"
     header_icon = "history"
     table_class = AuditTable

@@ -14,6 +14,8 @@ from django_tables2.rows import BoundRow, BoundRows
 from django_tables2.utils import signature
 from wagtail.admin.views.generic.base import WagtailAdminTemplateMixin
 
+from finance import permissions
+
 from ..csv_export import stream_csv
 
 
@@ -31,7 +33,7 @@ class PermissionRequiredMixin:
         required = self.permission_required
         if isinstance(required, str):
             required = (required,)
-        return all(user.has_perm(p) for p in required)
+        return permissions.allows(user, *required)
 
     def dispatch(self, request, *args, **kwargs):
         if not self.has_permission(request.user):

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views import View
 
+from finance import permissions
 from finance.errors import TransactionError
 from messaging.models import Broadcast, Priority
 from messaging.services import MessagingError, audience_users, create_broadcast
@@ -61,7 +62,7 @@ class BroadcastForm(forms.Form):
 class BroadcastPageView(OperationsView):
     """Compose, preview the recipient count, confirm, send; the history below."""
 
-    permission_required = "portal.send_broadcast"
+    permission_required = permissions.SEND_BROADCAST
     page_title = "Broadcasts"
     header_icon = "mail"
     template_name = "portal/broadcasts.html"
@@ -126,7 +127,7 @@ class BroadcastPageView(OperationsView):
 class RecipientPreviewView(PermissionRequiredMixin, View):
     """htmx: how many people the audience chosen so far reaches."""
 
-    permission_required = "portal.send_broadcast"
+    permission_required = permissions.SEND_BROADCAST
 
     def get(self, request):
         # Only the audience matters here: the message and priority may not be filled in yet.
@@ -143,7 +144,7 @@ class RecipientPreviewView(PermissionRequiredMixin, View):
 
 
 class BroadcastDetailView(OperationsView):
-    permission_required = "portal.send_broadcast"
+    permission_required = permissions.SEND_BROADCAST
     header_icon = "mail"
     template_name = "portal/broadcast_detail.html"
 
@@ -159,7 +160,7 @@ class BroadcastDetailView(OperationsView):
 class BroadcastProgressView(PermissionRequiredMixin, View):
     """htmx-polled progress bar; stops polling once the broadcast is done."""
 
-    permission_required = "portal.send_broadcast"
+    permission_required = permissions.SEND_BROADCAST
 
     def get(self, request, pk):
         broadcast = get_object_or_404(Broadcast, pk=pk)

@@ -12,11 +12,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views import View
 
+from finance import approvals, permissions, staff_actions
 from finance.errors import TransactionError
 from finance.models import Booking, Payment, Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 
-from .. import selectors, services
+from .. import selectors
 from ..filters import TransactionFilter, WalletFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, new_idempotency_key
@@ -25,7 +26,7 @@ from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, T
 
 
 class DashboardView(OperationsView):
-    permission_required = "portal.view_finance_dashboard"
+    permission_required = permissions.VIEW_FINANCE_DASHBOARD
     page_title = "Finance dashboard"
     header_icon = "table"
     template_name = "portal/dashboard.html"
@@ -37,14 +38,14 @@ class DashboardView(OperationsView):
         context = super().get_context_data(**kwargs)
         context.update(selectors.dashboard_totals())
         context["webhook_events"] = selectors.flagged_webhook_events()
-        context["can_see_stats"] = self.request.user.has_perm("portal.view_messaging_stats")
+        context["can_see_stats"] = permissions.allows(self.request.user, permissions.VIEW_MESSAGING_STATS)
         return context
 
 
 class LedgerHealthView(PermissionRequiredMixin, View):
     """The check_ledger result, computed on demand (an htmx button on the dashboard)."""
 
-    permission_required = "portal.view_finance_dashboard"
+    permission_required = permissions.VIEW_FINANCE_DASHBOARD
 
     def get(self, request):
         from finance.ledger_checks import run_ledger_checks
@@ -61,7 +62,7 @@ class LedgerHealthView(PermissionRequiredMixin, View):
 
 
 class WalletListView(TableListView):
-    permission_required = "finance.view_wallet"
+    permission_required = permissions.VIEW_WALLETS
     page_title = "Wallets"
     header_icon = "list-ul"
     table_class = WalletTable
@@ -100,7 +101,7 @@ class WalletTransactionsMixin:
 
 
 class WalletDetailView(WalletTransactionsMixin, TableListView):
-    permission_required = "finance.view_wallet"
+    permission_required = permissions.VIEW_WALLETS
     header_icon = "list-ul"
     template_name = "portal/wallet_detail.html"
 
@@ -130,7 +131,7 @@ class WalletDetailView(WalletTransactionsMixin, TableListView):
 
 
 class TransactionListView(WalletTransactionsMixin, TableListView):
-    permission_required = "finance.view_wallettransaction"
+    permission_required = permissions.VIEW_TRANSACTIONS
     page_title = "Transactions"
     header_icon = "list-ol"
     export_filename = "transactions.csv"
@@ -145,7 +146,7 @@ class TransactionListView(WalletTransactionsMixin, TableListView):
 class ReversalView(OperationsView):
     """Request the reversal of a transaction: always a four-eyes request."""
 
-    permission_required = "finance.reverse_transaction"
+    permission_required = permissions.REVERSE_TRANSACTION
     header_icon = "undo"
     template_name = "portal/reversal.html"
 
@@ -175,7 +176,9 @@ class ReversalView(OperationsView):
         reason = request.POST.get("reason", "")
         key = request.POST.get("idempotency_key") or new_idempotency_key()
         try:
-            outcome = services.request_reversal(txn=self.txn, reason=reason, actor=request.user, idempotency_key=key)
+            outcome = staff_actions.request_reversal(
+                txn=self.txn, reason=reason, actor=request.user, idempotency_key=key
+            )
         except TransactionError as error:
             return self.render_to_response(
                 self.get_context_data(idempotency_key=key, reason=reason, error=error.message), status=400
@@ -190,9 +193,12 @@ class ReversalView(OperationsView):
 
 # --- withdrawals -----------------------------------------------------------------------------
 
+# What each action on a withdrawal row needs.
+WITHDRAWAL_ACTIONS = {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}
+
 
 class WithdrawalQueueView(TableListView):
-    permission_required = "finance.view_withdrawal"
+    permission_required = permissions.VIEW_WITHDRAWALS
     page_title = "Withdrawal queue"
     header_icon = "upload"
     template_name = "portal/withdrawals.html"
@@ -241,11 +247,11 @@ class WithdrawalMixin(PermissionRequiredMixin):
 class WithdrawalConfirmView(WithdrawalMixin, View):
     """GET: the confirmation (with the effect) shown inside the row, before money moves."""
 
-    permission_required = "finance.view_withdrawal"
+    permission_required = permissions.VIEW_WITHDRAWALS
 
     def get(self, request, pk, action):
         withdrawal = self.get_withdrawal(pk)
-        needed = {"complete": "finance.complete_withdrawal", "fail": "finance.fail_withdrawal"}.get(action)
+        needed = {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}.get(action)
         if needed is None:
             raise Http404
         if not request.user.has_perm(needed):
@@ -258,7 +264,7 @@ class WithdrawalConfirmView(WithdrawalMixin, View):
                 "confirm": action,
                 "idempotency_key": new_idempotency_key(),
                 "needs_approval": action == "complete"
-                and services.needs_approval(withdrawal.amount, withdrawal.currency),
+                and approvals.needs_approval(withdrawal.amount, withdrawal.currency),
                 "balance_after": wallet.balance - withdrawal.amount,
                 "available_after": wallet.available_balance + withdrawal.amount,
             },
@@ -266,7 +272,7 @@ class WithdrawalConfirmView(WithdrawalMixin, View):
 
 
 class WithdrawalRowView(WithdrawalMixin, View):
-    permission_required = "finance.view_withdrawal"
+    permission_required = permissions.VIEW_WITHDRAWALS
 
     def get(self, request, pk):
         return self.row(request, self.get_withdrawal(pk))
@@ -278,7 +284,7 @@ class WithdrawalActionView(WithdrawalMixin, View):
     def has_permission(self, user):
         action = self.kwargs.get("action")
         return user.has_perm(
-            {"complete": "finance.complete_withdrawal", "fail": "finance.fail_withdrawal"}.get(action, "-")
+            {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}.get(action, "-")
         )
 
     def post(self, request, pk, action):
@@ -286,9 +292,11 @@ class WithdrawalActionView(WithdrawalMixin, View):
         key = request.POST.get("idempotency_key") or new_idempotency_key()
         try:
             if action == "complete":
-                outcome = services.complete_withdrawal(withdrawal=withdrawal, actor=request.user, idempotency_key=key)
+                outcome = staff_actions.complete_withdrawal(
+                    withdrawal=withdrawal, actor=request.user, idempotency_key=key
+                )
             else:
-                outcome = services.fail_withdrawal(
+                outcome = staff_actions.fail_withdrawal(
                     withdrawal=withdrawal,
                     actor=request.user,
                     reason=request.POST.get("reason", ""),
@@ -324,7 +332,7 @@ class BulkCompleteView(WithdrawalMixin, View):
     next withdrawal and answers with the progress bar, which triggers the next step until done.
     """
 
-    permission_required = "finance.complete_withdrawal"
+    permission_required = permissions.COMPLETE_WITHDRAWAL
 
     def post(self, request, step=None):
         jobs = request.session.setdefault("bulk_jobs", {})
@@ -361,7 +369,7 @@ class BulkCompleteView(WithdrawalMixin, View):
             pk = job["ids"][job["done"]]
             withdrawal = self.get_withdrawal(pk)
             try:
-                outcome = services.complete_withdrawal(
+                outcome = staff_actions.complete_withdrawal(
                     withdrawal=withdrawal, actor=request.user, idempotency_key=f"bulk-{step}-{pk}"
                 )
                 result = "needs approval" if outcome.needs_approval else "completed"
@@ -399,7 +407,7 @@ class BulkCompleteView(WithdrawalMixin, View):
 class RefundView(OperationsView):
     """Find a booking, see what was paid and refunded, refund part or all with a reason."""
 
-    permission_required = "finance.refund_booking"
+    permission_required = permissions.REFUND_BOOKING
     page_title = "Refunds"
     header_icon = "redirect"
     template_name = "portal/refunds.html"
@@ -462,12 +470,12 @@ class RefundView(OperationsView):
             review = {
                 "amount": format_money(value, booking.currency),
                 "host": booking.rental_property.host,
-                "needs_approval": services.needs_approval(value, booking.currency),
+                "needs_approval": approvals.needs_approval(value, booking.currency),
                 "full": payment is not None and value == payment.amount - payment.refunded_amount,
             }
             return self.render_to_response(self.get_context_data(**state, review=review))
         try:
-            outcome = services.refund_booking(
+            outcome = staff_actions.refund_booking(
                 booking=booking, amount=value, reason=reason, actor=request.user, idempotency_key=key
             )
         except TransactionError as error:

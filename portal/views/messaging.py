@@ -3,6 +3,8 @@
 from django.shortcuts import render
 from django.views import View
 
+from finance import permissions
+
 from .base import OperationsView, PermissionRequiredMixin
 
 
@@ -40,7 +42,7 @@ def normalise(result) -> dict:
 
 
 class StatsPageView(OperationsView):
-    permission_required = "portal.view_messaging_stats"
+    permission_required = permissions.VIEW_MESSAGING_STATS
     page_title = "Messaging stats"
     header_icon = "pick"
     template_name = "portal/stats.html"
@@ -49,7 +51,7 @@ class StatsPageView(OperationsView):
 class StatsPanelView(PermissionRequiredMixin, View):
     """The htmx-polled fragment: chart data as JSON in a data attribute, and a plain status line."""
 
-    permission_required = "portal.view_messaging_stats"
+    permission_required = permissions.VIEW_MESSAGING_STATS
 
     def get(self, request):
         return render(request, "portal/includes/stats_panel.html", {"stats": stats_snapshot()})

@@ -58,7 +58,7 @@ def statement(request, user_id=None):
         return _pdf(request, host, statements, start, end)
     return render(
         request,
-        "portal/statement.html",
+        "host/statement.html",
         {"form": form, "statements": statements, "start": start, "end": end, "host": host, **_ws_context(host)},
     )
 
@@ -101,9 +101,7 @@ def _csv(host, statements, start: date, end: date):
 def _pdf(request, host, statements, start, end):
     from weasyprint import HTML
 
-    html = render_to_string(
-        "portal/statement_pdf.html", {"statements": statements, "start": start, "end": end, "host": host}
-    )
+    html = render_to_string("pdf/statement.html", {"statements": statements, "start": start, "end": end, "host": host})
     pdf = HTML(string=html, base_url=request.build_absolute_uri("/")).write_pdf()
     response = HttpResponse(pdf, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="statement-{start}-{end}.pdf"'

@@ -4,25 +4,23 @@ from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 
+from finance import permissions, staff_actions
 from finance.errors import TransactionError
 from finance.models import WebhookEvent
 
-from .. import services
 from ..csv_export import stream_csv
 from .base import OperationsView
 
-NEEDS_ATTENTION = (WebhookEvent.Outcome.FLAGGED, WebhookEvent.Outcome.REJECTED)
-
 
 class WebhookInboxView(OperationsView):
-    permission_required = "finance.view_webhookevent"
+    permission_required = permissions.VIEW_WEBHOOKS
     page_title = "Webhook inbox"
     header_icon = "warning"
     template_name = "portal/webhooks.html"
 
     def events(self, show: str):
         events = WebhookEvent.objects.select_related("payment").order_by("-received_at", "-id")
-        return events.filter(outcome__in=NEEDS_ATTENTION) if show == "attention" else events
+        return events.filter(outcome__in=WebhookEvent.NEEDS_ATTENTION) if show == "attention" else events
 
     def get(self, request, *args, **kwargs):
         if request.GET.get("export") == "csv":
@@ -64,18 +62,18 @@ class WebhookInboxView(OperationsView):
             events=self.events(show)[:100],
             show=show,
             confirm=self.request.GET.get("confirm", ""),
-            can_replay=self.request.user.has_perm("finance.replay_webhookevent"),
+            can_replay=permissions.allows(self.request.user, permissions.REPLAY_WEBHOOK),
         )
         return context
 
 
 class WebhookReplayView(OperationsView):
-    permission_required = "finance.replay_webhookevent"
+    permission_required = permissions.REPLAY_WEBHOOK
 
     def post(self, request, pk):
         event = get_object_or_404(WebhookEvent, pk=pk)
         try:
-            replayed = services.replay_webhook(event=event, actor=request.user)
+            replayed = staff_actions.replay_webhook(event=event, actor=request.user)
         except TransactionError as error:
             messages.error(request, f"{event.provider} event {event.event_id} was not replayed: {error.message}")
         else:

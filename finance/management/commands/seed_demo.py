@@ -12,6 +12,7 @@ import random
 from datetime import date, timedelta
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
@@ -19,8 +20,8 @@ from django.db import connection, transaction
 from finance.models import BankAccount, Booking, Payment, Property
 from finance.money import round_money
 from finance.services import TransactionService
-from portal.models import User
 
+User = get_user_model()
 DEMO_PASSWORD = "stayafrica-demo"
 
 STAFF = [
@@ -175,17 +176,18 @@ def load_large_dataset(stdout) -> None:
         stdout.write("Large data set already loaded.")
         return
     stdout.write(f"Loading {LARGE_WALLETS:,} wallets and {LARGE_WALLETS * CREDITS_PER_WALLET * 2:,} journal entries...")
+    users = connection.ops.quote_name(User._meta.db_table)  # the AUTH_USER_MODEL's table
     currencies = "ARRAY[" + ",".join(f"'{c}'" for c in LARGE_CURRENCIES) + "]"
     statements = [
         # Hosts with unusable passwords: they exist for scale, not to sign in.
-        f"""INSERT INTO portal_user (password, is_superuser, username, first_name, last_name, email, is_staff,
+        f"""INSERT INTO {users} (password, is_superuser, username, first_name, last_name, email, is_staff,
                 is_active, date_joined, role, country)
             SELECT '!', false, 'bulk-host-' || n, 'Bulk', 'Host ' || n, 'bulk' || n || '@example.com', false,
                 true, now(), 'host', 'NG'
             FROM generate_series(1, {LARGE_WALLETS}) n""",
         f"""INSERT INTO finance_wallet (user_id, currency, status, balance, held_balance, created_at, updated_at)
             SELECT u.id, ({currencies})[1 + (u.id % {len(LARGE_CURRENCIES)})], 'active', 0, 0, now(), now()
-            FROM portal_user u WHERE u.username LIKE 'bulk-host-%%'""",
+            FROM {users} u WHERE u.username LIKE 'bulk-host-%%'""",
         # Five credits per wallet, spread over the last 90 days.
         f"""INSERT INTO finance_wallettransaction (reference, wallet_id, type, status, direction, amount, currency,
                 balance_after, description, metadata, created_at, updated_at)
@@ -195,7 +197,7 @@ def load_large_dataset(stdout) -> None:
                 now() - ((w.id + k * 17) % 90) * interval '1 day' - (k * interval '1 minute'),
                 now()
             FROM finance_wallet w CROSS JOIN generate_series(1, {CREDITS_PER_WALLET}) k
-            WHERE w.user_id IN (SELECT id FROM portal_user WHERE username LIKE 'bulk-host-%%')""",
+            WHERE w.user_id IN (SELECT id FROM {users} WHERE username LIKE 'bulk-host-%%')""",
         """INSERT INTO finance_ledgerentry (transaction_id, wallet_id, system_account, currency, amount, created_at)
             SELECT t.id, t.wallet_id, '', t.currency, t.amount, t.created_at
             FROM finance_wallettransaction t WHERE t.reference LIKE 'TXN-BULK%%'
@@ -207,11 +209,11 @@ def load_large_dataset(stdout) -> None:
             FROM (SELECT id, sum(amount) OVER (PARTITION BY wallet_id ORDER BY created_at, id) AS running
                   FROM finance_wallettransaction WHERE reference LIKE 'TXN-BULK%%') r
             WHERE t.id = r.id""",
-        """UPDATE finance_wallet w SET balance = s.total
+        f"""UPDATE finance_wallet w SET balance = s.total
             FROM (SELECT wallet_id, sum(amount) AS total FROM finance_ledgerentry
                   WHERE wallet_id IS NOT NULL GROUP BY wallet_id) s
             WHERE w.id = s.wallet_id
-              AND w.user_id IN (SELECT id FROM portal_user WHERE username LIKE 'bulk-host-%%')""",
+              AND w.user_id IN (SELECT id FROM {users} WHERE username LIKE 'bulk-host-%%')""",
         "ANALYZE",
     ]
     with transaction.atomic(), connection.cursor() as cursor:

@@ -1,0 +1,47 @@
+"""Who may do what: each staff ability is one Django permission, named here once.
+
+The roles (portal/roles.py) grant these permissions to groups. The staff actions
+(`finance.staff_actions`, `messaging.services`) refuse an actor without the permission,
+and the portal and the API ask `allows()` the same question to hide or refuse what a user
+may not do, so a rule cannot answer differently in two places.
+"""
+
+from .errors import PermissionDeniedError
+
+# Finance staff actions (money moves or is scheduled to move).
+COMPLETE_WITHDRAWAL = "finance.complete_withdrawal"
+FAIL_WITHDRAWAL = "finance.fail_withdrawal"
+REFUND_BOOKING = "finance.refund_booking"
+REVERSE_TRANSACTION = "finance.reverse_transaction"
+APPROVE_REQUEST = "finance.approve_request"
+REPLAY_WEBHOOK = "finance.replay_webhookevent"
+
+# Finance reading.
+VIEW_FINANCE_DASHBOARD = "finance.view_finance_dashboard"
+VIEW_APPROVALS = "finance.view_approvalrequest"
+VIEW_WALLETS = "finance.view_wallet"
+VIEW_TRANSACTIONS = "finance.view_wallettransaction"
+VIEW_WITHDRAWALS = "finance.view_withdrawal"
+VIEW_WEBHOOKS = "finance.view_webhookevent"
+
+# Messaging.
+SEND_BROADCAST = "messaging.send_broadcast"
+VIEW_MESSAGING_STATS = "messaging.view_messaging_stats"
+
+# The audit log page belongs to the portal.
+VIEW_AUDIT_LOG = "portal.view_audit_log"
+
+
+def allows(user, *permissions: str) -> bool:
+    """True when `user` is signed in, active and holds every one of `permissions`."""
+    if user is None or not getattr(user, "is_active", False):
+        return False
+    return all(user.has_perm(permission) for permission in permissions)
+
+
+def require(actor, permission: str) -> None:
+    """Refuse a missing actor or one without `permission` (PermissionDeniedError, 403)."""
+    if actor is None:
+        raise PermissionDeniedError("A staff action needs a signed-in person to perform it.")
+    if not allows(actor, permission):
+        raise PermissionDeniedError(f"You do not have permission for this action ({permission}).")

@@ -1,0 +1,251 @@
+"""Staff actions on money: permission, four-eyes, the money service and the audit entry.
+
+One function per action, named verb_noun, in the manner of Zulip's `zerver/actions/`.
+Each refuses an actor without the action's permission (`finance.permissions`), runs the
+`TransactionService` operation and writes its Wagtail audit entry in one transaction, so
+the action and its record commit or roll back together. The portal's views and the REST
+API both call these; neither moves money any other way.
+
+A completion or refund above the approval threshold, and every reversal, is not carried
+out here but filed as an `ApprovalRequest` (`finance.approvals`); `approve_request` carries
+it out once a second person approves.
+"""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from wagtail.log_actions import log
+
+from . import approvals, permissions
+from .audit import log_once, money_data
+from .errors import InvalidStateError, require_reason
+from .models import ApprovalRequest, Booking, WalletTransaction, Withdrawal
+from .money import parse_amount
+from .services import TransactionService
+
+
+@dataclass
+class Outcome:
+    """What a staff action did: moved money (`result`) or asked for approval (`approval`)."""
+
+    result: object = None
+    approval: ApprovalRequest | None = None
+
+    @property
+    def needs_approval(self) -> bool:
+        return self.approval is not None
+
+
+# --- withdrawals ------------------------------------------------------------------------
+
+
+def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, approved_by=None) -> Outcome:
+    """Pay out a withdrawal, or file it for approval when it is above the threshold.
+
+    `approved_by` is set only by `approve_request`, which has checked the second person."""
+    permissions.require(actor, permissions.COMPLETE_WITHDRAWAL)
+    if approved_by is None and approvals.needs_approval(withdrawal.amount, withdrawal.currency):
+        return Outcome(
+            approval=approvals.file_request(
+                kind=ApprovalRequest.Kind.WITHDRAWAL,
+                actor=actor,
+                amount=withdrawal.amount,
+                currency=withdrawal.currency,
+                withdrawal=withdrawal,
+                idempotency_key=idempotency_key,
+            )
+        )
+    with transaction.atomic():
+        done = TransactionService.complete_withdrawal(withdrawal, idempotency_key=idempotency_key, actor=actor)
+        log_once(
+            done,
+            "stayafrica.withdrawal.complete",
+            actor=approved_by or actor,
+            key=idempotency_key,
+            data=money_data(done.amount, done.currency, reference=done.reference, requested_by=actor),
+        )
+    return Outcome(result=done)
+
+
+def fail_withdrawal(*, withdrawal: Withdrawal, actor, reason: str, idempotency_key: str) -> Outcome:
+    """Fail a withdrawal with a reason: the held amount returns to the host's available balance."""
+    permissions.require(actor, permissions.FAIL_WITHDRAWAL)
+    reason = require_reason(reason, "Say why the withdrawal failed; the host and the audit log see it.")
+    with transaction.atomic():
+        done = TransactionService.fail_withdrawal(withdrawal, reason, idempotency_key=idempotency_key, actor=actor)
+        log_once(
+            done,
+            "stayafrica.withdrawal.fail",
+            actor=actor,
+            key=idempotency_key,
+            data=money_data(done.amount, done.currency, reference=done.reference, reason=reason),
+        )
+    return Outcome(result=done)
+
+
+# --- refunds and reversals ----------------------------------------------------------------
+
+
+def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_key: str, approved_by=None) -> Outcome:
+    """Refund part or all of a booking's payment, or file it for approval above the threshold."""
+    permissions.require(actor, permissions.REFUND_BOOKING)
+    reason = require_reason(reason, "Give a reason for the refund; it goes in the audit log.")
+    amount = parse_amount(amount, booking.currency)
+    if approved_by is None and approvals.needs_approval(amount, booking.currency):
+        return Outcome(
+            approval=approvals.file_request(
+                kind=ApprovalRequest.Kind.REFUND,
+                actor=actor,
+                amount=amount,
+                currency=booking.currency,
+                booking=booking,
+                reason=reason,
+                idempotency_key=idempotency_key,
+            )
+        )
+    with transaction.atomic():
+        txn = TransactionService.process_refund(booking, amount, reason, idempotency_key=idempotency_key, actor=actor)
+        log_once(
+            booking,
+            "stayafrica.refund",
+            actor=approved_by or actor,
+            key=idempotency_key,
+            data=money_data(amount, booking.currency, reference=txn.reference, reason=reason, requested_by=actor),
+        )
+    return Outcome(result=txn)
+
+
+def can_be_reversed(txn: WalletTransaction) -> bool:
+    """Only a completed transaction that is not itself a reversal can be reversed."""
+    return txn.status == WalletTransaction.Status.COMPLETED and txn.type != WalletTransaction.Type.REVERSAL
+
+
+def request_reversal(*, txn: WalletTransaction, reason: str, actor, idempotency_key: str) -> Outcome:
+    """A reversal always needs a second approver: this only files the request."""
+    permissions.require(actor, permissions.REVERSE_TRANSACTION)
+    reason = require_reason(reason, "Give a reason for the reversal; it goes in the audit log.")
+    if not can_be_reversed(txn):
+        raise InvalidStateError(f"{txn.reference} is {txn.get_status_display().lower()}: it cannot be reversed.")
+    return Outcome(
+        approval=approvals.file_request(
+            kind=ApprovalRequest.Kind.REVERSAL,
+            actor=actor,
+            amount=txn.amount,
+            currency=txn.currency,
+            transaction=txn,
+            reason=reason,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+# --- four-eyes decisions -------------------------------------------------------------------
+
+
+def approve_request(*, request: ApprovalRequest, actor, note: str = "") -> ApprovalRequest:
+    """Approve and carry out the request, as one transaction. The requester cannot approve.
+
+    The action runs as its requester (whose permission is checked again: it may have been
+    withdrawn since), with the approver recorded in the audit entry."""
+    permissions.require(actor, permissions.APPROVE_REQUEST)
+    with transaction.atomic():
+        request = approvals.lock_for_decision(request, actor)
+        reference = _carry_out(request, approver=actor)
+        approvals.record_decision(
+            request, status=ApprovalRequest.Status.APPROVED, actor=actor, note=note, reference=reference
+        )
+        log(
+            request,
+            "stayafrica.approval.approve",
+            user=actor,
+            data=money_data(request.amount, request.currency, kind=request.kind, reference=reference, note=note),
+        )
+    return request
+
+
+def reject_request(*, request: ApprovalRequest, actor, note: str) -> ApprovalRequest:
+    """Reject the request with a note; nothing moves."""
+    permissions.require(actor, permissions.APPROVE_REQUEST)
+    note = require_reason(note, "Say why the request is rejected.", field="note")
+    with transaction.atomic():
+        request = approvals.lock_for_decision(request, actor)
+        approvals.record_decision(request, status=ApprovalRequest.Status.REJECTED, actor=actor, note=note)
+        log(
+            request,
+            "stayafrica.approval.reject",
+            user=actor,
+            data=money_data(request.amount, request.currency, kind=request.kind, note=note),
+        )
+    return request
+
+
+def _carry_out(request: ApprovalRequest, *, approver) -> str:
+    """Run the approved action as its requester; return the reference of what it moved."""
+    requester = request.requested_by
+    key = f"approval-{request.pk}"
+    if request.kind == ApprovalRequest.Kind.REVERSAL:
+        return _reverse(request, requester=requester, approver=approver, key=key).reference
+    if request.kind == ApprovalRequest.Kind.WITHDRAWAL:
+        outcome = complete_withdrawal(
+            withdrawal=request.withdrawal, actor=requester, idempotency_key=key, approved_by=approver
+        )
+        return outcome.result.reference
+    outcome = refund_booking(
+        booking=request.booking,
+        amount=request.amount,
+        reason=request.reason,
+        actor=requester,
+        idempotency_key=key,
+        approved_by=approver,
+    )
+    return outcome.result.reference
+
+
+def _reverse(request: ApprovalRequest, *, requester, approver, key: str) -> WalletTransaction:
+    permissions.require(requester, permissions.REVERSE_TRANSACTION)
+    original = request.transaction
+    reversal = TransactionService.reverse_transaction(
+        original.reference, request.reason, idempotency_key=key, actor=requester
+    )
+    log_once(
+        original,
+        "stayafrica.reversal",
+        actor=approver,
+        key=key,
+        data=money_data(
+            request.amount,
+            request.currency,
+            reference=reversal.reference,
+            reverses=original.reference,
+            reason=request.reason,
+            requested_by=requester,
+        ),
+    )
+    return reversal
+
+
+# --- webhook inbox ------------------------------------------------------------------------------
+
+
+def replay_webhook(*, event, actor):
+    """Apply a flagged or rejected provider event again, with its audit entry in the same transaction."""
+    from .payments import replay_webhook as apply_again
+
+    permissions.require(actor, permissions.REPLAY_WEBHOOK)
+    with transaction.atomic():
+        replayed = apply_again(event.pk, actor=actor)
+        payment = replayed.payment
+        log(
+            replayed,
+            "stayafrica.webhook.replay",
+            user=actor,
+            data={
+                "provider": replayed.provider,
+                "event_id": replayed.event_id,
+                "outcome": replayed.outcome,
+                "reason": replayed.reason,
+                "amount": str(payment.amount) if payment else "",
+                "currency": payment.currency if payment else "",
+            },
+        )
+    return replayed
