@@ -113,7 +113,7 @@ def erlang_node(live_server):
     """The real Erlang messaging service, persisting into the live test server."""
     from django.conf import settings as django_settings
 
-    from messaging.testing import ErlangNode
+    from testing.erlang_node import ErlangNode
 
     node = ErlangNode(django_url=live_server.url, secret=django_settings.MESSAGING_SHARED_SECRET).start()
     yield node

@@ -66,7 +66,7 @@ class ErlangMessagingClient:
             self._local.session = session
         return session
 
-    # --- the seed design's calls ---------------------------------------------------------------
+    # --- the contract: the calls Django code makes --------------------------------------------
 
     def send_message(
         self, conversation_id, sender_id, receiver_id, text, priority="normal", *, message_id=None

@@ -1,7 +1,6 @@
 """The whole payment path over real HTTP: guest pays through the sandbox provider, which
 posts itself a signed webhook; the host is paid, withdraws, and finance completes it."""
 
-import time
 from decimal import Decimal
 
 import pytest
@@ -11,21 +10,13 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 
 from finance.models import BankAccount, Booking
+from testing.waiting import wait_until
 
 
 def api(live_server, user):
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {Token.objects.get_or_create(user=user)[0].key}"
     return lambda method, path, **kw: session.request(method, f"{live_server.url}/api/payments{path}", timeout=10, **kw)
-
-
-def wait_until(condition, seconds=15.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.mark.django_db(transaction=True)
@@ -43,8 +34,8 @@ def test_guest_pays_host_is_credited_withdraws_and_finance_completes(
     assert paying.status_code == 201, paying.text
     assert paying.json()["provider"] == "sandbox"
 
-    assert wait_until(lambda: Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED)
-    assert wait_until(lambda: len(mail.outbox) == 1)
+    assert wait_until(lambda: Booking.objects.get(pk=booking.pk).status == Booking.Status.CONFIRMED, seconds=15)
+    assert wait_until(lambda: len(mail.outbox) == 1, seconds=15)
     assert mail.outbox[0].to == [guest.email]
     assert paying.json()["reference"] in mail.outbox[0].subject
 

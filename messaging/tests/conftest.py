@@ -1,7 +1,7 @@
 import pytest
 from django.conf import settings as django_settings
 
-from messaging.testing import ErlangNode
+from testing.erlang_node import ErlangNode
 
 
 @pytest.fixture(scope="session")

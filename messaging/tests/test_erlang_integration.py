@@ -10,18 +10,10 @@ from rest_framework.test import APIClient
 from messaging.erlang import ErlangMessagingClient, ErlangUnavailable, erlang_client
 from messaging.models import Broadcast, Conversation, Message
 from messaging.services import create_broadcast
-from messaging.testing import ErlangNode, free_port
+from testing.erlang_node import ErlangNode, free_port
+from testing.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def wait_until(condition, seconds=10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture

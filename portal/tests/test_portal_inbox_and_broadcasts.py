@@ -10,7 +10,7 @@ from wagtail.models import ModelLogEntry
 
 from finance.models import Payment, WebhookEvent
 from messaging.models import Broadcast, Message
-from messaging.testing import free_port
+from testing.erlang_node import free_port
 
 pytestmark = pytest.mark.django_db
 

@@ -6,10 +6,11 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import requests
+
+from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START_SCRIPT = ROOT / "erlang_messaging" / "bin" / "messaging-start"
@@ -45,18 +46,18 @@ class ErlangNode:
             raise RuntimeError(f"{START_SCRIPT} is missing: build the Erlang service with `make erlang-build`.")
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([str(START_SCRIPT)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"The Erlang node exited at start:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{self.url}/health", timeout=0.5).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"The Erlang node did not answer /health within {timeout} s.")
+        if not wait_until(self._answers_health, seconds=timeout, interval=0.1):
+            self.stop()
+            raise RuntimeError(f"The Erlang node did not answer /health within {timeout} s.")
+        return self
+
+    def _answers_health(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"The Erlang node exited at start:\n{self.log_path.read_text()[-3000:]}")
+        try:
+            return requests.get(f"{self.url}/health", timeout=0.5).status_code == 200
+        except requests.RequestException:
+            return False
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (a clean stop), then SIGKILL if it lingers. Only our own process."""
