@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timezone import template_localtime
 
-from finance import permissions
+from finance import permissions, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 
@@ -63,8 +63,8 @@ class TransactionTable(tables.Table):
     status = tables.Column()
     amount = tables.Column(attrs={"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
     balance_after = MoneyColumn(verbose_name="Balance after")
-    # The markup of portal/includes/transaction_actions.html, rendered here: a TemplateColumn renders
-    # a template with every context processor once per row, the biggest cost of the list's page.
+    # Rendered by render_actions, not a TemplateColumn: a TemplateColumn renders a template with
+    # every context processor once per row, the biggest cost of the list's page.
     actions = tables.Column(empty_values=(), verbose_name="Actions", orderable=False)
 
     class Meta:
@@ -77,7 +77,7 @@ class TransactionTable(tables.Table):
         return f"{sign}{format_money(value, record.currency)}"
 
     def render_actions(self, record):
-        if record.status == "completed" and record.type != "reversal" and self.can_reverse:
+        if self.can_reverse and staff_actions.can_be_reversed(record):
             return format_html(
                 '\n<a class="button button-small button-secondary" href="{}" aria-label="Reverse {}">Reverse</a>\n\n',
                 reverse("ops_transactions:reverse", args=[record.reference]),
