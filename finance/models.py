@@ -204,6 +204,10 @@ class BankAccount(models.Model):
     def __str__(self):
         return f"{self.bank_name} {self.masked_account_number}"
 
+    def takes(self, currency: str) -> bool:
+        """Whether a payout in `currency` can go to this account (one without a currency takes any)."""
+        return not self.currency or self.currency == currency
+
     @property
     def masked_account_number(self) -> str:
         return f"•••• {self.account_number_last4}"
