@@ -24,8 +24,8 @@ DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-cl
 PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
 TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
 
-.PHONY: run test setup debian-packages python-packages node-packages postgres migrate demo-data \
-	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve clean
+.PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
+	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve clean lock
 
 setup: debian-packages python-packages node-packages erlang-build
 
@@ -50,6 +50,37 @@ $(STAMPS)/python: requirements.txt
 	@mkdir -p $(STAMPS) && touch $@
 
 python-packages: $(STAMPS)/python
+
+# Test, lint and benchmark tools (requirements-dev.txt = the runtime set + those), for the
+# targets that need them; `make run` never installs them. Re-runs when either lock changes.
+$(STAMPS)/python-dev: requirements-dev.txt $(STAMPS)/python
+	@echo "==> Installing Python test and lint tools into $(VENV)"
+	@$(PY) -m pip install -q -r requirements-dev.txt 2>&1 | { grep -v '^WARNING: Location' || true; }
+	@mkdir -p $(STAMPS) && touch $@
+
+python-dev-packages: $(STAMPS)/python-dev
+
+# Regenerates both hashed lock files from requirements.in and requirements-dev.in. uv resolves
+# (fast, and hashes every file PyPI has for a pinned release, so pip's --require-hashes mode
+# accepts whichever wheel a machine picks); it lives in its own venv at a pinned version, not
+# in the project's. It keeps the versions already in the locks: to move one, change its pin in
+# the .in file, or pass LOCK_ARGS='--upgrade-package NAME'. The dev lock is constrained by the
+# runtime lock, so both pin every shared package alike. Resolved for this machine's python3,
+# the interpreter .venv is made from.
+UV_VERSION := 0.13.9
+LOCK_TOOLS := $(VENV)/.lock-tools
+UV_COMPILE := $(LOCK_TOOLS)/bin/uv pip compile --quiet --generate-hashes --python python3 \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+
+$(STAMPS)/uv-$(UV_VERSION):
+	@test -x $(LOCK_TOOLS)/bin/python || python3 -m venv $(LOCK_TOOLS)
+	@$(LOCK_TOOLS)/bin/python -m pip install -q uv==$(UV_VERSION) 2>&1 | { grep -v '^WARNING: Location' || true; }
+	@mkdir -p $(STAMPS) && touch $@
+
+lock: $(STAMPS)/uv-$(UV_VERSION)
+	@echo "==> Compiling requirements.txt and requirements-dev.txt (uv $(UV_VERSION), with hashes)"
+	@$(UV_COMPILE) requirements.in -o requirements.txt
+	@$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
 
 $(STAMPS)/node: package.json package-lock.json
 	@echo "==> Installing front-end packages (npm)"
@@ -89,16 +120,16 @@ serve:
 	trap 'kill $$messaging_pid 2>/dev/null' EXIT INT TERM; \
 	DJANGO_API_URL=http://127.0.0.1:8000 $(PY) manage.py runserver 127.0.0.1:8000
 
-lint: python-packages
+lint: python-dev-packages
 	@echo "==> ruff check / ruff format --check"
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 
-test-python: setup postgres
+test-python: setup postgres python-dev-packages
 	@echo "==> Django test suites on PostgreSQL"
 	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest finance messaging portal
 
-test-e2e: setup postgres
+test-e2e: setup postgres python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"
 	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest e2e
 
@@ -113,10 +144,11 @@ test-sqlite: python-packages
 
 test: setup lint test-python test-sqlite erlang-test test-e2e
 
-bench-ledger: setup postgres
+# Benchmarks are developer runs: they get the same environment as the tests.
+bench-ledger: setup postgres python-dev-packages
 	@DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/ledger.py
 
-bench-portal: setup postgres
+bench-portal: setup postgres python-dev-packages
 	@DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/portal.py
 
 clean:

@@ -56,7 +56,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
-    "django.contrib.admin",
+    "portal.admin_site.PortalAdminConfig",  # django.contrib.admin, every model read-only
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

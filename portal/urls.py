@@ -8,7 +8,7 @@ from finance.api.errors import api_not_found, api_server_error
 
 urlpatterns = [
     path("admin/", include(wagtailadmin_urls)),
-    # Django's own admin stays available to superusers; the portal lives in Wagtail's.
+    # Django's own admin stays available to superusers, read-only (portal/admin_site.py); the portal lives in Wagtail's.
     path("django-admin/", django_admin.site.urls),
     path("api/payments/", include("finance.api.urls")),
     path("api/messaging/", include("messaging.urls")),
