@@ -17,8 +17,6 @@ after each operation in the same thread, so `wallet.balance` is current without 
 """
 
 import functools
-import hashlib
-import json
 import logging
 import threading
 import weakref
@@ -29,7 +27,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from . import db, ledger
+from . import db, idempotency, ledger
 from .errors import (
     AlreadyReversedError,
     BelowMinimumWithdrawalError,
@@ -49,7 +47,6 @@ from .ledger import NEW_TRANSACTION
 from .models import (
     BankAccount,
     Booking,
-    IdempotencyRecord,
     Payment,
     SystemAccount,
     Wallet,
@@ -164,38 +161,6 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
-def _fingerprint(operation: str, params: dict) -> str:
-    canonical = json.dumps({"op": operation, **{k: str(v) for k, v in params.items()}}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _claim_idempotency_key(key: str | None, operation: str, params: dict):
-    """Return (record, previous_result). previous_result is set when this is a replay.
-
-    The key row is inserted first: a concurrent caller with the same key waits on the
-    unique index until the first commits, then sees its result.
-    """
-    if not key:
-        return None, None
-    fingerprint = _fingerprint(operation, params)
-    try:
-        with transaction.atomic():
-            record = IdempotencyRecord.objects.create(key=key, operation=operation, fingerprint=fingerprint)
-        return record, None
-    except IntegrityError:
-        record = IdempotencyRecord.objects.select_related("transaction", "withdrawal").get(key=key, operation=operation)
-    if record.fingerprint != fingerprint:
-        raise IdempotencyConflictError("This idempotency key was already used with different parameters.")
-    return record, record.withdrawal or record.transaction
-
-
-def _remember(record: IdempotencyRecord | None, *, transaction=None, withdrawal=None) -> None:
-    if record is not None:
-        record.transaction = transaction
-        record.withdrawal = withdrawal
-        record.save(update_fields=["transaction", "withdrawal"])
-
-
 def _with_wallet(result, wallet: Wallet):
     """Attach the up-to-date wallet so callers (and the tracked objects) see the new balance."""
     result.wallet = wallet
@@ -235,7 +200,7 @@ class TransactionService:
     ) -> WalletTransaction:
         """Add money to a wallet, taken from a system account (manual adjustments by default)."""
         amount = parse_amount(amount, wallet.currency)
-        record, previous = _claim_idempotency_key(
+        record, previous = idempotency.claim(
             idempotency_key, "credit", {"wallet": wallet.pk, "amount": amount, "source": source}
         )
         if previous:
@@ -251,7 +216,7 @@ class TransactionService:
             metadata=metadata,
             actor=actor,
         )
-        _remember(record, transaction=txn)
+        idempotency.remember(record, transaction=txn)
         return txn
 
     @staticmethod
@@ -268,7 +233,7 @@ class TransactionService:
     ) -> WalletTransaction:
         """Take money out of a wallet's available balance, into a system account."""
         amount = parse_amount(amount, wallet.currency)
-        record, previous = _claim_idempotency_key(
+        record, previous = idempotency.claim(
             idempotency_key, "debit", {"wallet": wallet.pk, "amount": amount, "destination": destination}
         )
         if previous:
@@ -284,7 +249,7 @@ class TransactionService:
             metadata=metadata,
             actor=actor,
         )
-        _remember(record, transaction=txn)
+        idempotency.remember(record, transaction=txn)
         return txn
 
     # --- reversals -------------------------------------------------------------------
@@ -296,9 +261,7 @@ class TransactionService:
     ) -> WalletTransaction:
         """Post compensating entries for a completed transaction and mark it reversed."""
         _require_permission(actor, "finance.reverse_transaction")
-        record, previous = _claim_idempotency_key(
-            idempotency_key, "reverse", {"reference": txn_reference, "reason": reason}
-        )
+        record, previous = idempotency.claim(idempotency_key, "reverse", {"reference": txn_reference, "reason": reason})
         if previous:
             return previous
         original, payment = _lock_for_reversal(txn_reference)
@@ -333,7 +296,7 @@ class TransactionService:
             _restore_refundable(payment, original)
         elif original.type == Type.BOOKING_PAYMENT:
             Booking.objects.filter(pk=original.booking_id).update(status=Booking.Status.CANCELLED)
-        _remember(record, transaction=txn)
+        idempotency.remember(record, transaction=txn)
         return txn
 
     # --- bookings --------------------------------------------------------------------
@@ -356,13 +319,13 @@ class TransactionService:
         careful path decides what to do.
         """
         if idempotency_key:
-            record, previous = _claim_idempotency_key(
+            record, previous = idempotency.claim(
                 idempotency_key, "payout", {"booking": booking.pk, "payment": payment.pk}
             )
             if previous:
                 return previous
             txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
-            _remember(record, transaction=txn)
+            idempotency.remember(record, transaction=txn)
             return txn
         if ledger.posts_in_one_statement():
             try:
@@ -394,7 +357,7 @@ class TransactionService:
         """Refund the guest part or all of what they paid; commission is clawed back in proportion."""
         _require_permission(actor, "finance.refund_booking")
         amount = parse_amount(amount, booking.currency)
-        record, previous = _claim_idempotency_key(
+        record, previous = idempotency.claim(
             idempotency_key, "refund", {"booking": booking.pk, "amount": amount, "reason": reason}
         )
         if previous:
@@ -456,7 +419,7 @@ class TransactionService:
             reason=reason,
             related_updates=related,
         )
-        _remember(record, transaction=txn)
+        idempotency.remember(record, transaction=txn)
         return txn
 
     # --- withdrawals -----------------------------------------------------------------
@@ -468,7 +431,7 @@ class TransactionService:
     ) -> Withdrawal:
         """Hold `amount` of the wallet's available balance for a payout to the bank account."""
         amount = parse_amount(amount, wallet.currency)
-        record, previous = _claim_idempotency_key(
+        record, previous = idempotency.claim(
             idempotency_key, "withdraw", {"wallet": wallet.pk, "bank": bank_account.pk, "amount": amount}
         )
         if previous:
@@ -499,7 +462,7 @@ class TransactionService:
         withdrawal = Withdrawal.objects.create(
             wallet=txn.wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
         )
-        _remember(record, withdrawal=withdrawal)
+        idempotency.remember(record, withdrawal=withdrawal)
         return _with_wallet(withdrawal, txn.wallet)
 
     @staticmethod
@@ -507,7 +470,7 @@ class TransactionService:
     def complete_withdrawal(withdrawal: Withdrawal, *, idempotency_key: str | None = None, actor=None) -> Withdrawal:
         """Settle the held funds to payouts in transit. Resolves the withdrawal once."""
         _require_permission(actor, "finance.complete_withdrawal")
-        record, previous = _claim_idempotency_key(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
+        record, previous = idempotency.claim(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
         if previous:
             return previous
         withdrawal = _lock_open_withdrawal(withdrawal.pk)
@@ -518,7 +481,7 @@ class TransactionService:
             balance_delta=-withdrawal.amount,
             legs=[(SystemAccount.PAYOUTS_IN_TRANSIT, withdrawal.amount)],
         )
-        _remember(record, withdrawal=withdrawal)
+        idempotency.remember(record, withdrawal=withdrawal)
         return withdrawal
 
     @staticmethod
@@ -529,16 +492,14 @@ class TransactionService:
         """Release the held funds back to available. Resolves the withdrawal once."""
         _require_permission(actor, "finance.fail_withdrawal")
         reason = _require_reason(reason)
-        record, previous = _claim_idempotency_key(
-            idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason}
-        )
+        record, previous = idempotency.claim(idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason})
         if previous:
             return previous
         withdrawal = _lock_open_withdrawal(withdrawal.pk)
         withdrawal.status = Withdrawal.Status.FAILED
         withdrawal.failure_reason = reason
         withdrawal = _resolve_withdrawal(withdrawal, actor, reason=reason)
-        _remember(record, withdrawal=withdrawal)
+        idempotency.remember(record, withdrawal=withdrawal)
         return withdrawal
 
 
