@@ -24,10 +24,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import db, idempotency, ledger
+from . import idempotency, ledger
 from .errors import (
     AlreadyReversedError,
     BelowMinimumWithdrawalError,
@@ -329,11 +329,11 @@ class TransactionService:
             return txn
         if ledger.posts_in_one_statement():
             try:
-                return _post_payout(booking, payment, actor, guard=_payout_guard(booking, payment))
+                return _post_payout(booking, payment, actor, guard=ledger.payout_guard(booking, payment))
             except ledger.GuardFailed:
                 pass
         with transaction.atomic():
-            payment = _lock_payment_for_payout(payment.pk)
+            payment = ledger.lock_payment_for_payout(payment.pk)
             if payment.ledger_transaction_id:
                 return WalletTransaction.objects.select_related("wallet").get(pk=payment.ledger_transaction_id)
             if payment.booking_id != booking.pk:
@@ -562,67 +562,6 @@ def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guar
             (Booking, booking.pk, {"status": Booking.Status.CONFIRMED}, {"status": Booking.Status.PENDING}),
         ],
     )
-
-
-PAYOUT_GUARD = """
-    SELECT pr.host_id AS owner_id
-      FROM finance_payment p
-      JOIN finance_booking b ON b.id = p.booking_id
-      JOIN finance_property pr ON pr.id = b.rental_property_id
-     WHERE p.id = %s AND p.booking_id = %s AND p.reference = %s AND p.provider = %s
-       AND p.ledger_transaction_id IS NULL AND p.status IN ('pending', 'success')
-       AND p.amount = %s AND p.currency = %s
-       AND b.grand_total = %s AND b.commission_fee = %s AND b.currency = %s
-       FOR UPDATE OF p"""
-
-
-def _payout_guard(booking: Booking, payment: Payment) -> ledger.Guard:
-    """The careful path's checks, as SQL, on the caller's view of the booking and payment."""
-    params = [payment.pk, booking.pk, payment.reference, payment.provider, booking.grand_total, booking.currency]
-    params += [booking.grand_total, booking.commission_fee, booking.currency]
-    return ledger.Guard(PAYOUT_GUARD, params, booking.currency)
-
-
-# One statement locks the payment and reads what a payout needs, the host's wallet
-# included: booking payments are the hottest path, and the ORM would take three queries.
-PAYMENT_FOR_PAYOUT = """
-    SELECT p.reference, p.booking_id, p.provider, p.amount, p.currency, p.status, p.ledger_transaction_id,
-           b.grand_total, b.commission_fee, b.currency, b.status, pr.host_id,
-           (SELECT w.id FROM finance_wallet w WHERE w.user_id = pr.host_id AND w.currency = b.currency)
-      FROM finance_payment p
-      JOIN finance_booking b ON b.id = p.booking_id
-      JOIN finance_property pr ON pr.id = b.rental_property_id
-     WHERE p.id = %s"""
-
-
-def _lock_payment_for_payout(payment_id: int) -> Payment:
-    """Lock the payment (FOR UPDATE; SQLite locks the whole database on write instead)."""
-    lock = " FOR UPDATE OF p" if connection.vendor == "postgresql" else ""
-    row = db.fetch_one(PAYMENT_FOR_PAYOUT + lock, [payment_id])
-    if row is None:
-        raise NotFoundError("Payment not found.")
-    reference, booking_id, provider, amount, currency, status, ledger_txn_id, *booking_row = row
-    grand_total, commission_fee, booking_currency, booking_status, host_id, host_wallet_id = booking_row
-    amount, grand_total, commission_fee = db.money(amount), db.money(grand_total), db.money(commission_fee)
-    booking = Booking(
-        pk=booking_id,
-        grand_total=grand_total,
-        commission_fee=commission_fee,
-        currency=booking_currency,
-        status=booking_status,
-    )
-    payment = Payment(
-        pk=payment_id,
-        reference=reference,
-        booking=booking,
-        provider=provider,
-        amount=amount,
-        currency=currency,
-        status=status,
-        ledger_transaction_id=ledger_txn_id,
-    )
-    payment.host_id, payment.host_wallet_id = host_id, host_wallet_id
-    return payment
 
 
 def _host_wallet(payment: Payment) -> Wallet:
