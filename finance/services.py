@@ -199,25 +199,16 @@ class TransactionService:
         actor=None,
     ) -> WalletTransaction:
         """Add money to a wallet, taken from a system account (manual adjustments by default)."""
-        amount = parse_amount(amount, wallet.currency)
-        record, previous = idempotency.claim(
-            idempotency_key, "credit", {"wallet": wallet.pk, "amount": amount, "source": source}
-        )
-        if previous:
-            return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
-        txn = ledger.post_movement(
-            wallet=wallet,
-            type=Type.CREDIT,
-            direction=Direction.IN,
-            amount=amount,
-            balance_delta=amount,
-            legs=[(source, -amount)],
-            description=description or "Credit",
+        return _adjust(
+            wallet,
+            amount,
+            credit=True,
+            account=source,
+            description=description,
             metadata=metadata,
+            idempotency_key=idempotency_key,
             actor=actor,
         )
-        idempotency.remember(record, transaction=txn)
-        return txn
 
     @staticmethod
     @_money_operation("debit_wallet", single_statement=True)
@@ -232,25 +223,16 @@ class TransactionService:
         actor=None,
     ) -> WalletTransaction:
         """Take money out of a wallet's available balance, into a system account."""
-        amount = parse_amount(amount, wallet.currency)
-        record, previous = idempotency.claim(
-            idempotency_key, "debit", {"wallet": wallet.pk, "amount": amount, "destination": destination}
-        )
-        if previous:
-            return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
-        txn = ledger.post_movement(
-            wallet=wallet,
-            type=Type.DEBIT,
-            direction=Direction.OUT,
-            amount=amount,
-            balance_delta=-amount,
-            legs=[(destination, amount)],
-            description=description or "Debit",
+        return _adjust(
+            wallet,
+            amount,
+            credit=False,
+            account=destination,
+            description=description,
             metadata=metadata,
+            idempotency_key=idempotency_key,
             actor=actor,
         )
-        idempotency.remember(record, transaction=txn)
-        return txn
 
     # --- reversals -------------------------------------------------------------------
 
@@ -501,6 +483,34 @@ class TransactionService:
         withdrawal = _resolve_withdrawal(withdrawal, actor, reason=reason)
         idempotency.remember(record, withdrawal=withdrawal)
         return withdrawal
+
+
+def _adjust(
+    wallet: Wallet, amount, *, credit: bool, account: str, description: str, metadata, idempotency_key, actor
+) -> WalletTransaction:
+    """credit_wallet and debit_wallet: move `amount` between `wallet` and the system
+    account `account`, into the wallet when `credit`, out of its available balance if not."""
+    amount = parse_amount(amount, wallet.currency)
+    operation, account_param = ("credit", "source") if credit else ("debit", "destination")
+    record, previous = idempotency.claim(
+        idempotency_key, operation, {"wallet": wallet.pk, "amount": amount, account_param: account}
+    )
+    if previous:
+        return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
+    delta = amount if credit else -amount
+    txn = ledger.post_movement(
+        wallet=wallet,
+        type=Type.CREDIT if credit else Type.DEBIT,
+        direction=Direction.IN if credit else Direction.OUT,
+        amount=amount,
+        balance_delta=delta,
+        legs=[(account, -delta)],
+        description=description or ("Credit" if credit else "Debit"),
+        metadata=metadata,
+        actor=actor,
+    )
+    idempotency.remember(record, transaction=txn)
+    return txn
 
 
 def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(0), legs=(), reason="") -> Withdrawal:
