@@ -11,9 +11,11 @@ Each public operation is one database transaction that
      (active, available never negative) and updated by the same conditional UPDATE
      that locks it, then the journal legs and the audit record are written.
 
-Wallet objects handed to or returned by the service are kept in step with the database
-after each operation in the same thread, so `wallet.balance` is current without a
-`refresh_from_db()`.
+An operation handed a wallet object (credit_wallet, debit_wallet, initiate_withdrawal,
+or complete/fail_withdrawal through `withdrawal.wallet`) copies the new balance, held
+balance, status and updated_at onto that object, so `wallet.balance` is current without
+a `refresh_from_db()`; each says so in its docstring. reverse_transaction, handed only
+a reference, updates the wallet objects this thread handed to those operations.
 """
 
 import functools
@@ -79,27 +81,6 @@ Status = WalletTransaction.Status
 Direction = WalletTransaction.Direction
 
 
-# --- keeping handed-out wallet objects current -----------------------------------------
-
-_live = threading.local()
-
-
-def _track(wallet: Wallet) -> Wallet:
-    registry = getattr(_live, "wallets", None)
-    if registry is None:
-        registry = _live.wallets = {}
-    registry.setdefault(wallet.pk, weakref.WeakSet()).add(wallet)
-    return wallet
-
-
-def _sync_tracked(fresh: Wallet) -> None:
-    for instance in getattr(_live, "wallets", {}).get(fresh.pk, ()):
-        instance.balance = fresh.balance
-        instance.held_balance = fresh.held_balance
-        instance.status = fresh.status
-        instance.updated_at = fresh.updated_at
-
-
 # --- the operation wrapper ---------------------------------------------------------------
 
 
@@ -118,9 +99,6 @@ def _money_operation(name: str, *, single_statement: bool = False):
     def decorate(func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            for value in (*args, *kwargs.values()):
-                if isinstance(value, Wallet):
-                    _track(value)
             one_statement = single_statement and ledger.posts_in_one_statement() and not kwargs.get("idempotency_key")
             try:
                 if one_statement:
@@ -134,9 +112,6 @@ def _money_operation(name: str, *, single_statement: bool = False):
             except Exception:
                 logger.error("%s failed unexpectedly", name, exc_info=True)
                 raise
-            touched = getattr(result, "wallet", None)
-            if isinstance(touched, Wallet):
-                _sync_tracked(touched)
             logger.info("%s succeeded: %s", name, getattr(result, "reference", result))
             return result
 
@@ -161,10 +136,40 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
-def _with_wallet(result, wallet: Wallet):
-    """Attach the up-to-date wallet so callers (and the tracked objects) see the new balance."""
-    result.wallet = wallet
-    return result
+def _update_in_place(wallet: Wallet, fresh: Wallet) -> None:
+    """Copy what a movement changes on a wallet from `fresh` onto the caller's `wallet`."""
+    wallet.balance = fresh.balance
+    wallet.held_balance = fresh.held_balance
+    wallet.status = fresh.status
+    wallet.updated_at = fresh.updated_at
+
+
+def _update_withdrawal_wallet(withdrawal: Withdrawal, fresh: Wallet) -> None:
+    """Bring the wallet object the caller's `withdrawal` carries, if any, up to date."""
+    if Withdrawal.wallet.is_cached(withdrawal):
+        _update_in_place(withdrawal.wallet, fresh)
+
+
+# reverse_transaction is handed a reference, not a wallet, yet its callers (the seed
+# design's example test among them) read `wallet.balance` on the wallet object they
+# credited, debited or withdrew from, right after the reversal and without
+# refresh_from_db(). So the operations that are handed a wallet object note it here,
+# weakly and per thread, and a reversal updates the objects noted for its wallet.
+# Nothing else reads these notes.
+
+_handed_in = threading.local()
+
+
+def _note_wallet_object(wallet: Wallet) -> None:
+    noted = getattr(_handed_in, "wallets", None)
+    if noted is None:
+        noted = _handed_in.wallets = {}
+    noted.setdefault(wallet.pk, weakref.WeakSet()).add(wallet)
+
+
+def _update_noted_wallet_objects(fresh: Wallet) -> None:
+    for wallet in getattr(_handed_in, "wallets", {}).get(fresh.pk, ()):
+        _update_in_place(wallet, fresh)
 
 
 class TransactionService:
@@ -184,7 +189,7 @@ class TransactionService:
                     ledger.audit(action="wallet.create", actor=actor, wallet=wallet, currency=currency)
         except IntegrityError:  # a concurrent call created it first
             wallet = Wallet.objects.get(user=user, currency=currency)
-        return _track(wallet)
+        return wallet
 
     @staticmethod
     @_money_operation("credit_wallet", single_statement=True)
@@ -198,7 +203,10 @@ class TransactionService:
         idempotency_key: str | None = None,
         actor=None,
     ) -> WalletTransaction:
-        """Add money to a wallet, taken from a system account (manual adjustments by default)."""
+        """Add money to a wallet, taken from a system account (manual adjustments by default).
+
+        Updates `wallet` in place.
+        """
         return _adjust(
             wallet,
             amount,
@@ -222,7 +230,10 @@ class TransactionService:
         idempotency_key: str | None = None,
         actor=None,
     ) -> WalletTransaction:
-        """Take money out of a wallet's available balance, into a system account."""
+        """Take money out of a wallet's available balance, into a system account.
+
+        Updates `wallet` in place.
+        """
         return _adjust(
             wallet,
             amount,
@@ -241,10 +252,15 @@ class TransactionService:
     def reverse_transaction(
         txn_reference: str, reason: str = "", *, idempotency_key: str | None = None, actor=None
     ) -> WalletTransaction:
-        """Post compensating entries for a completed transaction and mark it reversed."""
+        """Post compensating entries for a completed transaction and mark it reversed.
+
+        Updates in place the wallet objects this thread handed to credit_wallet,
+        debit_wallet or initiate_withdrawal for the reversed transaction's wallet.
+        """
         _require_permission(actor, "finance.reverse_transaction")
         record, previous = idempotency.claim(idempotency_key, "reverse", {"reference": txn_reference, "reason": reason})
         if previous:
+            _update_noted_wallet_objects(previous.wallet)
             return previous
         original, payment = _lock_for_reversal(txn_reference)
         if original.type == Type.REVERSAL:
@@ -279,6 +295,7 @@ class TransactionService:
         elif original.type == Type.BOOKING_PAYMENT:
             Booking.objects.filter(pk=original.booking_id).update(status=Booking.Status.CANCELLED)
         idempotency.remember(record, transaction=txn)
+        _update_noted_wallet_objects(txn.wallet)
         return txn
 
     # --- bookings --------------------------------------------------------------------
@@ -411,12 +428,19 @@ class TransactionService:
     def initiate_withdrawal(
         wallet: Wallet, bank_account: BankAccount, amount, *, idempotency_key: str | None = None, actor=None
     ) -> Withdrawal:
-        """Hold `amount` of the wallet's available balance for a payout to the bank account."""
+        """Hold `amount` of the wallet's available balance for a payout to the bank account.
+
+        Updates `wallet` in place, and the withdrawal returned carries that same object
+        as `.wallet`, so completing or failing it updates it again.
+        """
+        _note_wallet_object(wallet)
         amount = parse_amount(amount, wallet.currency)
         record, previous = idempotency.claim(
             idempotency_key, "withdraw", {"wallet": wallet.pk, "bank": bank_account.pk, "amount": amount}
         )
         if previous:
+            _update_in_place(wallet, previous.wallet)
+            previous.wallet = wallet
             return previous
         if bank_account.owner_id != wallet.user_id:
             raise NotFoundError("Bank account not found.", field="bank_account")
@@ -441,62 +465,81 @@ class TransactionService:
             description=f"Withdrawal to {bank_account}",
             actor=actor,
         )
+        _update_in_place(wallet, txn.wallet)
         withdrawal = Withdrawal.objects.create(
-            wallet=txn.wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
+            wallet=wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
         )
         idempotency.remember(record, withdrawal=withdrawal)
-        return _with_wallet(withdrawal, txn.wallet)
+        return withdrawal
 
     @staticmethod
     @_money_operation("complete_withdrawal")
     def complete_withdrawal(withdrawal: Withdrawal, *, idempotency_key: str | None = None, actor=None) -> Withdrawal:
-        """Settle the held funds to payouts in transit. Resolves the withdrawal once."""
+        """Settle the held funds to payouts in transit. Resolves the withdrawal once.
+
+        Returns the withdrawal as now stored. Updates `withdrawal.wallet` in place when the
+        `withdrawal` passed in carries its wallet object (`withdrawal` itself is not refreshed).
+        """
         _require_permission(actor, "finance.complete_withdrawal")
         record, previous = idempotency.claim(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
         if previous:
+            _update_withdrawal_wallet(withdrawal, previous.wallet)
             return previous
-        withdrawal = _lock_open_withdrawal(withdrawal.pk)
-        withdrawal.status = Withdrawal.Status.COMPLETED
-        withdrawal = _resolve_withdrawal(
-            withdrawal,
+        locked = _lock_open_withdrawal(withdrawal.pk)
+        locked.status = Withdrawal.Status.COMPLETED
+        resolved = _resolve_withdrawal(
+            locked,
             actor,
-            balance_delta=-withdrawal.amount,
-            legs=[(SystemAccount.PAYOUTS_IN_TRANSIT, withdrawal.amount)],
+            balance_delta=-locked.amount,
+            legs=[(SystemAccount.PAYOUTS_IN_TRANSIT, locked.amount)],
         )
-        idempotency.remember(record, withdrawal=withdrawal)
-        return withdrawal
+        idempotency.remember(record, withdrawal=resolved)
+        _update_withdrawal_wallet(withdrawal, resolved.wallet)
+        return resolved
 
     @staticmethod
     @_money_operation("fail_withdrawal")
     def fail_withdrawal(
         withdrawal: Withdrawal, reason: str, *, idempotency_key: str | None = None, actor=None
     ) -> Withdrawal:
-        """Release the held funds back to available. Resolves the withdrawal once."""
+        """Release the held funds back to available. Resolves the withdrawal once.
+
+        Returns the withdrawal as now stored. Updates `withdrawal.wallet` in place when the
+        `withdrawal` passed in carries its wallet object (`withdrawal` itself is not refreshed).
+        """
         _require_permission(actor, "finance.fail_withdrawal")
         reason = _require_reason(reason)
         record, previous = idempotency.claim(idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason})
         if previous:
+            _update_withdrawal_wallet(withdrawal, previous.wallet)
             return previous
-        withdrawal = _lock_open_withdrawal(withdrawal.pk)
-        withdrawal.status = Withdrawal.Status.FAILED
-        withdrawal.failure_reason = reason
-        withdrawal = _resolve_withdrawal(withdrawal, actor, reason=reason)
-        idempotency.remember(record, withdrawal=withdrawal)
-        return withdrawal
+        locked = _lock_open_withdrawal(withdrawal.pk)
+        locked.status = Withdrawal.Status.FAILED
+        locked.failure_reason = reason
+        resolved = _resolve_withdrawal(locked, actor, reason=reason)
+        idempotency.remember(record, withdrawal=resolved)
+        _update_withdrawal_wallet(withdrawal, resolved.wallet)
+        return resolved
 
 
 def _adjust(
     wallet: Wallet, amount, *, credit: bool, account: str, description: str, metadata, idempotency_key, actor
 ) -> WalletTransaction:
     """credit_wallet and debit_wallet: move `amount` between `wallet` and the system
-    account `account`, into the wallet when `credit`, out of its available balance if not."""
+    account `account`, into the wallet when `credit`, out of its available balance if not.
+
+    Updates `wallet` in place, on a replay too.
+    """
+    _note_wallet_object(wallet)
     amount = parse_amount(amount, wallet.currency)
     operation, account_param = ("credit", "source") if credit else ("debit", "destination")
     record, previous = idempotency.claim(
         idempotency_key, operation, {"wallet": wallet.pk, "amount": amount, account_param: account}
     )
     if previous:
-        return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
+        previous.wallet = Wallet.objects.get(pk=wallet.pk)
+        _update_in_place(wallet, previous.wallet)
+        return previous
     delta = amount if credit else -amount
     txn = ledger.post_movement(
         wallet=wallet,
@@ -510,6 +553,7 @@ def _adjust(
         actor=actor,
     )
     idempotency.remember(record, transaction=txn)
+    _update_in_place(wallet, txn.wallet)
     return txn
 
 
@@ -538,7 +582,8 @@ def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(
             )
         ],
     )
-    return _with_wallet(withdrawal, txn.wallet)
+    withdrawal.wallet = txn.wallet
+    return withdrawal
 
 
 def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guard=None) -> WalletTransaction:
