@@ -1,18 +1,24 @@
-"""The posting core: writes one balanced journal movement.
+"""The posting core: writes one balanced journal movement, and the ledger's other SQL.
 
-Callers (only `finance.services`) have locked the business rows involved (booking,
-payment, withdrawal, original transaction) and validated everything but the wallet.
+Postings (`post_movement`, `settle_pending`) come from `finance.services`, which has
+locked the payment, withdrawal or original transaction involved and validated everything
+but the wallet; bookings are not locked, only updated as a posting's related updates.
 The wallet is checked and changed by one conditional UPDATE — active, and available
 (balance − held) not negative afterwards — which also takes its row lock. When the UPDATE
 matches nothing, a second look at the wallet says why (not found, not active, or the
-exact shortfall) and the operation is refused with nothing written.
+exact shortfall) and the operation is refused with nothing written; a guarded posting
+raises GuardFailed instead. `audit` writes an audit row for actions that move no money
+(finance.services and finance.payments call it).
 
 On PostgreSQL the whole movement — wallet update, transaction header, journal legs,
 audit row and the caller's related updates — is a single statement (a chain of
 data-modifying CTEs): one round trip per movement, which is what lets the ledger keep up
 with the database. Elsewhere (SQLite, the embedded dev default) the same steps run one
-after another; the two paths share the validation and produce identical rows, and the
-test suite runs both.
+after another; the two paths share the validation and produce identical rows, and
+finance/tests/test_services.py runs every test through both.
+
+The booking payout's own statements (`payout_guard`, `lock_payment_for_payout`) close
+the module.
 """
 
 import functools
@@ -229,7 +235,7 @@ def _refuse(movement: Movement):
     )
 
 
-# --- the step-by-step path (any database) ------------------------------------------------
+# --- the wallet UPDATE every posting starts with -------------------------------------------
 
 WALLET_UPDATE = """
     UPDATE finance_wallet
@@ -239,6 +245,7 @@ WALLET_UPDATE = """
     RETURNING id, user_id, currency, balance, held_balance"""
 
 
+# The single statement's form after a guard (the CTE `g`): the wallet is the guard's owner's.
 GUARDED_WALLET_UPDATE = """
     UPDATE finance_wallet
        SET balance = balance + %s, held_balance = held_balance + %s, updated_at = %s
@@ -250,6 +257,9 @@ GUARDED_WALLET_UPDATE = """
 def _wallet_update_params(movement: Movement, now) -> list:
     bd, hd = movement.balance_delta, movement.held_delta
     return [bd, hd, now, movement.wallet_id, bd, hd, hd]
+
+
+# --- the step-by-step path (any database) ------------------------------------------------
 
 
 def _post_step_by_step(movement: Movement) -> WalletTransaction:
@@ -285,6 +295,7 @@ def _post_step_by_step(movement: Movement) -> WalletTransaction:
 
 
 def _wallet_from_row(row, now) -> Wallet:
+    """The wallet as the UPDATE left it (which matches active wallets only)."""
     wallet_id, user_id, currency, balance, held = row
     balance, held = db.money(balance), db.money(held)
     wallet = Wallet(

@@ -1,15 +1,18 @@
 """TransactionService: every write that moves money.
 
-Each public operation is one database transaction that
-  1. claims its idempotency key (a replay returns the first result and moves nothing),
+Each money operation is one database transaction that
+  1. claims its idempotency key, if given (`finance.idempotency`: a replay returns the
+     first result and moves nothing),
   2. locks the rows it changes in one fixed order — payment, withdrawal, original
-     transaction, then the wallet, and last the booking (only ever updated while its
-     payment is held) — so concurrent operations never deadlock,
-  3. validates against the locked rows (refusals raise a TransactionError subclass
-     before anything is written),
-  4. posts one journal movement (`ledger.post_movement`): the wallet is checked
-     (active, available never negative) and updated by the same conditional UPDATE
-     that locks it, then the journal legs and the audit record are written.
+     transaction, then the wallet, and last the booking, which is never locked
+     beforehand and only updated while its payment is locked — so concurrent operations
+     never deadlock,
+  3. validates against the locked rows (a refusal raises a TransactionError subclass
+     and rolls back, so nothing is written),
+  4. posts one journal movement (`ledger.post_movement` or `ledger.settle_pending`): the
+     wallet is checked (active, available never negative) and updated by the same
+     conditional UPDATE that locks it, then the journal legs and the audit record are
+     written.
 
 An operation handed a wallet object (credit_wallet, debit_wallet, initiate_withdrawal,
 or complete/fail_withdrawal through `withdrawal.wallet`) copies the new balance, held
@@ -85,15 +88,17 @@ Direction = WalletTransaction.Direction
 
 
 def _money_operation(name: str, *, single_statement: bool = False):
-    """Run an operation in one database transaction, with the seed's logging.
+    """Run an operation in one database transaction, and log its outcome.
 
     info on success, warning on refused input (a TransactionError), error on anything
     unexpected; in every failing case the transaction rolls back and nothing is written.
 
     `single_statement` marks operations that, on PostgreSQL and without an idempotency
-    key to claim, write with exactly one SQL statement (`ledger.posts_in_one_statement`).
+    key to claim, normally write with one SQL statement (`ledger.posts_in_one_statement`).
     A statement is atomic on its own, so they skip BEGIN and COMMIT: one round trip
-    instead of three. Inside a caller's transaction they simply join it.
+    instead of three. Inside a caller's transaction they simply join it. Where such an
+    operation needs more than that statement (process_booking_payment when its guarded
+    statement fails), it opens its own transaction.
     """
 
     def decorate(func):
@@ -150,12 +155,12 @@ def _update_withdrawal_wallet(withdrawal: Withdrawal, fresh: Wallet) -> None:
         _update_in_place(withdrawal.wallet, fresh)
 
 
-# reverse_transaction is handed a reference, not a wallet, yet its callers (the seed
-# design's example test among them) read `wallet.balance` on the wallet object they
-# credited, debited or withdrew from, right after the reversal and without
-# refresh_from_db(). So the operations that are handed a wallet object note it here,
-# weakly and per thread, and a reversal updates the objects noted for its wallet.
-# Nothing else reads these notes.
+# reverse_transaction is handed a reference, not a wallet, yet its callers
+# (test_reverse_transaction in finance/tests/test_services.py among them) read
+# `wallet.balance` on the wallet object they credited, debited or withdrew from, right
+# after the reversal and without refresh_from_db(). So the operations that are handed a
+# wallet object note it here, weakly and per thread, and a reversal updates the objects
+# noted for its wallet. Nothing else reads these notes.
 
 _handed_in = threading.local()
 
@@ -173,7 +178,8 @@ def _update_noted_wallet_objects(fresh: Wallet) -> None:
 
 
 class TransactionService:
-    """The seed design's money operations. All methods are static and atomic."""
+    """Every operation that moves money: wallets, reversals, booking payments and refunds,
+    withdrawals. All methods are static and atomic."""
 
     # --- wallets ---------------------------------------------------------------------
 
@@ -312,10 +318,10 @@ class TransactionService:
         account with no row to lock, so payments for different bookings never wait on
         each other.
 
-        On PostgreSQL the payout is first tried as one guarded statement that checks, under
-        the payment's lock, everything the careful path below checks. If anything differs
-        (already applied, amounts changed, no host wallet yet...) it writes nothing, and the
-        careful path decides what to do.
+        On PostgreSQL the payout is first tried as one guarded statement
+        (`ledger.payout_guard`) that checks, under the payment's lock, everything the
+        careful path below checks. If anything differs (already applied, amounts changed,
+        no host wallet yet...) it writes nothing, and the careful path decides what to do.
         """
         if idempotency_key:
             record, previous = idempotency.claim(
@@ -587,6 +593,7 @@ def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(
 
 
 def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guard=None) -> WalletTransaction:
+    """Post a booking's payout to `wallet`, or to the wallet `guard` finds (see ledger.payout_guard)."""
     net = booking.grand_total - booking.commission_fee
     return ledger.post_movement(
         wallet=wallet,
@@ -629,7 +636,9 @@ def _host_wallet(payment: Payment) -> Wallet:
 
 
 def _lock_for_reversal(reference: str) -> tuple[WalletTransaction, Payment | None]:
-    """Lock, in the global order, the booking, payment and transaction a reversal touches."""
+    """Lock, in the global order, the payment (when the transaction is a booking payment
+    or a refund) and then the transaction a reversal touches. The booking is not locked:
+    the reversal only updates it, after these locks."""
     peek = WalletTransaction.objects.filter(reference=reference).values("pk", "type", "booking_id", "metadata").first()
     if peek is None:
         raise NotFoundError(f"No transaction with reference {reference}.")
@@ -656,6 +665,7 @@ def _restore_refundable(payment: Payment, refund: WalletTransaction) -> None:
 
 
 def _lock_open_withdrawal(withdrawal_id: int) -> Withdrawal:
+    """Lock the withdrawal and its pending transaction (PostgreSQL: one SELECT ... FOR UPDATE)."""
     try:
         withdrawal = Withdrawal.objects.select_for_update().select_related("transaction").get(pk=withdrawal_id)
     except Withdrawal.DoesNotExist:
