@@ -1,10 +1,11 @@
 """Running the ledger's hand-written SQL: prepared once per connection on PostgreSQL.
 
-Planning a statement can cost as much as running it. The ledger's hot statements have a
-handful of shapes, so on PostgreSQL each shape is PREPAREd the first time a connection
-meets it and only EXECUTEd afterwards. Prepared statements belong to the session and
-outlive rollbacks, so the cache lives and dies with the connection. Other databases
-(SQLite in development) run the SQL as is.
+Planning a statement can cost as much as running it. The ledger's statements come in a
+limited number of shapes (by kind of movement, journal legs and related updates), so on
+PostgreSQL each shape is PREPAREd the first time a connection meets it and only
+EXECUTEd afterwards. Prepared statements belong to the session and outlive rollbacks,
+so the cache lives and dies with the connection. Other databases (SQLite in
+development) run the SQL as is.
 """
 
 import itertools
@@ -29,7 +30,8 @@ def money(value) -> Decimal:
 
     PostgreSQL returns Decimal already. SQLite stores DECIMAL columns as REAL, and the ORM
     converts them on read; raw SQL must do the same: the float's shortest repr, rounded to
-    the column's 4 decimals (exact for every amount the columns can hold).
+    the column's 4 decimals. That gives back exactly the amount written whenever it has
+    at most 15 significant digits; a REAL keeps no more than that.
     """
     if isinstance(value, Decimal) or value is None:
         return value

@@ -1,18 +1,24 @@
-"""The posting core: writes one balanced journal movement.
+"""The posting core: writes one balanced journal movement, and the ledger's other SQL.
 
-Callers (only `finance.services`) have locked the business rows involved (booking,
-payment, withdrawal, original transaction) and validated everything but the wallet.
+Postings (`post_movement`, `settle_pending`) come from `finance.services`, which has
+locked the payment, withdrawal or original transaction involved and validated everything
+but the wallet; bookings are not locked, only updated as a posting's related updates.
 The wallet is checked and changed by one conditional UPDATE — active, and available
 (balance − held) not negative afterwards — which also takes its row lock. When the UPDATE
 matches nothing, a second look at the wallet says why (not found, not active, or the
-exact shortfall) and the operation is refused with nothing written.
+exact shortfall) and the operation is refused with nothing written; a guarded posting
+raises GuardFailed instead. `audit` writes an audit row for actions that move no money
+(finance.services and finance.payments call it).
 
 On PostgreSQL the whole movement — wallet update, transaction header, journal legs,
 audit row and the caller's related updates — is a single statement (a chain of
 data-modifying CTEs): one round trip per movement, which is what lets the ledger keep up
 with the database. Elsewhere (SQLite, the embedded dev default) the same steps run one
-after another; the two paths share the validation and produce identical rows, and the
-test suite runs both.
+after another; the two paths share the validation and produce identical rows, and
+finance/tests/test_services.py runs every test through both.
+
+The booking payout's own statements (`payout_guard`, `lock_payment_for_payout`) close
+the module.
 """
 
 import functools
@@ -26,7 +32,7 @@ from django.utils import timezone
 
 from . import db
 from .errors import InsufficientBalanceError, NotFoundError, WalletNotActiveError
-from .models import LedgerAudit, LedgerEntry, Wallet, WalletTransaction, new_transaction_reference
+from .models import Booking, LedgerAudit, LedgerEntry, Payment, Wallet, WalletTransaction, new_transaction_reference
 from .money import format_money
 
 Status = WalletTransaction.Status
@@ -229,7 +235,7 @@ def _refuse(movement: Movement):
     )
 
 
-# --- the step-by-step path (any database) ------------------------------------------------
+# --- the wallet UPDATE every posting starts with -------------------------------------------
 
 WALLET_UPDATE = """
     UPDATE finance_wallet
@@ -239,6 +245,7 @@ WALLET_UPDATE = """
     RETURNING id, user_id, currency, balance, held_balance"""
 
 
+# The single statement's form after a guard (the CTE `g`): the wallet is the guard's owner's.
 GUARDED_WALLET_UPDATE = """
     UPDATE finance_wallet
        SET balance = balance + %s, held_balance = held_balance + %s, updated_at = %s
@@ -250,6 +257,9 @@ GUARDED_WALLET_UPDATE = """
 def _wallet_update_params(movement: Movement, now) -> list:
     bd, hd = movement.balance_delta, movement.held_delta
     return [bd, hd, now, movement.wallet_id, bd, hd, hd]
+
+
+# --- the step-by-step path (any database) ------------------------------------------------
 
 
 def _post_step_by_step(movement: Movement) -> WalletTransaction:
@@ -285,6 +295,7 @@ def _post_step_by_step(movement: Movement) -> WalletTransaction:
 
 
 def _wallet_from_row(row, now) -> Wallet:
+    """The wallet as the UPDATE left it (which matches active wallets only)."""
     wallet_id, user_id, currency, balance, held = row
     balance, held = db.money(balance), db.money(held)
     wallet = Wallet(
@@ -476,3 +487,78 @@ def _quoted_column(model, name: str) -> str:
 @functools.cache
 def _quoted_table(model) -> str:
     return connection.ops.quote_name(model._meta.db_table)
+
+
+# --- booking payouts: the statements behind process_booking_payment ----------------------
+
+PAYOUT_GUARD = """
+    SELECT pr.host_id AS owner_id
+      FROM finance_payment p
+      JOIN finance_booking b ON b.id = p.booking_id
+      JOIN finance_property pr ON pr.id = b.rental_property_id
+     WHERE p.id = %s AND p.booking_id = %s AND p.reference = %s AND p.provider = %s
+       AND p.ledger_transaction_id IS NULL AND p.status IN ('pending', 'success')
+       AND p.amount = %s AND p.currency = %s
+       AND b.grand_total = %s AND b.commission_fee = %s AND b.currency = %s
+       FOR UPDATE OF p"""
+
+
+def payout_guard(booking: Booking, payment: Payment) -> Guard:
+    """The payout's checks as a Guard, on the caller's view of the booking and payment.
+
+    It holds (and locks the payment) when the payment is this booking's, not yet applied,
+    pending or successful, for the booking's grand total in its currency, and the booking
+    still has the total, commission and currency the caller read. The posting then goes to
+    the host's wallet in that currency.
+    """
+    params = [payment.pk, booking.pk, payment.reference, payment.provider, booking.grand_total, booking.currency]
+    params += [booking.grand_total, booking.commission_fee, booking.currency]
+    return Guard(PAYOUT_GUARD, params, booking.currency)
+
+
+# One statement locks the payment and reads what a payout needs, the host's wallet
+# included: booking payments are the hottest path, and the ORM would take three queries.
+PAYMENT_FOR_PAYOUT = """
+    SELECT p.reference, p.booking_id, p.provider, p.amount, p.currency, p.status, p.ledger_transaction_id,
+           b.grand_total, b.commission_fee, b.currency, b.status, pr.host_id,
+           (SELECT w.id FROM finance_wallet w WHERE w.user_id = pr.host_id AND w.currency = b.currency)
+      FROM finance_payment p
+      JOIN finance_booking b ON b.id = p.booking_id
+      JOIN finance_property pr ON pr.id = b.rental_property_id
+     WHERE p.id = %s"""
+
+
+def lock_payment_for_payout(payment_id: int) -> Payment:
+    """Lock the payment and read it with its booking, host and host wallet id.
+
+    Returns an unsaved Payment with `.booking` set (total, commission, currency, status),
+    plus `.host_id` and `.host_wallet_id` (None while the host has no wallet in the
+    booking's currency). PostgreSQL locks the payment row (FOR UPDATE OF p); SQLite has no
+    row locks, its writers take the whole database in turn.
+    """
+    lock = " FOR UPDATE OF p" if connection.vendor == "postgresql" else ""
+    row = db.fetch_one(PAYMENT_FOR_PAYOUT + lock, [payment_id])
+    if row is None:
+        raise NotFoundError("Payment not found.")
+    reference, booking_id, provider, amount, currency, status, ledger_txn_id, *booking_row = row
+    grand_total, commission_fee, booking_currency, booking_status, host_id, host_wallet_id = booking_row
+    amount, grand_total, commission_fee = db.money(amount), db.money(grand_total), db.money(commission_fee)
+    booking = Booking(
+        pk=booking_id,
+        grand_total=grand_total,
+        commission_fee=commission_fee,
+        currency=booking_currency,
+        status=booking_status,
+    )
+    payment = Payment(
+        pk=payment_id,
+        reference=reference,
+        booking=booking,
+        provider=provider,
+        amount=amount,
+        currency=currency,
+        status=status,
+        ledger_transaction_id=ledger_txn_id,
+    )
+    payment.host_id, payment.host_wallet_id = host_id, host_wallet_id
+    return payment

@@ -1,24 +1,27 @@
 """TransactionService: every write that moves money.
 
-Each public operation is one database transaction that
-  1. claims its idempotency key (a replay returns the first result and moves nothing),
+Each money operation is one database transaction that
+  1. claims its idempotency key, if given (`finance.idempotency`: a replay returns the
+     first result and moves nothing),
   2. locks the rows it changes in one fixed order — payment, withdrawal, original
-     transaction, then the wallet, and last the booking (only ever updated while its
-     payment is held) — so concurrent operations never deadlock,
-  3. validates against the locked rows (refusals raise a TransactionError subclass
-     before anything is written),
-  4. posts one journal movement (`ledger.post_movement`): the wallet is checked
-     (active, available never negative) and updated by the same conditional UPDATE
-     that locks it, then the journal legs and the audit record are written.
+     transaction, then the wallet, and last the booking, which is never locked
+     beforehand and only updated while its payment is locked — so concurrent operations
+     never deadlock,
+  3. validates against the locked rows (a refusal raises a TransactionError subclass
+     and rolls back, so nothing is written),
+  4. posts one journal movement (`ledger.post_movement` or `ledger.settle_pending`): the
+     wallet is checked (active, available never negative) and updated by the same
+     conditional UPDATE that locks it, then the journal legs and the audit record are
+     written.
 
-Wallet objects handed to or returned by the service are kept in step with the database
-after each operation in the same thread, so `wallet.balance` is current without a
-`refresh_from_db()`.
+An operation handed a wallet object (credit_wallet, debit_wallet, initiate_withdrawal,
+or complete/fail_withdrawal through `withdrawal.wallet`) copies the new balance, held
+balance, status and updated_at onto that object, so `wallet.balance` is current without
+a `refresh_from_db()`; each says so in its docstring. reverse_transaction, handed only
+a reference, updates the wallet objects this thread handed to those operations.
 """
 
 import functools
-import hashlib
-import json
 import logging
 import threading
 import weakref
@@ -26,10 +29,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from . import db, ledger
+from . import idempotency, ledger
 from .errors import (
     AlreadyReversedError,
     BelowMinimumWithdrawalError,
@@ -49,7 +52,6 @@ from .ledger import NEW_TRANSACTION
 from .models import (
     BankAccount,
     Booking,
-    IdempotencyRecord,
     Payment,
     SystemAccount,
     Wallet,
@@ -82,48 +84,26 @@ Status = WalletTransaction.Status
 Direction = WalletTransaction.Direction
 
 
-# --- keeping handed-out wallet objects current -----------------------------------------
-
-_live = threading.local()
-
-
-def _track(wallet: Wallet) -> Wallet:
-    registry = getattr(_live, "wallets", None)
-    if registry is None:
-        registry = _live.wallets = {}
-    registry.setdefault(wallet.pk, weakref.WeakSet()).add(wallet)
-    return wallet
-
-
-def _sync_tracked(fresh: Wallet) -> None:
-    for instance in getattr(_live, "wallets", {}).get(fresh.pk, ()):
-        instance.balance = fresh.balance
-        instance.held_balance = fresh.held_balance
-        instance.status = fresh.status
-        instance.updated_at = fresh.updated_at
-
-
 # --- the operation wrapper ---------------------------------------------------------------
 
 
 def _money_operation(name: str, *, single_statement: bool = False):
-    """Run an operation in one database transaction, with the seed's logging.
+    """Run an operation in one database transaction, and log its outcome.
 
     info on success, warning on refused input (a TransactionError), error on anything
     unexpected; in every failing case the transaction rolls back and nothing is written.
 
     `single_statement` marks operations that, on PostgreSQL and without an idempotency
-    key to claim, write with exactly one SQL statement (`ledger.posts_in_one_statement`).
+    key to claim, normally write with one SQL statement (`ledger.posts_in_one_statement`).
     A statement is atomic on its own, so they skip BEGIN and COMMIT: one round trip
-    instead of three. Inside a caller's transaction they simply join it.
+    instead of three. Inside a caller's transaction they simply join it. Where such an
+    operation needs more than that statement (process_booking_payment when its guarded
+    statement fails), it opens its own transaction.
     """
 
     def decorate(func):
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            for value in (*args, *kwargs.values()):
-                if isinstance(value, Wallet):
-                    _track(value)
             one_statement = single_statement and ledger.posts_in_one_statement() and not kwargs.get("idempotency_key")
             try:
                 if one_statement:
@@ -137,9 +117,6 @@ def _money_operation(name: str, *, single_statement: bool = False):
             except Exception:
                 logger.error("%s failed unexpectedly", name, exc_info=True)
                 raise
-            touched = getattr(result, "wallet", None)
-            if isinstance(touched, Wallet):
-                _sync_tracked(touched)
             logger.info("%s succeeded: %s", name, getattr(result, "reference", result))
             return result
 
@@ -164,46 +141,45 @@ def _require_reason(reason: str) -> str:
     return reason
 
 
-def _fingerprint(operation: str, params: dict) -> str:
-    canonical = json.dumps({"op": operation, **{k: str(v) for k, v in params.items()}}, sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+def _update_in_place(wallet: Wallet, fresh: Wallet) -> None:
+    """Copy what a movement changes on a wallet from `fresh` onto the caller's `wallet`."""
+    wallet.balance = fresh.balance
+    wallet.held_balance = fresh.held_balance
+    wallet.status = fresh.status
+    wallet.updated_at = fresh.updated_at
 
 
-def _claim_idempotency_key(key: str | None, operation: str, params: dict):
-    """Return (record, previous_result). previous_result is set when this is a replay.
-
-    The key row is inserted first: a concurrent caller with the same key waits on the
-    unique index until the first commits, then sees its result.
-    """
-    if not key:
-        return None, None
-    fingerprint = _fingerprint(operation, params)
-    try:
-        with transaction.atomic():
-            record = IdempotencyRecord.objects.create(key=key, operation=operation, fingerprint=fingerprint)
-        return record, None
-    except IntegrityError:
-        record = IdempotencyRecord.objects.select_related("transaction", "withdrawal").get(key=key, operation=operation)
-    if record.fingerprint != fingerprint:
-        raise IdempotencyConflictError("This idempotency key was already used with different parameters.")
-    return record, record.withdrawal or record.transaction
+def _update_withdrawal_wallet(withdrawal: Withdrawal, fresh: Wallet) -> None:
+    """Bring the wallet object the caller's `withdrawal` carries, if any, up to date."""
+    if Withdrawal.wallet.is_cached(withdrawal):
+        _update_in_place(withdrawal.wallet, fresh)
 
 
-def _remember(record: IdempotencyRecord | None, *, transaction=None, withdrawal=None) -> None:
-    if record is not None:
-        record.transaction = transaction
-        record.withdrawal = withdrawal
-        record.save(update_fields=["transaction", "withdrawal"])
+# reverse_transaction is handed a reference, not a wallet, yet its callers
+# (test_reverse_transaction in finance/tests/test_services.py among them) read
+# `wallet.balance` on the wallet object they credited, debited or withdrew from, right
+# after the reversal and without refresh_from_db(). So the operations that are handed a
+# wallet object note it here, weakly and per thread, and a reversal updates the objects
+# noted for its wallet. Nothing else reads these notes.
+
+_handed_in = threading.local()
 
 
-def _with_wallet(result, wallet: Wallet):
-    """Attach the up-to-date wallet so callers (and the tracked objects) see the new balance."""
-    result.wallet = wallet
-    return result
+def _note_wallet_object(wallet: Wallet) -> None:
+    noted = getattr(_handed_in, "wallets", None)
+    if noted is None:
+        noted = _handed_in.wallets = {}
+    noted.setdefault(wallet.pk, weakref.WeakSet()).add(wallet)
+
+
+def _update_noted_wallet_objects(fresh: Wallet) -> None:
+    for wallet in getattr(_handed_in, "wallets", {}).get(fresh.pk, ()):
+        _update_in_place(wallet, fresh)
 
 
 class TransactionService:
-    """The seed design's money operations. All methods are static and atomic."""
+    """Every operation that moves money: wallets, reversals, booking payments and refunds,
+    withdrawals. All methods are static and atomic."""
 
     # --- wallets ---------------------------------------------------------------------
 
@@ -219,7 +195,7 @@ class TransactionService:
                     ledger.audit(action="wallet.create", actor=actor, wallet=wallet, currency=currency)
         except IntegrityError:  # a concurrent call created it first
             wallet = Wallet.objects.get(user=user, currency=currency)
-        return _track(wallet)
+        return wallet
 
     @staticmethod
     @_money_operation("credit_wallet", single_statement=True)
@@ -233,26 +209,20 @@ class TransactionService:
         idempotency_key: str | None = None,
         actor=None,
     ) -> WalletTransaction:
-        """Add money to a wallet, taken from a system account (manual adjustments by default)."""
-        amount = parse_amount(amount, wallet.currency)
-        record, previous = _claim_idempotency_key(
-            idempotency_key, "credit", {"wallet": wallet.pk, "amount": amount, "source": source}
-        )
-        if previous:
-            return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
-        txn = ledger.post_movement(
-            wallet=wallet,
-            type=Type.CREDIT,
-            direction=Direction.IN,
-            amount=amount,
-            balance_delta=amount,
-            legs=[(source, -amount)],
-            description=description or "Credit",
+        """Add money to a wallet, taken from a system account (manual adjustments by default).
+
+        Updates `wallet` in place.
+        """
+        return _adjust(
+            wallet,
+            amount,
+            credit=True,
+            account=source,
+            description=description,
             metadata=metadata,
+            idempotency_key=idempotency_key,
             actor=actor,
         )
-        _remember(record, transaction=txn)
-        return txn
 
     @staticmethod
     @_money_operation("debit_wallet", single_statement=True)
@@ -266,26 +236,20 @@ class TransactionService:
         idempotency_key: str | None = None,
         actor=None,
     ) -> WalletTransaction:
-        """Take money out of a wallet's available balance, into a system account."""
-        amount = parse_amount(amount, wallet.currency)
-        record, previous = _claim_idempotency_key(
-            idempotency_key, "debit", {"wallet": wallet.pk, "amount": amount, "destination": destination}
-        )
-        if previous:
-            return _with_wallet(previous, Wallet.objects.get(pk=wallet.pk))
-        txn = ledger.post_movement(
-            wallet=wallet,
-            type=Type.DEBIT,
-            direction=Direction.OUT,
-            amount=amount,
-            balance_delta=-amount,
-            legs=[(destination, amount)],
-            description=description or "Debit",
+        """Take money out of a wallet's available balance, into a system account.
+
+        Updates `wallet` in place.
+        """
+        return _adjust(
+            wallet,
+            amount,
+            credit=False,
+            account=destination,
+            description=description,
             metadata=metadata,
+            idempotency_key=idempotency_key,
             actor=actor,
         )
-        _remember(record, transaction=txn)
-        return txn
 
     # --- reversals -------------------------------------------------------------------
 
@@ -294,12 +258,15 @@ class TransactionService:
     def reverse_transaction(
         txn_reference: str, reason: str = "", *, idempotency_key: str | None = None, actor=None
     ) -> WalletTransaction:
-        """Post compensating entries for a completed transaction and mark it reversed."""
+        """Post compensating entries for a completed transaction and mark it reversed.
+
+        Updates in place the wallet objects this thread handed to credit_wallet,
+        debit_wallet or initiate_withdrawal for the reversed transaction's wallet.
+        """
         _require_permission(actor, "finance.reverse_transaction")
-        record, previous = _claim_idempotency_key(
-            idempotency_key, "reverse", {"reference": txn_reference, "reason": reason}
-        )
+        record, previous = idempotency.claim(idempotency_key, "reverse", {"reference": txn_reference, "reason": reason})
         if previous:
+            _update_noted_wallet_objects(previous.wallet)
             return previous
         original, payment = _lock_for_reversal(txn_reference)
         if original.type == Type.REVERSAL:
@@ -333,7 +300,8 @@ class TransactionService:
             _restore_refundable(payment, original)
         elif original.type == Type.BOOKING_PAYMENT:
             Booking.objects.filter(pk=original.booking_id).update(status=Booking.Status.CANCELLED)
-        _remember(record, transaction=txn)
+        idempotency.remember(record, transaction=txn)
+        _update_noted_wallet_objects(txn.wallet)
         return txn
 
     # --- bookings --------------------------------------------------------------------
@@ -350,27 +318,27 @@ class TransactionService:
         account with no row to lock, so payments for different bookings never wait on
         each other.
 
-        On PostgreSQL the payout is first tried as one guarded statement that checks, under
-        the payment's lock, everything the careful path below checks. If anything differs
-        (already applied, amounts changed, no host wallet yet...) it writes nothing, and the
-        careful path decides what to do.
+        On PostgreSQL the payout is first tried as one guarded statement
+        (`ledger.payout_guard`) that checks, under the payment's lock, everything the
+        careful path below checks. If anything differs (already applied, amounts changed,
+        no host wallet yet...) it writes nothing, and the careful path decides what to do.
         """
         if idempotency_key:
-            record, previous = _claim_idempotency_key(
+            record, previous = idempotency.claim(
                 idempotency_key, "payout", {"booking": booking.pk, "payment": payment.pk}
             )
             if previous:
                 return previous
             txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
-            _remember(record, transaction=txn)
+            idempotency.remember(record, transaction=txn)
             return txn
         if ledger.posts_in_one_statement():
             try:
-                return _post_payout(booking, payment, actor, guard=_payout_guard(booking, payment))
+                return _post_payout(booking, payment, actor, guard=ledger.payout_guard(booking, payment))
             except ledger.GuardFailed:
                 pass
         with transaction.atomic():
-            payment = _lock_payment_for_payout(payment.pk)
+            payment = ledger.lock_payment_for_payout(payment.pk)
             if payment.ledger_transaction_id:
                 return WalletTransaction.objects.select_related("wallet").get(pk=payment.ledger_transaction_id)
             if payment.booking_id != booking.pk:
@@ -394,7 +362,7 @@ class TransactionService:
         """Refund the guest part or all of what they paid; commission is clawed back in proportion."""
         _require_permission(actor, "finance.refund_booking")
         amount = parse_amount(amount, booking.currency)
-        record, previous = _claim_idempotency_key(
+        record, previous = idempotency.claim(
             idempotency_key, "refund", {"booking": booking.pk, "amount": amount, "reason": reason}
         )
         if previous:
@@ -456,7 +424,7 @@ class TransactionService:
             reason=reason,
             related_updates=related,
         )
-        _remember(record, transaction=txn)
+        idempotency.remember(record, transaction=txn)
         return txn
 
     # --- withdrawals -----------------------------------------------------------------
@@ -466,12 +434,19 @@ class TransactionService:
     def initiate_withdrawal(
         wallet: Wallet, bank_account: BankAccount, amount, *, idempotency_key: str | None = None, actor=None
     ) -> Withdrawal:
-        """Hold `amount` of the wallet's available balance for a payout to the bank account."""
+        """Hold `amount` of the wallet's available balance for a payout to the bank account.
+
+        Updates `wallet` in place, and the withdrawal returned carries that same object
+        as `.wallet`, so completing or failing it updates it again.
+        """
+        _note_wallet_object(wallet)
         amount = parse_amount(amount, wallet.currency)
-        record, previous = _claim_idempotency_key(
+        record, previous = idempotency.claim(
             idempotency_key, "withdraw", {"wallet": wallet.pk, "bank": bank_account.pk, "amount": amount}
         )
         if previous:
+            _update_in_place(wallet, previous.wallet)
+            previous.wallet = wallet
             return previous
         if bank_account.owner_id != wallet.user_id:
             raise NotFoundError("Bank account not found.", field="bank_account")
@@ -496,50 +471,96 @@ class TransactionService:
             description=f"Withdrawal to {bank_account}",
             actor=actor,
         )
+        _update_in_place(wallet, txn.wallet)
         withdrawal = Withdrawal.objects.create(
-            wallet=txn.wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
+            wallet=wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
         )
-        _remember(record, withdrawal=withdrawal)
-        return _with_wallet(withdrawal, txn.wallet)
+        idempotency.remember(record, withdrawal=withdrawal)
+        return withdrawal
 
     @staticmethod
     @_money_operation("complete_withdrawal")
     def complete_withdrawal(withdrawal: Withdrawal, *, idempotency_key: str | None = None, actor=None) -> Withdrawal:
-        """Settle the held funds to payouts in transit. Resolves the withdrawal once."""
+        """Settle the held funds to payouts in transit. Resolves the withdrawal once.
+
+        Returns the withdrawal as now stored. Updates `withdrawal.wallet` in place when the
+        `withdrawal` passed in carries its wallet object (`withdrawal` itself is not refreshed).
+        """
         _require_permission(actor, "finance.complete_withdrawal")
-        record, previous = _claim_idempotency_key(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
+        record, previous = idempotency.claim(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
         if previous:
+            _update_withdrawal_wallet(withdrawal, previous.wallet)
             return previous
-        withdrawal = _lock_open_withdrawal(withdrawal.pk)
-        withdrawal.status = Withdrawal.Status.COMPLETED
-        withdrawal = _resolve_withdrawal(
-            withdrawal,
+        locked = _lock_open_withdrawal(withdrawal.pk)
+        locked.status = Withdrawal.Status.COMPLETED
+        resolved = _resolve_withdrawal(
+            locked,
             actor,
-            balance_delta=-withdrawal.amount,
-            legs=[(SystemAccount.PAYOUTS_IN_TRANSIT, withdrawal.amount)],
+            balance_delta=-locked.amount,
+            legs=[(SystemAccount.PAYOUTS_IN_TRANSIT, locked.amount)],
         )
-        _remember(record, withdrawal=withdrawal)
-        return withdrawal
+        idempotency.remember(record, withdrawal=resolved)
+        _update_withdrawal_wallet(withdrawal, resolved.wallet)
+        return resolved
 
     @staticmethod
     @_money_operation("fail_withdrawal")
     def fail_withdrawal(
         withdrawal: Withdrawal, reason: str, *, idempotency_key: str | None = None, actor=None
     ) -> Withdrawal:
-        """Release the held funds back to available. Resolves the withdrawal once."""
+        """Release the held funds back to available. Resolves the withdrawal once.
+
+        Returns the withdrawal as now stored. Updates `withdrawal.wallet` in place when the
+        `withdrawal` passed in carries its wallet object (`withdrawal` itself is not refreshed).
+        """
         _require_permission(actor, "finance.fail_withdrawal")
         reason = _require_reason(reason)
-        record, previous = _claim_idempotency_key(
-            idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason}
-        )
+        record, previous = idempotency.claim(idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason})
         if previous:
+            _update_withdrawal_wallet(withdrawal, previous.wallet)
             return previous
-        withdrawal = _lock_open_withdrawal(withdrawal.pk)
-        withdrawal.status = Withdrawal.Status.FAILED
-        withdrawal.failure_reason = reason
-        withdrawal = _resolve_withdrawal(withdrawal, actor, reason=reason)
-        _remember(record, withdrawal=withdrawal)
-        return withdrawal
+        locked = _lock_open_withdrawal(withdrawal.pk)
+        locked.status = Withdrawal.Status.FAILED
+        locked.failure_reason = reason
+        resolved = _resolve_withdrawal(locked, actor, reason=reason)
+        idempotency.remember(record, withdrawal=resolved)
+        _update_withdrawal_wallet(withdrawal, resolved.wallet)
+        return resolved
+
+
+def _adjust(
+    wallet: Wallet, amount, *, credit: bool, account: str, description: str, metadata, idempotency_key, actor
+) -> WalletTransaction:
+    """credit_wallet and debit_wallet: move `amount` between `wallet` and the system
+    account `account`, into the wallet when `credit`, out of its available balance if not.
+
+    Updates `wallet` in place, on a replay too.
+    """
+    _note_wallet_object(wallet)
+    amount = parse_amount(amount, wallet.currency)
+    operation, account_param = ("credit", "source") if credit else ("debit", "destination")
+    record, previous = idempotency.claim(
+        idempotency_key, operation, {"wallet": wallet.pk, "amount": amount, account_param: account}
+    )
+    if previous:
+        previous.wallet = Wallet.objects.get(pk=wallet.pk)
+        _update_in_place(wallet, previous.wallet)
+        return previous
+    delta = amount if credit else -amount
+    txn = ledger.post_movement(
+        wallet=wallet,
+        type=Type.CREDIT if credit else Type.DEBIT,
+        direction=Direction.IN if credit else Direction.OUT,
+        amount=amount,
+        balance_delta=delta,
+        legs=[(account, -delta)],
+        description=description or ("Credit" if credit else "Debit"),
+        metadata=metadata,
+        actor=actor,
+    )
+    idempotency.remember(record, transaction=txn)
+    _update_in_place(wallet, txn.wallet)
+    return txn
 
 
 def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(0), legs=(), reason="") -> Withdrawal:
@@ -567,10 +588,12 @@ def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(
             )
         ],
     )
-    return _with_wallet(withdrawal, txn.wallet)
+    withdrawal.wallet = txn.wallet
+    return withdrawal
 
 
 def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guard=None) -> WalletTransaction:
+    """Post a booking's payout to `wallet`, or to the wallet `guard` finds (see ledger.payout_guard)."""
     net = booking.grand_total - booking.commission_fee
     return ledger.post_movement(
         wallet=wallet,
@@ -603,67 +626,6 @@ def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guar
     )
 
 
-PAYOUT_GUARD = """
-    SELECT pr.host_id AS owner_id
-      FROM finance_payment p
-      JOIN finance_booking b ON b.id = p.booking_id
-      JOIN finance_property pr ON pr.id = b.rental_property_id
-     WHERE p.id = %s AND p.booking_id = %s AND p.reference = %s AND p.provider = %s
-       AND p.ledger_transaction_id IS NULL AND p.status IN ('pending', 'success')
-       AND p.amount = %s AND p.currency = %s
-       AND b.grand_total = %s AND b.commission_fee = %s AND b.currency = %s
-       FOR UPDATE OF p"""
-
-
-def _payout_guard(booking: Booking, payment: Payment) -> ledger.Guard:
-    """The careful path's checks, as SQL, on the caller's view of the booking and payment."""
-    params = [payment.pk, booking.pk, payment.reference, payment.provider, booking.grand_total, booking.currency]
-    params += [booking.grand_total, booking.commission_fee, booking.currency]
-    return ledger.Guard(PAYOUT_GUARD, params, booking.currency)
-
-
-# One statement locks the payment and reads what a payout needs, the host's wallet
-# included: booking payments are the hottest path, and the ORM would take three queries.
-PAYMENT_FOR_PAYOUT = """
-    SELECT p.reference, p.booking_id, p.provider, p.amount, p.currency, p.status, p.ledger_transaction_id,
-           b.grand_total, b.commission_fee, b.currency, b.status, pr.host_id,
-           (SELECT w.id FROM finance_wallet w WHERE w.user_id = pr.host_id AND w.currency = b.currency)
-      FROM finance_payment p
-      JOIN finance_booking b ON b.id = p.booking_id
-      JOIN finance_property pr ON pr.id = b.rental_property_id
-     WHERE p.id = %s"""
-
-
-def _lock_payment_for_payout(payment_id: int) -> Payment:
-    """Lock the payment (FOR UPDATE; SQLite locks the whole database on write instead)."""
-    lock = " FOR UPDATE OF p" if connection.vendor == "postgresql" else ""
-    row = db.fetch_one(PAYMENT_FOR_PAYOUT + lock, [payment_id])
-    if row is None:
-        raise NotFoundError("Payment not found.")
-    reference, booking_id, provider, amount, currency, status, ledger_txn_id, *booking_row = row
-    grand_total, commission_fee, booking_currency, booking_status, host_id, host_wallet_id = booking_row
-    amount, grand_total, commission_fee = db.money(amount), db.money(grand_total), db.money(commission_fee)
-    booking = Booking(
-        pk=booking_id,
-        grand_total=grand_total,
-        commission_fee=commission_fee,
-        currency=booking_currency,
-        status=booking_status,
-    )
-    payment = Payment(
-        pk=payment_id,
-        reference=reference,
-        booking=booking,
-        provider=provider,
-        amount=amount,
-        currency=currency,
-        status=status,
-        ledger_transaction_id=ledger_txn_id,
-    )
-    payment.host_id, payment.host_wallet_id = host_id, host_wallet_id
-    return payment
-
-
 def _host_wallet(payment: Payment) -> Wallet:
     """The host's wallet in the booking's currency, created on their first payout."""
     currency = payment.booking.currency
@@ -674,7 +636,9 @@ def _host_wallet(payment: Payment) -> Wallet:
 
 
 def _lock_for_reversal(reference: str) -> tuple[WalletTransaction, Payment | None]:
-    """Lock, in the global order, the booking, payment and transaction a reversal touches."""
+    """Lock, in the global order, the payment (when the transaction is a booking payment
+    or a refund) and then the transaction a reversal touches. The booking is not locked:
+    the reversal only updates it, after these locks."""
     peek = WalletTransaction.objects.filter(reference=reference).values("pk", "type", "booking_id", "metadata").first()
     if peek is None:
         raise NotFoundError(f"No transaction with reference {reference}.")
@@ -701,6 +665,7 @@ def _restore_refundable(payment: Payment, refund: WalletTransaction) -> None:
 
 
 def _lock_open_withdrawal(withdrawal_id: int) -> Withdrawal:
+    """Lock the withdrawal and its pending transaction (PostgreSQL: one SELECT ... FOR UPDATE)."""
     try:
         withdrawal = Withdrawal.objects.select_for_update().select_related("transaction").get(pk=withdrawal_id)
     except Withdrawal.DoesNotExist:

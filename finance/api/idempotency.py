@@ -16,6 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
 from rest_framework.response import Response
 
+from finance.idempotency import digest
 from finance.models import ApiIdempotencyRecord
 
 from .errors import error_body
@@ -72,8 +73,8 @@ def _replay(record: ApiIdempotencyRecord, method_path: str, body_hash: str) -> R
 
 
 def _body_hash(data) -> str:
-    canonical = json.dumps(data, sort_keys=True, cls=DjangoJSONEncoder, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """The request body's digest, over compact JSON: stored records depend on this exact form."""
+    return digest(data, separators=(",", ":"))
 
 
 def service_key(request, operation: str) -> str:

@@ -206,6 +206,40 @@ def test_three_decimal_currency(make_user):
     assert wallet.balance == Decimal("10.125")
 
 
+def test_credit_and_debit_are_mirror_images(funded_wallet):
+    """One movement in, the same movement out: opposite legs, their own defaults and keys."""
+    clearing = SystemAccount.PROVIDER_CLEARING
+    ticket = {"ticket": "T-1"}
+    credit = TransactionService.credit_wallet(
+        funded_wallet, "75", source=clearing, metadata=ticket, idempotency_key="m-1"
+    )
+    assert funded_wallet.balance == Decimal("10075.00")
+    debit = TransactionService.debit_wallet(
+        funded_wallet, "75", destination=clearing, metadata=ticket, idempotency_key="m-1"
+    )
+    assert funded_wallet.balance == Decimal("10000.00")
+    assert (credit.type, credit.direction, credit.description, credit.metadata) == ("credit", "in", "Credit", ticket)
+    assert (debit.type, debit.direction, debit.description, debit.metadata) == ("debit", "out", "Debit", ticket)
+    wallet_leg, clearing_leg = (funded_wallet.pk, ""), (None, clearing)
+    assert journal_legs(credit) == {wallet_leg: Decimal("75"), clearing_leg: Decimal("-75")}
+    assert journal_legs(debit) == {wallet_leg: Decimal("-75"), clearing_leg: Decimal("75")}
+    assert system_balance(clearing, "NGN") == 0
+    actions = (
+        LedgerAudit.objects.filter(transaction__in=[credit, debit]).order_by("pk").values_list("action", flat=True)
+    )
+    assert list(actions) == ["transaction.credit", "transaction.debit"]
+    replay = TransactionService.debit_wallet(funded_wallet, "75", destination=clearing, idempotency_key="m-1")
+    assert replay.pk == debit.pk
+    with pytest.raises(IdempotencyConflictError):
+        TransactionService.debit_wallet(funded_wallet, "75", idempotency_key="m-1")
+    assert funded_wallet.balance == Decimal("10000.00")
+    assert_ledger_healthy()
+
+
+def journal_legs(txn):
+    return {(entry.wallet_id, entry.system_account): entry.amount for entry in txn.entries.all()}
+
+
 # --- idempotency ---------------------------------------------------------------------------
 
 
