@@ -144,29 +144,6 @@ def paid_booking(host, guest, make_booking, make_payment):
     return booking
 
 
-def ledger_snapshot() -> dict:
-    """Everything a money operation could change."""
-    from finance.models import (
-        IdempotencyRecord,
-        LedgerAudit,
-        LedgerEntry,
-        Payment,
-        Wallet,
-        WalletTransaction,
-        Withdrawal,
-    )
-
-    return {
-        "wallets": sorted(Wallet.objects.values_list("id", "balance", "held_balance", "status")),
-        "transactions": sorted(WalletTransaction.objects.values_list("id", "status")),
-        "entries": LedgerEntry.objects.count(),
-        "withdrawals": sorted(Withdrawal.objects.values_list("id", "status")),
-        "payments": sorted(Payment.objects.values_list("id", "status", "refunded_amount")),
-        "audit": LedgerAudit.objects.count(),
-        "idempotency": IdempotencyRecord.objects.count(),
-    }
-
-
 @pytest.fixture
 def unchanged(db):
     """Use as `with unchanged(): ...` around a call that must be refused: no money row may change."""
@@ -174,6 +151,8 @@ def unchanged(db):
 
     @contextmanager
     def check():
+        from testing.ledger import ledger_snapshot
+
         before = ledger_snapshot()
         yield
         assert ledger_snapshot() == before, "a refused operation changed the ledger"

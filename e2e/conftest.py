@@ -98,16 +98,6 @@ def pending_withdrawals(funded_wallet, bank_account):
     ]
 
 
-@pytest.fixture
-def paid_booking(host, guest, make_booking, make_payment):
-    from finance.services import TransactionService
-
-    TransactionService.create_wallet(host, "NGN")
-    booking = make_booking(host, guest, total="1000.00", commission="150.00")
-    TransactionService.process_booking_payment(booking, make_payment(booking))
-    return booking
-
-
 @pytest.fixture(scope="session")
 def erlang_node(live_server):
     """The real Erlang messaging service, persisting into the live test server."""

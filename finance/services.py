@@ -18,12 +18,16 @@ An operation handed a wallet object (credit_wallet, debit_wallet, initiate_withd
 or complete/fail_withdrawal through `withdrawal.wallet`) copies the new balance, held
 balance, status and updated_at onto that object, so `wallet.balance` is current without
 a `refresh_from_db()`; each says so in its docstring. reverse_transaction, handed only
-a reference, updates the wallet objects this thread handed to those operations.
+a reference, updates the wallet object behind a reference those operations handed back
+(HandedReference).
+
+The callers are trusted code: webhooks, jobs and `finance.staff_actions`, which checks the
+staff member's permission and four-eyes before calling here. `actor`, when given, is only
+recorded in the audit trail.
 """
 
 import functools
 import logging
-import threading
 import weakref
 from decimal import Decimal
 
@@ -47,6 +51,7 @@ from .errors import (
     TransactionError,
     UnsupportedCurrencyError,
     WalletNotActiveError,
+    require_reason,
 )
 from .ledger import NEW_TRANSACTION
 from .models import (
@@ -128,19 +133,6 @@ def _money_operation(name: str, *, single_statement: bool = False):
 # --- small shared checks ---------------------------------------------------------------
 
 
-def _require_permission(actor, permission: str) -> None:
-    """Staff actions are checked in the view and again here. `actor=None` is the system."""
-    if actor is not None and not actor.has_perm(permission):
-        raise PermissionDeniedError(f"{actor} may not perform this action ({permission}).")
-
-
-def _require_reason(reason: str) -> str:
-    reason = (reason or "").strip()
-    if not reason:
-        raise TransactionError("A reason is required.", field="reason")
-    return reason
-
-
 def _update_in_place(wallet: Wallet, fresh: Wallet) -> None:
     """Copy what a movement changes on a wallet from `fresh` onto the caller's `wallet`."""
     wallet.balance = fresh.balance
@@ -155,26 +147,34 @@ def _update_withdrawal_wallet(withdrawal: Withdrawal, fresh: Wallet) -> None:
         _update_in_place(withdrawal.wallet, fresh)
 
 
-# reverse_transaction is handed a reference, not a wallet, yet its callers
-# (test_reverse_transaction in finance/tests/test_services.py among them) read
-# `wallet.balance` on the wallet object they credited, debited or withdrew from, right
-# after the reversal and without refresh_from_db(). So the operations that are handed a
-# wallet object note it here, weakly and per thread, and a reversal updates the objects
-# noted for its wallet. Nothing else reads these notes.
+class HandedReference(str):
+    """A transaction's reference as credit_wallet, debit_wallet and initiate_withdrawal hand
+    it back (`txn.reference`, `withdrawal.transaction.reference`).
 
-_handed_in = threading.local()
+    It is the plain string for every purpose (compares, hashes, stores alike), and it also
+    remembers, weakly, the wallet object the caller handed in. reverse_transaction is given
+    only a reference, yet its callers read `wallet.balance` on that same object right after
+    the reversal; with this, the reversal updates it explicitly, and nothing keeps a
+    registry of wallet objects.
+    """
+
+    def handed_wallet(self) -> Wallet | None:
+        ref = getattr(self, "_wallet", None)
+        return ref() if ref is not None else None
 
 
-def _note_wallet_object(wallet: Wallet) -> None:
-    noted = getattr(_handed_in, "wallets", None)
-    if noted is None:
-        noted = _handed_in.wallets = {}
-    noted.setdefault(wallet.pk, weakref.WeakSet()).add(wallet)
+def _hand_back_reference(txn: WalletTransaction, wallet: Wallet) -> WalletTransaction:
+    reference = HandedReference(txn.reference)
+    reference._wallet = weakref.ref(wallet)
+    txn.reference = reference
+    return txn
 
 
-def _update_noted_wallet_objects(fresh: Wallet) -> None:
-    for wallet in getattr(_handed_in, "wallets", {}).get(fresh.pk, ()):
-        _update_in_place(wallet, fresh)
+def _update_handed_wallet(reference: str, fresh: Wallet) -> None:
+    """Update the wallet object behind a HandedReference, if the caller passed one."""
+    handed = reference.handed_wallet() if isinstance(reference, HandedReference) else None
+    if handed is not None and handed.pk == fresh.pk:
+        _update_in_place(handed, fresh)
 
 
 class TransactionService:
@@ -260,13 +260,13 @@ class TransactionService:
     ) -> WalletTransaction:
         """Post compensating entries for a completed transaction and mark it reversed.
 
-        Updates in place the wallet objects this thread handed to credit_wallet,
-        debit_wallet or initiate_withdrawal for the reversed transaction's wallet.
+        When `txn_reference` is the `.reference` of a transaction credit_wallet, debit_wallet
+        or initiate_withdrawal handed back, updates in place the wallet object handed to
+        that call.
         """
-        _require_permission(actor, "finance.reverse_transaction")
         record, previous = idempotency.claim(idempotency_key, "reverse", {"reference": txn_reference, "reason": reason})
         if previous:
-            _update_noted_wallet_objects(previous.wallet)
+            _update_handed_wallet(txn_reference, previous.wallet)
             return previous
         original, payment = _lock_for_reversal(txn_reference)
         if original.type == Type.REVERSAL:
@@ -301,7 +301,7 @@ class TransactionService:
         elif original.type == Type.BOOKING_PAYMENT:
             Booking.objects.filter(pk=original.booking_id).update(status=Booking.Status.CANCELLED)
         idempotency.remember(record, transaction=txn)
-        _update_noted_wallet_objects(txn.wallet)
+        _update_handed_wallet(txn_reference, txn.wallet)
         return txn
 
     # --- bookings --------------------------------------------------------------------
@@ -360,7 +360,6 @@ class TransactionService:
         booking: Booking, amount, reason: str, *, idempotency_key: str | None = None, actor=None
     ) -> WalletTransaction:
         """Refund the guest part or all of what they paid; commission is clawed back in proportion."""
-        _require_permission(actor, "finance.refund_booking")
         amount = parse_amount(amount, booking.currency)
         record, previous = idempotency.claim(
             idempotency_key, "refund", {"booking": booking.pk, "amount": amount, "reason": reason}
@@ -370,8 +369,7 @@ class TransactionService:
         payment = (
             Payment.objects.select_for_update(of=("self",))
             .select_related("booking", "ledger_transaction")
-            .filter(booking_id=booking.pk, ledger_transaction__isnull=False)
-            .order_by("pk")
+            .refundable_for(booking)
             .first()
         )
         if payment is None:
@@ -379,7 +377,7 @@ class TransactionService:
         booking = payment.booking
         if payment.ledger_transaction.status == Status.REVERSED:
             raise InvalidStateError("This booking's payment was reversed; there is nothing to refund.")
-        refundable = payment.amount - payment.refunded_amount
+        refundable = payment.refundable_amount
         if amount > refundable:
             raise RefundExceedsPaymentError(
                 f"At most {format_money(refundable, booking.currency)} can still be refunded.",
@@ -437,9 +435,9 @@ class TransactionService:
         """Hold `amount` of the wallet's available balance for a payout to the bank account.
 
         Updates `wallet` in place, and the withdrawal returned carries that same object
-        as `.wallet`, so completing or failing it updates it again.
+        as `.wallet`, so completing or failing it updates it again (and reversing its
+        `.transaction.reference` once completed, see HandedReference).
         """
-        _note_wallet_object(wallet)
         amount = parse_amount(amount, wallet.currency)
         record, previous = idempotency.claim(
             idempotency_key, "withdraw", {"wallet": wallet.pk, "bank": bank_account.pk, "amount": amount}
@@ -447,10 +445,11 @@ class TransactionService:
         if previous:
             _update_in_place(wallet, previous.wallet)
             previous.wallet = wallet
+            _hand_back_reference(previous.transaction, wallet)
             return previous
         if bank_account.owner_id != wallet.user_id:
             raise NotFoundError("Bank account not found.", field="bank_account")
-        if bank_account.currency and bank_account.currency != wallet.currency:
+        if not bank_account.takes(wallet.currency):
             raise CurrencyMismatchError(
                 f"The bank account takes {bank_account.currency}; the wallet holds {wallet.currency}.",
                 field="bank_account",
@@ -473,7 +472,11 @@ class TransactionService:
         )
         _update_in_place(wallet, txn.wallet)
         withdrawal = Withdrawal.objects.create(
-            wallet=wallet, bank_account=bank_account, amount=amount, currency=wallet.currency, transaction=txn
+            wallet=wallet,
+            bank_account=bank_account,
+            amount=amount,
+            currency=wallet.currency,
+            transaction=_hand_back_reference(txn, wallet),
         )
         idempotency.remember(record, withdrawal=withdrawal)
         return withdrawal
@@ -486,7 +489,6 @@ class TransactionService:
         Returns the withdrawal as now stored. Updates `withdrawal.wallet` in place when the
         `withdrawal` passed in carries its wallet object (`withdrawal` itself is not refreshed).
         """
-        _require_permission(actor, "finance.complete_withdrawal")
         record, previous = idempotency.claim(idempotency_key, "complete", {"withdrawal": withdrawal.pk})
         if previous:
             _update_withdrawal_wallet(withdrawal, previous.wallet)
@@ -513,8 +515,7 @@ class TransactionService:
         Returns the withdrawal as now stored. Updates `withdrawal.wallet` in place when the
         `withdrawal` passed in carries its wallet object (`withdrawal` itself is not refreshed).
         """
-        _require_permission(actor, "finance.fail_withdrawal")
-        reason = _require_reason(reason)
+        reason = require_reason(reason)
         record, previous = idempotency.claim(idempotency_key, "fail", {"withdrawal": withdrawal.pk, "reason": reason})
         if previous:
             _update_withdrawal_wallet(withdrawal, previous.wallet)
@@ -534,9 +535,9 @@ def _adjust(
     """credit_wallet and debit_wallet: move `amount` between `wallet` and the system
     account `account`, into the wallet when `credit`, out of its available balance if not.
 
-    Updates `wallet` in place, on a replay too.
+    Updates `wallet` in place, on a replay too; the transaction's `.reference` remembers
+    it for reverse_transaction (see HandedReference).
     """
-    _note_wallet_object(wallet)
     amount = parse_amount(amount, wallet.currency)
     operation, account_param = ("credit", "source") if credit else ("debit", "destination")
     record, previous = idempotency.claim(
@@ -545,7 +546,7 @@ def _adjust(
     if previous:
         previous.wallet = Wallet.objects.get(pk=wallet.pk)
         _update_in_place(wallet, previous.wallet)
-        return previous
+        return _hand_back_reference(previous, wallet)
     delta = amount if credit else -amount
     txn = ledger.post_movement(
         wallet=wallet,
@@ -560,7 +561,7 @@ def _adjust(
     )
     idempotency.remember(record, transaction=txn)
     _update_in_place(wallet, txn.wallet)
-    return txn
+    return _hand_back_reference(txn, wallet)
 
 
 def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(0), legs=(), reason="") -> Withdrawal:

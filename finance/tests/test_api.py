@@ -392,13 +392,6 @@ def test_a_confirmed_booking_cannot_be_paid_again(host, guest, make_booking, mak
     assert snapshot() == before
 
 
-@pytest.fixture
-def paid_booking(host, guest, make_booking, make_payment):
-    booking = make_booking(host, guest)
-    TransactionService.process_booking_payment(booking, make_payment(booking))
-    return booking
-
-
 def test_finance_refunds_part_of_a_booking(finance_user, paid_booking, host):
     response = client_for(finance_user).post(
         f"{API}/bookings/{paid_booking.pk}/refund/", {"amount": "200.00", "reason": "Late check-in"}, format="json"

@@ -7,7 +7,7 @@ from wagtail.models import ModelLogEntry
 
 from finance import staff_actions
 from finance.errors import PermissionDeniedError, TransactionError
-from finance.models import ApprovalRequest, Withdrawal
+from finance.models import ApprovalRequest, LedgerAudit, Withdrawal
 from finance.services import TransactionService
 
 pytestmark = pytest.mark.django_db
@@ -81,3 +81,14 @@ def test_rejecting_needs_a_note_and_the_approve_permission(settings, finance_use
     assert request.status == ApprovalRequest.Status.REJECTED and request.approved_by == approver
     assert withdrawal.status == Withdrawal.Status.PENDING
     assert ModelLogEntry.objects.filter(action="stayafrica.approval.reject").count() == 1
+
+
+def test_staff_permission_is_checked_in_the_staff_action(settings, funded_wallet, support_user, finance_user, approver):
+    credit = TransactionService.credit_wallet(funded_wallet, "10")
+    with pytest.raises(PermissionDeniedError):
+        staff_actions.request_reversal(txn=credit, reason="nope", actor=support_user, idempotency_key="p1")
+    request = staff_actions.request_reversal(txn=credit, reason="ok", actor=finance_user, idempotency_key="p2").approval
+    with pytest.raises(PermissionDeniedError):
+        staff_actions.approve_request(request=request, actor=support_user)
+    staff_actions.approve_request(request=request, actor=approver)
+    assert LedgerAudit.objects.filter(actor=finance_user, action="transaction.reversal").exists()

@@ -29,15 +29,6 @@ def withdrawal(funded_wallet, bank_account):
     return TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("2500.00"))
 
 
-@pytest.fixture
-def paid_booking(host, guest, make_booking, make_payment):
-    TransactionService.create_wallet(host, "NGN")
-    booking = make_booking(host, guest)
-    payment = make_payment(booking)
-    TransactionService.process_booking_payment(booking, payment)
-    return booking
-
-
 def login(client, user):
     client.force_login(user)
     return client

@@ -1,0 +1,24 @@
+"""A snapshot of every row a money operation could change, to prove a refusal changed nothing."""
+
+
+def ledger_snapshot() -> dict:
+    """Everything a money operation could change."""
+    from finance.models import (
+        IdempotencyRecord,
+        LedgerAudit,
+        LedgerEntry,
+        Payment,
+        Wallet,
+        WalletTransaction,
+        Withdrawal,
+    )
+
+    return {
+        "wallets": sorted(Wallet.objects.values_list("id", "balance", "held_balance", "status")),
+        "transactions": sorted(WalletTransaction.objects.values_list("id", "status")),
+        "entries": LedgerEntry.objects.count(),
+        "withdrawals": sorted(Withdrawal.objects.values_list("id", "status")),
+        "payments": sorted(Payment.objects.values_list("id", "status", "refunded_amount")),
+        "audit": LedgerAudit.objects.count(),
+        "idempotency": IdempotencyRecord.objects.count(),
+    }
