@@ -41,8 +41,9 @@ STAFF_OPERATIONS = ("/complete/", "/fail/", "/reverse/", "/refund/")
 
 @pytest.fixture(scope="module")
 def payments_schema(django_db_setup, django_db_blocker):
-    from portal.wsgi import application
+    from django.core.wsgi import get_wsgi_application
 
+    application = get_wsgi_application()  # the project's, whatever package holds its settings
     with django_db_blocker.unblock():
         loaded = schemathesis.openapi.from_wsgi("/api/schema/", application)
     return loaded.include(path_regex=r"^/api/payments/")
