@@ -50,6 +50,49 @@ def test_finance_completes_and_fails_withdrawals_and_the_wallet_shows_it(open_as
     shot(page, "wallet-page")
 
 
+def tab_to(page, target, limit=200):
+    """Press Tab until `target` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("element => element === document.activeElement"):
+            return
+    raise AssertionError(f"Tab never reached {target}")
+
+
+@pytest.mark.parametrize("viewport", [None, {"width": 390, "height": 844}], ids=["desktop", "phone"])
+def test_finance_completes_a_withdrawal_with_the_keyboard_only(open_as, finance_user, pending_withdrawals, viewport):
+    first = pending_withdrawals[0]
+    suffix = "phone" if viewport else "desktop"
+    page = open_as(finance_user, "/admin/operations/withdrawals/", viewport=viewport)
+    complete = page.get_by_role("button", name=f"Complete {first.reference}")
+    tab_to(page, complete)
+    page.keyboard.press("Enter")  # opens the confirmation, which takes the focus
+    confirmation = page.get_by_role("group", name=f"Confirm complete {first.reference}")
+    expect(confirmation).to_contain_text("NGN 1,500.00 goes to GTBank")
+    expect(confirmation).to_contain_text("from NGN 10,000.00 to NGN 8,500.00")
+    yes = confirmation.get_by_role("button", name="Yes, complete")
+    expect(yes).to_be_focused()
+    shot(page, f"withdrawal-confirm-keyboard-{suffix}")
+
+    page.keyboard.press("Escape")  # cancels: the row is back, its Complete button focused again
+    expect(confirmation).to_have_count(0)
+    expect(complete).to_be_focused()
+    assert Withdrawal.objects.get(pk=first.pk).status == "pending"
+
+    page.keyboard.press("Enter")
+    expect(yes).to_be_focused()
+    page.keyboard.press("Enter")  # confirms
+    row = page.locator(f"#withdrawal-{first.pk}")
+    expect(row).to_contain_text("Completed")
+    expect(page.locator(".messages")).to_contain_text(f"Withdrawal {first.reference} completed: NGN 1,500.00")
+    shot(page, f"withdrawal-done-keyboard-{suffix}")
+    assert Withdrawal.objects.get(pk=first.pk).status == "completed"
+
+    page.goto(f"/admin/operations/wallets/{first.wallet_id}/")
+    expect(page.locator("#wallet-balance")).to_have_text("NGN 8,500.00")
+    expect(page.locator("#wallet-held")).to_have_text("NGN 3,000.00")
+
+
 def test_bulk_complete_shows_progress(open_as, finance_user, pending_withdrawals):
     page = open_as(finance_user, "/admin/operations/withdrawals/")
     for w in pending_withdrawals:
