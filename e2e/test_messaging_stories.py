@@ -24,6 +24,7 @@ def test_support_broadcast_arrives_live_on_a_hosts_page(open_as, messaging, supp
     shot(page, "broadcast-compose")
     page.get_by_role("button", name="Review and send").click()
     expect(page.get_by_role("group", name="Confirm broadcast")).to_contain_text("1 recipient")
+    shot(page, "broadcast-confirm")
     page.get_by_role("button", name="Yes, send to 1").click()
 
     expect(page.locator("#broadcast-progress")).to_have_attribute("data-status", "done")

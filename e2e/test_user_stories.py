@@ -29,10 +29,15 @@ def test_finance_completes_and_fails_withdrawals_and_the_wallet_shows_it(open_as
 
     row = page.locator(f"#withdrawal-{second.pk}")
     row.get_by_role("button", name=f"Fail {second.reference}").click()
-    row.get_by_role("button", name="Yes, fail it").click()  # no reason yet: refused
-    expect(page.locator(f"#withdrawal-{second.pk} [role=alert]")).to_contain_text("reason")
+    row.get_by_role("button", name="Review failure…").click()  # no reason yet: refused
+    expect(page.locator(f"#withdrawal-{second.pk} [role=alert]")).to_contain_text("Say why the withdrawal failed")
     page.get_by_label("Reason (required, the host is told)").fill("Account number rejected by the bank")
-    page.locator(f"#withdrawal-{second.pk}").get_by_role("button", name="Yes, fail it").click()
+    row.get_by_role("button", name="Review failure…").click()
+    confirmation = row.get_by_role("group", name=f"Confirm fail {second.reference}")
+    expect(confirmation).to_contain_text("Account number rejected by the bank")
+    expect(confirmation).to_contain_text("NGN 2,000.00 returns to")
+    assert Withdrawal.objects.get(pk=second.pk).status == "pending"  # nothing moves before "Yes"
+    confirmation.get_by_role("button", name="Yes, fail it").click()
     expect(page.locator(f"#withdrawal-{second.pk}")).to_contain_text("Failed")
     expect(page.locator(".messages")).to_contain_text(f"Withdrawal {second.reference} failed")
     shot(page, "withdrawals-after")
@@ -45,12 +50,57 @@ def test_finance_completes_and_fails_withdrawals_and_the_wallet_shows_it(open_as
     shot(page, "wallet-page")
 
 
+def tab_to(page, target, limit=200):
+    """Press Tab until `target` has the focus, as a keyboard user would."""
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if target.evaluate("element => element === document.activeElement"):
+            return
+    raise AssertionError(f"Tab never reached {target}")
+
+
+@pytest.mark.parametrize("viewport", [None, {"width": 390, "height": 844}], ids=["desktop", "phone"])
+def test_finance_completes_a_withdrawal_with_the_keyboard_only(open_as, finance_user, pending_withdrawals, viewport):
+    first = pending_withdrawals[0]
+    suffix = "phone" if viewport else "desktop"
+    page = open_as(finance_user, "/admin/operations/withdrawals/", viewport=viewport)
+    complete = page.get_by_role("button", name=f"Complete {first.reference}")
+    tab_to(page, complete)
+    page.keyboard.press("Enter")  # opens the confirmation, which takes the focus
+    confirmation = page.get_by_role("group", name=f"Confirm complete {first.reference}")
+    expect(confirmation).to_contain_text("NGN 1,500.00 goes to GTBank")
+    expect(confirmation).to_contain_text("from NGN 10,000.00 to NGN 8,500.00")
+    yes = confirmation.get_by_role("button", name="Yes, complete")
+    expect(yes).to_be_focused()
+    shot(page, f"withdrawal-confirm-keyboard-{suffix}")
+
+    page.keyboard.press("Escape")  # cancels: the row is back, its Complete button focused again
+    expect(confirmation).to_have_count(0)
+    expect(complete).to_be_focused()
+    assert Withdrawal.objects.get(pk=first.pk).status == "pending"
+
+    page.keyboard.press("Enter")
+    expect(yes).to_be_focused()
+    page.keyboard.press("Enter")  # confirms
+    row = page.locator(f"#withdrawal-{first.pk}")
+    expect(row).to_contain_text("Completed")
+    expect(page.locator(".messages")).to_contain_text(f"Withdrawal {first.reference} completed: NGN 1,500.00")
+    shot(page, f"withdrawal-done-keyboard-{suffix}")
+    assert Withdrawal.objects.get(pk=first.pk).status == "completed"
+
+    page.goto(f"/admin/operations/wallets/{first.wallet_id}/")
+    expect(page.locator("#wallet-balance")).to_have_text("NGN 8,500.00")
+    expect(page.locator("#wallet-held")).to_have_text("NGN 3,000.00")
+
+
 def test_bulk_complete_shows_progress(open_as, finance_user, pending_withdrawals):
     page = open_as(finance_user, "/admin/operations/withdrawals/")
     for w in pending_withdrawals:
         page.get_by_label(f"Select {w.reference}").check()
     page.get_by_role("button", name="Complete selected…").click()
     expect(page.locator("#bulk-progress")).to_contain_text("Complete 3 withdrawals?")
+    expect(page.get_by_role("button", name="Yes, complete them")).to_be_focused()
+    shot(page, "withdrawals-bulk-confirm")
     page.get_by_role("button", name="Yes, complete them").click()
     expect(page.locator("#bulk-progress progress")).to_be_visible()
     expect(page.locator("#bulk-progress")).to_contain_text("Done: 3 of 3 completed")
@@ -84,15 +134,20 @@ def test_reversal_needs_a_second_approver(open_as, finance_user, approver, funde
     page.get_by_role("link", name=f"Reverse {credit.reference}").click()
     expect(page.locator("main")).to_contain_text("NGN 10,000.00 to NGN 0.00")
     page.get_by_label("Reason (required)").fill("Credited to the wrong host")
-    page.get_by_role("button", name="Request reversal").click()
+    page.get_by_role("button", name="Review reversal").click()
+    expect(page.get_by_role("group", name="Confirm reversal request")).to_contain_text("Credited to the wrong host")
+    page.get_by_role("button", name="Yes, request reversal").click()
     expect(page.locator(".messages")).to_contain_text("A second finance approver must approve it")
     expect(page.locator("#pending-approvals")).to_contain_text("You requested this")
     expect(page.locator("#pending-approvals").get_by_role("button", name="Approve")).to_have_count(0)
     shot(page, "approvals-requester")
 
     second = open_as(approver, "/admin/operations/approvals/")
-    second.once("dialog", lambda dialog: dialog.accept())
     second.locator("#pending-approvals").get_by_role("button", name="Approve").click()
+    confirmation = second.get_by_role("group", name="Confirm approval of request")
+    expect(confirmation).to_contain_text(f"{funded_wallet.user}'s balance goes from NGN 10,000.00 to NGN 0.00")
+    shot(second, "approvals-confirm")
+    confirmation.get_by_role("button", name="Yes, approve").click()
     expect(second.locator(".messages")).to_contain_text("approved and carried out")
     shot(second, "approvals-approved")
     credit.refresh_from_db()

@@ -49,6 +49,10 @@ def test_finance_replays_a_flagged_webhook_after_fixing_its_cause(
 
     Payment.objects.filter(pk=payment.pk).update(amount="1000.00")  # staff corrected the payment
     row.get_by_role("link", name="Replay…").click()
+    confirmation = page.get_by_role("group", name=f"Confirm replay of paystack event {event.event_id}")
+    expect(confirmation).to_contain_text("payment " + payment.reference + " of NGN 1,000.00")
+    expect(confirmation.get_by_role("button", name="Yes, replay")).to_be_focused()
+    shot(page, "webhook-replay-confirm")
     page.locator(f"#event-{event.pk}").get_by_role("button", name="Yes, replay").click()
     expect(page.locator(".messages")).to_contain_text("applied")
     expect(page.locator(".ops-empty")).to_contain_text("Nothing needs attention")

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from wagtail.log_actions import log
@@ -112,29 +112,37 @@ def audience_users(audience: str, *, country: str = "", user_ids=()):
     raise MessagingError("Choose who receives the broadcast.", field="audience")
 
 
-def create_broadcast(author, *, audience, text, priority="normal", country="", user_ids=()) -> Broadcast:
-    """Record the broadcast and hand its fan-out to Erlang (or write the rows here if it is down)."""
+def create_broadcast(
+    author, *, audience, text, priority="normal", country="", user_ids=(), broadcast_id=None
+) -> Broadcast:
+    """Record the broadcast and hand its fan-out to Erlang (or write the rows here if it is down).
+
+    With `broadcast_id` (an idempotency key) a second call with the same id returns the first
+    call's broadcast and sends nothing again."""
     permissions.require(author, permissions.SEND_BROADCAST)
+    if broadcast_id is not None:
+        sent = Broadcast.objects.filter(pk=broadcast_id, author=author).first()
+        if sent is not None:
+            return sent
     text, priority = _clean_text(text), _clean_priority(priority)
     recipients = list(audience_users(audience, country=country, user_ids=user_ids).values_list("pk", flat=True))
     if not recipients:
         raise MessagingError("Nobody is in this audience.", field="audience")
-    with transaction.atomic():
-        broadcast = Broadcast.objects.create(
-            author=author,
+    try:
+        broadcast = _record_broadcast(
+            author,
             audience=audience,
-            country=country.upper() if country else "",
-            user_ids=[int(i) for i in user_ids],
             text=text,
             priority=priority,
-            total=len(recipients),
+            country=country,
+            user_ids=user_ids,
+            recipients=len(recipients),
+            broadcast_id=broadcast_id,
         )
-        log(
-            broadcast,
-            "stayafrica.broadcast.send",
-            user=author,
-            data={"audience": broadcast.audience_label, "recipients": len(recipients), "text": text[:200]},
-        )
+    except IntegrityError:  # the same id, sent at the same moment: that call sends it
+        if broadcast_id is None:
+            raise
+        return Broadcast.objects.get(pk=broadcast_id, author=author)
     try:
         erlang_client.broadcast_message(
             author.pk, recipients, text, priority, broadcast_id=broadcast.pk, audience=broadcast.audience_label
@@ -142,6 +150,27 @@ def create_broadcast(author, *, audience, text, priority="normal", country="", u
     except ErlangUnavailable as error:
         logger.warning("Erlang unavailable, writing broadcast %s directly: %s", broadcast.pk, error)
         _fan_out_here(broadcast, recipients)
+    return broadcast
+
+
+def _record_broadcast(author, *, audience, text, priority, country, user_ids, recipients, broadcast_id) -> Broadcast:
+    with transaction.atomic():
+        broadcast = Broadcast.objects.create(
+            **({"id": broadcast_id} if broadcast_id is not None else {}),
+            author=author,
+            audience=audience,
+            country=country.upper() if country else "",
+            user_ids=[int(i) for i in user_ids],
+            text=text,
+            priority=priority,
+            total=recipients,
+        )
+        log(
+            broadcast,
+            "stayafrica.broadcast.send",
+            user=author,
+            data={"audience": broadcast.audience_label, "recipients": recipients, "text": text[:200]},
+        )
     return broadcast
 
 

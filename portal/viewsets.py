@@ -81,6 +81,7 @@ class TransactionSection(OperationsSection):
     routes = [
         ("", finance.TransactionListView.as_view(), "index"),
         ("<str:reference>/reverse/", finance.ReversalView.as_view(), "reverse"),
+        ("<str:reference>/reverse/confirm/", finance.ReversalView.as_view(confirming=True), "reverse_confirm"),
     ]
 
 
@@ -92,10 +93,11 @@ class WithdrawalSection(OperationsSection):
     routes = [
         ("", finance.WithdrawalQueueView.as_view(), "index"),
         ("<int:pk>/row/", finance.WithdrawalRowView.as_view(), "row"),
-        ("<int:pk>/<str:action>/confirm/", finance.WithdrawalConfirmView.as_view(), "confirm"),
+        ("<int:pk>/<str:action>/confirm/", finance.WithdrawalActionView.as_view(confirming=True), "confirm"),
         ("<int:pk>/<str:action>/", finance.WithdrawalActionView.as_view(), "act"),
         ("bulk/", finance.BulkCompleteView.as_view(), "bulk"),
-        ("bulk/<str:step>/", finance.BulkCompleteView.as_view(), "bulk_step"),
+        ("bulk/confirm/", finance.BulkCompleteView.as_view(confirming=True), "bulk_confirm"),
+        ("bulk/<str:step>/", finance.BulkStepView.as_view(), "bulk_step"),
     ]
 
 
@@ -104,7 +106,10 @@ class RefundSection(OperationsSection):
     menu_label = "Refunds"
     icon = "redirect"
     permission_required = permissions.REFUND_BOOKING
-    routes = [("", finance.RefundView.as_view(), "index")]
+    routes = [
+        ("", finance.RefundView.as_view(), "index"),
+        ("confirm/", finance.RefundView.as_view(confirming=True), "confirm"),
+    ]
 
 
 class ApprovalSection(OperationsSection):
@@ -115,6 +120,7 @@ class ApprovalSection(OperationsSection):
     routes = [
         ("", approvals.ApprovalQueueView.as_view(), "index"),
         ("<int:pk>/<str:decision>/", approvals.ApprovalDecisionView.as_view(), "decide"),
+        ("<int:pk>/<str:decision>/confirm/", approvals.ApprovalDecisionView.as_view(confirming=True), "confirm"),
     ]
 
 
@@ -126,6 +132,7 @@ class WebhookSection(OperationsSection):
     routes = [
         ("", webhooks.WebhookInboxView.as_view(), "index"),
         ("<int:pk>/replay/", webhooks.WebhookReplayView.as_view(), "replay"),
+        ("<int:pk>/replay/confirm/", webhooks.WebhookReplayView.as_view(confirming=True), "confirm"),
     ]
 
 
@@ -136,6 +143,7 @@ class BroadcastSection(OperationsSection):
     permission_required = permissions.SEND_BROADCAST
     routes = [
         ("", broadcasts.BroadcastPageView.as_view(), "index"),
+        ("confirm/", broadcasts.BroadcastPageView.as_view(confirming=True), "confirm"),
         ("preview/", broadcasts.RecipientPreviewView.as_view(), "preview"),
         ("<uuid:pk>/", broadcasts.BroadcastDetailView.as_view(), "detail"),
         ("<uuid:pk>/progress/", broadcasts.BroadcastProgressView.as_view(), "progress"),

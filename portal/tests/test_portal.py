@@ -1,5 +1,6 @@
 """The operations portal: permissions, money actions with audit, four-eyes, lists, statement."""
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,7 @@ from finance.errors import PermissionDeniedError
 from finance.models import ApprovalRequest, Wallet, WalletTransaction, Withdrawal
 from finance.services import TransactionService
 from portal.csv_export import neutralise
+from portal.tests.confirming import confirmed_url, post_confirmation
 
 pytestmark = pytest.mark.django_db
 
@@ -84,12 +86,9 @@ def test_complete_withdrawal_inline_updates_the_row_logs_and_is_idempotent(clien
     login(client, finance_user)
     confirm = client.get(f"/admin/operations/withdrawals/{withdrawal.pk}/complete/confirm/", HTTP_HX_REQUEST="true")
     assert b"Yes, complete" in confirm.content
-    for _ in range(2):  # a double submit with the same key
-        response = client.post(
-            f"/admin/operations/withdrawals/{withdrawal.pk}/complete/",
-            {"idempotency_key": "same-key"},
-            HTTP_HX_REQUEST="true",
-        )
+    assert confirmed_url(confirm) == f"/admin/operations/withdrawals/{withdrawal.pk}/complete/"
+    for _ in range(2):  # a double submit of the same confirmation (one token, one idempotency key)
+        response = post_confirmation(client, confirm, HTTP_HX_REQUEST="true")
         assert response.status_code == 200
         assert "w-messages:add" in response["HX-Trigger"]
     withdrawal.refresh_from_db()
@@ -103,15 +102,18 @@ def test_complete_withdrawal_inline_updates_the_row_logs_and_is_idempotent(clien
 
 def test_fail_requires_a_reason(client, finance_user, withdrawal):
     login(client, finance_user)
-    response = client.post(
-        f"/admin/operations/withdrawals/{withdrawal.pk}/fail/", {"idempotency_key": "k", "reason": " "}
-    )
-    assert b"reason" in response.content.lower()
+    asked = client.get(f"/admin/operations/withdrawals/{withdrawal.pk}/fail/confirm/", HTTP_HX_REQUEST="true")
+    assert b"Reason (required, the host is told)" in asked.content
+    response = client.post(f"/admin/operations/withdrawals/{withdrawal.pk}/fail/confirm/", {"reason": " "})
+    assert response.status_code == 400
+    assert b"Say why the withdrawal failed" in response.content
     withdrawal.refresh_from_db()
     assert withdrawal.status == Withdrawal.Status.PENDING
-    client.post(
-        f"/admin/operations/withdrawals/{withdrawal.pk}/fail/", {"idempotency_key": "k2", "reason": "Bank closed"}
-    )
+    confirm = client.post(f"/admin/operations/withdrawals/{withdrawal.pk}/fail/confirm/", {"reason": "Bank closed"})
+    assert b"Yes, fail it" in confirm.content and b"Bank closed" in confirm.content
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    post_confirmation(client, confirm, HTTP_HX_REQUEST="true")
     withdrawal.refresh_from_db()
     assert withdrawal.status == Withdrawal.Status.FAILED
     assert ModelLogEntry.objects.get(action="stayafrica.withdrawal.fail").data["reason"] == "Bank closed"
@@ -121,12 +123,14 @@ def test_bulk_complete_walks_through_the_selection(client, finance_user, funded_
     items = [TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("1000.00")) for _ in range(3)]
     login(client, finance_user)
     ids = [w.pk for w in items]
-    review = client.post("/admin/operations/withdrawals/bulk/", {"ids": ids})
+    review = client.post("/admin/operations/withdrawals/bulk/confirm/", {"ids": ids})
     assert b"Complete 3 withdrawals?" in review.content
-    response = client.post("/admin/operations/withdrawals/bulk/", {"ids": ids, "confirmed": "yes", "job_key": "job1"})
+    assert Withdrawal.objects.filter(pk__in=ids, status="completed").count() == 0
+    response = post_confirmation(client, review)
     assert b"Completing 0 of 3" in response.content
+    step = re.search(r'hx-post="(/admin/operations/withdrawals/bulk/\w+/)"', response.content.decode()).group(1)
     for _ in range(3):
-        response = client.post("/admin/operations/withdrawals/bulk/job1/")
+        response = client.post(step)
     assert b"Done: 3 of 3 completed" in response.content
     assert Withdrawal.objects.filter(pk__in=ids, status="completed").count() == 3
 
@@ -138,11 +142,12 @@ def test_partial_refund_reviews_then_refunds_once(client, finance_user, paid_boo
     login(client, finance_user)
     page = client.get(f"/admin/operations/refunds/?q={paid_booking.pk}")
     assert f"Booking #{paid_booking.pk}".encode() in page.content
-    data = {"booking": paid_booking.pk, "amount": "400.00", "reason": "Guest left early", "idempotency_key": "r1"}
-    review = client.post("/admin/operations/refunds/", data)
+    data = {"booking": paid_booking.pk, "amount": "400.00", "reason": "Guest left early"}
+    review = client.post("/admin/operations/refunds/confirm/", data)
     assert b"Yes, refund" in review.content
-    for _ in range(2):
-        client.post("/admin/operations/refunds/", {**data, "confirmed": "yes"})
+    assert WalletTransaction.objects.filter(type="refund").count() == 0
+    for _ in range(2):  # a double submit of the same confirmation
+        post_confirmation(client, review)
     assert WalletTransaction.objects.filter(type="refund").count() == 1
     payment = paid_booking.payments.get()
     assert payment.refunded_amount == Decimal("400.00")
@@ -152,10 +157,11 @@ def test_partial_refund_reviews_then_refunds_once(client, finance_user, paid_boo
 def test_reversal_needs_a_second_approver_never_the_requester(client, finance_user, approver, funded_wallet):
     credit = funded_wallet.transactions.get()
     login(client, finance_user)
-    response = client.post(
-        f"/admin/operations/transactions/{credit.reference}/reverse/",
-        {"reason": "Posted twice", "idempotency_key": "rv"},
+    review = client.post(
+        f"/admin/operations/transactions/{credit.reference}/reverse/confirm/", {"reason": "Posted twice"}
     )
+    assert b"Yes, request reversal" in review.content
+    response = post_confirmation(client, review)
     assert response.status_code == 302
     request = ApprovalRequest.objects.get()
     credit.refresh_from_db()
@@ -166,7 +172,9 @@ def test_reversal_needs_a_second_approver_never_the_requester(client, finance_us
     with pytest.raises(IntegrityError), transaction.atomic():
         ApprovalRequest.objects.filter(pk=request.pk).update(approved_by=finance_user)
     login(client, approver)
-    client.post(f"/admin/operations/approvals/{request.pk}/approve/", {"note": "ok"})
+    review = client.post(f"/admin/operations/approvals/{request.pk}/approve/confirm/", {"note": "ok"})
+    assert b"Yes, approve" in review.content
+    post_confirmation(client, review)
     credit.refresh_from_db()
     assert credit.status == "reversed"
     request.refresh_from_db()

@@ -10,6 +10,7 @@ from wagtail.models import ModelLogEntry
 
 from finance.models import Payment, WebhookEvent
 from messaging.models import Broadcast, Message
+from portal.tests.confirming import post_confirmation
 from testing.erlang_node import free_port
 
 pytestmark = pytest.mark.django_db
@@ -50,9 +51,12 @@ def test_finance_sees_the_flagged_event_with_its_raw_payload_and_replays_it(fina
     client = signed_in(finance_user)
     page = client.get("/admin/operations/webhooks/").content.decode()
     assert flagged_event.event_id in page and "Raw payload" in page and "differs" in page
-    assert "Yes, replay" in client.get(f"/admin/operations/webhooks/?confirm={flagged_event.pk}").content.decode()
+    confirm = client.get(f"/admin/operations/webhooks/{flagged_event.pk}/replay/confirm/")
+    assert "Yes, replay" in confirm.content.decode()
+    flagged_event.refresh_from_db()
+    assert flagged_event.outcome == WebhookEvent.Outcome.FLAGGED
 
-    response = client.post(f"/admin/operations/webhooks/{flagged_event.pk}/replay/", follow=True)
+    response = post_confirmation(client, confirm, follow=True)
 
     assert "applied" in response.content.decode().lower()
     flagged_event.refresh_from_db()
@@ -84,11 +88,11 @@ def test_broadcast_needs_confirmation_then_sends_and_is_audited(settings, suppor
     client = signed_in(support_user)
     form = {"text": "Hello Accra", "audience": "hosts_in_country", "country": "GH", "priority": "normal"}
 
-    review = client.post("/admin/operations/broadcasts/", form)
+    review = client.post("/admin/operations/broadcasts/confirm/", form)
     assert "Yes, send to 2" in review.content.decode()
     assert Broadcast.objects.count() == 0
 
-    sent = client.post("/admin/operations/broadcasts/", {**form, "confirmed": "yes"}, follow=True)
+    sent = post_confirmation(client, review, follow=True)
     broadcast = Broadcast.objects.get()
     assert "Delivered 2 of 2" in sent.content.decode()
     assert set(Message.objects.values_list("receiver", flat=True)) == {h.pk for h in hosts}
@@ -104,9 +108,10 @@ def test_recipient_preview_counts_the_audience(support_user, make_user):
     assert 'data-recipients="2"' in response.content.decode()
 
 
-def test_broadcast_form_errors_are_shown_and_nothing_is_sent(support_user):
+@pytest.mark.parametrize("url", ["/admin/operations/broadcasts/confirm/", "/admin/operations/broadcasts/"])
+def test_broadcast_form_errors_are_shown_and_nothing_is_sent(support_user, url):
     response = signed_in(support_user).post(
-        "/admin/operations/broadcasts/", {"text": "", "audience": "user_ids", "user_ids": "12, abc", "priority": "x"}
+        url, {"text": "", "audience": "user_ids", "user_ids": "12, abc", "priority": "x"}
     )
     page = response.content.decode()
     assert response.status_code == 400

@@ -1,8 +1,11 @@
 """Support pages: compose a broadcast, preview its audience, send it, watch it deliver."""
 
+import uuid
+
 from django import forms
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
 from django.views import View
 
@@ -13,6 +16,7 @@ from messaging.services import MessagingError, audience_users, create_broadcast
 
 from ..csv_export import stream_csv
 from .base import OperationsView, PermissionRequiredMixin
+from .confirmation import Confirmation, ConfirmationMixin, clean_text
 
 COUNTRIES = [
     ("NG", "Nigeria"),
@@ -59,16 +63,21 @@ class BroadcastForm(forms.Form):
         ).count()
 
 
-class BroadcastPageView(OperationsView):
+class FormInvalid(TransactionError):
+    """Correct the errors below."""
+
+
+class BroadcastPageView(ConfirmationMixin, OperationsView):
     """Compose, preview the recipient count, confirm, send; the history below."""
 
     permission_required = permissions.SEND_BROADCAST
     page_title = "Broadcasts"
     header_icon = "mail"
     template_name = "portal/broadcasts.html"
+    confirmation_action = "broadcast.send"
 
     def get(self, request, *args, **kwargs):
-        if request.GET.get("export") == "csv":
+        if request.GET.get("export") == "csv" and not self.confirming:
             return stream_csv(
                 "broadcasts.csv",
                 ["Sent", "By", "Audience", "Priority", "Message", "Delivered", "Total", "Status", "Stored directly"],
@@ -95,31 +104,71 @@ class BroadcastPageView(OperationsView):
         context["history"] = Broadcast.objects.select_related("author")[:50]
         return context
 
-    def post(self, request):
-        form = BroadcastForm(request.POST)
+    def get_confirmation_params(self):
+        self.form = form = BroadcastForm(self.request.POST)
         if not form.is_valid():
-            return self.render_to_response(self.get_context_data(form=form), status=400)
+            raise FormInvalid
         count = form.recipient_count()
         if count == 0:
             form.add_error("audience", "Nobody is in this audience: choose another.")
-            return self.render_to_response(self.get_context_data(form=form), status=400)
-        if request.POST.get("confirmed") != "yes":
-            return self.render_to_response(self.get_context_data(form=form, confirm_count=count))
+            raise FormInvalid
         data = form.cleaned_data
+        return {
+            "text": clean_text(data["text"]),
+            "audience": data["audience"],
+            "country": data.get("country", ""),
+            "user_ids": list(data.get("user_ids", [])),
+            "priority": data["priority"],
+            "recipients": count,
+        }
+
+    def get_confirmation_target(self):
+        return "new"
+
+    def describe_confirmation(self, params):
+        count = params["recipients"]
+        audience = Broadcast(audience=params["audience"], country=params["country"], user_ids=params["user_ids"])
+        return Confirmation(
+            label="Confirm broadcast",
+            question=f"Send this {params['priority']}-priority message to {count} recipient{pluralize(count)}?",
+            effects=[f"Who receives it: {audience.audience_label}. It arrives at once for anyone online."],
+            quote=params["text"],
+            quote_label="Message",
+            yes=f"Yes, send to {count}",
+            url=reverse("ops_broadcasts:index"),
+            fields=[
+                ("text", params["text"]),
+                ("audience", params["audience"]),
+                ("country", params["country"]),
+                ("user_ids", " ".join(str(i) for i in params["user_ids"])),
+                ("priority", params["priority"]),
+            ],
+            cancel_url=reverse("ops_broadcasts:index"),
+        )
+
+    def render_confirmation(self, confirmation, status):
+        return self.render_to_response(self.get_context_data(form=self.form, confirmation=confirmation), status=status)
+
+    def render_invalid(self, error):
+        if not self.form.errors:
+            self.form.add_error(None, error.message)
+        return self.render_to_response(self.get_context_data(form=self.form), status=400)
+
+    def perform(self, params, key):
         try:
             broadcast = create_broadcast(
-                request.user,
-                audience=data["audience"],
-                text=data["text"],
-                priority=data["priority"],
-                country=data.get("country", ""),
-                user_ids=data.get("user_ids", ()),
+                self.request.user,
+                audience=params["audience"],
+                text=params["text"],
+                priority=params["priority"],
+                country=params["country"],
+                user_ids=params["user_ids"],
+                broadcast_id=uuid.UUID(key),
             )
         except TransactionError as error:
-            form.add_error(None, error.message)
-            return self.render_to_response(self.get_context_data(form=form), status=400)
+            return self.render_invalid(error)
         messages.success(
-            request, f"Broadcast to {broadcast.audience_label} is on its way ({broadcast.total} recipients)."
+            self.request, f"Broadcast to {broadcast.audience_label} is on its way ({broadcast.total} recipients)."
         )
         return redirect(reverse("ops_broadcasts:detail", args=[broadcast.pk]))
 

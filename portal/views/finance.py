@@ -1,26 +1,39 @@
 """Finance staff pages: dashboard, wallets, transactions, withdrawals, refunds, reversals."""
 
 import json
-import uuid
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.defaultfilters import pluralize
 from django.urls import reverse
+from django.utils.dateformat import format as date_format
+from django.utils.functional import cached_property
 from django.views import View
 
 from finance import approvals, permissions, staff_actions
-from finance.errors import TransactionError
+from finance.errors import (
+    InvalidAmountError,
+    InvalidStateError,
+    RefundExceedsPaymentError,
+    TransactionError,
+    require_reason,
+)
 from finance.models import Booking, Payment, Wallet, WalletTransaction, Withdrawal
-from finance.money import format_money
+from finance.money import format_money, parse_amount
 
 from .. import selectors
 from ..filters import TransactionFilter, WalletFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
-from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, new_idempotency_key
+from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView
+from .confirmation import Confirmation, ConfirmationMixin, clean_text
+
+APPROVAL_NEEDED = (
+    "Above the approval threshold: this files a request for a second approver; "
+    "nothing moves until someone else approves it."
+)
 
 # --- dashboard -------------------------------------------------------------------------------
 
@@ -143,12 +156,13 @@ class TransactionListView(WalletTransactionsMixin, TableListView):
 # --- reversals -------------------------------------------------------------------------------
 
 
-class ReversalView(OperationsView):
+class ReversalView(ConfirmationMixin, OperationsView):
     """Request the reversal of a transaction: always a four-eyes request."""
 
     permission_required = permissions.REVERSE_TRANSACTION
     header_icon = "undo"
     template_name = "portal/reversal.html"
+    confirmation_action = "transaction.reverse"
 
     def dispatch(self, request, reference, *args, **kwargs):
         self.txn = get_object_or_404(WalletTransaction.objects.select_related("wallet__user"), reference=reference)
@@ -160,31 +174,62 @@ class ReversalView(OperationsView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         wallet = self.txn.wallet
-        effect = -self.txn.signed_amount
-        context.update(
-            txn=self.txn,
-            wallet=wallet,
-            effect=effect,
-            balance_after=wallet.balance + effect,
-            idempotency_key=kwargs.get("idempotency_key") or new_idempotency_key(),
-            reason=kwargs.get("reason", ""),
-            error=kwargs.get("error"),
-        )
+        context.update(txn=self.txn, wallet=wallet, balance_after=wallet.balance - self.txn.signed_amount)
         return context
 
-    def post(self, request):
-        reason = request.POST.get("reason", "")
-        key = request.POST.get("idempotency_key") or new_idempotency_key()
+    def get_confirmation_params(self):
+        reason = require_reason(
+            clean_text(self.request.POST.get("reason")), "Give a reason for the reversal; it goes in the audit log."
+        )
+        if not staff_actions.can_be_reversed(self.txn):
+            raise InvalidStateError(
+                f"{self.txn.reference} cannot be reversed: only a completed transaction that is not itself "
+                "a reversal can be."
+            )
+        return {"amount": str(self.txn.amount), "currency": self.txn.currency, "reason": reason}
+
+    def get_confirmation_target(self):
+        return self.txn.pk
+
+    def describe_confirmation(self, params):
+        txn, wallet = self.txn, self.txn.wallet
+        return Confirmation(
+            label="Confirm reversal request",
+            question=f"Request the reversal of {txn.reference}?",
+            effects=[
+                f"{txn.get_type_display()} of {format_money(txn.amount, txn.currency)} "
+                f"({txn.get_direction_display().lower()}) on {date_format(txn.created_at, 'Y-m-d H:i')}"
+                f"{' — ' + txn.description if txn.description else ''}.",
+                f"Once approved, the opposite entries are posted: {wallet.user}'s balance goes from "
+                f"{format_money(wallet.balance, wallet.currency)} to "
+                f"{format_money(wallet.balance - txn.signed_amount, wallet.currency)}.",
+            ],
+            quote=params["reason"],
+            quote_label="Reason",
+            approval="A reversal always needs a second finance approver: this files the request; "
+            "nothing moves until someone else approves it.",
+            yes="Yes, request reversal",
+            url=reverse("ops_transactions:reverse", args=[txn.reference]),
+            fields=[("reason", params["reason"])],
+            cancel_url=reverse("ops_wallets:detail", args=[wallet.pk]),
+        )
+
+    def render_confirmation(self, confirmation, status):
+        return self.render_to_response(self.get_context_data(confirmation=confirmation), status=status)
+
+    def render_invalid(self, error):
+        context = self.get_context_data(reason=self.request.POST.get("reason", ""), error=error.message)
+        return self.render_to_response(context, status=400)
+
+    def perform(self, params, key):
         try:
             outcome = staff_actions.request_reversal(
-                txn=self.txn, reason=reason, actor=request.user, idempotency_key=key
+                txn=self.txn, reason=params["reason"], actor=self.request.user, idempotency_key=key
             )
         except TransactionError as error:
-            return self.render_to_response(
-                self.get_context_data(idempotency_key=key, reason=reason, error=error.message), status=400
-            )
+            return self.render_invalid(error)
         messages.success(
-            request,
+            self.request,
             f"Reversal of {self.txn.reference} requested. A second finance approver must approve it "
             f"(request #{outcome.approval.pk}).",
         )
@@ -244,127 +289,216 @@ class WithdrawalMixin(PermissionRequiredMixin):
         return response
 
 
-class WithdrawalConfirmView(WithdrawalMixin, View):
-    """GET: the confirmation (with the effect) shown inside the row, before money moves."""
-
-    permission_required = permissions.VIEW_WITHDRAWALS
-
-    def get(self, request, pk, action):
-        withdrawal = self.get_withdrawal(pk)
-        needed = {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}.get(action)
-        if needed is None:
-            raise Http404
-        if not request.user.has_perm(needed):
-            raise PermissionDenied
-        wallet = withdrawal.wallet
-        return self.row(
-            request,
-            withdrawal,
-            extra={
-                "confirm": action,
-                "idempotency_key": new_idempotency_key(),
-                "needs_approval": action == "complete"
-                and approvals.needs_approval(withdrawal.amount, withdrawal.currency),
-                "balance_after": wallet.balance - withdrawal.amount,
-                "available_after": wallet.available_balance + withdrawal.amount,
-            },
-        )
-
-
 class WithdrawalRowView(WithdrawalMixin, View):
+    """The row as it stands (Cancel puts it back; `?focus=` names the button that gets the focus)."""
+
     permission_required = permissions.VIEW_WITHDRAWALS
 
     def get(self, request, pk):
-        return self.row(request, self.get_withdrawal(pk))
+        focus = request.GET.get("focus")
+        return self.row(request, self.get_withdrawal(pk), extra={"focus": focus if focus in WITHDRAWAL_ACTIONS else ""})
 
 
-class WithdrawalActionView(WithdrawalMixin, View):
-    """POST: complete or fail one withdrawal, then answer with the updated row."""
+class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
+    """Complete or fail one withdrawal inside its row: the confirmation (with the effect) replaces
+    the row's actions, and the action answers with the updated row. Failing asks the reason first,
+    so the confirmation can show it."""
 
     def has_permission(self, user):
-        action = self.kwargs.get("action")
-        return user.has_perm(
-            {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}.get(action, "-")
+        needed = WITHDRAWAL_ACTIONS.get(self.kwargs.get("action"))
+        return needed is not None and permissions.allows(user, needed)
+
+    def dispatch(self, request, *args, **kwargs):
+        self.action = kwargs["action"]
+        self.confirmation_action = f"withdrawal.{self.action}"
+        return super().dispatch(request, *args, **kwargs)
+
+    def get(self, request, *args, **kwargs):
+        if self.confirming and self.action == "fail":
+            return self.row(request, self.withdrawal, extra={"asking_reason": True})
+        return super().get(request, *args, **kwargs)
+
+    @cached_property
+    def withdrawal(self):
+        return self.get_withdrawal(self.kwargs["pk"])
+
+    def get_confirmation_params(self):
+        w = self.withdrawal
+        params = {"amount": str(w.amount), "currency": w.currency}
+        if self.action == "fail":
+            params["reason"] = require_reason(
+                clean_text(self.request.POST.get("reason")),
+                "Say why the withdrawal failed; the host and the audit log see it.",
+            )
+        return params
+
+    def get_confirmation_target(self):
+        return self.withdrawal.pk
+
+    def describe_confirmation(self, params):
+        w = self.withdrawal
+        wallet, currency = w.wallet, w.currency
+        amount = format_money(w.amount, currency)
+        common = {
+            "label": f"Confirm {self.action} {w.reference}",
+            "url": reverse("ops_withdrawals:act", args=[w.pk, self.action]),
+            "cancel_get": f"{reverse('ops_withdrawals:row', args=[w.pk])}?focus={self.action}",
+            "target": f"#withdrawal-{w.pk}",
+            "small": True,
+            "id": f"confirm-{self.action}-{w.pk}",
+        }
+        if self.action == "complete":
+            return Confirmation(
+                question=f"Complete {w.reference}?",
+                effects=[
+                    f"{amount} goes to {w.bank_account} ({wallet.user}).",
+                    f"The wallet balance goes from {format_money(wallet.balance, currency)} to "
+                    f"{format_money(wallet.balance - w.amount, currency)}; the hold is released.",
+                ],
+                approval=APPROVAL_NEEDED if approvals.needs_approval(w.amount, currency) else "",
+                yes="Yes, complete",
+                **common,
+            )
+        return Confirmation(
+            question=f"Fail {w.reference}?",
+            effects=[
+                f"Nothing is paid out: {amount} returns to {wallet.user}'s available balance "
+                f"({format_money(wallet.available_balance + w.amount, currency)} after)."
+            ],
+            quote=params["reason"],
+            quote_label="Reason (the host is told)",
+            fields=[("reason", params["reason"])],
+            danger=True,
+            yes="Yes, fail it",
+            **common,
         )
 
-    def post(self, request, pk, action):
-        withdrawal = self.get_withdrawal(pk)
-        key = request.POST.get("idempotency_key") or new_idempotency_key()
+    def render_confirmation(self, confirmation, status):
+        return self.row(self.request, self.withdrawal, extra={"confirmation": confirmation}, status=status)
+
+    def render_invalid(self, error):
+        return self.row(
+            self.request,
+            self.withdrawal,
+            extra={"asking_reason": True, "error": error.message, "reason": self.request.POST.get("reason", "")},
+            status=400,
+        )
+
+    def perform(self, params, key):
+        withdrawal = self.withdrawal
         try:
-            if action == "complete":
+            if self.action == "complete":
                 outcome = staff_actions.complete_withdrawal(
-                    withdrawal=withdrawal, actor=request.user, idempotency_key=key
+                    withdrawal=withdrawal, actor=self.request.user, idempotency_key=key
                 )
             else:
                 outcome = staff_actions.fail_withdrawal(
-                    withdrawal=withdrawal,
-                    actor=request.user,
-                    reason=request.POST.get("reason", ""),
-                    idempotency_key=key,
+                    withdrawal=withdrawal, actor=self.request.user, reason=params["reason"], idempotency_key=key
                 )
         except TransactionError as error:
             return self.row(
-                request,
-                self.get_withdrawal(pk),
+                self.request,
+                self.get_withdrawal(withdrawal.pk),
                 message=f"{withdrawal.reference}: {error.message}",
                 level="error",
-                extra={"confirm": action, "idempotency_key": key, "error": error.message},
             )
         if outcome.needs_approval:
             message = (
                 f"{withdrawal.reference} is above the approval threshold: a second approver must approve it "
                 f"(request #{outcome.approval.pk})."
             )
-            return self.row(request, self.get_withdrawal(pk), message=message, level="warning")
+            return self.row(self.request, self.get_withdrawal(withdrawal.pk), message=message, level="warning")
         done = outcome.result
-        verb = "completed" if action == "complete" else "failed"
+        verb = "completed" if self.action == "complete" else "failed"
         return self.row(
-            request,
-            self.get_withdrawal(pk),
+            self.request,
+            self.get_withdrawal(withdrawal.pk),
             message=f"Withdrawal {done.reference} {verb}: {format_money(done.amount, done.currency)}.",
         )
 
 
-class BulkCompleteView(WithdrawalMixin, View):
-    """Bulk completion: confirm, then one withdrawal per htmx request so progress shows as it goes.
+class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
+    """Bulk completion: confirm the selection, then one withdrawal per htmx request so progress
+    shows as it goes (BulkStepView).
 
-    The job (ids and one idempotency key each) lives in the session; every step completes the
-    next withdrawal and answers with the progress bar, which triggers the next step until done.
-    """
+    The job (the confirmed ids; its id is the confirmation's idempotency key) lives in the session."""
+
+    permission_required = permissions.COMPLETE_WITHDRAWAL
+    confirmation_action = "withdrawal.bulk_complete"
+
+    def get_confirmation_params(self):
+        ids = {int(i) for i in self.request.POST.getlist("ids") if i.isdigit()}
+        self.selected = list(
+            Withdrawal.objects.filter(pk__in=ids, status__in=Withdrawal.OPEN_STATUSES)
+            .select_related("wallet__user")
+            .order_by("created_at", "id")
+        )
+        if not self.selected:
+            raise TransactionError("Select at least one pending withdrawal first.")
+        return {"ids": sorted(w.pk for w in self.selected), "totals": self.totals()}
+
+    def totals(self):
+        totals = {}
+        for w in self.selected:
+            totals[w.currency] = totals.get(w.currency, Decimal(0)) + w.amount
+        return [format_money(v, k) for k, v in sorted(totals.items())]
+
+    def get_confirmation_target(self):
+        return "selection"
+
+    def describe_confirmation(self, params):
+        count = len(self.selected)
+        hosts = sorted({str(w.wallet.user) for w in self.selected})
+        above = sum(1 for w in self.selected if approvals.needs_approval(w.amount, w.currency))
+        approval = ""
+        if above:
+            approval = (
+                f"{above} of them {pluralize(above, 'is,are')} above the approval threshold: "
+                f"{pluralize(above, 'it becomes a request,they become requests')} for a second approver."
+            )
+        return Confirmation(
+            label="Confirm bulk completion",
+            question=f"Complete {count} withdrawal{pluralize(count)}?",
+            effects=[
+                f"Total {', '.join(params['totals'])} goes out to the bank account{pluralize(len(hosts))} "
+                f"of {', '.join(hosts)}.",
+                "Each is completed in turn; the rows update as they go.",
+            ],
+            approval=approval,
+            yes=f"Yes, complete {pluralize(count, 'it,them')}",
+            url=reverse("ops_withdrawals:bulk"),
+            fields=[("ids", pk) for pk in params["ids"]],
+            target="#bulk-progress",
+            swap="innerHTML",
+            cancel_focus="#bulk-complete",
+            small=True,
+        )
+
+    def render_confirmation(self, confirmation, status):
+        return render(self.request, "portal/includes/bulk_progress.html", {"confirmation": confirmation}, status=status)
+
+    def render_invalid(self, error):
+        return render(self.request, "portal/includes/bulk_progress.html", {"empty": error.message}, status=400)
+
+    def perform(self, params, key):
+        jobs = self.request.session.setdefault("bulk_jobs", {})
+        if key not in jobs:  # a double submit of one confirmation starts one job
+            jobs[key] = {"ids": [w.pk for w in self.selected], "done": 0, "results": []}
+            self.request.session.modified = True
+        return bulk_progress(self.request, key, jobs[key])
+
+
+class BulkStepView(WithdrawalMixin, View):
+    """One step of a confirmed bulk job: complete its next withdrawal, answer with the progress bar
+    (which asks for the next step until the job is done)."""
 
     permission_required = permissions.COMPLETE_WITHDRAWAL
 
-    def post(self, request, step=None):
-        jobs = request.session.setdefault("bulk_jobs", {})
-        if step is None:
-            ids = [int(i) for i in request.POST.getlist("ids") if i.isdigit()]
-            selected = list(
-                Withdrawal.objects.filter(pk__in=ids, status__in=Withdrawal.OPEN_STATUSES).order_by("created_at", "id")
-            )
-            if not selected:
-                return render(request, "portal/includes/bulk_progress.html", {"empty": True})
-            if request.POST.get("confirmed") != "yes":
-                totals = {}
-                for w in selected:
-                    totals[w.currency] = totals.get(w.currency, Decimal(0)) + w.amount
-                return render(
-                    request,
-                    "portal/includes/bulk_progress.html",
-                    {
-                        "confirm": True,
-                        "selected": selected,
-                        "totals": [format_money(v, k) for k, v in sorted(totals.items())],
-                        "job_key": new_idempotency_key(),
-                    },
-                )
-            job_id = request.POST.get("job_key") or uuid.uuid4().hex
-            if job_id not in jobs:
-                jobs[job_id] = {"ids": [w.pk for w in selected], "done": 0, "results": []}
-                request.session.modified = True
-            return self.progress(request, job_id, jobs[job_id])
-        job = jobs.get(step)
+    def post(self, request, step):
+        job = request.session.get("bulk_jobs", {}).get(step)
         if job is None:
             raise Http404
+        updated = None
         if job["done"] < len(job["ids"]):
             pk = job["ids"][job["done"]]
             withdrawal = self.get_withdrawal(pk)
@@ -379,38 +513,38 @@ class BulkCompleteView(WithdrawalMixin, View):
             job["done"] += 1
             request.session.modified = True
             updated = self.get_withdrawal(pk)
-        else:
-            updated = None
-        return self.progress(request, step, job, updated=updated)
+        return bulk_progress(request, step, job, updated=updated)
 
-    def progress(self, request, job_id, job, updated=None):
-        total = len(job["ids"])
-        return render(
-            request,
-            "portal/includes/bulk_progress.html",
-            {
-                "job_id": job_id,
-                "done": job["done"],
-                "total": total,
-                "percent": int(100 * job["done"] / total) if total else 100,
-                "finished": job["done"] >= total,
-                "results": job["results"],
-                "completed": sum(1 for r in job["results"] if r["result"] == "completed"),
-                "updated": updated,
-            },
-        )
+
+def bulk_progress(request, job_id, job, updated=None):
+    total = len(job["ids"])
+    return render(
+        request,
+        "portal/includes/bulk_progress.html",
+        {
+            "job_id": job_id,
+            "done": job["done"],
+            "total": total,
+            "percent": int(100 * job["done"] / total) if total else 100,
+            "finished": job["done"] >= total,
+            "results": job["results"],
+            "completed": sum(1 for r in job["results"] if r["result"] == "completed"),
+            "updated": updated,
+        },
+    )
 
 
 # --- refunds ---------------------------------------------------------------------------------
 
 
-class RefundView(OperationsView):
+class RefundView(ConfirmationMixin, OperationsView):
     """Find a booking, see what was paid and refunded, refund part or all with a reason."""
 
     permission_required = permissions.REFUND_BOOKING
     page_title = "Refunds"
     header_icon = "redirect"
     template_name = "portal/refunds.html"
+    confirmation_action = "booking.refund"
 
     def find_bookings(self, query):
         query = query.strip().lstrip("#")
@@ -426,6 +560,10 @@ class RefundView(OperationsView):
             .order_by("-pk")[:20]
         )
 
+    @staticmethod
+    def paid_payment(booking):
+        return Payment.objects.filter(booking=booking, ledger_transaction__isnull=False).order_by("pk").first()
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         query = self.request.GET.get("q", "")
@@ -434,62 +572,95 @@ class RefundView(OperationsView):
         booking_id = self.request.GET.get("booking") or kwargs.get("booking_id")
         if booking_id and str(booking_id).isdigit():
             booking = get_object_or_404(Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id)
-            payment = Payment.objects.filter(booking=booking, ledger_transaction__isnull=False).order_by("pk").first()
+            payment = self.paid_payment(booking)
             context["booking"] = booking
             context["payment"] = payment
             if payment:
                 context["refundable"] = payment.amount - payment.refunded_amount
-        context.setdefault("idempotency_key", kwargs.get("idempotency_key") or new_idempotency_key())
-        for name in ("amount", "reason", "error", "review"):
-            if name in kwargs:
-                context[name] = kwargs[name]
         return context
 
-    def post(self, request):
-        booking_id = request.POST.get("booking", "")
-        amount = request.POST.get("amount", "").strip()
-        reason = request.POST.get("reason", "").strip()
-        key = request.POST.get("idempotency_key") or new_idempotency_key()
-        state = {"booking_id": booking_id, "amount": amount, "reason": reason, "idempotency_key": key}
-        booking = get_object_or_404(Booking, pk=booking_id) if booking_id.isdigit() else None
-        if booking is None:
+    def get_confirmation_params(self):
+        booking_id = self.request.POST.get("booking", "")
+        if not booking_id.isdigit():
             raise Http404
+        self.booking = get_object_or_404(
+            Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id
+        )
+        self.payment = self.paid_payment(self.booking)
+        raw = self.request.POST.get("amount", "").strip()
         try:
-            value = Decimal(amount)
+            Decimal(raw)
         except InvalidOperation:
-            return self.render_to_response(
-                self.get_context_data(**state, error="Enter the amount as a number, e.g. 2500.00."), status=400
+            raise InvalidAmountError("Enter the amount as a number, e.g. 2500.00.") from None
+        amount = parse_amount(raw, self.booking.currency)
+        reason = require_reason(
+            clean_text(self.request.POST.get("reason")), "Give a reason for the refund; it goes in the audit log."
+        )
+        if self.payment is None:
+            raise InvalidStateError("This booking has no completed payment: there is nothing to refund.")
+        refundable = self.payment.amount - self.payment.refunded_amount
+        if amount > refundable:
+            raise RefundExceedsPaymentError(
+                f"At most {format_money(refundable, self.booking.currency)} can still be refunded."
             )
-        if not reason:
-            return self.render_to_response(
-                self.get_context_data(**state, error="Give a reason for the refund; it goes in the audit log."),
-                status=400,
-            )
-        if request.POST.get("confirmed") != "yes":
-            payment = Payment.objects.filter(booking=booking, ledger_transaction__isnull=False).first()
-            review = {
-                "amount": format_money(value, booking.currency),
-                "host": booking.rental_property.host,
-                "needs_approval": approvals.needs_approval(value, booking.currency),
-                "full": payment is not None and value == payment.amount - payment.refunded_amount,
-            }
-            return self.render_to_response(self.get_context_data(**state, review=review))
+        return {"amount": str(amount), "currency": self.booking.currency, "reason": reason}
+
+    def get_confirmation_target(self):
+        return self.booking.pk
+
+    def describe_confirmation(self, params):
+        booking, currency = self.booking, self.booking.currency
+        amount = Decimal(params["amount"])
+        left = self.payment.amount - self.payment.refunded_amount - amount
+        return Confirmation(
+            label="Confirm refund",
+            question=f"Refund {format_money(amount, currency)} to {booking.guest}?",
+            effects=[
+                f"Booking #{booking.pk} · {booking.rental_property}. The host, {booking.rental_property.host}, "
+                "gives back their share from their wallet; the platform's commission is returned in proportion.",
+                "This refunds the full remaining amount."
+                if not left
+                else f"Afterwards {format_money(left, currency)} can still be refunded.",
+            ],
+            quote=params["reason"],
+            quote_label="Reason",
+            approval=APPROVAL_NEEDED if approvals.needs_approval(amount, currency) else "",
+            yes="Yes, refund",
+            url=reverse("ops_refunds:index"),
+            fields=[("booking", booking.pk), ("amount", params["amount"]), ("reason", params["reason"])],
+            cancel_url=f"{reverse('ops_refunds:index')}?booking={booking.pk}",
+        )
+
+    def render_confirmation(self, confirmation, status):
+        context = self.get_context_data(booking_id=self.booking.pk, confirmation=confirmation)
+        return self.render_to_response(context, status=status)
+
+    def render_invalid(self, error):
+        post = self.request.POST
+        context = self.get_context_data(
+            booking_id=post.get("booking", ""), amount=post.get("amount", ""), reason=post.get("reason", "")
+        )
+        context["error"] = error.message
+        return self.render_to_response(context, status=400)
+
+    def perform(self, params, key):
+        booking, amount = self.booking, Decimal(params["amount"])
         try:
             outcome = staff_actions.refund_booking(
-                booking=booking, amount=value, reason=reason, actor=request.user, idempotency_key=key
+                booking=booking, amount=amount, reason=params["reason"], actor=self.request.user, idempotency_key=key
             )
         except TransactionError as error:
-            return self.render_to_response(self.get_context_data(**state, error=error.message), status=400)
+            return self.render_invalid(error)
         if outcome.needs_approval:
             messages.warning(
-                request,
-                f"The refund of {format_money(value, booking.currency)} is above the approval threshold: "
+                self.request,
+                f"The refund of {format_money(amount, booking.currency)} is above the approval threshold: "
                 f"request #{outcome.approval.pk} waits for a second approver.",
             )
         else:
             messages.success(
-                request,
-                f"Refunded {format_money(value, booking.currency)} for booking #{booking.pk} "
+                self.request,
+                f"Refunded {format_money(amount, booking.currency)} for booking #{booking.pk} "
                 f"({outcome.result.reference}).",
             )
         return redirect(f"{reverse('ops_refunds:index')}?booking={booking.pk}")

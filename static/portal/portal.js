@@ -60,3 +60,49 @@
     update(JSON.parse(data.textContent || "[]"));
   });
 })();
+
+// Confirmations (templates/portal/includes/confirmation.html). The "Yes, ..." button has
+// `autofocus`, so it takes the focus when the confirmation appears (the browser on a page
+// load, htmx after a swap) and Enter confirms. Escape, like Cancel, cancels.
+(function () {
+  "use strict";
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    var box = event.target.closest ? event.target.closest("[data-cancellable]") : null;
+    if (!box && event.target === document.body) {
+      var open = document.querySelectorAll("[data-cancellable]");
+      if (open.length === 1) box = open[0];
+    }
+    var cancel = box && box.querySelector("[data-confirmation-cancel]");
+    if (!cancel) return;
+    event.preventDefault();
+    cancel.click();
+  });
+
+  // Browsers skip `autofocus` on a page opened at a #fragment: focus the Yes button anyway.
+  document.addEventListener("DOMContentLoaded", function () {
+    var yes = document.querySelector("[data-confirmation] [autofocus]");
+    if (yes && (document.activeElement === document.body || !document.activeElement)) yes.focus();
+  });
+
+  // A Cancel with nothing to fetch (the bulk completion's) removes the confirmation and
+  // gives the focus back to the button that opened it.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest ? event.target.closest("[data-confirmation-dismiss]") : null;
+    if (!button) return;
+    var back = button.dataset.confirmationDismiss ? document.querySelector(button.dataset.confirmationDismiss) : null;
+    button.closest("[data-cancellable]").remove();
+    if (back) back.focus();
+  });
+
+  // A refused confirmation (no token, an expired or a mismatched one) answers 4xx with the
+  // confirmation again, and input errors answer 400 with the input again: show them in place.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var xhr = event.detail.xhr;
+    if (xhr.status >= 400 && xhr.status < 500 && xhr.getResponseHeader("X-Confirmation")) {
+      event.detail.shouldSwap = true;
+      event.detail.isError = false;
+    }
+  });
+})();
