@@ -59,11 +59,16 @@ def file_request(*, kind, actor, amount, currency, idempotency_key: str, reason:
 def lock_for_decision(request: ApprovalRequest, actor) -> ApprovalRequest:
     """Lock the request's row and check it can still be decided, and not by its requester."""
     request = ApprovalRequest.objects.select_for_update().get(pk=request.pk)
+    check_decidable(request, actor)
+    return request
+
+
+def check_decidable(request: ApprovalRequest, actor) -> None:
+    """Refuse a decision on a request already decided, or by the person who filed it."""
     if request.status != ApprovalRequest.Status.PENDING:
         raise InvalidStateError(f"This request is already {request.get_status_display().lower()}.")
     if request.requested_by_id == actor.pk:
         raise PermissionDeniedError("You requested this yourself: a second person has to approve it.")
-    return request
 
 
 def record_decision(request: ApprovalRequest, *, status: str, actor, note: str, reference: str = "") -> None:

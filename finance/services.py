@@ -147,6 +147,22 @@ def _update_withdrawal_wallet(withdrawal: Withdrawal, fresh: Wallet) -> None:
         _update_in_place(withdrawal.wallet, fresh)
 
 
+def check_refundable(payment: Payment | None, amount: Decimal) -> None:
+    """Refuse a refund of `amount` against the booking's settled `payment` (None: it has none).
+
+    process_refund checks the locked row; the portal asks the same before it confirms."""
+    if payment is None:
+        raise InvalidStateError("This booking has no completed payment to refund.")
+    if payment.ledger_transaction.status == Status.REVERSED:
+        raise InvalidStateError("This booking's payment was reversed; there is nothing to refund.")
+    refundable = payment.refundable_amount
+    if amount > refundable:
+        raise RefundExceedsPaymentError(
+            f"At most {format_money(refundable, payment.currency)} can still be refunded.",
+            refundable=str(refundable),
+        )
+
+
 class HandedReference(str):
     """A transaction's reference as credit_wallet, debit_wallet and initiate_withdrawal hand
     it back (`txn.reference`, `withdrawal.transaction.reference`).
@@ -372,17 +388,8 @@ class TransactionService:
             .refundable_for(booking)
             .first()
         )
-        if payment is None:
-            raise InvalidStateError("This booking has no completed payment to refund.")
+        check_refundable(payment, amount)
         booking = payment.booking
-        if payment.ledger_transaction.status == Status.REVERSED:
-            raise InvalidStateError("This booking's payment was reversed; there is nothing to refund.")
-        refundable = payment.refundable_amount
-        if amount > refundable:
-            raise RefundExceedsPaymentError(
-                f"At most {format_money(refundable, booking.currency)} can still be refunded.",
-                refundable=str(refundable),
-            )
         commission_back = _commission_clawback(booking, payment, amount)
         refunded = payment.refunded_amount + amount
         fully = refunded == payment.amount

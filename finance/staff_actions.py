@@ -19,9 +19,49 @@ from wagtail.log_actions import log
 from . import approvals, permissions
 from .audit import log_once, money_data
 from .errors import InvalidStateError, require_reason
-from .models import ApprovalRequest, Booking, WalletTransaction, Withdrawal
+from .models import ApprovalRequest, Booking, Payment, WalletTransaction, Withdrawal
 from .money import parse_amount
-from .services import TransactionService
+from .services import TransactionService, check_refundable
+
+# --- the checks a confirmation runs before it asks, and the action runs again ---------------
+# Each refusal is written once: the portal calls these to refuse before it confirms, and
+# the actions below call them again on the way in.
+
+
+def clean_failure_reason(reason: str | None) -> str:
+    return require_reason(reason, "Say why the withdrawal failed; the host and the audit log see it.")
+
+
+def clean_refund_reason(reason: str | None) -> str:
+    return require_reason(reason, "Give a reason for the refund; it goes in the audit log.")
+
+
+def clean_reversal_reason(reason: str | None) -> str:
+    return require_reason(reason, "Give a reason for the reversal; it goes in the audit log.")
+
+
+def clean_rejection_note(note: str | None) -> str:
+    return require_reason(note, "Say why the request is rejected.", field="note")
+
+
+def can_be_reversed(txn: WalletTransaction) -> bool:
+    """Only a completed transaction that is not itself a reversal can be reversed."""
+    return txn.status == WalletTransaction.Status.COMPLETED and txn.type != WalletTransaction.Type.REVERSAL
+
+
+def check_reversible(txn: WalletTransaction) -> None:
+    if not can_be_reversed(txn):
+        raise InvalidStateError(
+            f"{txn.reference} is {txn.get_status_display().lower()}: only a completed transaction that is "
+            "not itself a reversal can be reversed."
+        )
+
+
+def check_refund(booking: Booking, amount) -> Payment:
+    """The booking's settled payment, if `amount` can be refunded from it (read, not locked)."""
+    payment = Payment.objects.select_related("ledger_transaction").refundable_for(booking).first()
+    check_refundable(payment, parse_amount(amount, booking.currency))
+    return payment
 
 
 @dataclass
@@ -70,7 +110,7 @@ def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, 
 def fail_withdrawal(*, withdrawal: Withdrawal, actor, reason: str, idempotency_key: str) -> Outcome:
     """Fail a withdrawal with a reason: the held amount returns to the host's available balance."""
     permissions.require(actor, permissions.FAIL_WITHDRAWAL)
-    reason = require_reason(reason, "Say why the withdrawal failed; the host and the audit log see it.")
+    reason = clean_failure_reason(reason)
     with transaction.atomic():
         done = TransactionService.fail_withdrawal(withdrawal, reason, idempotency_key=idempotency_key, actor=actor)
         log_once(
@@ -89,7 +129,7 @@ def fail_withdrawal(*, withdrawal: Withdrawal, actor, reason: str, idempotency_k
 def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_key: str, approved_by=None) -> Outcome:
     """Refund part or all of a booking's payment, or file it for approval above the threshold."""
     permissions.require(actor, permissions.REFUND_BOOKING)
-    reason = require_reason(reason, "Give a reason for the refund; it goes in the audit log.")
+    reason = clean_refund_reason(reason)
     amount = parse_amount(amount, booking.currency)
     if approved_by is None and approvals.needs_approval(amount, booking.currency):
         return Outcome(
@@ -115,17 +155,11 @@ def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_
     return Outcome(result=txn)
 
 
-def can_be_reversed(txn: WalletTransaction) -> bool:
-    """Only a completed transaction that is not itself a reversal can be reversed."""
-    return txn.status == WalletTransaction.Status.COMPLETED and txn.type != WalletTransaction.Type.REVERSAL
-
-
 def request_reversal(*, txn: WalletTransaction, reason: str, actor, idempotency_key: str) -> Outcome:
     """A reversal always needs a second approver: this only files the request."""
     permissions.require(actor, permissions.REVERSE_TRANSACTION)
-    reason = require_reason(reason, "Give a reason for the reversal; it goes in the audit log.")
-    if not can_be_reversed(txn):
-        raise InvalidStateError(f"{txn.reference} is {txn.get_status_display().lower()}: it cannot be reversed.")
+    reason = clean_reversal_reason(reason)
+    check_reversible(txn)
     return Outcome(
         approval=approvals.file_request(
             kind=ApprovalRequest.Kind.REVERSAL,
@@ -166,7 +200,7 @@ def approve_request(*, request: ApprovalRequest, actor, note: str = "") -> Appro
 def reject_request(*, request: ApprovalRequest, actor, note: str) -> ApprovalRequest:
     """Reject the request with a note; nothing moves."""
     permissions.require(actor, permissions.APPROVE_REQUEST)
-    note = require_reason(note, "Say why the request is rejected.", field="note")
+    note = clean_rejection_note(note)
     with transaction.atomic():
         request = approvals.lock_for_decision(request, actor)
         approvals.record_decision(request, status=ApprovalRequest.Status.REJECTED, actor=actor, note=note)

@@ -6,8 +6,8 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.functional import cached_property
 
-from finance import permissions, staff_actions
-from finance.errors import InvalidStateError, PermissionDeniedError, TransactionError, require_reason
+from finance import approvals, permissions, staff_actions
+from finance.errors import TransactionError
 from finance.models import ApprovalRequest
 from finance.money import format_money
 
@@ -64,11 +64,8 @@ class ApprovalDecisionView(ConfirmationMixin, ApprovalQueueView):
     def get_confirmation_params(self):
         approval, note = self.approval, clean_text(self.request.POST.get("note"))
         if self.decision == "reject":
-            note = require_reason(note, "Say why the request is rejected.", field="note")
-        if approval.status != ApprovalRequest.Status.PENDING:
-            raise InvalidStateError(f"This request is already {approval.get_status_display().lower()}.")
-        if approval.requested_by_id == self.request.user.pk:
-            raise PermissionDeniedError("You requested this yourself: a second person has to approve it.")
+            note = staff_actions.clean_rejection_note(note)
+        approvals.check_decidable(approval, self.request.user)
         return {"amount": str(approval.amount), "currency": approval.currency, "note": note}
 
     def get_confirmation_target(self):

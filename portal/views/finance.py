@@ -16,10 +16,7 @@ from django.views import View
 from finance import approvals, permissions, staff_actions
 from finance.errors import (
     InvalidAmountError,
-    InvalidStateError,
-    RefundExceedsPaymentError,
     TransactionError,
-    require_reason,
 )
 from finance.models import Booking, Payment, Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money, parse_amount
@@ -178,14 +175,8 @@ class ReversalView(ConfirmationMixin, OperationsView):
         return context
 
     def get_confirmation_params(self):
-        reason = require_reason(
-            clean_text(self.request.POST.get("reason")), "Give a reason for the reversal; it goes in the audit log."
-        )
-        if not staff_actions.can_be_reversed(self.txn):
-            raise InvalidStateError(
-                f"{self.txn.reference} cannot be reversed: only a completed transaction that is not itself "
-                "a reversal can be."
-            )
+        reason = staff_actions.clean_reversal_reason(clean_text(self.request.POST.get("reason")))
+        staff_actions.check_reversible(self.txn)
         return {"amount": str(self.txn.amount), "currency": self.txn.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -326,10 +317,7 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
         w = self.withdrawal
         params = {"amount": str(w.amount), "currency": w.currency}
         if self.action == "fail":
-            params["reason"] = require_reason(
-                clean_text(self.request.POST.get("reason")),
-                "Say why the withdrawal failed; the host and the audit log see it.",
-            )
+            params["reason"] = staff_actions.clean_failure_reason(clean_text(self.request.POST.get("reason")))
         return params
 
     def get_confirmation_target(self):
@@ -560,10 +548,6 @@ class RefundView(ConfirmationMixin, OperationsView):
             .order_by("-pk")[:20]
         )
 
-    @staticmethod
-    def paid_payment(booking):
-        return Payment.objects.filter(booking=booking, ledger_transaction__isnull=False).order_by("pk").first()
-
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         query = self.request.GET.get("q", "")
@@ -572,11 +556,11 @@ class RefundView(ConfirmationMixin, OperationsView):
         booking_id = self.request.GET.get("booking") or kwargs.get("booking_id")
         if booking_id and str(booking_id).isdigit():
             booking = get_object_or_404(Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id)
-            payment = self.paid_payment(booking)
+            payment = Payment.objects.refundable_for(booking).first()
             context["booking"] = booking
             context["payment"] = payment
             if payment:
-                context["refundable"] = payment.amount - payment.refunded_amount
+                context["refundable"] = payment.refundable_amount
         return context
 
     def get_confirmation_params(self):
@@ -586,23 +570,14 @@ class RefundView(ConfirmationMixin, OperationsView):
         self.booking = get_object_or_404(
             Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id
         )
-        self.payment = self.paid_payment(self.booking)
         raw = self.request.POST.get("amount", "").strip()
         try:
             Decimal(raw)
         except InvalidOperation:
             raise InvalidAmountError("Enter the amount as a number, e.g. 2500.00.") from None
         amount = parse_amount(raw, self.booking.currency)
-        reason = require_reason(
-            clean_text(self.request.POST.get("reason")), "Give a reason for the refund; it goes in the audit log."
-        )
-        if self.payment is None:
-            raise InvalidStateError("This booking has no completed payment: there is nothing to refund.")
-        refundable = self.payment.amount - self.payment.refunded_amount
-        if amount > refundable:
-            raise RefundExceedsPaymentError(
-                f"At most {format_money(refundable, self.booking.currency)} can still be refunded."
-            )
+        reason = staff_actions.clean_refund_reason(clean_text(self.request.POST.get("reason")))
+        self.payment = staff_actions.check_refund(self.booking, amount)
         return {"amount": str(amount), "currency": self.booking.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -611,7 +586,7 @@ class RefundView(ConfirmationMixin, OperationsView):
     def describe_confirmation(self, params):
         booking, currency = self.booking, self.booking.currency
         amount = Decimal(params["amount"])
-        left = self.payment.amount - self.payment.refunded_amount - amount
+        left = self.payment.refundable_amount - amount
         return Confirmation(
             label="Confirm refund",
             question=f"Refund {format_money(amount, currency)} to {booking.guest}?",
