@@ -23,6 +23,9 @@ DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-cl
 # Tests and benchmarks run on PostgreSQL; `make run` uses the embedded SQLite default.
 PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
 TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
+# The Django suites run in parallel (pytest-xdist), one process per core by default; each
+# worker has its own test database (test_<name>_gw0, ...), live server and Erlang node.
+TEST_WORKERS ?= auto
 
 .PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
 	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve clean lock
@@ -127,7 +130,7 @@ lint: python-dev-packages
 
 test-python: setup postgres python-dev-packages
 	@echo "==> Django test suites on PostgreSQL"
-	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest finance messaging portal
+	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal
 
 test-e2e: setup postgres python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"
