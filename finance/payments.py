@@ -123,6 +123,14 @@ def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source:
     return WebhookResult(200, {"status": inbox.outcome, "event_id": event.event_id})
 
 
+def check_replayable(inbox: WebhookEvent) -> None:
+    """Only the events that need attention (flagged or rejected) may be applied again."""
+    if inbox.outcome not in WebhookEvent.NEEDS_ATTENTION:
+        raise InvalidStateError(
+            f"Only flagged or rejected events can be replayed; this one is {inbox.get_outcome_display().lower()}."
+        )
+
+
 def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
     """Apply a flagged or rejected event again, after staff fixed its cause.
 
@@ -132,8 +140,7 @@ def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
         inbox = WebhookEvent.objects.select_for_update().filter(pk=event_pk).first()
         if inbox is None:
             raise NotFoundError("Webhook event not found.")
-        if inbox.outcome not in WebhookEvent.NEEDS_ATTENTION:
-            raise InvalidStateError(f"Only flagged or rejected events can be replayed; this one is {inbox.outcome}.")
+        check_replayable(inbox)
         inbox.replay_count += 1
         try:
             event = PROVIDERS[inbox.provider].parse(inbox.raw_body.encode())

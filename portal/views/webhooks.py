@@ -5,8 +5,8 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
 from django.utils.functional import cached_property
 
-from finance import permissions, staff_actions
-from finance.errors import InvalidStateError, TransactionError
+from finance import payments, permissions, staff_actions
+from finance.errors import TransactionError
 from finance.models import WebhookEvent
 from finance.money import format_money
 
@@ -82,10 +82,7 @@ class WebhookReplayView(ConfirmationMixin, WebhookInboxView):
 
     def get_confirmation_params(self):
         event, payment = self.event, self.event.payment
-        if event.outcome not in WebhookEvent.NEEDS_ATTENTION:
-            raise InvalidStateError(
-                f"Only flagged or rejected events can be replayed; this one is {event.get_outcome_display().lower()}."
-            )
+        payments.check_replayable(event)
         return {
             "payment": payment.reference if payment else "",
             "amount": str(payment.amount) if payment else "",
