@@ -33,10 +33,9 @@ VIEW_AUDIT_LOG = "portal.view_audit_log"
 
 
 def allows(user, *permissions: str) -> bool:
-    """True when `user` is signed in, active and holds every one of `permissions`."""
-    if user is None or not getattr(user, "is_active", False):
-        return False
-    return all(user.has_perm(permission) for permission in permissions)
+    """True when `user` holds every one of `permissions` (Django's has_perm already refuses
+    anonymous and inactive users)."""
+    return user is not None and all(user.has_perm(permission) for permission in permissions)
 
 
 def require(actor, permission: str) -> None:

@@ -374,6 +374,11 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
 
     def perform(self, params, key):
         withdrawal = self.withdrawal
+        message, level = self.act(withdrawal, params, key)
+        return self.row(self.request, self.get_withdrawal(withdrawal.pk), message=message, level=level)
+
+    def act(self, withdrawal, params, key) -> tuple[str, str]:
+        """Run the staff action; return the message for the row's answer and its level."""
         try:
             if self.action == "complete":
                 outcome = staff_actions.complete_withdrawal(
@@ -384,25 +389,16 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
                     withdrawal=withdrawal, actor=self.request.user, reason=params["reason"], idempotency_key=key
                 )
         except TransactionError as error:
-            return self.row(
-                self.request,
-                self.get_withdrawal(withdrawal.pk),
-                message=f"{withdrawal.reference}: {error.message}",
-                level="error",
-            )
+            return f"{withdrawal.reference}: {error.message}", "error"
         if outcome.needs_approval:
-            message = (
+            return (
                 f"{withdrawal.reference} is above the approval threshold: a second approver must approve it "
-                f"(request #{outcome.approval.pk})."
+                f"(request #{outcome.approval.pk}).",
+                "warning",
             )
-            return self.row(self.request, self.get_withdrawal(withdrawal.pk), message=message, level="warning")
         done = outcome.result
         verb = "completed" if self.action == "complete" else "failed"
-        return self.row(
-            self.request,
-            self.get_withdrawal(withdrawal.pk),
-            message=f"Withdrawal {done.reference} {verb}: {format_money(done.amount, done.currency)}.",
-        )
+        return f"Withdrawal {done.reference} {verb}: {format_money(done.amount, done.currency)}.", "success"
 
 
 class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
