@@ -18,7 +18,8 @@ STAMPS := .venv/.stamps
 DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang-inets erlang-tools \
 	erlang-crypto erlang-ssl erlang-mochiweb erlang-jiffy erlang-cowlib erlang-proper erlang-proper-dev \
 	chromium fonts-dejavu-core
-DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk
+DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk \
+	redis-server:redis-server redis-cli:redis-tools
 
 # Tests and benchmarks run on PostgreSQL; `make run` uses the embedded SQLite default.
 PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
@@ -28,7 +29,7 @@ TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
 TEST_WORKERS ?= auto
 
 .PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
-	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve clean lock
+	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve dev-serve redis clean lock
 
 setup: debian-packages python-packages node-packages erlang-build
 
@@ -111,11 +112,29 @@ migrate: python-packages
 demo-data: migrate
 	@FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
 
-run: setup demo-data
-	@$(MAKE) --no-print-directory serve
+# Redis, the shared cache of the production profile and the tests that run it: start a
+# local one if it is installed but not answering (it keeps nothing on disk: a cache).
+REDIS_URL ?= redis://127.0.0.1:6379/0
+redis:
+	@if redis-cli -u "$(REDIS_URL)" ping >/dev/null 2>&1; then exit 0; fi; \
+	case "$(REDIS_URL)" in redis://127.0.0.1:6379*|redis://localhost:6379*) ;; \
+	*) echo "Redis does not answer at $(REDIS_URL)."; exit 1;; esac; \
+	echo "==> Starting a local Redis on 127.0.0.1:6379"; \
+	redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save '' --appendonly no >/dev/null; \
+	for i in $$(seq 30); do redis-cli -u "$(REDIS_URL)" ping >/dev/null 2>&1 && exit 0; sleep 0.2; done; \
+	echo "Redis did not start on 127.0.0.1:6379."; exit 1
 
-# Serves Django on :8000 and the Erlang messaging service on :8765; Ctrl-C stops both.
-serve:
+run: setup demo-data
+	@$(MAKE) --no-print-directory dev-serve
+
+# The production profile (deploy/serve): DEBUG off, gunicorn, WhiteNoise, Redis, the
+# messaging service's OTP release, against DATABASE_URL (PostgreSQL). Needs SECRET_KEY.
+serve: setup postgres redis erlang-release
+	@REDIS_URL=$(REDIS_URL) deploy/serve
+
+# The development servers `make run` starts: Django's runserver on :8000 and the Erlang
+# messaging service from its build directory on :8765; Ctrl-C stops both.
+dev-serve:
 	@$(PY) manage.py print_demo_logins
 	@echo "==> Portal:    http://127.0.0.1:8000/admin/   (hosts: http://127.0.0.1:8000/statement/)"
 	@echo "==> Messaging: $${ERLANG_MESSAGING_URL:-http://127.0.0.1:8765}/health"
@@ -128,9 +147,12 @@ lint: python-dev-packages
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
 
-test-python: setup postgres python-dev-packages
+test-python: setup postgres redis python-dev-packages
 	@echo "==> Django test suites on PostgreSQL"
-	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal
+	@# The suites use the in-process cache; the tests of the production profile start real
+	@# servers that share Redis (TEST_REDIS_URL), under a key prefix of their own.
+	@env -u REDIS_URL DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(REDIS_URL) \
+		$(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal
 
 test-e2e: setup postgres python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"

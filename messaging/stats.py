@@ -1,11 +1,10 @@
 """Samples of the Erlang service's /stats for the portal's live chart.
 
 Each call returns the recent ring of samples. Erlang is asked at most once every
-SAMPLE_SECONDS whatever the number of staff watching; the ring lives in the cache so
-every worker process draws the same chart.
+SAMPLE_SECONDS whatever the number of staff watching and of web processes serving them:
+the ring, the last outcome and the turn to sample all live in the shared cache, and
+`cache.add` (atomic in Redis) gives the turn to one process per period.
 """
-
-import time
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -14,24 +13,35 @@ from .erlang import ErlangError, erlang_client
 
 RING_KEY = "messaging:stats:ring"
 LAST_KEY = "messaging:stats:last"
+TURN_KEY = "messaging:stats:turn"
 RING_SIZE = 60
-SAMPLE_SECONDS = 2.0
+SAMPLE_SECONDS = 2
 
 
 def sample_stats() -> dict:
     """{"up": bool, "error": str, "samples": [...oldest first], "latest": sample or None}."""
-    last = cache.get(LAST_KEY)
+    if cache.add(TURN_KEY, True, timeout=SAMPLE_SECONDS):
+        return _take_sample()
     ring = cache.get(RING_KEY) or []
-    if last and time.monotonic() - last["at"] < SAMPLE_SECONDS:
-        return {"up": last["up"], "error": last["error"], "samples": ring, "latest": ring[-1] if ring else None}
+    last = cache.get(LAST_KEY) or {"up": bool(ring), "error": ""}
+    return {
+        "up": last["up"],
+        "error": last["error"],
+        "samples": ring,
+        "latest": ring[-1] if ring and last["up"] else None,
+    }
+
+
+def _take_sample() -> dict:
+    ring = cache.get(RING_KEY) or []
     try:
         sample = to_sample(erlang_client.stats())
     except ErlangError as error:
-        cache.set(LAST_KEY, {"at": time.monotonic(), "up": False, "error": str(error)}, 60)
+        cache.set(LAST_KEY, {"up": False, "error": str(error)}, 60)
         return {"up": False, "error": str(error), "samples": ring, "latest": None}
     ring = (ring + [sample])[-RING_SIZE:]
     cache.set(RING_KEY, ring, 600)
-    cache.set(LAST_KEY, {"at": time.monotonic(), "up": True, "error": ""}, 60)
+    cache.set(LAST_KEY, {"up": True, "error": ""}, 60)
     return {"up": True, "error": "", "samples": ring, "latest": sample}
 
 

@@ -4,12 +4,14 @@ Configuration comes only from environment variables; every variable has a defaul
 that suits local development (`make run`). See the README for the full list.
 """
 
+import ipaddress
 import os
 from decimal import Decimal
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from whitenoise.compress import Compressor
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -65,7 +67,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so everything after it (throttles, logs, the audit) sees the client's real address.
+    "portal.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files straight from gunicorn, before sessions and the rest are touched.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -117,12 +123,30 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` gathers every static file for WhiteNoise to serve (`make serve`).
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [
     BASE_DIR / "static",
     # Front-end libraries installed from the npm registry by `make` (package.json).
     ("vendor/chart.js", BASE_DIR / "node_modules" / "chart.js" / "dist"),
 ]
+# With DEBUG off, static files are served by WhiteNoise from STATIC_ROOT only, under names
+# that carry a hash of their content (cached for ever by browsers) and pre-compressed
+# (Brotli and gzip); nothing is read from node_modules or the source tree at run time.
+# In development Django's finders serve them as they are edited.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
+}
+# Only the hashed copies are kept, and source maps and type declarations (read by
+# developer tools, never by a page) are not compressed: collectstatic then takes seconds,
+# not a minute.
+WHITENOISE_KEEP_ONLY_HASHED_FILES = True
+WHITENOISE_SKIP_COMPRESS_EXTENSIONS = [*Compressor.SKIP_COMPRESS_EXTENSIONS, "map", "ts"]
 MEDIA_ROOT = BASE_DIR / "media"
 MEDIA_URL = "/media/"
 
@@ -234,11 +258,33 @@ ERLANG_MESSAGING_PUBLIC_URL = os.environ.get("ERLANG_MESSAGING_PUBLIC_URL", "")
 MESSAGING_SHARED_SECRET = os.environ.get("MESSAGING_SHARED_SECRET", "dev-messaging-secret")
 DJANGO_API_URL = os.environ.get("DJANGO_API_URL", "http://127.0.0.1:8000")
 
-CACHES = {
-    "default": {
-        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+# --- Shared state --------------------------------------------------------------------
+# Anything counted or remembered across requests (the webhook verification limit, the
+# stats chart's ring of samples) lives in the cache, so it must be shared by every
+# process on every machine: Redis whenever REDIS_URL is set (`make serve` sets it). The
+# in-process cache is only for a single development server (`make run`).
+REDIS_URL = os.environ.get("REDIS_URL", "")
+if REDIS_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # Several deployments (or test runs) can share one Redis without mixing keys.
+            "KEY_PREFIX": os.environ.get("CACHE_KEY_PREFIX", "stayafrica"),
+        }
     }
-}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# The addresses (or networks, e.g. 10.0.0.0/8) of the reverse proxies in front of the app,
+# such as nginx. Only a request arriving from one of them may name the client's address in
+# X-Forwarded-For; from anywhere else the header is ignored (portal/middleware.py).
+TRUSTED_PROXIES = [p.strip() for p in os.environ.get("TRUSTED_PROXIES", "").split(",") if p.strip()]
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError as _error:
+        raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_error}. List addresses or networks, e.g. 127.0.0.1,10.0.0.0/8.")
 
 LOGGING = {
     "version": 1,
@@ -246,6 +292,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
+        # Server errors (500s with their traceback) and warnings, also with DEBUG off.
+        "django": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
         "finance": {"handlers": ["console"], "level": os.environ.get("FINANCE_LOG_LEVEL", "INFO")},
         "messaging": {"handlers": ["console"], "level": "INFO"},
     },

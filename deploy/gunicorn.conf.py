@@ -1,0 +1,39 @@
+"""gunicorn's configuration for the portal: the one `make serve` and the tests use.
+
+Every setting comes from the environment, with a default for one machine:
+  WEB_BIND          address:port to listen on (127.0.0.1:8000)
+  WEB_CONCURRENCY   worker processes (2 × cores + 1, gunicorn's own rule of thumb)
+  WEB_TIMEOUT       seconds a request may take before its worker is replaced (30)
+  TRUSTED_PROXIES   the reverse proxies whose X-Forwarded-Proto gunicorn believes; the
+                    same list tells Django whose X-Forwarded-For to believe
+"""
+
+import multiprocessing
+import os
+
+wsgi_app = "portal.wsgi:application"
+bind = os.environ.get("WEB_BIND", "127.0.0.1:8000").split(",")
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count() + 1))
+
+# Sync workers: each request has a process to itself, and the database connection it
+# uses (a money movement holds row locks only inside one request's transaction).
+worker_class = "sync"
+timeout = int(os.environ.get("WEB_TIMEOUT", 30))
+graceful_timeout = 20
+keepalive = 5
+
+# Recycle workers now and then, so a slow leak never grows into an outage; the jitter
+# keeps them from restarting all at once.
+max_requests = 2000
+max_requests_jitter = 200
+
+# Only a proxy we trust may say the original request was HTTPS.
+forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "")
+
+# Logs to stdout/stderr: the process manager (or `make serve`'s terminal) keeps them.
+accesslog = "-"
+# gunicorn's default line plus the worker that served it.
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" worker=%(p)s'
+errorlog = "-"
+loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
+proc_name = "stayafrica-portal"

@@ -1,0 +1,69 @@
+"""The client's real address when the portal runs behind reverse proxies (nginx).
+
+A proxy connects to gunicorn itself, so REMOTE_ADDR is the proxy's address; it passes the
+client's address on in X-Forwarded-For (nginx: `$proxy_add_x_forwarded_for` appends the
+address it saw to whatever the client sent). Anyone can send that header, so it is
+believed only as far as it was written by proxies we trust: walking it from the right,
+each entry was appended by the hop after it, and the first address that is not a trusted
+proxy is the client. A request whose connection does not come from a trusted proxy keeps
+its REMOTE_ADDR, whatever headers it carries, so nobody picks their own address.
+
+Django has no such middleware and the usual packages read the header without checking
+the connection's peer, hence these few lines. Everything after this middleware (the
+webhook verification limit, logs, the audit) reads REMOTE_ADDR as usual.
+"""
+
+import ipaddress
+
+from django.conf import settings
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: list[str]) -> list[IPNetwork]:
+    """'10.0.0.5' or '10.0.0.0/8' or '::1' → networks; a bad entry is a configuration error."""
+    return [ipaddress.ip_network(entry, strict=False) for entry in entries]
+
+
+def _parse_address(text: str):
+    try:
+        return ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+
+
+def is_trusted(address, proxies: list[IPNetwork]) -> bool:
+    return address is not None and any(address in network for network in proxies)
+
+
+def client_address(remote_addr: str, forwarded_for: str, proxies: list[IPNetwork]) -> str:
+    """The client's address: REMOTE_ADDR unless it is a trusted proxy, then the header's
+    rightmost address that is not one."""
+    address = _parse_address(remote_addr)
+    if not is_trusted(address, proxies):
+        return remote_addr
+    for entry in reversed(forwarded_for.split(",")):
+        hop = _parse_address(entry)
+        if hop is None:
+            # Garbage can only come from the client's own part of the header: the last
+            # proxy we trust saw it come from `address`.
+            break
+        address = hop
+        if not is_trusted(hop, proxies):
+            break
+    return str(address)
+
+
+class TrustedProxyMiddleware:
+    """Sets REMOTE_ADDR to the client's address behind TRUSTED_PROXIES (see the module doc)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.proxies = parse_networks(settings.TRUSTED_PROXIES)
+
+    def __call__(self, request):
+        if self.proxies:
+            request.META["REMOTE_ADDR"] = client_address(
+                request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""), self.proxies
+            )
+        return self.get_response(request)

@@ -1,0 +1,172 @@
+"""The production profile through the real servers: gunicorn with several workers sharing
+Redis, the client's address behind a proxy, WhiteNoise's static files, and `deploy/serve`
+(what `make serve` runs) starting and stopping every process it owns."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from testing.erlang_node import free_port
+from testing.waiting import wait_until
+from testing.web_server import ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment, stop_process
+
+WEBHOOK = "/api/payments/webhooks/paystack/"
+
+
+def forge_webhook(server, forwarded_for=None) -> int:
+    """A webhook with a wrong signature, on a connection of its own (as a forger would send)."""
+    headers = {"X-Paystack-Signature": "0" * 128, "Content-Type": "application/json", "Connection": "close"}
+    if forwarded_for:
+        headers["X-Forwarded-For"] = forwarded_for
+    with requests.Session() as session:
+        return session.post(server.url + WEBHOOK, data=b'{"event": "charge.success"}', headers=headers).status_code
+
+
+def workers_that_served(server, path: str) -> set[str]:
+    return set(re.findall(rf'"POST {re.escape(path)} [^"]*" \d+ .* worker=<(\d+)>', server.log()))
+
+
+@pytest.fixture(scope="module")
+def static_root(tmp_path_factory, django_db_setup, django_db_blocker):
+    root = tmp_path_factory.mktemp("static")
+    with django_db_blocker.unblock():
+        collect_static(root)
+    return root
+
+
+@pytest.fixture
+def database(django_db_setup, django_db_blocker):
+    """The servers use the test database (migrated, committed); this test writes nothing to it."""
+    with django_db_blocker.unblock():
+        yield
+
+
+def test_every_worker_shares_the_webhook_verification_limit(database, static_root):
+    with Gunicorn(workers=3, STATIC_ROOT=static_root, WEBHOOK_FAILED_VERIFICATION_LIMIT=10) as server:
+        statuses = [forge_webhook(server) for _ in range(25)]
+        served_by = workers_that_served(server, WEBHOOK)
+
+    assert statuses == [401] * 10 + [429] * 15
+    # The limit held although the forgeries landed on different processes.
+    assert len(served_by) > 1, served_by
+
+
+def test_behind_a_trusted_proxy_each_client_is_limited_alone(database, static_root):
+    with Gunicorn(STATIC_ROOT=static_root, WEBHOOK_FAILED_VERIFICATION_LIMIT=3, TRUSTED_PROXIES="127.0.0.1") as proxy:
+        forger = [forge_webhook(proxy, "203.0.113.5") for _ in range(4)]
+        # Prepending an address does not help: nginx appends the one it saw, and that counts.
+        disguised = forge_webhook(proxy, "198.51.100.77, 203.0.113.5")
+        other_client = forge_webhook(proxy, "203.0.113.6")
+
+    assert forger == [401, 401, 401, 429]
+    assert disguised == 429
+    assert other_client == 401
+
+
+def test_nobody_picks_their_own_address_without_a_trusted_proxy(database, static_root):
+    with Gunicorn(STATIC_ROOT=static_root, WEBHOOK_FAILED_VERIFICATION_LIMIT=3) as server:
+        statuses = [forge_webhook(server, f"203.0.113.{n}") for n in range(1, 6)]
+
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_static_files_are_hashed_compressed_and_cached_for_ever(database, static_root):
+    manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
+    chart = manifest["vendor/chart.js/chart.umd.js"]
+
+    with Gunicorn(STATIC_ROOT=static_root) as server:
+        login_page = requests.get(server.url + "/admin/login/").text
+        compressed = requests.get(f"{server.url}/static/{chart}", headers={"Accept-Encoding": "br, gzip"})
+        plain_name = requests.get(server.url + "/static/vendor/chart.js/chart.umd.js")
+        missing = requests.get(server.url + "/no-such-page/")
+
+    stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', login_page)
+    assert stylesheets and all(re.search(r"\.[0-9a-f]{12}\.css$", href) for href in stylesheets)
+    assert compressed.status_code == 200
+    assert compressed.headers["Content-Encoding"] == "br"
+    assert "immutable" in compressed.headers["Cache-Control"]
+    assert "Chart" in compressed.text
+    # Only the collected, hashed copies are served: nothing from node_modules or the source tree.
+    assert plain_name.status_code == 404
+    # DEBUG is off: no debug page.
+    assert missing.status_code == 404 and "URLconf" not in missing.text
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid`, read from /proc."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database, tmp_path, stop_signal):
+    web_port, messaging_port = free_port(), free_port()
+    env = production_environment(
+        WEB_BIND=f"127.0.0.1:{web_port}",
+        WEB_CONCURRENCY=2,
+        HTTP_PORT=messaging_port,
+        MESSAGING_DATA_DIR=tmp_path / "messaging",
+        STATIC_ROOT=tmp_path / "static",
+        PYTHON=sys.executable,
+        GUNICORN=Path(sys.executable).parent / "gunicorn",
+    )
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "wb") as log:
+        serve = subprocess.Popen([str(SERVE_SCRIPT)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    started = set()
+    try:
+
+        def both_answer():
+            if serve.poll() is not None:
+                raise AssertionError(f"deploy/serve exited:\n{log_path.read_text()[-3000:]}")
+            try:
+                portal = requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=1)
+                messaging = requests.get(f"http://127.0.0.1:{messaging_port}/health", timeout=1)
+            except requests.RequestException:
+                return False
+            return portal.status_code == 200 and messaging.status_code == 200
+
+        assert wait_until(both_answer, seconds=120, interval=0.5), log_path.read_text()[-3000:]
+        started = _descendants(serve.pid)
+        # gunicorn's master and two workers, and the Erlang VM at least.
+        assert len(started) >= 4, started
+
+        serve.send_signal(stop_signal)
+        serve.wait(60)
+        assert wait_until(lambda: not any(_alive(pid) for pid in started), seconds=30), [
+            pid for pid in started if _alive(pid)
+        ]
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=1)
+    finally:
+        stop_process(serve, signal.SIGKILL)
+        for pid in started:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

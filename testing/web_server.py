@@ -1,0 +1,113 @@
+"""The production profile for tests: gunicorn with `deploy/gunicorn.conf.py`, and `deploy/serve`.
+
+Both run as our own child processes on free loopback ports, against the test database
+pytest-django created and a Redis key prefix of their own, and are stopped by PID.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import requests
+from django.db import connection
+
+from .erlang_node import free_port
+from .waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
+SERVE_SCRIPT = ROOT / "deploy" / "serve"
+TEST_SECRET_KEY = "test-only-secret-key-for-the-production-profile"
+
+
+def redis_url() -> str:
+    return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def production_environment(**overrides) -> dict:
+    """DEBUG off, the test database, Redis under a prefix no other test or run shares."""
+    db = connection.settings_dict
+    user, host, port = db["USER"] or "postgres", db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    if db["PASSWORD"]:
+        user = f"{user}:{quote(db['PASSWORD'], safe='')}"
+    database_url = f"postgres://{user}@{host}:{port}/{db['NAME']}"
+    env = {
+        **os.environ,
+        "DEBUG": "false",
+        "SECRET_KEY": TEST_SECRET_KEY,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url(),
+        "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
+        "PYTHONUNBUFFERED": "1",
+    }
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def collect_static(static_root: Path) -> None:
+    """What `make serve` does before starting: hashed, compressed copies in static_root."""
+    env = production_environment(STATIC_ROOT=static_root)
+    subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _answers(url: str, process: subprocess.Popen, log_path: Path) -> bool:
+    if process.poll() is not None:
+        raise RuntimeError(f"{process.args[0]} exited at start:\n{log_path.read_text()[-3000:]}")
+    try:
+        return requests.get(url, timeout=1).status_code < 500
+    except requests.RequestException:
+        return False
+
+
+def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30.0) -> None:
+    """`sig`, then SIGKILL if it lingers. Only our own process."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+
+class Gunicorn:
+    """`with Gunicorn(workers=3, STATIC_ROOT=...) as server:` → server.url serves the portal."""
+
+    def __init__(self, *, workers: int = 1, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkstemp(prefix="gunicorn-test-", suffix=".log")[1])
+        self.env = production_environment(WEB_BIND=f"127.0.0.1:{self.port}", WEB_CONCURRENCY=workers, **env)
+        self.process = None
+
+    def __enter__(self) -> "Gunicorn":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "--config", str(GUNICORN_CONFIG)],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        if not wait_until(lambda: _answers(f"{self.url}/admin/login/", self.process, self.log_path), seconds=30):
+            stop_process(self.process)
+            raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log_path.read_text()[-3000:]}")
+        return self
+
+    def __exit__(self, *exc):
+        stop_process(self.process)
+        self.log_path.unlink(missing_ok=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text()
