@@ -146,6 +146,10 @@ STORAGES = {
 # developer tools, never by a page) are not compressed: collectstatic then takes seconds,
 # not a minute.
 WHITENOISE_KEEP_ONLY_HASHED_FILES = True
+# Fixed when the settings load (the test runner turns DEBUG off later): in development
+# WhiteNoise finds files where they are edited and needs no collected copy.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
 WHITENOISE_SKIP_COMPRESS_EXTENSIONS = [*Compressor.SKIP_COMPRESS_EXTENSIONS, "map", "ts"]
 MEDIA_ROOT = BASE_DIR / "media"
 MEDIA_URL = "/media/"
