@@ -2,6 +2,7 @@
 empty directory, runs as a node that joins a running cluster and carries messages."""
 
 import base64
+import fcntl
 import json
 import os
 import secrets
@@ -28,10 +29,15 @@ RELEASE_DIR = ROOT / "erlang_messaging" / "_build" / "prod" / "rel" / "messaging
 
 
 def release_tarball() -> Path:
-    """Build the tarball when missing or older than its sources (make decides), then return it."""
-    build = subprocess.run(
-        ["make", "--no-print-directory", "erlang-release"], cwd=ROOT, capture_output=True, text=True, timeout=600
-    )
+    """Build the tarball when missing or older than its sources (make decides), then return it.
+
+    pytest-xdist workers take turns (a lock file), so two never run rebar3 on one build dir."""
+    RELEASE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(RELEASE_DIR.parent / ".release-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = subprocess.run(
+            ["make", "--no-print-directory", "erlang-release"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
     assert build.returncode == 0, f"`make erlang-release` failed:\n{build.stdout}\n{build.stderr}"
     tarballs = sorted(RELEASE_DIR.glob("messaging_service-*.tar.gz"), key=lambda path: path.stat().st_mtime)
     assert tarballs, f"`make erlang-release` left no messaging_service-*.tar.gz in {RELEASE_DIR}"
