@@ -31,7 +31,7 @@ TEST_WORKERS ?= auto
 .PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
 	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve dev-serve redis clean lock
 
-setup: debian-packages python-packages node-packages erlang-build
+setup: debian-packages python-packages node-packages erlang-build erlang-release
 
 debian-packages:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do \

@@ -41,11 +41,16 @@ class ErlangNode:
         }
         self.process = None
 
-    def start(self, timeout: float = 30.0) -> "ErlangNode":
+    def command(self) -> list[str]:
+        """What starts the node: the source tree's start script (a subclass may run a release)."""
         if not START_SCRIPT.exists():
             raise RuntimeError(f"{START_SCRIPT} is missing: build the Erlang service with `make erlang-build`.")
+        return [str(START_SCRIPT)]
+
+    def start(self, timeout: float = 30.0) -> "ErlangNode":
+        command = self.command()
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([str(START_SCRIPT)], env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         if not wait_until(self._answers_health, seconds=timeout, interval=0.1):
             self.stop()
             raise RuntimeError(f"The Erlang node did not answer /health within {timeout} s.")

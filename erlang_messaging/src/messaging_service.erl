@@ -5,11 +5,11 @@
 
 %% @doc Start the application and keep the VM running. SIGTERM makes the
 %% runtime call init:stop/0, which stops the application cleanly and exits.
+%% The release (rebar.config's relx section) does not call this: its boot
+%% script starts the application, as a permanent one.
 start_foreground() ->
     case application:ensure_all_started(messaging_service) of
         {ok, _Started} ->
-            logger:notice("messaging_service listening on port ~p (node ~p)",
-                          [messaging_config:get(http_port), node()]),
             receive after infinity -> ok end;
         {error, Reason} ->
             io:format(standard_error, "messaging_service failed to start: ~p~n", [Reason]),

@@ -1,0 +1,209 @@
+"""The messaging service's OTP release (`make erlang-release`): the tarball, unpacked into an
+empty directory, runs as a node that joins a running cluster and carries messages."""
+
+import base64
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings as django_settings
+
+from messaging.erlang import websocket_token
+from messaging.models import Conversation, Message
+from testing.erlang_node import ROOT, ErlangNode
+from testing.waiting import wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+RELEASE_DIR = ROOT / "erlang_messaging" / "_build" / "prod" / "rel" / "messaging_service"
+
+
+def release_tarball() -> Path:
+    """Build the tarball when missing or older than its sources (make decides), then return it.
+
+    pytest-xdist workers take turns (a lock file), so two never run rebar3 on one build dir."""
+    RELEASE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    with open(RELEASE_DIR.parent / ".release-build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        build = subprocess.run(
+            ["make", "--no-print-directory", "erlang-release"], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+    assert build.returncode == 0, f"`make erlang-release` failed:\n{build.stdout}\n{build.stderr}"
+    tarballs = sorted(RELEASE_DIR.glob("messaging_service-*.tar.gz"), key=lambda path: path.stat().st_mtime)
+    assert tarballs, f"`make erlang-release` left no messaging_service-*.tar.gz in {RELEASE_DIR}"
+    return tarballs[-1]
+
+
+class ReleaseNode(ErlangNode):
+    """A node run from the release tarball, unpacked into its own empty temporary directory."""
+
+    def __init__(self, tarball: Path, **kwargs):
+        super().__init__(**kwargs)
+        self.tarball = tarball
+        self.install_dir = Path(tempfile.mkdtemp(prefix="messaging-release-"))
+
+    def command(self) -> list[str]:
+        assert not any(self.install_dir.iterdir()), "the release must be unpacked into an empty directory"
+        with tarfile.open(self.tarball) as archive:
+            archive.extractall(self.install_dir, filter="tar")
+        return [str(self.install_dir / "bin" / "messaging_service"), "foreground"]
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        shutil.rmtree(self.install_dir, ignore_errors=True)
+
+
+class WebSocket:
+    """Just enough of a WebSocket client to read the text frames the service pushes."""
+
+    def __init__(self, port: int, token: str):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(
+            (
+                f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the WebSocket was closed")
+        self.buffer += chunk
+
+    def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self._fill()
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def next_text(self, timeout: float) -> str | None:
+        """The next text frame's payload, or None when none arrives within `timeout` seconds."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                first, second = self._take(2)
+                length = second & 0x7F
+                if length == 126:
+                    length = int.from_bytes(self._take(2), "big")
+                elif length == 127:
+                    length = int.from_bytes(self._take(8), "big")
+                payload = self._take(length)  # server frames are never masked
+                if first & 0x0F == 0x1:
+                    return payload.decode()
+        except TimeoutError:
+            return None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def conversation(host, guest):
+    conversation = Conversation.objects.create(subject="Early check-in")
+    conversation.participants.add(host, guest)
+    return conversation
+
+
+def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(live_server, conversation, host, guest):
+    tarball = release_tarball()
+    secret = django_settings.MESSAGING_SHARED_SECRET
+    cookie = secrets.token_hex(16)
+    tag = uuid.uuid4().hex[:10]  # parallel workers never share a node name
+    common = {"django_url": live_server.url, "secret": secret, "MESSAGING_COOKIE": cookie}
+
+    # Node A: the source tree (bin/messaging-start), distributed with the cluster's cookie.
+    source_node = ErlangNode(**common, MESSAGING_NODE_NAME=f"src_{tag}", MESSAGING_CLUSTER_NODES="")
+    release_node = None
+    ws = None
+    try:
+        source_node.start()
+        source_name = requests.get(f"{source_node.url}/health", timeout=5).json()["node"]
+        assert source_name.startswith(f"src_{tag}@")
+
+        # Node B: the tarball, unpacked into an empty directory, told about node A.
+        release_node = ReleaseNode(
+            tarball, **common, MESSAGING_NODE_NAME=f"rel_{tag}", MESSAGING_CLUSTER_NODES=source_name
+        ).start(timeout=60)
+        health = requests.get(f"{release_node.url}/health", timeout=5).json()
+        assert health["node"] == f"rel_{tag}@{source_name.split('@', 1)[1]}"
+        # The VM that answers is the release's own runtime, not the system's Erlang.
+        runtime = Path(os.readlink(f"/proc/{release_node.process.pid}/exe"))
+        assert runtime.is_relative_to(release_node.install_dir), runtime
+
+        # A session of the host on node A; a message POSTed to node B reaches it through the
+        # cluster (pg groups span the nodes). Node B connects to A within a few seconds, so
+        # the first messages may only reach B's queue: send until one arrives, bounded.
+        ws = WebSocket(source_node.port, websocket_token(host.pk))
+        sent, received = [], None
+
+        def one_arrives():
+            nonlocal received
+            message_id = str(uuid.uuid4())
+            response = requests.post(
+                f"{release_node.url}/messages",
+                json={
+                    "id": message_id,
+                    "conversation_id": conversation.pk,
+                    "sender_id": guest.pk,
+                    "receiver_id": host.pk,
+                    "text": f"Can we check in at noon? ({len(sent) + 1})",
+                    "priority": "high",
+                },
+                headers={"X-Messaging-Token": secret},
+                timeout=5,
+            )
+            assert response.status_code == 202, response.text
+            sent.append(message_id)
+            frame = ws.next_text(timeout=1.0)
+            while frame is not None:
+                pushed = json.loads(frame)
+                if pushed.get("type") == "message" and pushed["message"]["id"] in sent:
+                    received = pushed["message"]
+                    return True
+                frame = ws.next_text(timeout=1.0)
+            return False
+
+        assert wait_until(one_arrives, seconds=30, interval=0), (
+            f"no message POSTed to the release node reached the WebSocket on the source node; "
+            f"release log:\n{release_node.log_path.read_text()[-3000:]}"
+        )
+        assert (received["sender_id"], received["receiver_id"], received["priority"]) == (guest.pk, host.pk, "high")
+
+        # The release node persists what it accepted into Django, each message once.
+        assert wait_until(lambda: Message.objects.filter(pk__in=sent).count() == len(sent), seconds=20)
+        stored = Message.objects.get(pk=received["id"])
+        assert (stored.sender, stored.receiver, stored.via) == (guest, host, "erlang")
+    finally:
+        if ws:
+            ws.close()
+        if release_node:
+            release_node.cleanup()
+        source_node.cleanup()
+
+
+def test_the_release_refuses_to_start_without_a_cookie():
+    tarball = release_tarball()
+    node = ReleaseNode(tarball, django_url="http://127.0.0.1:9", secret="unused", MESSAGING_COOKIE="")
+    try:
+        result = subprocess.run(node.command(), env=node.env, capture_output=True, text=True, timeout=60)
+    finally:
+        node.cleanup()
+    assert result.returncode != 0
+    assert "MESSAGING_COOKIE is not set" in result.stderr
