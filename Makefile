@@ -128,9 +128,10 @@ run: setup demo-data
 	@$(MAKE) --no-print-directory dev-serve
 
 # The production profile (deploy/serve): DEBUG off, gunicorn, WhiteNoise, Redis, the
-# messaging service's OTP release, against DATABASE_URL (PostgreSQL). Needs SECRET_KEY.
+# messaging service's OTP release, against DATABASE_URL (PostgreSQL). Needs SECRET_KEY and
+# MESSAGING_COOKIE.
 serve: setup postgres redis erlang-release
-	@REDIS_URL=$(REDIS_URL) deploy/serve
+	@REDIS_URL=$(REDIS_URL) MESSAGING_RELEASE=$(MESSAGING_RELEASE) deploy/serve
 
 # The development servers `make run` starts: Django's runserver on :8000 and the Erlang
 # messaging service from its build directory on :8765; Ctrl-C stops both.

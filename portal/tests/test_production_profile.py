@@ -5,6 +5,7 @@ Redis, the client's address behind a proxy, WhiteNoise's static files, and `depl
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -132,6 +133,8 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
         WEB_BIND=f"127.0.0.1:{web_port}",
         WEB_CONCURRENCY=2,
         HTTP_PORT=messaging_port,
+        MESSAGING_NODE_NAME=f"serve_test_{messaging_port}",
+        MESSAGING_COOKIE=secrets.token_hex(16),
         MESSAGING_DATA_DIR=tmp_path / "messaging",
         STATIC_ROOT=tmp_path / "static",
         PYTHON=sys.executable,
@@ -170,3 +173,15 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
         for pid in started:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "MESSAGING_COOKIE"])
+def test_serve_refuses_to_start_without_its_secrets(database, tmp_path, missing):
+    env = production_environment(MESSAGING_COOKIE="a-cookie", STATIC_ROOT=tmp_path / "static")
+    del env[missing]
+    result = subprocess.run([str(SERVE_SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 1
+    assert f"{missing} is not set" in result.stderr
+    # It stopped before touching anything: no static files were collected.
+    assert not (tmp_path / "static").exists()
