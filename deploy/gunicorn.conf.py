@@ -30,6 +30,10 @@ max_requests_jitter = 200
 # Only a proxy we trust may say the original request was HTTPS.
 forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "")
 
+# No control socket: its default path is one per user, so several app servers on one
+# machine (and parallel tests) would fight over it; gunicorn is managed by signals.
+control_socket_disable = True
+
 # Logs to stdout/stderr: the process manager (or `make serve`'s terminal) keeps them.
 accesslog = "-"
 # gunicorn's default line plus the worker that served it.
