@@ -18,7 +18,7 @@ STAMPS := .venv/.stamps
 DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang-inets erlang-tools \
 	erlang-crypto erlang-ssl erlang-mochiweb erlang-jiffy erlang-cowlib erlang-proper erlang-proper-dev \
 	chromium fonts-dejavu-core
-DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk
+DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk pgbouncer:pgbouncer
 
 # Tests and benchmarks run on PostgreSQL; `make run` uses the embedded SQLite default.
 PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
