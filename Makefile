@@ -19,7 +19,7 @@ DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang
 	erlang-crypto erlang-ssl erlang-mochiweb erlang-jiffy erlang-cowlib erlang-proper erlang-proper-dev \
 	chromium fonts-dejavu-core
 DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk \
-	redis-server:redis-server redis-cli:redis-tools
+	redis-server:redis-server redis-cli:redis-tools pgbouncer:pgbouncer
 
 # Tests and benchmarks run on PostgreSQL; `make run` uses the embedded SQLite default.
 PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica

@@ -1,15 +1,13 @@
-"""Running the ledger's hand-written SQL: prepared once per connection on PostgreSQL.
+"""Running the ledger's hand-written SQL: plain statements, one round trip each.
 
-Planning a statement can cost as much as running it. The ledger's statements come in a
-limited number of shapes (by kind of movement, journal legs and related updates), so on
-PostgreSQL each shape is PREPAREd the first time a connection meets it and only
-EXECUTEd afterwards. Prepared statements belong to the session and outlive rollbacks,
-so the cache lives and dies with the connection. Other databases (SQLite in
-development) run the SQL as is.
+On PostgreSQL a posting is one call of a PL/pgSQL function (finance/migrations/0005), whose
+statements the server plans once per session and caches. The ledger used to PREPARE its
+statements per connection instead; a prepared statement belongs to one server session, and
+PgBouncer in transaction mode gives each transaction whichever server session is free, so
+that broke behind it. A function call is a plain statement that works on any session.
+Other databases (SQLite in development) run the ledger's SQL as is.
 """
 
-import itertools
-import re
 from decimal import Decimal
 
 from django.db import connection
@@ -18,11 +16,24 @@ from django.db import connection
 def fetch_one(sql: str, params: list):
     """Run `sql` (with %s placeholders) and return its first row, or None."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            _execute_prepared(cursor, sql, params)
-        else:
-            cursor.execute(sql, params)
+        cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def call(function: str, args: list):
+    """`SELECT * FROM function(args...)` (PostgreSQL): the one row the function returns."""
+    return fetch_one(_call_sql(function, len(args)), args)
+
+
+_CALLS: dict[tuple[str, int], str] = {}
+
+
+def _call_sql(function: str, count: int) -> str:
+    key = (function, count)
+    sql = _CALLS.get(key)
+    if sql is None:
+        sql = _CALLS[key] = f"SELECT * FROM {function}({', '.join(['%s'] * count)})"
+    return sql
 
 
 def money(value) -> Decimal:
@@ -36,22 +47,3 @@ def money(value) -> Decimal:
     if isinstance(value, Decimal) or value is None:
         return value
     return Decimal(repr(value)).quantize(Decimal("0.0001"))
-
-
-def _execute_prepared(cursor, sql: str, params: list) -> None:
-    names = _prepared_statements()
-    name = names.get(sql)
-    if name is None:
-        name = f"finance_stmt_{len(names) + 1}"
-        numbers = itertools.count(1)
-        cursor.execute(f"PREPARE {name} AS " + re.sub("%s", lambda _: f"${next(numbers)}", sql))
-        names[sql] = name
-    cursor.execute(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})" if params else f"EXECUTE {name}", params)
-
-
-def _prepared_statements() -> dict[str, str]:
-    raw = connection.connection
-    cache = getattr(connection, "_finance_prepared", None)
-    if cache is None or cache[0] is not raw:
-        cache = connection._finance_prepared = (raw, {})
-    return cache[1]

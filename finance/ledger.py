@@ -2,7 +2,7 @@
 
 Postings (`post_movement`, `settle_pending`) come from `finance.services`, which has
 locked the payment, withdrawal or original transaction involved and validated everything
-but the wallet; bookings are not locked, only updated as a posting's related updates.
+but the wallet; bookings are not locked, only updated as part of a posting (its Followup).
 The wallet is checked and changed by one conditional UPDATE — active, and available
 (balance − held) not negative afterwards — which also takes its row lock. When the UPDATE
 matches nothing, a second look at the wallet says why (not found, not active, or the
@@ -11,10 +11,12 @@ raises GuardFailed instead. `audit` writes an audit row for actions that move no
 (finance.services and finance.payments call it).
 
 On PostgreSQL the whole movement — wallet update, transaction header, journal legs,
-audit row and the caller's related updates — is a single statement (a chain of
-data-modifying CTEs): one round trip per movement, which is what lets the ledger keep up
-with the database. Elsewhere (SQLite, the embedded dev default) the same steps run one
-after another; the two paths share the validation and produce identical rows, and
+audit row and what its kind changes elsewhere (the Followup) — is one call of a PL/pgSQL
+function, one per kind of movement (migration 0005): one plain statement and one round trip
+per movement, which is what lets the ledger keep up with the database. The functions'
+statements are planned once per server session, which also holds behind PgBouncer in
+transaction mode, where prepared statements would not. Elsewhere (SQLite, the embedded dev
+default) the same steps run one after another; the two paths share the validation and produce identical rows, and
 finance/tests/test_services.py runs every test through both.
 
 The booking payout's own statements (`payout_guard`, `lock_payment_for_payout`) close
@@ -27,12 +29,21 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, models
+from django.db import DEFAULT_DB_ALIAS, connection
 from django.utils import timezone
 
 from . import db
 from .errors import InsufficientBalanceError, NotFoundError, WalletNotActiveError
-from .models import Booking, LedgerAudit, LedgerEntry, Payment, Wallet, WalletTransaction, new_transaction_reference
+from .models import (
+    Booking,
+    LedgerAudit,
+    LedgerEntry,
+    Payment,
+    Wallet,
+    WalletTransaction,
+    Withdrawal,
+    new_transaction_reference,
+)
 from .money import format_money
 
 Status = WalletTransaction.Status
@@ -42,7 +53,7 @@ SINGLE_STATEMENT_ON_POSTGRESQL = True
 
 
 class NewTransaction:
-    """Stands for the id of the transaction being posted, in `related_updates`."""
+    """Stands for the id of the transaction being posted, in a Followup's `updates`."""
 
 
 NEW_TRANSACTION = NewTransaction()
@@ -54,16 +65,88 @@ class GuardFailed(Exception):
 
 @dataclass
 class Guard:
-    """Conditions a single-statement posting must find true, checked in the statement.
+    """The optimistic payout's conditions (`payout_guard`), checked inside its posting.
 
-    `sql` is a SELECT (it may lock, with FOR UPDATE) returning one row with an `owner_id`
-    column when everything holds; the wallet posted to is then `owner_id`'s wallet in
-    `currency`. No row means the posting writes nothing and GuardFailed is raised.
+    `args` are finance_post_payout_guarded's arguments after the core ones: the payment's
+    id and what the caller read of the payment and booking. When they all hold (under the
+    payment's row lock), the wallet posted to is the host's wallet in the booking's
+    currency; otherwise the posting writes nothing and GuardFailed is raised.
     """
 
-    sql: str
-    params: list
-    currency: str
+    args: list
+
+
+@dataclass(frozen=True)
+class Followup:
+    """What a kind of movement changes besides the wallet and the journal, for both paths.
+
+    On PostgreSQL the movement is posted by `function` (migration 0005), which makes those
+    changes itself, given `args` after the core arguments. The step-by-step path applies
+    `updates`, the same changes spelled out: (model, pk, {field: value}) or
+    (model, pk, {field: value}, {field: required value}). The builders below keep the two
+    side by side, one per kind.
+    """
+
+    function: str = "finance_post_movement"
+    args: list = field(default_factory=list)
+    updates: list = field(default_factory=list)
+
+
+PLAIN = Followup()
+
+
+def reversal_followup(original_id: int, now) -> Followup:
+    """A reversal marks the transaction it compensates as reversed."""
+    return Followup(
+        "finance_post_reversal",
+        [original_id],
+        [(WalletTransaction, original_id, {"status": Status.REVERSED, "updated_at": now})],
+    )
+
+
+def refund_followup(payment: Payment, *, refunded: Decimal, commission_refunded: Decimal, now) -> Followup:
+    """A refund records itself on the payment; the one that refunds everything marks the booking refunded."""
+    fully = refunded == payment.amount
+    payment_status = Payment.Status.REFUNDED if fully else Payment.Status.PARTIALLY_REFUNDED
+    booking_status = Booking.Status.REFUNDED if fully else None
+    values = {
+        "refunded_amount": refunded,
+        "commission_refunded": commission_refunded,
+        "status": payment_status,
+        "updated_at": now,
+    }
+    updates = [(Payment, payment.pk, values)]
+    if booking_status:
+        updates.append((Booking, payment.booking_id, {"status": booking_status}))
+    return Followup(
+        "finance_post_refund", [payment.pk, refunded, commission_refunded, payment_status, booking_status], updates
+    )
+
+
+def withdrawal_followup(withdrawal: Withdrawal) -> Followup:
+    """Completing or failing a withdrawal records its outcome on it."""
+    values = {
+        "status": withdrawal.status,
+        "failure_reason": withdrawal.failure_reason,
+        "processed_by": withdrawal.processed_by,
+        "processed_at": withdrawal.processed_at,
+    }
+    args = [withdrawal.pk, withdrawal.status, withdrawal.failure_reason, withdrawal.processed_by_id]
+    args.append(withdrawal.processed_at)
+    return Followup("finance_settle_withdrawal", args, [(Withdrawal, withdrawal.pk, values)])
+
+
+def payout_followup(payment_id: int, booking_id: int, now) -> Followup:
+    """A payout applies the payment and confirms the booking if it was pending."""
+    payment_values = {"status": Payment.Status.SUCCESS, "ledger_transaction": NEW_TRANSACTION, "updated_at": now}
+    return Followup(
+        "finance_post_payout",
+        [payment_id],
+        [
+            (Payment, payment_id, payment_values),
+            (Booking, booking_id, {"status": Booking.Status.CONFIRMED}, {"status": Booking.Status.PENDING}),
+        ],
+    )
 
 
 @dataclass
@@ -88,9 +171,8 @@ class Movement:
     action: str = ""
     actor_id: int | None = None
     reason: str = ""
-    # Rows of other tables to update in the same statement:
-    # (model, pk, {field: value}) or (model, pk, {field: value}, {field: required value}).
-    related_updates: list = field(default_factory=list)
+    # What the kind of movement changes in other tables, in the same posting.
+    followup: Followup = PLAIN
     guard: Guard | None = None
 
     def check_balanced(self) -> None:
@@ -121,7 +203,7 @@ def post_movement(
     booking_id: int | None = None,
     actor=None,
     reason: str = "",
-    related_updates=(),
+    followup: Followup = PLAIN,
     guard: Guard | None = None,
 ) -> WalletTransaction:
     """Record one new movement on `wallet`; return its transaction with `.wallet` current.
@@ -145,7 +227,7 @@ def post_movement(
         action=f"transaction.{type}",
         actor_id=_actor_id(actor),
         reason=reason,
-        related_updates=list(related_updates),
+        followup=followup,
         guard=guard,
     )
     return _post(movement)
@@ -160,7 +242,7 @@ def settle_pending(
     held_delta: Decimal = Decimal(0),
     actor=None,
     reason: str = "",
-    related_updates=(),
+    followup: Followup = PLAIN,
 ) -> WalletTransaction:
     """Resolve a pending transaction (a withdrawal): post its legs and set its final status."""
     movement = Movement(
@@ -175,7 +257,7 @@ def settle_pending(
         action=f"transaction.{txn.type}.{status}",
         actor_id=_actor_id(actor),
         reason=reason,
-        related_updates=list(related_updates),
+        followup=followup,
     )
     return _post(movement)
 
@@ -202,7 +284,14 @@ def _actor_id(actor) -> int | None:
 
 def posts_in_one_statement() -> bool:
     """Whether a posting is one SQL statement on this connection (PostgreSQL)."""
-    return connection.vendor == "postgresql" and SINGLE_STATEMENT_ON_POSTGRESQL
+    return SINGLE_STATEMENT_ON_POSTGRESQL and _on_postgresql()
+
+
+@functools.cache
+def _on_postgresql() -> bool:
+    # Asked several times per operation; reaching `connection` goes through a thread-local
+    # lookup each time, and the default database's kind never changes in a process.
+    return connection.vendor == "postgresql"
 
 
 def _post(movement: Movement) -> WalletTransaction:
@@ -245,15 +334,6 @@ WALLET_UPDATE = """
     RETURNING id, user_id, currency, balance, held_balance"""
 
 
-# The single statement's form after a guard (the CTE `g`): the wallet is the guard's owner's.
-GUARDED_WALLET_UPDATE = """
-    UPDATE finance_wallet
-       SET balance = balance + %s, held_balance = held_balance + %s, updated_at = %s
-     WHERE user_id = (SELECT owner_id FROM g) AND currency = %s AND status = 'active'
-       AND balance + %s >= held_balance + %s AND held_balance + %s >= 0
-    RETURNING id, user_id, currency, balance, held_balance"""
-
-
 def _wallet_update_params(movement: Movement, now) -> list:
     bd, hd = movement.balance_delta, movement.held_delta
     return [bd, hd, now, movement.wallet_id, bd, hd, hd]
@@ -287,7 +367,7 @@ def _post_step_by_step(movement: Movement) -> WalletTransaction:
         for account, amount in movement.entry_rows()
     )
     LedgerAudit.objects.create(**_audit_fields(movement, wallet, txn.pk))
-    for model, pk, values, *only_if in movement.related_updates:
+    for model, pk, values, *only_if in movement.followup.updates:
         rows = model.objects.filter(pk=pk, **(only_if[0] if only_if else {}))
         rows.update(**{k: txn.pk if v is NEW_TRANSACTION else v for k, v in values.items()})
     txn.wallet = wallet
@@ -297,18 +377,32 @@ def _post_step_by_step(movement: Movement) -> WalletTransaction:
 def _wallet_from_row(row, now) -> Wallet:
     """The wallet as the UPDATE left it (which matches active wallets only)."""
     wallet_id, user_id, currency, balance, held = row
-    balance, held = db.money(balance), db.money(held)
-    wallet = Wallet(
-        pk=wallet_id,
+    return _loaded(
+        Wallet,
+        id=wallet_id,
         user_id=user_id,
         currency=currency,
         status=Wallet.Status.ACTIVE,
-        balance=balance,
-        held_balance=held,
+        balance=db.money(balance),
+        held_balance=db.money(held),
         updated_at=now,
     )
-    wallet._state.adding = False
-    return wallet
+
+
+def _loaded(model, **values):
+    """A model instance for a row the ledger's SQL wrote, as if read from the database.
+
+    Model.from_db with every column given takes the ORM's positional constructor, about
+    twice as fast as keyword arguments: it matters, every posting builds two instances.
+    Columns not given (a wallet's created_at) are None, as they were with keywords.
+    """
+    names = _column_names(model)
+    return model.from_db(DEFAULT_DB_ALIAS, names, [values.get(name) for name in names])
+
+
+@functools.cache
+def _column_names(model) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
 
 
 def _header_fields(movement: Movement) -> dict:
@@ -348,25 +442,34 @@ def _audit_fields(movement: Movement, wallet: Wallet, txn_id: int) -> dict:
 
 def _post_in_one_statement(movement: Movement) -> WalletTransaction:
     now = timezone.now()
-    sql, params, header = _build_statement(movement, now)
-    row = db.fetch_one(sql, params)
-    if row is None:
+    reference = new_transaction_reference() if movement.settle is None else None
+    function, extra_args = _function_call(movement)
+    row = db.call(function, _core_args(movement, reference, now) + extra_args)
+    if row[0] is None:  # the function wrote nothing
         if movement.guard is not None:
             raise GuardFailed()
         _refuse(movement)
     txn_id, *wallet_row = row
     wallet = _wallet_from_row(wallet_row, now)
     if movement.settle is None:
-        txn = WalletTransaction(
-            pk=txn_id,
-            wallet=wallet,
+        txn = _loaded(
+            WalletTransaction,
+            id=txn_id,
+            reference=reference,
+            wallet_id=wallet.pk,
+            type=movement.type,
+            status=movement.status,
+            direction=movement.direction,
+            amount=movement.amount,
             currency=wallet.currency,
             balance_after=wallet.balance,
+            reverses_id=movement.reverses_id,
+            booking_id=movement.booking_id,
+            description=movement.description,
+            metadata=movement.metadata,
             created_at=now,
             updated_at=now,
-            **header,
         )
-        txn._state.adding = False
     else:
         txn = movement.settle
         txn.status, txn.balance_after, txn.metadata, txn.updated_at = (
@@ -379,128 +482,45 @@ def _post_in_one_statement(movement: Movement) -> WalletTransaction:
     return txn
 
 
-def _build_statement(movement: Movement, now) -> tuple[str, list, dict]:
-    params: list = []
-    parts = []
-    if movement.guard is None:
-        parts.append("w AS (" + WALLET_UPDATE + ")")
-        params += _wallet_update_params(movement, now)
-    else:
-        parts.append("g AS (" + movement.guard.sql + ")")
-        params += movement.guard.params
-        parts.append("w AS (" + GUARDED_WALLET_UPDATE + ")")
-        bd, hd = movement.balance_delta, movement.held_delta
-        params += [bd, hd, now, movement.guard.currency, bd, hd, hd]
-    metadata = json.dumps(movement.metadata, cls=DjangoJSONEncoder)
-    header: dict = {}
-    if movement.settle is None:
-        header = _header_fields(movement)
-        parts.append(
-            """t AS (
-            INSERT INTO finance_wallettransaction (reference, wallet_id, type, status, direction, amount, currency,
-                balance_after, reverses_id, booking_id, description, metadata, created_at, updated_at)
-            SELECT %s, w.id, %s, %s, %s, %s, w.currency, w.balance, %s, %s, %s, %s::jsonb, %s, %s FROM w
-            RETURNING id)"""
-        )
-        params += [
-            header["reference"],
-            movement.type,
-            movement.status,
-            movement.direction,
-            movement.amount,
-            movement.reverses_id,
-            movement.booking_id,
-            movement.description,
-            metadata,
-            now,
-            now,
-        ]
-    else:
-        parts.append(
-            """t AS (
-            UPDATE finance_wallettransaction SET status = %s, balance_after = w.balance, metadata = %s::jsonb,
-                   updated_at = %s
-              FROM w WHERE finance_wallettransaction.id = %s
-            RETURNING finance_wallettransaction.id)"""
-        )
-        params += [movement.status, metadata, now, movement.settle.pk]
+def _function_call(movement: Movement) -> tuple[str, list]:
+    """The posting function for this movement (migration 0005) and its arguments after the core ones."""
+    if movement.guard is not None:
+        return "finance_post_payout_guarded", movement.guard.args
+    return movement.followup.function, movement.followup.args
+
+
+def _core_args(movement: Movement, reference: str | None, now) -> list:
+    """The arguments every posting function takes first, in the order of migration 0005's CORE_PARAMS."""
     entries = movement.entry_rows()
-    if entries:
-        values = ", ".join(["(%s, %s::numeric)"] * len(entries))
-        parts.append(
-            f"""e AS (
-            INSERT INTO finance_ledgerentry (transaction_id, wallet_id, system_account, currency, amount, created_at)
-            SELECT t.id, CASE WHEN x.account = '' THEN w.id END, x.account, w.currency, x.amount, %s
-              FROM t, w, (VALUES {values}) AS x(account, amount))"""
-        )
-        params.append(now)
-        for account, amount in entries:
-            params += [account, amount]
-    parts.append(
-        """a AS (
-        INSERT INTO finance_ledgeraudit (created_at, actor_id, action, wallet_id, transaction_id, amount, currency,
-            reason, balance_before, balance_after, held_before, held_after, metadata)
-        SELECT %s, %s, %s, w.id, t.id, %s, w.currency, %s, w.balance - %s, w.balance, w.held_balance - %s,
-               w.held_balance, '{}'::jsonb
-          FROM t, w)"""
-    )
-    params += [
-        now,
-        movement.actor_id,
-        movement.action,
-        movement.amount,
-        movement.reason,
+    return [
+        movement.wallet_id,
         movement.balance_delta,
         movement.held_delta,
+        [account for account, _ in entries],
+        [amount for _, amount in entries],
+        movement.settle.pk if movement.settle is not None else None,
+        reference,
+        movement.type,
+        movement.status,
+        movement.direction,
+        movement.amount,
+        movement.reverses_id,
+        movement.booking_id,
+        movement.description,
+        _json(movement.metadata),
+        movement.action,
+        movement.actor_id,
+        movement.reason,
+        now,
     ]
-    for n, (model, pk, values, *only_if) in enumerate(movement.related_updates):
-        assignments, update_params = _assignments(model, values)
-        conditions, condition_params = _assignments(model, only_if[0] if only_if else {}, separator=" AND ")
-        parts.append(
-            f"r{n} AS (UPDATE {_quoted_table(model)} SET {assignments} "
-            f"WHERE id = %s AND EXISTS (SELECT 1 FROM t){' AND ' + conditions if conditions else ''})"
-        )
-        params += update_params + [pk] + condition_params
-    sql = (
-        "WITH " + ",\n".join(parts) + "\nSELECT t.id, w.id, w.user_id, w.currency, w.balance, w.held_balance FROM t, w"
-    )
-    return sql, params, header
 
 
-def _assignments(model, values: dict, separator: str = ", ") -> tuple[str, list]:
-    clauses, params = [], []
-    for name, value in values.items():
-        column = _quoted_column(model, name)
-        if value is NEW_TRANSACTION:
-            clauses.append(f"{column} = (SELECT id FROM t)")
-        else:
-            clauses.append(f"{column} = %s")
-            params.append(value.pk if isinstance(value, models.Model) else value)
-    return separator.join(clauses), params
-
-
-@functools.cache
-def _quoted_column(model, name: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(name).column)
-
-
-@functools.cache
-def _quoted_table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
+def _json(metadata: dict) -> str:
+    # Most postings carry no metadata: skip the encoder for them.
+    return json.dumps(metadata, cls=DjangoJSONEncoder) if metadata else "{}"
 
 
 # --- booking payouts: the statements behind process_booking_payment ----------------------
-
-PAYOUT_GUARD = """
-    SELECT pr.host_id AS owner_id
-      FROM finance_payment p
-      JOIN finance_booking b ON b.id = p.booking_id
-      JOIN finance_property pr ON pr.id = b.rental_property_id
-     WHERE p.id = %s AND p.booking_id = %s AND p.reference = %s AND p.provider = %s
-       AND p.ledger_transaction_id IS NULL AND p.status IN ('pending', 'success')
-       AND p.amount = %s AND p.currency = %s
-       AND b.grand_total = %s AND b.commission_fee = %s AND b.currency = %s
-       FOR UPDATE OF p"""
 
 
 def payout_guard(booking: Booking, payment: Payment) -> Guard:
@@ -509,11 +529,21 @@ def payout_guard(booking: Booking, payment: Payment) -> Guard:
     It holds (and locks the payment) when the payment is this booking's, not yet applied,
     pending or successful, for the booking's grand total in its currency, and the booking
     still has the total, commission and currency the caller read. The posting then goes to
-    the host's wallet in that currency.
+    the host's wallet in that currency. (finance_post_payout_guarded checks it; the booking
+    is the posting's `booking_id`.)
     """
-    params = [payment.pk, booking.pk, payment.reference, payment.provider, booking.grand_total, booking.currency]
-    params += [booking.grand_total, booking.commission_fee, booking.currency]
-    return Guard(PAYOUT_GUARD, params, booking.currency)
+    return Guard(
+        [
+            payment.pk,
+            payment.reference,
+            payment.provider,
+            booking.grand_total,
+            booking.currency,
+            booking.grand_total,
+            booking.commission_fee,
+            booking.currency,
+        ]
+    )
 
 
 # One statement locks the payment and reads what a payout needs, the host's wallet

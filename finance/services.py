@@ -53,7 +53,6 @@ from .errors import (
     WalletNotActiveError,
     require_reason,
 )
-from .ledger import NEW_TRANSACTION
 from .models import (
     BankAccount,
     Booking,
@@ -95,8 +94,11 @@ Direction = WalletTransaction.Direction
 def _money_operation(name: str, *, single_statement: bool = False):
     """Run an operation in one database transaction, and log its outcome.
 
-    info on success, warning on refused input (a TransactionError), error on anything
+    debug on success, warning on refused input (a TransactionError), error on anything
     unexpected; in every failing case the transaction rolls back and nothing is written.
+    Success is logged at debug, not info: every success already writes its audit row in
+    the same transaction (finance_ledgeraudit, the record staff read), and formatting and
+    writing a log line per posting cost a fifth of the Python time of a credit.
 
     `single_statement` marks operations that, on PostgreSQL and without an idempotency
     key to claim, normally write with one SQL statement (`ledger.posts_in_one_statement`).
@@ -122,7 +124,7 @@ def _money_operation(name: str, *, single_statement: bool = False):
             except Exception:
                 logger.error("%s failed unexpectedly", name, exc_info=True)
                 raise
-            logger.info("%s succeeded: %s", name, getattr(result, "reference", result))
+            logger.debug("%s succeeded: %s", name, getattr(result, "reference", result))
             return result
 
         return wrapper
@@ -308,9 +310,7 @@ class TransactionService:
             booking_id=original.booking_id,
             actor=actor,
             reason=reason,
-            related_updates=[
-                (WalletTransaction, original.pk, {"status": Status.REVERSED, "updated_at": timezone.now()})
-            ],
+            followup=ledger.reversal_followup(original.pk, timezone.now()),
         )
         if original.type == Type.REFUND and payment:
             _restore_refundable(payment, original)
@@ -391,22 +391,12 @@ class TransactionService:
         check_refundable(payment, amount)
         booking = payment.booking
         commission_back = _commission_clawback(booking, payment, amount)
-        refunded = payment.refunded_amount + amount
-        fully = refunded == payment.amount
-        related = [
-            (
-                Payment,
-                payment.pk,
-                {
-                    "refunded_amount": refunded,
-                    "commission_refunded": payment.commission_refunded + commission_back,
-                    "status": Payment.Status.REFUNDED if fully else Payment.Status.PARTIALLY_REFUNDED,
-                    "updated_at": timezone.now(),
-                },
-            )
-        ]
-        if fully:
-            related.append((Booking, booking.pk, {"status": Booking.Status.REFUNDED}))
+        followup = ledger.refund_followup(
+            payment,
+            refunded=payment.refunded_amount + amount,
+            commission_refunded=payment.commission_refunded + commission_back,
+            now=timezone.now(),
+        )
         txn = ledger.post_movement(
             wallet=payment.ledger_transaction.wallet,
             type=Type.REFUND,
@@ -427,7 +417,7 @@ class TransactionService:
             booking_id=booking.pk,
             actor=actor,
             reason=reason,
-            related_updates=related,
+            followup=followup,
         )
         idempotency.remember(record, transaction=txn)
         return txn
@@ -583,18 +573,7 @@ def _resolve_withdrawal(withdrawal: Withdrawal, actor, *, balance_delta=Decimal(
         legs=list(legs),
         actor=actor,
         reason=reason,
-        related_updates=[
-            (
-                Withdrawal,
-                withdrawal.pk,
-                {
-                    "status": withdrawal.status,
-                    "failure_reason": withdrawal.failure_reason,
-                    "processed_by": withdrawal.processed_by,
-                    "processed_at": withdrawal.processed_at,
-                },
-            )
-        ],
+        followup=ledger.withdrawal_followup(withdrawal),
     )
     withdrawal.wallet = txn.wallet
     return withdrawal
@@ -623,14 +602,7 @@ def _post_payout(booking: Booking, payment: Payment, actor, *, wallet=None, guar
         },
         booking_id=booking.pk,
         actor=actor,
-        related_updates=[
-            (
-                Payment,
-                payment.pk,
-                {"status": Payment.Status.SUCCESS, "ledger_transaction": NEW_TRANSACTION, "updated_at": timezone.now()},
-            ),
-            (Booking, booking.pk, {"status": Booking.Status.CONFIRMED}, {"status": Booking.Status.PENDING}),
-        ],
+        followup=ledger.payout_followup(payment.pk, booking.pk, timezone.now()),
     )
 
 

@@ -100,12 +100,23 @@ TEMPLATES = [
 ]
 
 # SQLite is the embedded default for `make run`; tests and benchmarks use PostgreSQL.
+# DATABASE_POOLER=pgbouncer says DATABASE_URL points at PgBouncer in transaction pooling
+# mode. PgBouncer then keeps the server connections, so Django closes its connection after
+# each request (CONN_MAX_AGE=0), and server-side cursors are off: a named cursor lives in
+# one server session, and the next transaction may get another one (Django's docs on
+# transaction pooling). The ledger needs nothing else: it prepares no statements.
+# Without a pooler, Django keeps each connection DB_CONN_MAX_AGE seconds (default 60).
+DATABASE_POOLER = os.environ.get("DATABASE_POOLER", "").strip().lower()
+if DATABASE_POOLER not in {"", "pgbouncer"}:
+    raise ImproperlyConfigured(f"DATABASE_POOLER={DATABASE_POOLER!r}: leave it unset, or set it to 'pgbouncer'.")
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_max_age=0 if DATABASE_POOLER else env_int("DB_CONN_MAX_AGE", 60),
     )
 }
+if DATABASE_POOLER == "pgbouncer":
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Writers queue on SQLite's lock instead of failing at once under the dev server's threads.
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20

@@ -4,6 +4,8 @@ Eight threads run a random mix of every TransactionService operation against fou
 wallets; every booking payment also credits the one platform-revenue account. Each
 thread records what its successful calls imply; afterwards every wallet's balance and
 held amount must equal the sum of those implications, and check_ledger must pass.
+test_pgbouncer.py runs the same scenario (`run_scenario`) with the threads' connections
+going through PgBouncer.
 """
 
 import random
@@ -43,7 +45,7 @@ class SharedWork:
 
 
 class Worker:
-    def __init__(self, seed, wallets, accounts, properties, guest, shared, finance):
+    def __init__(self, seed, wallets, accounts, properties, guest, shared, finance, connect=None):
         self.rng = random.Random(seed)
         self.wallets = wallets
         self.accounts = accounts
@@ -56,6 +58,7 @@ class Worker:
         self.succeeded = defaultdict(int)
         self.refused = defaultdict(int)
         self.unexpected = []
+        self.connect = connect  # called first in the thread, e.g. to route its connection elsewhere
 
     def amount(self, low=1, high=3000):
         return Decimal(self.rng.randint(low * 100, high * 100)) / 100
@@ -72,6 +75,8 @@ class Worker:
             self.refund,
         ]
         try:
+            if self.connect is not None:
+                self.connect()
             for _ in range(OPERATIONS_PER_THREAD):
                 operation = self.rng.choice(operations)
                 try:
@@ -159,6 +164,12 @@ class Worker:
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_random_operations_keep_every_invariant(make_user):
+    run_scenario(make_user)
+
+
+def run_scenario(make_user, connect=None) -> int:
+    """The scenario and its checks; `connect` runs first in each thread. Returns how many
+    operations succeeded."""
     finance = make_user(groups=["Finance"])
     guest = make_user("guest")
     hosts = [make_user("host") for _ in range(4)]
@@ -174,7 +185,7 @@ def test_concurrent_random_operations_keep_every_invariant(make_user):
     start = {w.pk: Decimal("20000.00") for w in wallets}
 
     shared = SharedWork()
-    workers = [Worker(seed, wallets, accounts, properties, guest, shared, finance) for seed in range(THREADS)]
+    workers = [Worker(seed, wallets, accounts, properties, guest, shared, finance, connect) for seed in range(THREADS)]
     threads = [threading.Thread(target=w.run) for w in workers]
     for thread in threads:
         thread.start()
@@ -205,3 +216,4 @@ def test_concurrent_random_operations_keep_every_invariant(make_user):
         Decimal(0),
     )
     assert revenue == sum(w.revenue_delta for w in workers)
+    return sum(per_operation.values())
