@@ -68,17 +68,19 @@ def pgbench_database(url: str) -> str:
     return urlparse(url).path.lstrip("/") + "_pgbench"
 
 
+def fresh_databases(url: str) -> None:
+    """Both databases created anew, so every run starts from the same state: tables and
+    indexes left grown (and autovacuum busy on them) by earlier runs would skew the figures."""
+    args = psql_args(url)
+    for db in (urlparse(url).path.lstrip("/"), pgbench_database(url)):
+        subprocess.run(["dropdb", *args, "--if-exists", "--force", db], check=True, capture_output=True)
+        subprocess.run(["createdb", *args, db], check=True, capture_output=True)
+
+
 def init_pgbench(url: str) -> None:
-    """pgbench's tables (scale 10), created once, straight on the server."""
+    """pgbench's tables (scale 10), straight on the server."""
     db, args = pgbench_database(url), psql_args(url)
-    subprocess.run(["createdb", *args, db], capture_output=True)
-    if (
-        subprocess.run(
-            ["psql", *args, "-d", db, "-tAc", "select 1 from pgbench_accounts limit 1"], capture_output=True
-        ).returncode
-        != 0
-    ):
-        subprocess.run(["pgbench", *args, "-i", "-s", "10", "-q", db], check=True, capture_output=True)
+    subprocess.run(["pgbench", *args, "-i", "-s", "10", "-q", db], check=True, capture_output=True)
 
 
 def run_pgbench(url: str, clients: int) -> dict:
@@ -225,7 +227,21 @@ def vacuum_seeded_tables():
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM (ANALYZE) finance_booking, finance_payment, finance_wallet")
+        cursor.execute(
+            "VACUUM (ANALYZE) finance_booking, finance_payment, finance_wallet,"
+            " finance_wallettransaction, finance_ledgerentry, finance_ledgeraudit"
+        )
+
+
+def checkpoint():
+    """Write out what the seeding dirtied now, so no run pays for another's checkpoint."""
+    from django.db import DatabaseError, connection
+
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("CHECKPOINT")
+    except DatabaseError as error:  # needs superuser or pg_checkpoint
+        print(f"(no CHECKPOINT before the runs: {error})".strip())
 
 
 def run_service(url: str, pooler: str, mix: str, clients: int, wallet_ids, payment_slices) -> dict:
@@ -259,11 +275,12 @@ def run_table(title: str, url: str, pooler: str = "") -> dict:
     print("-" * len(header))
     summary = {}
     for clients in CLIENTS:
-        anchor = run_pgbench(url, clients)
         wallet_ids, payment_slices = prepare(clients)
         fund(wallet_ids)
         vacuum_seeded_tables()
+        checkpoint()
         connections.close_all()
+        anchor = run_pgbench(url, clients)
         rows = {"pgbench simple-update": anchor}
         rows["uniform credit/debit"] = run_service(url, pooler, "uniform", clients, wallet_ids, payment_slices)
         rows["hot: booking payments"] = run_service(url, pooler, "hot", clients, wallet_ids, payment_slices)
@@ -300,7 +317,7 @@ def main():
     if not shutil.which("pgbench"):
         sys.exit("pgbench is missing: apt-get install postgresql-client")
     url = bench_database_url()
-    subprocess.run(["createdb", *psql_args(url), urlparse(url).path.lstrip("/")], capture_output=True)
+    fresh_databases(url)
     setup_django(url)
     # The seeding below posts thousands of credits in this process: keep their success
     # lines off the console (the clients send theirs to /dev/null).

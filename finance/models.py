@@ -106,7 +106,10 @@ class WalletTransaction(models.Model):
         IN = "in", "Money in"
         OUT = "out", "Money out"
 
-    reference = models.CharField(max_length=32, unique=True, default=new_transaction_reference)
+    # Unique by a named constraint rather than `unique=True`: on PostgreSQL the latter also
+    # builds a varchar_pattern_ops copy of the index for LIKE 'prefix%' queries, which
+    # nothing here runs, and every posting would pay for writing it.
+    reference = models.CharField(max_length=32, default=new_transaction_reference)
     # Indexed by txn_wallet_newest below, which also serves every lookup by wallet.
     wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="transactions", db_index=False)
     type = models.CharField(max_length=20, choices=Type.choices)
@@ -129,6 +132,7 @@ class WalletTransaction(models.Model):
         permissions = [("reverse_transaction", "Can reverse a transaction")]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="transaction_amount_not_negative"),
+            models.UniqueConstraint(fields=["reference"], name="transaction_reference_unique"),
             # At most one reversal per transaction; partial, so ordinary rows add nothing to it.
             models.UniqueConstraint(
                 fields=["reverses"], condition=Q(reverses__isnull=False), name="transaction_reversed_once"
@@ -320,13 +324,14 @@ class Payment(models.Model):
 
     OPEN_STATUSES = (Status.PENDING,)
 
-    reference = models.CharField(max_length=32, unique=True, default=new_payment_reference)
+    # Unique by named constraints, without LIKE indexes (see WalletTransaction.reference).
+    reference = models.CharField(max_length=32, default=new_payment_reference)
     booking = models.ForeignKey(Booking, on_delete=models.PROTECT, related_name="payments")
     provider = models.CharField(max_length=20)
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
-    provider_reference = models.CharField(max_length=100, unique=True, null=True, blank=True)
+    provider_reference = models.CharField(max_length=100, null=True, blank=True)
     refunded_amount = models.DecimalField(**MONEY, default=Decimal("0"))
     commission_refunded = models.DecimalField(**MONEY, default=Decimal("0"))
     ledger_transaction = models.OneToOneField(
@@ -342,6 +347,8 @@ class Payment(models.Model):
     class Meta:
         constraints = [
             models.CheckConstraint(condition=Q(refunded_amount__lte=F("amount")), name="payment_refunds_within_amount"),
+            models.UniqueConstraint(fields=["reference"], name="payment_reference_unique"),
+            models.UniqueConstraint(fields=["provider_reference"], name="payment_provider_reference_unique"),
             # At most one open (pending) payment per booking: never a second charge.
             models.UniqueConstraint(
                 fields=["booking"], condition=Q(status="pending"), name="payment_one_open_per_booking"
