@@ -331,7 +331,8 @@ class Payment(models.Model):
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
-    provider_reference = models.CharField(max_length=100, null=True, blank=True)
+    # NULL, not "", until the provider names the payment: unique, yet many may lack one.
+    provider_reference = models.CharField(max_length=100, null=True, blank=True)  # noqa: DJ001
     refunded_amount = models.DecimalField(**MONEY, default=Decimal("0"))
     commission_refunded = models.DecimalField(**MONEY, default=Decimal("0"))
     ledger_transaction = models.OneToOneField(
