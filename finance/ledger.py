@@ -16,8 +16,8 @@ function, one per kind of movement (migration 0005): one plain statement and one
 per movement, which is what lets the ledger keep up with the database. The functions'
 statements are planned once per server session, which also holds behind PgBouncer in
 transaction mode, where prepared statements would not. Elsewhere (SQLite, the embedded dev
-default) the same steps run one after another; the two paths share the validation and produce identical rows, and
-finance/tests/test_services.py runs every test through both.
+default) the same steps run one after another; the two paths share the validation and
+produce identical rows, and finance/tests/test_services.py runs every test through both.
 
 The booking payout's own statements (`payout_guard`, `lock_payment_for_payout`) close
 the module.
@@ -131,8 +131,13 @@ def withdrawal_followup(withdrawal: Withdrawal) -> Followup:
         "processed_by": withdrawal.processed_by,
         "processed_at": withdrawal.processed_at,
     }
-    args = [withdrawal.pk, withdrawal.status, withdrawal.failure_reason, withdrawal.processed_by_id]
-    args.append(withdrawal.processed_at)
+    args = [
+        withdrawal.pk,
+        withdrawal.status,
+        withdrawal.failure_reason,
+        withdrawal.processed_by_id,
+        withdrawal.processed_at,
+    ]
     return Followup("finance_settle_withdrawal", args, [(Withdrawal, withdrawal.pk, values)])
 
 

@@ -2,24 +2,17 @@
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import requests
 
+from .processes import free_port, stop_process
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 START_SCRIPT = ROOT / "erlang_messaging" / "bin" / "messaging-start"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ErlangNode:
@@ -65,14 +58,8 @@ class ErlangNode:
             return False
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (a clean stop), then SIGKILL if it lingers. Only our own process."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        """SIGTERM (a clean stop), then SIGKILL if it lingers."""
+        stop_process(self.process, timeout=timeout)
         self.process = None
 
     def cleanup(self) -> None:

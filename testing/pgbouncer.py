@@ -10,14 +10,13 @@ reachable through it under the same name.
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from .erlang_node import free_port
+from .processes import free_port, stop_process
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
@@ -134,14 +133,8 @@ class PgBouncer:
         return sum(int(row["total_xact_count"]) for row in rows if row["database"] == database)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (immediate shutdown), then SIGKILL if it lingers. Only our own process."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout)
+        """SIGTERM (PgBouncer's immediate shutdown), then SIGKILL if it lingers."""
+        stop_process(self.process, timeout=timeout)
         self.process = None
 
     def cleanup(self) -> None:

@@ -5,7 +5,6 @@ pytest-django created and a Redis key prefix of their own, and are stopped by PI
 """
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,7 +15,7 @@ from urllib.parse import quote
 import requests
 from django.db import connection
 
-from .erlang_node import free_port
+from .processes import free_port, stop_process
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,17 +69,6 @@ def _answers(url: str, process: subprocess.Popen, log_path: Path) -> bool:
         return False
 
 
-def stop_process(process: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 30.0) -> None:
-    """`sig`, then SIGKILL if it lingers. Only our own process."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
-
-
 class Gunicorn:
     """`with Gunicorn(workers=3, STATIC_ROOT=...) as server:` → server.url serves the portal."""
 
@@ -101,12 +89,12 @@ class Gunicorn:
             stderr=subprocess.STDOUT,
         )
         if not wait_until(lambda: _answers(f"{self.url}/admin/login/", self.process, self.log_path), seconds=30):
-            stop_process(self.process)
+            stop_process(self.process, timeout=30)
             raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log_path.read_text()[-3000:]}")
         return self
 
     def __exit__(self, *exc):
-        stop_process(self.process)
+        stop_process(self.process, timeout=30)
         self.log_path.unlink(missing_ok=True)
 
     def log(self) -> str:

@@ -10,7 +10,8 @@ from rest_framework.test import APIClient
 from messaging.erlang import ErlangMessagingClient, ErlangUnavailable, erlang_client
 from messaging.models import Broadcast, Conversation, Message
 from messaging.services import create_broadcast
-from testing.erlang_node import ErlangNode, free_port
+from testing.erlang_node import ErlangNode
+from testing.processes import free_port
 from testing.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)

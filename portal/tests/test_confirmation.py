@@ -29,7 +29,7 @@ from finance.services import TransactionService
 from messaging.models import Broadcast, Message
 from portal.tests.confirming import confirmed_fields, confirmed_url, reissue, token_data
 from portal.views.confirmation import MAX_AGE_SECONDS, TOKEN_FIELD
-from testing.erlang_node import free_port
+from testing.processes import free_port
 
 pytestmark = pytest.mark.django_db
 

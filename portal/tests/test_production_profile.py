@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from testing.erlang_node import free_port
+from testing.processes import free_port, stop_process
 from testing.waiting import wait_until
-from testing.web_server import ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment, stop_process
+from testing.web_server import ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment
 
 WEBHOOK = "/api/payments/webhooks/paystack/"
 

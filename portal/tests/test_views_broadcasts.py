@@ -6,7 +6,7 @@ from wagtail.models import ModelLogEntry
 
 from messaging.models import Broadcast, Message
 from portal.tests.confirming import post_confirmation
-from testing.erlang_node import free_port
+from testing.processes import free_port
 
 pytestmark = pytest.mark.django_db
 
