@@ -1,13 +1,12 @@
 """The messaging service's OTP release (`make erlang-release`): the tarball, unpacked into an
 empty directory, runs as a node that joins a running cluster and carries messages."""
 
-import base64
+import contextlib
 import fcntl
 import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from django.conf import settings as django_settings
+from websockets.sync.client import connect
 
 from messaging.erlang import websocket_token
 from messaging.models import Conversation, Message
@@ -63,55 +63,12 @@ class ReleaseNode(ErlangNode):
         shutil.rmtree(self.install_dir, ignore_errors=True)
 
 
-class WebSocket:
-    """Just enough of a WebSocket client to read the text frames the service pushes."""
-
-    def __init__(self, port: int, token: str):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET /ws?token={token} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the WebSocket was closed")
-        self.buffer += chunk
-
-    def _take(self, n: int) -> bytes:
-        while len(self.buffer) < n:
-            self._fill()
-        data, self.buffer = self.buffer[:n], self.buffer[n:]
-        return data
-
-    def next_text(self, timeout: float) -> str | None:
-        """The next text frame's payload, or None when none arrives within `timeout` seconds."""
-        self.sock.settimeout(timeout)
-        try:
-            while True:
-                first, second = self._take(2)
-                length = second & 0x7F
-                if length == 126:
-                    length = int.from_bytes(self._take(2), "big")
-                elif length == 127:
-                    length = int.from_bytes(self._take(8), "big")
-                payload = self._take(length)  # server frames are never masked
-                if first & 0x0F == 0x1:
-                    return payload.decode()
-        except TimeoutError:
-            return None
-
-    def close(self) -> None:
-        self.sock.close()
+def next_text(ws, timeout: float) -> str | None:
+    """The next text message the service pushes, or None when none arrives within `timeout` s."""
+    try:
+        return ws.recv(timeout=timeout)
+    except TimeoutError:
+        return None
 
 
 @pytest.fixture
@@ -131,7 +88,7 @@ def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(l
     # Node A: the source tree (bin/messaging-start), distributed with the cluster's cookie.
     source_node = ErlangNode(**common, MESSAGING_NODE_NAME=f"src_{tag}", MESSAGING_CLUSTER_NODES="")
     release_node = None
-    ws = None
+    closing = contextlib.ExitStack()
     try:
         source_node.start()
         source_name = requests.get(f"{source_node.url}/health", timeout=5).json()["node"]
@@ -150,7 +107,8 @@ def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(l
         # A session of the host on node A; a message POSTed to node B reaches it through the
         # cluster (pg groups span the nodes). Node B connects to A within a few seconds, so
         # the first messages may only reach B's queue: send until one arrives, bounded.
-        ws = WebSocket(source_node.port, websocket_token(host.pk))
+        url = f"ws://127.0.0.1:{source_node.port}/ws?token={websocket_token(host.pk)}"
+        ws = closing.enter_context(connect(url, open_timeout=10))
         sent, received = [], None
 
         def one_arrives():
@@ -171,13 +129,13 @@ def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(l
             )
             assert response.status_code == 202, response.text
             sent.append(message_id)
-            frame = ws.next_text(timeout=1.0)
+            frame = next_text(ws, timeout=1.0)
             while frame is not None:
                 pushed = json.loads(frame)
                 if pushed.get("type") == "message" and pushed["message"]["id"] in sent:
                     received = pushed["message"]
                     return True
-                frame = ws.next_text(timeout=1.0)
+                frame = next_text(ws, timeout=1.0)
             return False
 
         assert wait_until(one_arrives, seconds=30, interval=0), (
@@ -191,8 +149,7 @@ def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(l
         stored = Message.objects.get(pk=received["id"])
         assert (stored.sender, stored.receiver, stored.via) == (guest, host, "erlang")
     finally:
-        if ws:
-            ws.close()
+        closing.close()
         if release_node:
             release_node.cleanup()
         source_node.cleanup()
