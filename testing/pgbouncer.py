@@ -13,10 +13,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from .processes import free_port, stop_process
+from .waiting import wait_until
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 
@@ -40,6 +40,10 @@ pidfile = {directory}/pgbouncer.pid
 ; psycopg2 and pgbench may send these at login; PgBouncer need not track them.
 ignore_startup_parameters = extra_float_digits,options
 """
+
+
+class _Exited(Exception):
+    """PgBouncer exited while we waited for it to listen."""
 
 
 class PgBouncer:
@@ -68,8 +72,11 @@ class PgBouncer:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.STDOUT,
             )
-            if self._wait_listening(timeout):
-                return self
+            try:
+                if self._wait_listening(timeout):
+                    return self
+            except _Exited:  # it could not bind the port: try another
+                pass
             self.stop()
         raise RuntimeError(f"PgBouncer did not start after {attempts} attempts:\n{self.log()[-3000:]}")
 
@@ -98,16 +105,16 @@ class PgBouncer:
         return ["-u", "postgres"]
 
     def _wait_listening(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return True
-            except OSError:
-                time.sleep(0.05)
-        return False
+        return wait_until(self._listening, seconds=timeout)
+
+    def _listening(self) -> bool:
+        if self.process.poll() is not None:
+            raise _Exited()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
 
     def log(self) -> str:
         path = Path(self.directory or "/nonexistent") / "pgbouncer.log"
