@@ -185,9 +185,13 @@ def prepare(clients: int) -> tuple[list[int], list[list[int]]]:
             )
             Wallet.objects.bulk_create([Wallet(user=u, currency="NGN") for u in users])
         wallet_ids = list(Wallet.objects.order_by("pk").values_list("pk", flat=True)[:WALLETS])
-        hosts = list(User.objects.filter(wallets__pk__in=wallet_ids[:50]))
+        # Payouts go to as many hosts as the uniform mix has wallets: the one account every
+        # payout shares is platform revenue, as in a marketplace with many hosts.
+        hosts = list(User.objects.filter(wallets__pk__in=wallet_ids))
         guest, _ = User.objects.get_or_create(username="bench-guest")
-        properties = [Property.objects.create(host=h, title="Bench", country="NG", currency="NGN") for h in hosts]
+        properties = Property.objects.bulk_create(
+            [Property(host=h, title="Bench", country="NG", currency="NGN") for h in hosts]
+        )
         per_client = int(SECONDS * 5000 / clients) + 100  # more than any client can pay in the time
         bookings = Booking.objects.bulk_create(
             [
