@@ -130,7 +130,7 @@ run: setup demo-data
 # The production profile (deploy/serve): DEBUG off, gunicorn, WhiteNoise, Redis, the
 # messaging service's OTP release, against DATABASE_URL (PostgreSQL). Needs SECRET_KEY and
 # MESSAGING_COOKIE.
-serve: setup postgres redis erlang-release
+serve: setup postgres redis
 	@REDIS_URL=$(REDIS_URL) MESSAGING_RELEASE=$(MESSAGING_RELEASE) deploy/serve
 
 # The development servers `make run` starts: Django's runserver on :8000 and the Erlang
