@@ -7,15 +7,15 @@ import pytest
 import requests
 from django.core import mail
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 
+from finance.api.tokens import issue_api_token
 from finance.models import BankAccount, Booking
 from testing.waiting import wait_until
 
 
 def api(live_server, user):
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {Token.objects.get_or_create(user=user)[0].key}"
+    session.headers["Authorization"] = f"Bearer {issue_api_token(user)}"
     return lambda method, path, **kw: session.request(method, f"{live_server.url}/api/payments{path}", timeout=10, **kw)
 
 

@@ -16,9 +16,9 @@ import pytest
 import requests
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from finance.api.tokens import issue_api_token
 from finance.models import Booking, LedgerAudit, Payment
 from finance.providers import base as providers_base
 from finance.providers.base import ProviderUnavailableError
@@ -482,7 +482,7 @@ def provider_http(monkeypatch):
 @pytest.fixture
 def guest_client(guest):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=guest).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_api_token(guest)}")
     return client
 
 

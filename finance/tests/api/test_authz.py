@@ -16,6 +16,7 @@ from django.urls import URLResolver, get_resolver, reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from finance.api.tokens import issue_api_token
 from finance.models import ApprovalRequest, BankAccount, Booking, Payment, Wallet, WalletTransaction, Withdrawal
 from finance.services import TransactionService
 
@@ -127,8 +128,7 @@ def client_for(actor: str, world) -> APIClient:
         return client
     user = world["users"][actor]
     if AUTH[actor] == "bearer":
-        token, _ = Token.objects.get_or_create(user=user)
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_api_token(user)}")
     else:
         assert client.login(username=user.username, password=PASSWORD)
     return client
@@ -365,9 +365,9 @@ def test_host_a_lists_show_own_objects(world):
     ["Bearer not-a-real-token", "Bearer", "Token {key}", "Basic aG9zdDpwYXNz", "Bearer {key} extra"],
 )
 def test_bad_credentials_are_401_and_change_nothing(header, world):
-    token = Token.objects.create(user=world["users"]["host_a"])
+    key = issue_api_token(world["users"]["host_a"])
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=header.format(key=token.key))
+    client.credentials(HTTP_AUTHORIZATION=header.format(key=key))
     before = snapshot()
     response = client.post(reverse("withdrawal-list"), request_body("withdrawal-list", "POST", world), format="json")
     assert response.status_code == 401, response.content

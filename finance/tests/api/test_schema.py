@@ -21,7 +21,6 @@ import requests
 import schemathesis
 from django.core.cache import cache
 from hypothesis import HealthCheck, given, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -29,6 +28,7 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from finance.api.tokens import issue_api_token
 from finance.models import BankAccount
 from finance.providers import base as providers_base
 from finance.services import TransactionService
@@ -102,8 +102,8 @@ def api_data(host, guest, finance_user, make_booking, make_payment, monkeypatch,
     paid = make_booking(host, guest)
     TransactionService.process_booking_payment(paid, make_payment(paid))
     pending = make_booking(host, guest)
-    tokens = {user: Token.objects.create(user=obj).key for user, obj in (("host", host), ("guest", guest))}
-    tokens["finance"] = Token.objects.create(user=finance_user).key
+    tokens = {user: issue_api_token(obj) for user, obj in (("host", host), ("guest", guest))}
+    tokens["finance"] = issue_api_token(finance_user)
     ids = {
         "/wallets/": {"id": wallet.pk},
         "/bank-accounts/": {"id": account.pk},

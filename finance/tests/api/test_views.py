@@ -3,9 +3,9 @@
 from decimal import Decimal
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from finance.api.tokens import issue_api_token
 from finance.models import (
     ApiIdempotencyRecord,
     ApprovalRequest,
@@ -27,8 +27,7 @@ def _no_sandbox_autocomplete(settings):
 
 def client_for(user):
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_api_token(user)}")
     return client
 
 
