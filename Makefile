@@ -21,6 +21,11 @@ DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang
 DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk \
 	redis-server:redis-server redis-cli:redis-tools pgbouncer:pgbouncer
 
+# DEBUG is off unless set (portal/settings.py), and with it off the portal refuses the
+# development secrets. The demo, the development servers and the test suites are
+# development mode, so their targets turn it on here; `make serve` is production.
+DEV := DEBUG=true
+
 # Tests and benchmarks run on PostgreSQL; `make run` uses the embedded SQLite default.
 PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
 TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
@@ -107,10 +112,10 @@ postgres:
 	exit 1
 
 migrate: python-packages
-	@$(PY) manage.py migrate --noinput -v 0
+	@$(DEV) $(PY) manage.py migrate --noinput -v 0
 
 demo-data: migrate
-	@FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
+	@$(DEV) FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
 
 # Redis, the shared cache of the production profile and the tests that run it: start a
 # local one if it is installed but not answering (it keeps nothing on disk: a cache).
@@ -136,12 +141,12 @@ serve: setup postgres redis
 # The development servers `make run` starts: Django's runserver on :8000 and the Erlang
 # messaging service from its build directory on :8765; Ctrl-C stops both.
 dev-serve:
-	@$(PY) manage.py print_demo_logins
+	@$(DEV) $(PY) manage.py print_demo_logins
 	@echo "==> Portal:    http://127.0.0.1:8000/admin/   (hosts: http://127.0.0.1:8000/statement/)"
 	@echo "==> Messaging: $${ERLANG_MESSAGING_URL:-http://127.0.0.1:8765}/health"
-	@erlang_messaging/bin/messaging-start & messaging_pid=$$!; \
+	@$(DEV) erlang_messaging/bin/messaging-start & messaging_pid=$$!; \
 	trap 'kill $$messaging_pid 2>/dev/null' EXIT INT TERM; \
-	DJANGO_API_URL=http://127.0.0.1:8000 $(PY) manage.py runserver 127.0.0.1:8000
+	$(DEV) DJANGO_API_URL=http://127.0.0.1:8000 $(PY) manage.py runserver 127.0.0.1:8000
 
 lint: python-dev-packages
 	@echo "==> ruff check / ruff format --check"
@@ -152,30 +157,32 @@ test-python: setup postgres redis python-dev-packages
 	@echo "==> Django test suites on PostgreSQL"
 	@# The suites use the in-process cache; the tests of the production profile start real
 	@# servers that share Redis (TEST_REDIS_URL), under a key prefix of their own.
-	@env -u REDIS_URL DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(REDIS_URL) \
+	@env -u REDIS_URL $(DEV) DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(REDIS_URL) \
 		$(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal
 
 test-e2e: setup postgres python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"
-	@DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest e2e
+	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest e2e
 
 # `make run`'s embedded default: migrations, demo data and the ledger check on SQLite.
 test-sqlite: python-packages
 	@echo "==> SQLite smoke run (the make run default)"
 	@rm -f /tmp/stayafrica-smoke.sqlite3
-	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py migrate --noinput -v 0
-	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
-	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
-	@DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py check_ledger
+	@$(DEV) DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py migrate --noinput -v 0
+	@$(DEV) DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
+	@$(DEV) DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
+	@$(DEV) DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py check_ledger
 
 test: setup lint test-python test-sqlite erlang-test test-e2e
 
-# Benchmarks are developer runs: they get the same environment as the tests.
+# Benchmarks are developer runs: they get the same environment as the tests. Each measures
+# with DEBUG off and private secrets of its own (bench/*.py); bench-portal seeds its data
+# in development mode.
 bench-ledger: setup postgres python-dev-packages
-	@DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/ledger.py
+	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/ledger.py
 
 bench-portal: setup postgres python-dev-packages
-	@DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/portal.py
+	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/portal.py
 
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3 staticfiles

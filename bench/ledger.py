@@ -55,7 +55,11 @@ def setup_django(url: str, pooler: str = ""):
     os.environ["DATABASE_POOLER"] = pooler
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     os.environ["DEBUG"] = "false"
-    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    # DEBUG off refuses the published development secrets: private ones for this run (the
+    # benchmark takes no payments, so the sandbox stays off).
+    from testing.production_secrets import PRODUCTION_SECRETS
+
+    os.environ.update(PRODUCTION_SECRETS, SANDBOX_PAYMENTS_ENABLED="false")
     import django
 
     django.setup()

@@ -27,7 +27,7 @@ from . import ledger
 from .errors import InvalidStateError, NotFoundError
 from .models import Booking, Payment, WebhookEvent
 from .money import format_money
-from .providers import PROVIDERS, choose_provider
+from .providers import PROVIDERS, choose_provider, enabled_provider
 from .providers.base import (
     FAILED,
     IGNORED,
@@ -96,8 +96,9 @@ class WebhookResult:
 
 
 def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source: str = "") -> WebhookResult:
-    provider = PROVIDERS.get(provider_name)
-    if provider is None or (provider_name == "sandbox" and not settings.SANDBOX_PAYMENTS_ENABLED):
+    # A provider switched off (or unknown) takes no webhooks: nothing is verified or stored.
+    provider = enabled_provider(provider_name)
+    if provider is None:
         return _error(404, "unknown_provider", f"No webhook endpoint for {provider_name!r}.")
     try:
         provider.verify(raw, headers, query)

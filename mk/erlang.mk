@@ -35,8 +35,9 @@ $(MESSAGING_TARBALL): $(wildcard $(ERLANG_DIR)/src/*) $(ERLANG_DIR)/rebar.config
 
 erlang-release: $(MESSAGING_TARBALL)
 
+# Development mode: the development MESSAGING_SHARED_SECRET is accepted (DEBUG=true).
 messaging: erlang-build
-	@exec $(ERLANG_DIR)/bin/messaging-start
+	@DEBUG=true exec $(ERLANG_DIR)/bin/messaging-start
 
 messaging-release: erlang-release
 	@exec $(MESSAGING_RELEASE)/bin/messaging_service foreground

@@ -13,6 +13,8 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from whitenoise.compress import Compressor
 
+from portal.secrets_check import DEVELOPMENT_SECRETS, PROVIDER_SECRETS, refuse_insecure_settings
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -27,14 +29,53 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-DEFAULT_SECRET_KEY = "dev-insecure-secret-key-change-me"
-SECRET_KEY = os.environ.get("SECRET_KEY", DEFAULT_SECRET_KEY)
-DEBUG = env_bool("DEBUG", True)
-if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
-    # Refuse to run a production-like instance with a key everybody can read on GitHub.
-    raise ImproperlyConfigured("DEBUG is off: set SECRET_KEY to a private random value.")
+def env_list(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
-ALLOWED_HOSTS = [h for h in os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+
+def secret(name: str) -> str:
+    """A secret from the environment. Unset, it is the published development default with
+    DEBUG on, and empty with DEBUG off (then refused: the end of this file)."""
+    return os.environ.get(name, DEVELOPMENT_SECRETS[name] if DEBUG else "")
+
+
+# --- Fail closed ---------------------------------------------------------------------
+# DEBUG is off unless the environment turns it on: a deployment that forgets it gets the
+# production profile, never debug pages and development secrets. `make run`, the tests
+# and the benchmarks set DEBUG=true themselves (Makefile, testing/development_mode.py).
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = secret("SECRET_KEY")
+
+# The host names this portal answers to. With DEBUG off, also the ones the load balancer
+# forwards (e.g. portal.example.com); Django's test client adds its own "testserver".
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost")
+# Origins (scheme://host) other than the portal's own host from which a browser may POST
+# forms, e.g. https://admin.example.com. The portal's own https origin needs no entry.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+if not DEBUG:
+    # HTTPS is terminated by the load balancer in front of the app, which says so in
+    # X-Forwarded-Proto: https (and must overwrite whatever a client sent in it).
+    # SECURE_PROXY_SSL_HEADER="" turns that off (TLS straight to gunicorn).
+    _proxy_ssl_header = os.environ.get("SECURE_PROXY_SSL_HEADER", "X-Forwarded-Proto: https")
+    if _proxy_ssl_header.strip():
+        _header, _, _value = _proxy_ssl_header.partition(":")
+        if not _value.strip():
+            raise ImproperlyConfigured(
+                f"SECURE_PROXY_SSL_HEADER={_proxy_ssl_header!r}: write it as 'Header-Name: value', "
+                "e.g. 'X-Forwarded-Proto: https', or set it empty when nothing terminates TLS in front."
+            )
+        SECURE_PROXY_SSL_HEADER = ("HTTP_" + _header.strip().upper().replace("-", "_"), _value.strip())
+    # Plain HTTP is redirected to HTTPS, except the messaging service's callbacks: they come
+    # from the Erlang nodes over the internal network (DJANGO_API_URL), not from browsers.
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    # Browsers remember to use HTTPS only (a year by default).
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Asking to be on browsers' preload list is hard to undo: the operator opts in.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "portal",
@@ -230,37 +271,53 @@ SPECTACULAR_SETTINGS = {
 
 # --- Payment providers ---------------------------------------------------------------
 # Webhook secrets (verification) and API keys (outbound checkout calls), per provider.
-PAYSTACK_SECRET_KEY = os.environ.get("PAYSTACK_SECRET_KEY", "sk_test_dev_paystack")
-FLUTTERWAVE_SECRET_KEY = os.environ.get("FLUTTERWAVE_SECRET_KEY", "FLWSECK_TEST-dev")
-FLUTTERWAVE_SECRET_HASH = os.environ.get("FLUTTERWAVE_SECRET_HASH", "dev-flutterwave-hash")
-STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY", "sk_test_dev_stripe")
-STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET", "whsec_dev_stripe")
-MPESA_CONSUMER_KEY = os.environ.get("MPESA_CONSUMER_KEY", "dev-mpesa-key")
-MPESA_CONSUMER_SECRET = os.environ.get("MPESA_CONSUMER_SECRET", "dev-mpesa-secret")
+# Only the providers switched on (PAYMENT_PROVIDERS below) need theirs with DEBUG off.
+PAYSTACK_SECRET_KEY = secret("PAYSTACK_SECRET_KEY")
+FLUTTERWAVE_SECRET_KEY = secret("FLUTTERWAVE_SECRET_KEY")
+FLUTTERWAVE_SECRET_HASH = secret("FLUTTERWAVE_SECRET_HASH")
+STRIPE_SECRET_KEY = secret("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = secret("STRIPE_WEBHOOK_SECRET")
+MPESA_CONSUMER_KEY = secret("MPESA_CONSUMER_KEY")
+MPESA_CONSUMER_SECRET = secret("MPESA_CONSUMER_SECRET")
 MPESA_SHORTCODE = os.environ.get("MPESA_SHORTCODE", "174379")
-MPESA_PASSKEY = os.environ.get("MPESA_PASSKEY", "dev-mpesa-passkey")
-MPESA_CALLBACK_TOKEN = os.environ.get("MPESA_CALLBACK_TOKEN", "dev-mpesa-callback-token")
+MPESA_PASSKEY = secret("MPESA_PASSKEY")
+MPESA_CALLBACK_TOKEN = secret("MPESA_CALLBACK_TOKEN")
 # Where providers reach us (callback URLs, redirects after checkout).
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # Which providers take payments in which country, in order of preference; "*" is anywhere.
-# PAYMENT_PROVIDERS="paystack=NG GH,stripe=*" in the environment replaces the table.
+# PAYMENT_PROVIDERS="paystack=NG GH,stripe=*" in the environment replaces the table, and
+# is the switch: a provider it leaves out is off (no payments, its webhook URL answers
+# 404, its secrets are not needed). PAYMENT_PROVIDERS=none switches every provider off.
 PAYMENT_PROVIDERS = {
     "paystack": {"NG", "GH", "ZA", "KE"},
     "flutterwave": {"NG", "GH", "KE", "UG", "TZ", "RW", "ZA"},
     "mpesa": {"KE", "TZ"},
     "stripe": {"*"},
 }
-if os.environ.get("PAYMENT_PROVIDERS"):
-    PAYMENT_PROVIDERS = {
-        name.strip(): set(countries.upper().split())
-        for name, _, countries in (entry.partition("=") for entry in os.environ["PAYMENT_PROVIDERS"].split(","))
-    }
+if os.environ.get("PAYMENT_PROVIDERS", "").strip():
+    _table = os.environ["PAYMENT_PROVIDERS"].strip()
+    PAYMENT_PROVIDERS = {}
+    for _entry in [] if _table.lower() == "none" else _table.split(","):
+        _name, _, _countries = (part.strip() for part in _entry.partition("="))
+        if _name not in PROVIDER_SECRETS:
+            raise ImproperlyConfigured(
+                f"PAYMENT_PROVIDERS names {_name!r}: the providers are {', '.join(PROVIDER_SECRETS)} "
+                "(the sandbox is switched on by SANDBOX_PAYMENTS_ENABLED)."
+            )
+        if not _countries:
+            raise ImproperlyConfigured(
+                f"PAYMENT_PROVIDERS gives {_name!r} no country: write e.g. '{_name}=NG GH' or '{_name}=*', "
+                "or leave it out to switch it off."
+            )
+        PAYMENT_PROVIDERS[_name] = set(_countries.upper().split())
 
-# The offline sandbox provider: on by default in development, first choice when on.
+# The offline sandbox provider: on by default in development, first choice when on. It
+# marks bookings paid without money, so with DEBUG off it is a startup error. Its webhook
+# secret is its own (nothing derived from SECRET_KEY ever leaves the server).
 SANDBOX_PAYMENTS_ENABLED = env_bool("SANDBOX_PAYMENTS_ENABLED", DEBUG)
 SANDBOX_AUTOCOMPLETE = env_bool("SANDBOX_AUTOCOMPLETE", True)
-SANDBOX_WEBHOOK_SECRET = os.environ.get("SANDBOX_WEBHOOK_SECRET", "sandbox-" + SECRET_KEY[:24])
+SANDBOX_WEBHOOK_SECRET = secret("SANDBOX_WEBHOOK_SECRET")
 SANDBOX_WEBHOOK_URL = os.environ.get("SANDBOX_WEBHOOK_URL", f"{PUBLIC_BASE_URL}/api/payments/webhooks/sandbox/")
 
 # Requests that fail webhook verification, per source address per hour, before 429.
@@ -270,7 +327,7 @@ WEBHOOK_FAILED_VERIFICATION_LIMIT = env_int("WEBHOOK_FAILED_VERIFICATION_LIMIT",
 ERLANG_MESSAGING_URL = os.environ.get("ERLANG_MESSAGING_URL", "http://127.0.0.1:8765")
 # What browsers use to reach the WebSocket, when it differs from the server-side URL.
 ERLANG_MESSAGING_PUBLIC_URL = os.environ.get("ERLANG_MESSAGING_PUBLIC_URL", "")
-MESSAGING_SHARED_SECRET = os.environ.get("MESSAGING_SHARED_SECRET", "dev-messaging-secret")
+MESSAGING_SHARED_SECRET = secret("MESSAGING_SHARED_SECRET")
 DJANGO_API_URL = os.environ.get("DJANGO_API_URL", "http://127.0.0.1:8000")
 
 # --- Shared state --------------------------------------------------------------------
@@ -313,3 +370,9 @@ LOGGING = {
         "messaging": {"handlers": ["console"], "level": "INFO"},
     },
 }
+
+# --- Fail closed: the last word -------------------------------------------------------
+# With DEBUG off, refuse to start on any missing or published secret, and on the sandbox
+# provider; one error lists every problem (portal/secrets_check.py).
+if not DEBUG:
+    refuse_insecure_settings(globals(), enabled_providers=PAYMENT_PROVIDERS)

@@ -16,12 +16,16 @@ import requests
 from django.db import connection
 
 from .processes import free_port, stop_process
+from .production_secrets import PRODUCTION_SECRETS
 from .waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 SERVE_SCRIPT = ROOT / "deploy" / "serve"
-TEST_SECRET_KEY = "test-only-secret-key-for-the-production-profile"
+
+# HTTPS is terminated in front of the app: a load balancer says so in this header, and the
+# tests that talk to gunicorn directly send it too (plain HTTP is redirected).
+BEHIND_TLS = {"X-Forwarded-Proto": "https"}
 
 
 def redis_url() -> str:
@@ -29,7 +33,7 @@ def redis_url() -> str:
 
 
 def production_environment(**overrides) -> dict:
-    """DEBUG off, the test database, Redis under a prefix no other test or run shares."""
+    """DEBUG off with private secrets, the test database, Redis under a prefix no other test or run shares."""
     db = connection.settings_dict
     user, host, port = db["USER"] or "postgres", db["HOST"] or "127.0.0.1", db["PORT"] or 5432
     if db["PASSWORD"]:
@@ -38,7 +42,8 @@ def production_environment(**overrides) -> dict:
     env = {
         **os.environ,
         "DEBUG": "false",
-        "SECRET_KEY": TEST_SECRET_KEY,
+        **PRODUCTION_SECRETS,
+        "SANDBOX_PAYMENTS_ENABLED": "false",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url(),
         "CACHE_KEY_PREFIX": f"test-{uuid.uuid4().hex}",
@@ -64,7 +69,7 @@ def _answers(url: str, process: subprocess.Popen, log_path: Path) -> bool:
     if process.poll() is not None:
         raise RuntimeError(f"{process.args[0]} exited at start:\n{log_path.read_text()[-3000:]}")
     try:
-        return requests.get(url, timeout=1).status_code < 500
+        return requests.get(url, headers=BEHIND_TLS, timeout=1).status_code < 500
     except requests.RequestException:
         return False
 

@@ -152,6 +152,8 @@ start_os_node(Port, DataDir) ->
     Env = [{"HTTP_PORT", integer_to_list(Port)}, {"MESSAGING_DATA_DIR", DataDir},
            {"DJANGO_API_URL", fake_django:url()}, {"MESSAGING_BUILD_DIR", build_dir()},
            {"PERSIST_FLUSH_INTERVAL_MS", "50"}, {"MESSAGING_SHARED_SECRET", "dev-messaging-secret"},
+           %% The development secret: the script accepts it in development mode only.
+           {"DEBUG", "true"},
            %% Other suites may have put settings into this VM's environment.
            {"MESSAGING_NODE_NAME", false}, {"MESSAGING_CLUSTER_NODES", false},
            {"MESSAGE_QUEUE_MAX_SIZE", false}, {"MAX_BODY_BYTES", false}, {"MAX_PENDING", false},

@@ -20,9 +20,22 @@ class UnknownProviderError(TransactionError):
     code = "unknown_provider"
 
 
+def is_enabled(name: str) -> bool:
+    """A provider is on when PAYMENT_PROVIDERS names it (the sandbox: SANDBOX_PAYMENTS_ENABLED).
+
+    A provider that is off takes no payments and no webhooks: its secrets may be unset."""
+    if name == "sandbox":
+        return settings.SANDBOX_PAYMENTS_ENABLED
+    return name in PROVIDERS and name in settings.PAYMENT_PROVIDERS
+
+
+def enabled_provider(name: str) -> Provider | None:
+    return PROVIDERS[name] if is_enabled(name) else None
+
+
 def get_provider(name: str) -> Provider:
-    provider = PROVIDERS.get(name)
-    if provider is None or (name == "sandbox" and not settings.SANDBOX_PAYMENTS_ENABLED):
+    provider = enabled_provider(name)
+    if provider is None:
         raise UnknownProviderError(f"Unknown payment provider {name!r}.", field="provider")
     return provider
 

@@ -164,3 +164,31 @@ def test_the_release_refuses_to_start_without_a_cookie():
         node.cleanup()
     assert result.returncode != 0
     assert "MESSAGING_COOKIE is not set" in result.stderr
+
+
+@pytest.mark.parametrize("debug", [None, "false", "0"], ids=["DEBUG unset", "DEBUG=false", "DEBUG=0"])
+@pytest.mark.parametrize("secret", ["", "dev-messaging-secret"], ids=["empty secret", "development secret"])
+def test_outside_development_both_start_scripts_refuse_the_development_or_an_empty_secret(tmp_path, debug, secret):
+    tarball = release_tarball()
+    release = ReleaseNode(tarball, django_url="http://127.0.0.1:9", secret=secret, MESSAGING_COOKIE="a-cookie")
+    env = {key: value for key, value in release.env.items() if key != "DEBUG"}
+    if debug is not None:
+        env["DEBUG"] = debug
+    try:
+        results = {
+            "bin/messaging-start": subprocess.run(
+                ErlangNode.command(release), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            ),
+            "the release": subprocess.run(
+                release.command(), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+            ),
+        }
+    finally:
+        release.cleanup()
+
+    for script, result in results.items():
+        assert result.returncode != 0, f"{script} started"
+        assert "MESSAGING_SHARED_SECRET is empty or the development default, and DEBUG is off" in result.stderr, script
+        # It stopped before the VM booted: no node, so no crash dump.
+        assert "listening on port" not in result.stdout + result.stderr, script
+    assert not list(tmp_path.glob("erl_crash.dump"))

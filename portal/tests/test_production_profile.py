@@ -16,14 +16,19 @@ import requests
 
 from testing.processes import free_port, stop_process
 from testing.waiting import wait_until
-from testing.web_server import ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment
+from testing.web_server import BEHIND_TLS, ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment
 
 WEBHOOK = "/api/payments/webhooks/paystack/"
 
 
 def forge_webhook(server, forwarded_for=None) -> int:
     """A webhook with a wrong signature, on a connection of its own (as a forger would send)."""
-    headers = {"X-Paystack-Signature": "0" * 128, "Content-Type": "application/json", "Connection": "close"}
+    headers = {
+        **BEHIND_TLS,
+        "X-Paystack-Signature": "0" * 128,
+        "Content-Type": "application/json",
+        "Connection": "close",
+    }
     if forwarded_for:
         headers["X-Forwarded-For"] = forwarded_for
     with requests.Session() as session:
@@ -83,10 +88,10 @@ def test_static_files_are_hashed_compressed_and_cached_for_ever(database, static
     chart = manifest["vendor/chart.js/chart.umd.js"]
 
     with Gunicorn(STATIC_ROOT=static_root) as server:
-        login_page = requests.get(server.url + "/admin/login/").text
-        compressed = requests.get(f"{server.url}/static/{chart}", headers={"Accept-Encoding": "br, gzip"})
-        plain_name = requests.get(server.url + "/static/vendor/chart.js/chart.umd.js")
-        missing = requests.get(server.url + "/no-such-page/")
+        login_page = requests.get(server.url + "/admin/login/", headers=BEHIND_TLS).text
+        compressed = requests.get(f"{server.url}/static/{chart}", headers={**BEHIND_TLS, "Accept-Encoding": "br, gzip"})
+        plain_name = requests.get(server.url + "/static/vendor/chart.js/chart.umd.js", headers=BEHIND_TLS)
+        missing = requests.get(server.url + "/no-such-page/", headers=BEHIND_TLS)
 
     stylesheets = re.findall(r'href="(/static/[^"]+\.css)"', login_page)
     assert stylesheets and all(re.search(r"\.[0-9a-f]{12}\.css$", href) for href in stylesheets)
@@ -150,7 +155,7 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
             if serve.poll() is not None:
                 raise AssertionError(f"deploy/serve exited:\n{log_path.read_text()[-3000:]}")
             try:
-                portal = requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=1)
+                portal = requests.get(f"http://127.0.0.1:{web_port}/admin/login/", headers=BEHIND_TLS, timeout=1)
                 messaging = requests.get(f"http://127.0.0.1:{messaging_port}/health", timeout=1)
             except requests.RequestException:
                 return False

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 
 from finance.services import TransactionService
+from testing.web_server import PRODUCTION_SECRETS
 
 
 def _django_setup(**env):
@@ -32,8 +33,8 @@ def test_refuses_to_start_with_debug_off_and_the_default_secret_key():
     assert "SECRET_KEY" in result.stderr
 
 
-def test_starts_with_debug_off_and_a_private_secret_key():
-    assert _django_setup(DEBUG="false", SECRET_KEY="a-private-random-value").returncode == 0
+def test_starts_with_debug_off_and_private_secrets():
+    assert _django_setup(DEBUG="false", SANDBOX_PAYMENTS_ENABLED="false", **PRODUCTION_SECRETS).returncode == 0
 
 
 @pytest.mark.django_db

@@ -12,6 +12,7 @@ import random
 from datetime import date, timedelta
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
@@ -63,6 +64,12 @@ class Command(BaseCommand):
         parser.add_argument("--large", action="store_true", help="also load the large benchmark data set")
 
     def handle(self, *args, large=False, **options):
+        # The demo logins have a password printed in the README: never on a real deployment.
+        if not settings.DEBUG:
+            raise CommandError(
+                "seed_demo creates demo logins with a published password, so it runs only in development: "
+                "DEBUG is off. For the demo, run it with DEBUG=true (make run does)."
+            )
         if User.objects.filter(username="finance").exists():
             self.stdout.write("Demo data already loaded.")
         else:
