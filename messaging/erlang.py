@@ -120,7 +120,9 @@ class ErlangMessagingClient:
                 method, self.base_url + path, json=json, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout)
             )
         except requests.RequestException as error:
-            raise ErlangUnavailable(f"Messaging service unreachable at {self.base_url}: {error.__class__.__name__}")
+            # Where it was and why go to the log; the error's text is shown to staff and callers.
+            logger.warning("messaging service unreachable at %s: %r", self.base_url, error)
+            raise ErlangUnavailable("The messaging service could not be reached.") from None
         finally:
             logger.debug("erlang %s %s took %.1f ms", method, path, 1000 * (time.monotonic() - started))
         try:
@@ -128,7 +130,8 @@ class ErlangMessagingClient:
         except ValueError:
             body = {}
         if response.status_code >= 500:
-            raise ErlangUnavailable(f"Messaging service answered {response.status_code}.")
+            logger.warning("messaging service answered %s to %s %s", response.status_code, method, path)
+            raise ErlangUnavailable("The messaging service is unavailable or overloaded.")
         if response.status_code >= 400:
             message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
             raise ErlangRejected(

@@ -7,6 +7,7 @@ unit the provider uses and leave as exact Decimals in major units.
 
 import hmac
 import json
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -14,6 +15,12 @@ import requests
 
 from finance.errors import TransactionError
 from finance.money import from_minor_units, parse_amount
+
+logger = logging.getLogger("finance.providers")
+
+# What a guest or an API client is told when a provider lets us down. The provider's own
+# words (and the network's: host names, addresses) go to the server log only.
+UNAVAILABLE = "The payment provider is not available right now; nothing was charged. Please try again in a few minutes."
 
 
 class WebhookVerificationError(Exception):
@@ -85,7 +92,8 @@ def expect(answer, *path: str):
     value = answer
     for key in path:
         if not isinstance(value, dict) or key not in value:
-            raise ProviderUnavailableError(f"The payment provider answered without {'.'.join(path)}.")
+            logger.warning("a payment provider answered without %s", ".".join(path))
+            raise ProviderUnavailableError(UNAVAILABLE)
         value = value[key]
     return value
 
@@ -123,15 +131,18 @@ class ProviderClient:
         try:
             response = self.session.post(self.base_url + path, timeout=self.timeout, **kwargs)
         except requests.RequestException as error:
-            raise ProviderUnavailableError(f"{type(self).__name__}: provider unreachable ({error}).") from None
+            raise self.unavailable("unreachable", error) from None
         if response.status_code >= 400:
-            raise ProviderUnavailableError(
-                f"{type(self).__name__}: provider answered {response.status_code}.", body=response.text[:500]
-            )
+            raise self.unavailable(f"answered {response.status_code}", response.text[:500])
         try:
             return response.json()
         except ValueError:
-            raise ProviderUnavailableError(f"{type(self).__name__}: provider answered with non-JSON.") from None
+            raise self.unavailable("answered with non-JSON", response.text[:200]) from None
+
+    def unavailable(self, what: str, detail: object = "") -> ProviderUnavailableError:
+        """Logs what went wrong with the provider; the error raised says only that it is unavailable."""
+        logger.warning("%s %s: %s", type(self).__name__, what, detail)
+        return ProviderUnavailableError(UNAVAILABLE)
 
 
 class Provider:

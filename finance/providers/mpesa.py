@@ -22,7 +22,6 @@ from .base import (
     Provider,
     ProviderClient,
     ProviderEvent,
-    ProviderUnavailableError,
     WebhookVerificationError,
     constant_time_equal,
     expect,
@@ -58,7 +57,7 @@ class MpesaClient(ProviderClient):
             response.raise_for_status()
             return expect(response.json(), "access_token")
         except (requests.RequestException, ValueError, MalformedEventError) as error:
-            raise ProviderUnavailableError(f"M-Pesa: no access token ({error}).") from None
+            raise self.unavailable("gave no access token", error) from None
 
     def stk_push(self, *, amount: int, phone: str, reference: str, callback_url: str) -> dict:
         """POST /mpesa/stkpush/v1/processrequest → {"CheckoutRequestID": "ws_CO_…", "ResponseCode": "0", ...}."""

@@ -6,6 +6,8 @@ leaves the building (URL, auth header, amount units, encoding) as much as how an
 """
 
 import base64
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from requests.structures import CaseInsensitiveDict
 from rest_framework.test import APIClient
 
 from finance.api.tokens import issue_api_token
-from finance.models import Booking, LedgerAudit, Payment
+from finance.models import Booking, LedgerAudit, Payment, WebhookEvent
 from finance.providers import base as providers_base
 from finance.providers.base import ProviderUnavailableError
 from finance.providers.flutterwave import Flutterwave, FlutterwaveClient
@@ -583,3 +585,69 @@ def test_pay_with_an_unexpected_provider_answer_is_503_and_keeps_nothing(
     assert response.status_code == 503, response.content
     assert response.json()["error"]["code"] == "provider_unavailable"
     assert not Payment.objects.exists()
+
+
+# --- fail closed: a provider's or the network's words never reach the caller ------------------------------
+
+
+@pytest.mark.parametrize("name", CALLS)
+@pytest.mark.parametrize(
+    "failing",
+    [
+        pytest.param("recorded error", id="the provider's error answer"),
+        pytest.param(requests.ConnectionError("HTTPSConnectionPool(host='10.20.0.7', port=443)"), id="unreachable"),
+        pytest.param((200, b"<html>squid proxy 10.20.0.7</html>", "text/html"), id="non-JSON"),
+    ],
+)
+def test_a_provider_failure_says_only_that_the_provider_is_unavailable(name, failing, caplog):
+    call, _route, error_file, status = CALLS[name]
+    if failing == "recorded error":
+        failing = (status, recorded(error_file), "application/json")
+    session, _ = session_with(_answers(name, failing))
+
+    with pytest.raises(ProviderUnavailableError) as raised:
+        call(session)
+
+    assert raised.value.message == providers_base.UNAVAILABLE
+    # The detail is in the server's log, for the operator.
+    assert any(record.name == "finance.providers" for record in caplog.records)
+
+
+def test_pay_through_the_api_when_the_provider_fails_repeats_none_of_its_words(
+    real_providers, provider_http, guest_client, ng_booking
+):
+    provider_http({("POST", PAYSTACK_INIT): (401, recorded("paystack_invalid_key.json"), "application/json")})
+
+    response = guest_client.post(
+        f"/api/payments/bookings/{ng_booking.pk}/pay/", {"provider": "paystack"}, format="json"
+    )
+
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["code"] == "provider_unavailable"
+    assert "Invalid key" not in response.content.decode() and "401" not in error["message"]
+    assert "try again" in error["message"]
+    assert not Payment.objects.filter(booking=ng_booking).exists()
+
+
+def test_a_provider_switched_off_takes_no_payments_and_no_webhooks(settings, guest_client, ng_booking, unchanged):
+    settings.SANDBOX_PAYMENTS_ENABLED = False
+    settings.PAYMENT_PROVIDERS = {"stripe": {"*"}}  # Paystack is off
+    body = json.dumps({"event": "charge.success", "data": {"reference": "PAY-1", "amount": 100, "currency": "NGN"}})
+    signature = hmac.new(settings.PAYSTACK_SECRET_KEY.encode(), body.encode(), hashlib.sha512).hexdigest()
+
+    with unchanged():
+        paid = guest_client.post(
+            f"/api/payments/bookings/{ng_booking.pk}/pay/", {"provider": "paystack"}, format="json"
+        )
+        webhook = APIClient().post(
+            "/api/payments/webhooks/paystack/",
+            body,
+            content_type="application/json",
+            HTTP_X_PAYSTACK_SIGNATURE=signature,
+        )
+
+    assert paid.status_code == 400 and paid.json()["error"]["code"] == "unknown_provider"
+    assert webhook.status_code == 404 and webhook.json()["error"]["code"] == "unknown_provider"
+    assert not WebhookEvent.objects.exists()
+    assert not Payment.objects.filter(booking=ng_booking).exists()

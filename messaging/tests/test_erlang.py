@@ -157,3 +157,18 @@ def test_persist_with_a_malformed_body_is_400(host):
     response = persist({"messages": "nope"}, token=django_settings.MESSAGING_SHARED_SECRET)
     assert response.status_code == 400
     assert response.json()["error"]["fields"]["messages"]
+
+
+def test_the_public_health_view_reveals_no_internal_url_node_or_error_text(settings, erlang_node):
+    closed_port = free_port()
+    settings.ERLANG_MESSAGING_URL = f"http://127.0.0.1:{closed_port}"
+    down = APIClient().get("/api/messaging/erlang/health/")
+    settings.ERLANG_MESSAGING_URL = erlang_node.url
+    up = APIClient().get("/api/messaging/erlang/health/")
+
+    assert down.status_code == 200
+    assert down.json() == {"status": "degraded", "erlang": {"reachable": False}}
+    assert up.json() == {"status": "ok", "erlang": {"reachable": True}}
+    for response in (down, up):
+        assert str(closed_port) not in response.content.decode()
+        assert "127.0.0.1" not in response.content.decode() and "@" not in response.content.decode()
