@@ -190,3 +190,77 @@ def test_serve_refuses_to_start_without_its_secrets(database, tmp_path, missing)
     assert f"{missing} is not set" in result.stderr
     # It stopped before touching anything: no static files were collected.
     assert not (tmp_path / "static").exists()
+
+
+# --- HTTPS behind a TLS-terminating load balancer --------------------------------------------------------------
+
+# The production environment as documented (README, "Configuration"): DEBUG off, private secrets,
+# the host names, and the one opt-in the deployment check asks for.
+DOCUMENTED_PRODUCTION = {"ALLOWED_HOSTS": "portal.example.com", "SECURE_HSTS_PRELOAD": "true"}
+
+
+def test_the_deployment_check_reports_nothing_with_the_documented_production_environment(database):
+    env = production_environment(**DOCUMENTED_PRODUCTION)
+    env.pop("SILENCED_SYSTEM_CHECKS", None)
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "DEBUG"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.fixture
+def staff_login(database):
+    from django.contrib.auth import get_user_model
+
+    user = get_user_model().objects.create_user(
+        username=f"tls-{secrets.token_hex(4)}", password="a-long-pass-phrase", role="staff", is_staff=True
+    )
+    user.is_superuser = True
+    user.save()
+    yield user.username, "a-long-pass-phrase"
+    user.delete()
+
+
+def _cookie(response, name: str) -> str:
+    """The Set-Cookie header of `name` as the browser receives it."""
+    return next(c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith(f"{name}="))
+
+
+def test_a_browser_signs_in_behind_the_tls_load_balancer_with_secure_cookies_and_hsts(static_root, staff_login):
+    username, password = staff_login
+    with Gunicorn(STATIC_ROOT=static_root) as server:
+        plain = requests.get(server.url + "/admin/login/", allow_redirects=False)
+        form = requests.get(server.url + "/admin/login/", headers=BEHIND_TLS)
+        csrf = form.cookies["csrftoken"]
+        origin = "https://" + server.url.removeprefix("http://")
+        signed_in = requests.post(
+            server.url + "/admin/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": csrf},
+            headers={
+                **BEHIND_TLS,
+                "Origin": origin,
+                "Referer": origin + "/admin/login/",
+                "Cookie": f"csrftoken={csrf}",
+            },
+            allow_redirects=False,
+        )
+        session = signed_in.cookies["sessionid"]
+        dashboard = requests.get(
+            server.url + "/admin/", headers={**BEHIND_TLS, "Cookie": f"sessionid={session}"}, allow_redirects=False
+        )
+
+    # Plain HTTP is sent to HTTPS; over HTTPS, browsers are told to stay on it.
+    assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
+    assert "max-age=31536000" in form.headers["Strict-Transport-Security"]
+    assert "; secure" in _cookie(form, "csrftoken").lower()
+    assert signed_in.status_code == 302, signed_in.text[:500]
+    assert "; secure" in _cookie(signed_in, "sessionid").lower()
+    assert dashboard.status_code == 200
