@@ -55,15 +55,26 @@ def client_address(remote_addr: str, forwarded_for: str, proxies: list[IPNetwork
 
 
 class TrustedProxyMiddleware:
-    """Sets REMOTE_ADDR to the client's address behind TRUSTED_PROXIES (see the module doc)."""
+    """Sets REMOTE_ADDR to the client's address behind TRUSTED_PROXIES (see the module doc).
+
+    The same goes for the header that says the client used HTTPS (SECURE_PROXY_SSL_HEADER,
+    `X-Forwarded-Proto: https`): from a connection that is not a trusted proxy it is
+    dropped, so a client talking plain HTTP to an app server directly cannot claim HTTPS
+    and receive secure cookies over it. Without TRUSTED_PROXIES both headers are left to
+    the load balancer, which must then be the only way in and overwrite them."""
 
     def __init__(self, get_response):
         self.get_response = get_response
         self.proxies = parse_networks(settings.TRUSTED_PROXIES)
+        ssl_header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+        self.ssl_header_name = ssl_header[0] if ssl_header else None
 
     def __call__(self, request):
         if self.proxies:
+            peer = request.META.get("REMOTE_ADDR", "")
+            if self.ssl_header_name and not is_trusted(_parse_address(peer), self.proxies):
+                request.META.pop(self.ssl_header_name, None)
             request.META["REMOTE_ADDR"] = client_address(
-                request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""), self.proxies
+                peer, request.META.get("HTTP_X_FORWARDED_FOR", ""), self.proxies
             )
         return self.get_response(request)

@@ -53,3 +53,23 @@ def test_the_middleware_rewrites_remote_addr_behind_a_trusted_proxy():
 @override_settings(TRUSTED_PROXIES=[])
 def test_without_trusted_proxies_the_header_is_never_read():
     assert _remote_addr_seen("127.0.0.1", "203.0.113.5") == "127.0.0.1"
+
+
+def _is_secure_seen(remote_addr):
+    seen = {}
+
+    def view(request):
+        seen["secure"] = request.is_secure()
+        return HttpResponse()
+
+    request = RequestFactory().get("/", REMOTE_ADDR=remote_addr, HTTP_X_FORWARDED_PROTO="https")
+    TrustedProxyMiddleware(view)(request)
+    return seen["secure"]
+
+
+@override_settings(TRUSTED_PROXIES=["127.0.0.1"], SECURE_PROXY_SSL_HEADER=("HTTP_X_FORWARDED_PROTO", "https"))
+def test_only_a_trusted_proxy_can_say_the_client_used_https():
+    assert _is_secure_seen("127.0.0.1") is True
+    # A client reaching an app server directly over plain HTTP cannot claim HTTPS (and get
+    # secure cookies sent back over plain HTTP).
+    assert _is_secure_seen("203.0.113.9") is False
