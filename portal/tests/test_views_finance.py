@@ -212,6 +212,9 @@ def test_the_approval_queue_shows_why_a_request_needs_approval(client, finance_u
     assert "Why it needs approval" in page
     assert f"NGN 400.00 moved for host {paid_booking.rental_property.host} within 24 h" in page
     assert "would exceed the NGN 300.00 threshold" in page
+    request = ApprovalRequest.objects.get()
+    review = client.post(f"/admin/operations/approvals/{request.pk}/approve/confirm/", {"note": "ok"})
+    assert "Why it needs a second approver: NGN 400.00 moved for host" in review.content.decode()
 
 
 def test_reversing_a_refunded_booking_payment_is_refused_before_confirming(client, finance_user, paid_booking):
