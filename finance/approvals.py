@@ -116,8 +116,7 @@ def lock_refund(booking) -> tuple[Payment | None, Wallet | None]:
     )
     if payment is None:
         return None, None
-    wallet = Wallet.objects.select_for_update().select_related("user").get(pk=payment.ledger_transaction.wallet_id)
-    return payment, wallet
+    return payment, _lock_wallet(payment.ledger_transaction.wallet_id)
 
 
 def lock_withdrawal(withdrawal: Withdrawal) -> tuple[Withdrawal, Wallet]:
@@ -127,8 +126,12 @@ def lock_withdrawal(withdrawal: Withdrawal) -> tuple[Withdrawal, Wallet]:
         locked = Withdrawal.objects.select_for_update().select_related("transaction").get(pk=withdrawal.pk)
     except Withdrawal.DoesNotExist:
         raise NotFoundError("Withdrawal not found.") from None
-    wallet = Wallet.objects.select_for_update().select_related("user").get(pk=locked.wallet_id)
-    return locked, wallet
+    return locked, _lock_wallet(locked.wallet_id)
+
+
+def _lock_wallet(wallet_id: int) -> Wallet:
+    """Lock the wallet's row only (`of`): its owner is read for the reason, never locked."""
+    return Wallet.objects.select_for_update(of=("self",)).select_related("user").get(pk=wallet_id)
 
 
 def earlier_request(key: str) -> ApprovalRequest | None:
