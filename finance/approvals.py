@@ -1,12 +1,20 @@
 """Four-eyes rules: which money actions wait for a second person, and who may decide them.
 
-A reversal always, and a withdrawal completion or refund above
-`settings.APPROVAL_THRESHOLDS[currency]`, become an `ApprovalRequest` instead of moving
-money. A second person holding `finance.approve_request` decides it; the requester never
+A reversal always needs a second approver. A refund or a withdrawal completion needs one
+when it would take what staff have moved for the host, in its currency, within the rolling
+window above `settings.APPROVAL_THRESHOLDS[currency]` (see `moved_without_approval`), and
+always when the currency has no threshold. The decision is taken under the host wallet's
+row lock (`lock_refund`, `lock_withdrawal`), in the same transaction as the money moves, so
+concurrent filers, one person or several, queue on that lock and each sees what the
+others moved. Instead of moving money, such an action files an `ApprovalRequest`, which
+records why it needed approval (`approval_reason`).
+
+A second person holding `finance.approve_request` decides it; the requester never
 can (refused here, and by the `approval_not_by_requester` database constraint).
 Carrying out an approved request is a staff action: `finance.staff_actions.approve_request`.
 """
 
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -15,19 +23,134 @@ from django.utils import timezone
 from wagtail.log_actions import log
 
 from .audit import money_data
-from .errors import InvalidStateError, PermissionDeniedError
-from .models import ApprovalRequest
+from .errors import InvalidStateError, NotFoundError, PermissionDeniedError
+from .models import ApprovalRequest, IdempotencyRecord, Payment, Wallet, WalletTransaction, Withdrawal
+from .money import format_money
+
+EVERY_REVERSAL = "Every reversal needs a second approver."
 
 
-def needs_approval(amount: Decimal, currency: str) -> bool:
-    """True when moving `amount` of `currency` needs a second approver."""
-    threshold = getattr(settings, "APPROVAL_THRESHOLDS", {}).get(currency)
-    return threshold is not None and amount > threshold
+def window() -> timedelta:
+    return timedelta(hours=settings.APPROVAL_WINDOW_HOURS)
 
 
-def file_request(*, kind, actor, amount, currency, idempotency_key: str, reason: str = "", **target) -> ApprovalRequest:
+def threshold(currency: str) -> Decimal | None:
+    return getattr(settings, "APPROVAL_THRESHOLDS", {}).get(currency)
+
+
+def moved_without_approval(wallet: Wallet, *, since=None) -> Decimal:
+    """What staff moved out of the host's `wallet` since `since` (default: the window's start)
+    without a second approver: the rule the thresholds apply to.
+
+    Counted: completed refunds debiting the wallet, at the amount the guest got back (the
+    host's share and the commission clawed back together: what a refund request is for),
+    and withdrawals from it completed in the window, at their amount. Not counted:
+    what a second person approved (their request carried it out, so someone already
+    looked), a refund since reversed (its reversal was approved and undid it), and
+    withdrawals failed or still open (nothing left). One wallet per host and currency,
+    so this is per host, per currency, whoever on the staff moved it.
+    """
+    since = since or timezone.now() - window()
+    approved = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.APPROVED, decided_at__gte=since)
+    refunds = (
+        WalletTransaction.objects.filter(
+            wallet=wallet,
+            type=WalletTransaction.Type.REFUND,
+            status=WalletTransaction.Status.COMPLETED,
+            created_at__gte=since,
+        )
+        .exclude(reference__in=approved.filter(kind=ApprovalRequest.Kind.REFUND).values("result_reference"))
+        .values_list("metadata", "amount")
+    )
+    withdrawals = (
+        Withdrawal.objects.filter(wallet=wallet, status=Withdrawal.Status.COMPLETED, processed_at__gte=since)
+        .exclude(
+            pk__in=approved.filter(kind=ApprovalRequest.Kind.WITHDRAWAL, withdrawal__isnull=False).values(
+                "withdrawal_id"
+            )
+        )
+        .values_list("amount", flat=True)
+    )
+    # Summed as Decimal in Python, from the metadata's exact strings: no float on any database.
+    total = sum((Decimal(metadata.get("refund_amount", amount)) for metadata, amount in refunds), Decimal(0))
+    return total + sum(withdrawals, Decimal(0))
+
+
+def approval_reason(*, kind: str, amount: Decimal, currency: str, wallet: Wallet | None, already=None) -> str:
+    """Why moving `amount` out of the host's `wallet` needs a second approver now; "" when it
+    may go straight through. `already`: what counts as moved so far, when the caller knows.
+
+    Final only when called under the wallet's row lock (`lock_refund`, `lock_withdrawal`);
+    the portal also calls it unlocked, to say what is likely before it asks."""
+    noun = {ApprovalRequest.Kind.REFUND: "refund", ApprovalRequest.Kind.WITHDRAWAL: "withdrawal completion"}.get(kind)
+    if noun is None:
+        return EVERY_REVERSAL
+    limit = threshold(currency)
+    if limit is None:
+        return f"No approval threshold is configured for {currency}: every {noun} needs a second approver."
+    if wallet is None:  # nothing to refund from: the action refuses it anyway
+        return ""
+    moved = moved_without_approval(wallet) if already is None else already
+    if moved + amount <= limit:
+        return ""
+    return (
+        f"{format_money(moved + amount, currency)} moved for host {wallet.user} within "
+        f"{settings.APPROVAL_WINDOW_HOURS} h would exceed the {format_money(limit, currency)} threshold "
+        f"({format_money(moved, currency)} already moved without a second approver)."
+    )
+
+
+# --- locks: the ledger's order (finance.services): payment or withdrawal first, then the wallet
+
+
+def lock_refund(booking) -> tuple[Payment | None, Wallet | None]:
+    """Lock the booking's refundable payment, then the host wallet a refund debits.
+
+    The same rows, in the same order, as TransactionService.process_refund, which runs
+    later in the same transaction and so waits for nothing more."""
+    payment = (
+        Payment.objects.select_for_update(of=("self",))
+        .select_related("ledger_transaction")
+        .refundable_for(booking)
+        .first()
+    )
+    if payment is None:
+        return None, None
+    return payment, _lock_wallet(payment.ledger_transaction.wallet_id)
+
+
+def lock_withdrawal(withdrawal: Withdrawal) -> tuple[Withdrawal, Wallet]:
+    """Lock the withdrawal and its pending transaction (as TransactionService.complete_withdrawal
+    does, in one statement), then the wallet it pays out of."""
+    try:
+        locked = Withdrawal.objects.select_for_update().select_related("transaction").get(pk=withdrawal.pk)
+    except Withdrawal.DoesNotExist:
+        raise NotFoundError("Withdrawal not found.") from None
+    return locked, _lock_wallet(locked.wallet_id)
+
+
+def _lock_wallet(wallet_id: int) -> Wallet:
+    """Lock the wallet's row only (`of`): its owner is read for the reason, never locked."""
+    return Wallet.objects.select_for_update(of=("self",)).select_related("user").get(pk=wallet_id)
+
+
+def earlier_request(key: str) -> ApprovalRequest | None:
+    """The request this (scoped) key already filed: a double submit gets it back."""
+    return ApprovalRequest.objects.filter(idempotency_key=key).first()
+
+
+def already_moved(key: str, operation: str) -> bool:
+    """Whether this (scoped) key already moved money: its replay goes to the service, which
+    hands back the first result, whatever the window says now."""
+    return IdempotencyRecord.objects.filter(key=key, operation=operation).exists()
+
+
+def file_request(
+    *, kind, actor, amount, currency, idempotency_key: str, approval_reason: str, reason: str = "", **target
+) -> ApprovalRequest:
     """File (once per idempotency key) a request for a second approver, with its audit entry.
 
+    `approval_reason` says why it needs one (shown in the queue and the audit entry).
     Refused when another request for the same target is already pending."""
     with transaction.atomic():
         request, created = ApprovalRequest.objects.get_or_create(
@@ -38,6 +161,7 @@ def file_request(*, kind, actor, amount, currency, idempotency_key: str, reason:
                 "amount": amount,
                 "currency": currency,
                 "reason": reason,
+                "approval_reason": approval_reason,
                 **target,
             },
         )
@@ -51,7 +175,14 @@ def file_request(*, kind, actor, amount, currency, idempotency_key: str, reason:
                 request,
                 "stayafrica.approval.request",
                 user=actor,
-                data=money_data(amount, currency, kind=kind, reason=reason, idempotency_key=idempotency_key),
+                data=money_data(
+                    amount,
+                    currency,
+                    kind=kind,
+                    reason=reason,
+                    approval_reason=approval_reason,
+                    idempotency_key=idempotency_key,
+                ),
             )
     return request
 

@@ -498,6 +498,8 @@ class ApprovalRequest(models.Model):
     amount = models.DecimalField(**MONEY)
     currency = models.CharField(max_length=3)
     reason = models.TextField(blank=True)
+    # Why it needed a second person (finance.approvals.approval_reason), shown in the queue.
+    approval_reason = models.TextField(blank=True)
     decision_note = models.TextField(blank=True)
     transaction = models.ForeignKey(
         WalletTransaction, null=True, blank=True, on_delete=models.PROTECT, related_name="+"

@@ -162,6 +162,21 @@ def check_refundable(payment: Payment | None, amount: Decimal) -> None:
         )
 
 
+def check_reversible(original: WalletTransaction, payment: Payment | None) -> None:
+    """Refuse reversing `original` (`payment`: the booking payment's Payment, if it is one).
+
+    reverse_transaction checks the locked rows; staff_actions.request_reversal asks the same
+    when a reversal is filed, so a request that could never be carried out is refused then."""
+    if original.type == Type.REVERSAL:
+        raise InvalidStateError("A reversal cannot itself be reversed.")
+    if original.status == Status.REVERSED:
+        raise AlreadyReversedError(f"{original.reference} has already been reversed.")
+    if original.status != Status.COMPLETED:
+        raise InvalidStateError(f"Only completed transactions can be reversed; this one is {original.status}.")
+    if original.type == Type.BOOKING_PAYMENT and payment and payment.refunded_amount:
+        raise InvalidStateError("Refunds were issued against this payment: reverse those first.")
+
+
 class HandedReference(str):
     """A transaction's reference as credit_wallet, debit_wallet and initiate_withdrawal hand
     it back (`txn.reference`, `withdrawal.transaction.reference`).
@@ -284,14 +299,7 @@ class TransactionService:
             _update_handed_wallet(txn_reference, previous.wallet)
             return previous
         original, payment = _lock_for_reversal(txn_reference)
-        if original.type == Type.REVERSAL:
-            raise InvalidStateError("A reversal cannot itself be reversed.")
-        if original.status == Status.REVERSED:
-            raise AlreadyReversedError(f"{original.reference} has already been reversed.")
-        if original.status != Status.COMPLETED:
-            raise InvalidStateError(f"Only completed transactions can be reversed; this one is {original.status}.")
-        if original.type == Type.BOOKING_PAYMENT and payment and payment.refunded_amount:
-            raise InvalidStateError("Refunds were issued against this payment: reverse those first.")
+        check_reversible(original, payment)
         entries = list(original.entries.all())
         balance_delta = -sum((e.amount for e in entries if e.wallet_id), Decimal(0))
         txn = ledger.post_movement(

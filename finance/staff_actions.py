@@ -6,11 +6,20 @@ Each refuses an actor without the action's permission (`finance.permissions`), r
 the action and its record commit or roll back together. The portal's views and the REST
 API both call these; neither moves money any other way.
 
-A completion or refund above the approval threshold, and every reversal, is not carried
-out here but filed as an `ApprovalRequest` (`finance.approvals`); `approve_request` carries
-it out once a second person approves.
+A completion or refund that would take what was moved for its host past the approval
+threshold, and every reversal, is not carried out here but filed as an `ApprovalRequest`
+(`finance.approvals`); `approve_request` carries it out once a second person approves.
+
+Idempotency keys are the caller's (the portal's come from the server, inside signed
+confirmations; the API's are already per user), but the stores behind them (approval
+requests, the money operations' IdempotencyRecord, the audit's double-submit check) are
+shared. So every action stores its key scoped to the acting user and the operation
+(`scoped_key`): the same key sent by someone else is a different key, which can neither
+hand back another person's result nor take the place of their request.
 """
 
+import hashlib
+import uuid
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -22,6 +31,17 @@ from .errors import InvalidStateError, require_reason
 from .models import ApprovalRequest, Booking, Payment, WalletTransaction, Withdrawal
 from .money import parse_amount
 from .services import TransactionService, check_refundable
+from .services import check_reversible as check_reversal_allowed
+
+
+def scoped_key(actor, operation: str, key: str | None) -> str:
+    """The key as stored: `key` as used by `actor` for `operation`, and only that.
+
+    Hashed so it fits every store (ApprovalRequest keeps 64 characters); without a key,
+    a fresh one, so the call acts once and replays nothing."""
+    digest = hashlib.sha256((key or uuid.uuid4().hex).encode()).hexdigest()[:32]
+    return f"staff-{actor.pk}-{operation}-{digest}"
+
 
 # --- the checks a confirmation runs before it asks, and the action runs again ---------------
 # Each refusal is written once: the portal calls these to refuse before it confirms, and
@@ -45,15 +65,25 @@ def clean_rejection_note(note: str | None) -> str:
 
 
 def can_be_reversed(txn: WalletTransaction) -> bool:
-    """Only a completed transaction that is not itself a reversal can be reversed."""
+    """Only a completed transaction that is not itself a reversal can be reversed (a quick look
+    for the lists; `check_reversible` is the full check)."""
     return txn.status == WalletTransaction.Status.COMPLETED and txn.type != WalletTransaction.Type.REVERSAL
 
 
 def check_reversible(txn: WalletTransaction) -> None:
-    if not can_be_reversed(txn):
+    """Refuse a reversal request that could never be carried out: the reversal's own checks
+    (TransactionService.reverse_transaction runs the same at approval), and one already
+    waiting for approval."""
+    payment = None
+    if txn.type == WalletTransaction.Type.BOOKING_PAYMENT:
+        payment = Payment.objects.filter(ledger_transaction_id=txn.pk).first()
+    check_reversal_allowed(txn, payment)
+    pending = ApprovalRequest.objects.filter(
+        kind=ApprovalRequest.Kind.REVERSAL, transaction_id=txn.pk, status=ApprovalRequest.Status.PENDING
+    ).first()
+    if pending is not None:
         raise InvalidStateError(
-            f"{txn.reference} is {txn.get_status_display().lower()}: only a completed transaction that is "
-            "not itself a reversal can be reversed."
+            f"A reversal of {txn.reference} is already waiting for approval (request #{pending.pk})."
         )
 
 
@@ -80,28 +110,40 @@ class Outcome:
 
 
 def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, approved_by=None) -> Outcome:
-    """Pay out a withdrawal, or file it for approval when it is above the threshold.
+    """Pay out a withdrawal, or file it for approval when it needs a second person
+    (`approvals.approval_reason`, decided under the host wallet's row lock).
 
     `approved_by` is set only by `approve_request`, which has checked the second person."""
     permissions.require(actor, permissions.COMPLETE_WITHDRAWAL)
-    if approved_by is None and approvals.needs_approval(withdrawal.amount, withdrawal.currency):
-        return Outcome(
-            approval=approvals.file_request(
-                kind=ApprovalRequest.Kind.WITHDRAWAL,
-                actor=actor,
-                amount=withdrawal.amount,
-                currency=withdrawal.currency,
-                withdrawal=withdrawal,
-                idempotency_key=idempotency_key,
-            )
-        )
+    key = scoped_key(actor, "complete", idempotency_key)
     with transaction.atomic():
-        done = TransactionService.complete_withdrawal(withdrawal, idempotency_key=idempotency_key, actor=actor)
+        earlier = approvals.earlier_request(key) if approved_by is None else None
+        if earlier is not None:
+            return Outcome(approval=earlier)
+        locked, wallet = approvals.lock_withdrawal(withdrawal)
+        # A closed withdrawal, or a replay, goes to the service: it refuses, or hands back the first result.
+        if approved_by is None and locked.is_open and not approvals.already_moved(key, "complete"):
+            why = approvals.approval_reason(
+                kind=ApprovalRequest.Kind.WITHDRAWAL, amount=locked.amount, currency=locked.currency, wallet=wallet
+            )
+            if why:
+                return Outcome(
+                    approval=approvals.file_request(
+                        kind=ApprovalRequest.Kind.WITHDRAWAL,
+                        actor=actor,
+                        amount=locked.amount,
+                        currency=locked.currency,
+                        withdrawal=locked,
+                        idempotency_key=key,
+                        approval_reason=why,
+                    )
+                )
+        done = TransactionService.complete_withdrawal(withdrawal, idempotency_key=key, actor=actor)
         log_once(
             done,
             "stayafrica.withdrawal.complete",
             actor=approved_by or actor,
-            key=idempotency_key,
+            key=key,
             data=money_data(done.amount, done.currency, reference=done.reference, requested_by=actor),
         )
     return Outcome(result=done)
@@ -111,13 +153,14 @@ def fail_withdrawal(*, withdrawal: Withdrawal, actor, reason: str, idempotency_k
     """Fail a withdrawal with a reason: the held amount returns to the host's available balance."""
     permissions.require(actor, permissions.FAIL_WITHDRAWAL)
     reason = clean_failure_reason(reason)
+    key = scoped_key(actor, "fail", idempotency_key)
     with transaction.atomic():
-        done = TransactionService.fail_withdrawal(withdrawal, reason, idempotency_key=idempotency_key, actor=actor)
+        done = TransactionService.fail_withdrawal(withdrawal, reason, idempotency_key=key, actor=actor)
         log_once(
             done,
             "stayafrica.withdrawal.fail",
             actor=actor,
-            key=idempotency_key,
+            key=key,
             data=money_data(done.amount, done.currency, reference=done.reference, reason=reason),
         )
     return Outcome(result=done)
@@ -127,50 +170,70 @@ def fail_withdrawal(*, withdrawal: Withdrawal, actor, reason: str, idempotency_k
 
 
 def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_key: str, approved_by=None) -> Outcome:
-    """Refund part or all of a booking's payment, or file it for approval above the threshold."""
+    """Refund part or all of a booking's payment, or file it for approval when it needs a
+    second person (`approvals.approval_reason`, decided under the host wallet's row lock)."""
     permissions.require(actor, permissions.REFUND_BOOKING)
     reason = clean_refund_reason(reason)
     amount = parse_amount(amount, booking.currency)
-    if approved_by is None and approvals.needs_approval(amount, booking.currency):
-        return Outcome(
-            approval=approvals.file_request(
-                kind=ApprovalRequest.Kind.REFUND,
-                actor=actor,
-                amount=amount,
-                currency=booking.currency,
-                booking=booking,
-                reason=reason,
-                idempotency_key=idempotency_key,
-            )
-        )
+    key = scoped_key(actor, "refund", idempotency_key)
     with transaction.atomic():
-        txn = TransactionService.process_refund(booking, amount, reason, idempotency_key=idempotency_key, actor=actor)
+        earlier = approvals.earlier_request(key) if approved_by is None else None
+        if earlier is not None:
+            return Outcome(approval=earlier)
+        payment, wallet = approvals.lock_refund(booking)
+        if approved_by is None and not approvals.already_moved(key, "refund"):
+            check_refundable(payment, amount)  # never file a request that could not be carried out
+            why = approvals.approval_reason(
+                kind=ApprovalRequest.Kind.REFUND, amount=amount, currency=booking.currency, wallet=wallet
+            )
+            if why:
+                return Outcome(
+                    approval=approvals.file_request(
+                        kind=ApprovalRequest.Kind.REFUND,
+                        actor=actor,
+                        amount=amount,
+                        currency=booking.currency,
+                        booking=booking,
+                        reason=reason,
+                        idempotency_key=key,
+                        approval_reason=why,
+                    )
+                )
+        txn = TransactionService.process_refund(booking, amount, reason, idempotency_key=key, actor=actor)
         log_once(
             booking,
             "stayafrica.refund",
             actor=approved_by or actor,
-            key=idempotency_key,
+            key=key,
             data=money_data(amount, booking.currency, reference=txn.reference, reason=reason, requested_by=actor),
         )
     return Outcome(result=txn)
 
 
 def request_reversal(*, txn: WalletTransaction, reason: str, actor, idempotency_key: str) -> Outcome:
-    """A reversal always needs a second approver: this only files the request."""
+    """A reversal always needs a second approver: this only files the request, and refuses
+    one that could never be carried out (`check_reversible`)."""
     permissions.require(actor, permissions.REVERSE_TRANSACTION)
     reason = clean_reversal_reason(reason)
-    check_reversible(txn)
-    return Outcome(
-        approval=approvals.file_request(
-            kind=ApprovalRequest.Kind.REVERSAL,
-            actor=actor,
-            amount=txn.amount,
-            currency=txn.currency,
-            transaction=txn,
-            reason=reason,
-            idempotency_key=idempotency_key,
+    key = scoped_key(actor, "reverse", idempotency_key)
+    with transaction.atomic():
+        earlier = approvals.earlier_request(key)
+        if earlier is not None:
+            return Outcome(approval=earlier)
+        txn = WalletTransaction.objects.get(pk=txn.pk)  # as it stands now, not as the caller loaded it
+        check_reversible(txn)
+        return Outcome(
+            approval=approvals.file_request(
+                kind=ApprovalRequest.Kind.REVERSAL,
+                actor=actor,
+                amount=txn.amount,
+                currency=txn.currency,
+                transaction=txn,
+                reason=reason,
+                idempotency_key=key,
+                approval_reason=approvals.EVERY_REVERSAL,
+            )
         )
-    )
 
 
 # --- four-eyes decisions -------------------------------------------------------------------
@@ -237,6 +300,7 @@ def _carry_out(request: ApprovalRequest, *, approver) -> str:
 
 def _reverse(request: ApprovalRequest, *, requester, approver, key: str) -> WalletTransaction:
     permissions.require(requester, permissions.REVERSE_TRANSACTION)
+    key = scoped_key(requester, "reverse", key)
     original = request.transaction
     reversal = TransactionService.reverse_transaction(
         original.reference, request.reason, idempotency_key=key, actor=requester

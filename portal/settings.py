@@ -234,8 +234,13 @@ for _entry in filter(None, os.environ.get("MINIMUM_WITHDRAWAL", "").split(",")):
     _currency, _, _amount = _entry.partition("=")
     MINIMUM_WITHDRAWAL[_currency.strip().upper()] = Decimal(_amount.strip())
 
-# Four-eyes: a withdrawal completion or a refund above this amount (major units) needs a
-# second finance approver. Reversals always do. Currencies not listed never need one.
+# Four-eyes (finance.approvals): what staff together may move for one host in one currency
+# within APPROVAL_WINDOW (refunds and withdrawal completions carried out without a second
+# person), in major units. A refund or completion that would take that total above the
+# threshold needs a second finance approver; reversals always do. A currency not listed
+# has no threshold, so every refund and completion in it needs a second approver: a
+# missing entry must never mean "no limit".
+# APPROVAL_THRESHOLDS="NGN=500000,XOF=650000" in the environment overrides or adds entries.
 APPROVAL_THRESHOLDS = {
     "USD": Decimal("1000.00"),
     "NGN": Decimal("500000.00"),
@@ -246,6 +251,17 @@ APPROVAL_THRESHOLDS = {
     "RWF": Decimal("1000000"),
     "TND": Decimal("3000.000"),
 }
+for _entry in filter(None, os.environ.get("APPROVAL_THRESHOLDS", "").split(",")):
+    _currency, _, _amount = _entry.partition("=")
+    try:
+        APPROVAL_THRESHOLDS[_currency.strip().upper()] = Decimal(_amount.strip())
+    except ArithmeticError:  # decimal.InvalidOperation: refuse to start rather than guess a limit
+        raise ImproperlyConfigured(f"APPROVAL_THRESHOLDS: {_entry!r} is not CURRENCY=amount.") from None
+# The rolling window the thresholds apply to, in whole hours (default 24).
+APPROVAL_WINDOW_HOURS = os.environ.get("APPROVAL_WINDOW_HOURS", "24").strip()
+if not APPROVAL_WINDOW_HOURS.isdigit() or int(APPROVAL_WINDOW_HOURS) < 1:
+    raise ImproperlyConfigured("APPROVAL_WINDOW_HOURS must be a whole number of hours, at least 1.")
+APPROVAL_WINDOW_HOURS = int(APPROVAL_WINDOW_HOURS)
 
 # --- REST API ----------------------------------------------------------------------
 REST_FRAMEWORK = {

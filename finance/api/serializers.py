@@ -164,6 +164,7 @@ class ApprovalPendingSerializer(serializers.Serializer):
     status = serializers.CharField(default="pending_approval")
     approval_request = serializers.IntegerField()
     message = serializers.CharField()
+    approval_reason = serializers.CharField(help_text="Why a second approver is needed.")
 
 
 class ErrorDetailSerializer(serializers.Serializer):

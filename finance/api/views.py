@@ -41,6 +41,7 @@ def _approval_pending(outcome) -> Response:
             "status": "pending_approval",
             "approval_request": approval.pk,
             "message": f"{approval.get_kind_display()} needs a second finance approver before money moves.",
+            "approval_reason": approval.approval_reason,
         },
         status=status.HTTP_202_ACCEPTED,
     )

@@ -177,3 +177,55 @@ def test_wallet_list_filters_in_place_and_exports_neutralised_csv(client, financ
     export = client.get("/admin/operations/wallets/?currency=NGN&export=csv")
     body = b"".join(export.streaming_content).decode()
     assert "'=cmd" in body and "\n=cmd" not in body
+
+
+def test_a_key_another_staff_member_sent_gets_them_their_own_refund(client, finance_user, make_user, paid_booking):
+    """Even if two confirmations carried the same key, each person's refund happens, once."""
+    import portal.views.confirmation as confirmation
+
+    other = make_user(groups=["Finance"])
+    data = {"booking": paid_booking.pk, "amount": "100.00", "reason": "Pool closed"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(confirmation, "new_idempotency_key", lambda: "one-key-for-both")
+        for person in (finance_user, other):
+            login(client, person)
+            review = client.post("/admin/operations/refunds/confirm/", data)
+            for _ in range(2):  # each one's double submit still acts once
+                post_confirmation(client, review)
+    refunds = WalletTransaction.objects.filter(type="refund")
+    assert refunds.count() == 2, "the second person was answered with the first person's refund"
+    assert set(ModelLogEntry.objects.filter(action="stayafrica.refund").values_list("user_id", flat=True)) == {
+        finance_user.pk,
+        other.pk,
+    }
+
+
+def test_the_approval_queue_shows_why_a_request_needs_approval(client, finance_user, approver, settings, paid_booking):
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("300.00")}
+    login(client, finance_user)
+    data = {"booking": paid_booking.pk, "amount": "400.00", "reason": "Guest left early"}
+    review = client.post("/admin/operations/refunds/confirm/", data)
+    assert "would exceed the NGN 300.00 threshold" in review.content.decode()  # said before it is filed
+    post_confirmation(client, review)
+    login(client, approver)
+    page = client.get("/admin/operations/approvals/").content.decode()
+    assert "Why it needs approval" in page
+    assert f"NGN 400.00 moved for host {paid_booking.rental_property.host} within 24 h" in page
+    assert "would exceed the NGN 300.00 threshold" in page
+    request = ApprovalRequest.objects.get()
+    review = client.post(f"/admin/operations/approvals/{request.pk}/approve/confirm/", {"note": "ok"})
+    assert "Why it needs a second approver: NGN 400.00 moved for host" in review.content.decode()
+
+
+def test_reversing_a_refunded_booking_payment_is_refused_before_confirming(client, finance_user, paid_booking):
+    staff_actions.refund_booking(
+        booking=paid_booking, amount="100.00", reason="Late check-in", actor=finance_user, idempotency_key="rf"
+    )
+    payout = WalletTransaction.objects.get(type="booking_payment", booking=paid_booking)
+    login(client, finance_user)
+    review = client.post(f"/admin/operations/transactions/{payout.reference}/reverse/confirm/", {"reason": "Fraud"})
+    assert review.status_code == 400
+    page = review.content.decode()
+    assert "Refunds were issued against this payment" in page
+    assert "Yes, request reversal" not in page
+    assert not ApprovalRequest.objects.exists()

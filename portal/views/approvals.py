@@ -81,11 +81,17 @@ class ApprovalDecisionView(ConfirmationMixin, ApprovalQueueView):
             "id": f"confirm-{self.decision}-{a.pk}",
         }
         requested = f"Requested by {a.requested_by}" + (f", because: {a.reason}" if a.reason else ".")
+        why = [f"Why it needs a second approver: {a.approval_reason}"] if a.approval_reason else []
         if self.decision == "approve":
             return Confirmation(
                 label=f"Confirm approval of request #{a.pk}",
                 question=f"Approve and carry out request #{a.pk}?",
-                effects=[what_moves(a), requested, "You are the second approver: this happens as soon as you confirm."],
+                effects=[
+                    what_moves(a),
+                    requested,
+                    *why,
+                    "You are the second approver: this happens as soon as you confirm.",
+                ],
                 quote_label="Your note",
                 yes="Yes, approve",
                 **common,

@@ -18,7 +18,7 @@ from finance.errors import (
     InvalidAmountError,
     TransactionError,
 )
-from finance.models import Booking, Payment, Wallet, WalletTransaction, Withdrawal
+from finance.models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money, parse_amount
 
 from .. import selectors
@@ -27,10 +27,13 @@ from ..tables import TransactionTable, WalletTable, WithdrawalTable
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
 
-APPROVAL_NEEDED = (
-    "Above the approval threshold: this files a request for a second approver; "
-    "nothing moves until someone else approves it."
-)
+
+def approval_needed(why: str) -> str:
+    """The confirmation's four-eyes sentence: why (`approvals.approval_reason`), and what happens."""
+    if not why:
+        return ""
+    return f"{why} This files a request for a second approver; nothing moves until someone else approves it."
+
 
 # --- dashboard -------------------------------------------------------------------------------
 
@@ -175,8 +178,8 @@ class ReversalView(ConfirmationMixin, OperationsView):
         return context
 
     def get_confirmation_params(self):
+        staff_actions.check_reversible(self.txn)  # first: a reason cannot make it reversible
         reason = staff_actions.clean_reversal_reason(clean_text(self.request.POST.get("reason")))
-        staff_actions.check_reversible(self.txn)
         return {"amount": str(self.txn.amount), "currency": self.txn.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -343,7 +346,11 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
                     f"The wallet balance goes from {format_money(wallet.balance, currency)} to "
                     f"{format_money(wallet.balance - w.amount, currency)}; the hold is released.",
                 ],
-                approval=APPROVAL_NEEDED if approvals.needs_approval(w.amount, currency) else "",
+                approval=approval_needed(
+                    approvals.approval_reason(
+                        kind=ApprovalRequest.Kind.WITHDRAWAL, amount=w.amount, currency=currency, wallet=wallet
+                    )
+                ),
                 yes="Yes, complete",
                 **common,
             )
@@ -392,8 +399,8 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
             return f"{withdrawal.reference}: {error.message}", "error"
         if outcome.needs_approval:
             return (
-                f"{withdrawal.reference} is above the approval threshold: a second approver must approve it "
-                f"(request #{outcome.approval.pk}).",
+                f"{withdrawal.reference} needs a second approver (request #{outcome.approval.pk}): "
+                f"{outcome.approval.approval_reason}",
                 "warning",
             )
         done = outcome.result
@@ -433,12 +440,13 @@ class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
     def describe_confirmation(self, params):
         count = len(self.selected)
         hosts = sorted({str(w.wallet.user) for w in self.selected})
-        above = sum(1 for w in self.selected if approvals.needs_approval(w.amount, w.currency))
+        above = self.count_needing_approval()
         approval = ""
         if above:
             approval = (
-                f"{above} of them {pluralize(above, 'is,are')} above the approval threshold: "
-                f"{pluralize(above, 'it becomes a request,they become requests')} for a second approver."
+                f"{above} of them {pluralize(above, 'needs,need')} a second approver (no threshold for the "
+                "currency, or what was moved for the host would pass it): "
+                f"{pluralize(above, 'it becomes a request,they become requests')}."
             )
         return Confirmation(
             label="Confirm bulk completion",
@@ -457,6 +465,26 @@ class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
             cancel_focus="#bulk-complete",
             small=True,
         )
+
+    def count_needing_approval(self) -> int:
+        """How many of the selection will become requests, taken in order as the job runs them:
+        each one completed adds to what its host's wallet has moved in the window."""
+        moved, above = {}, 0
+        for w in self.selected:
+            if w.wallet_id not in moved:
+                moved[w.wallet_id] = approvals.moved_without_approval(w.wallet)
+            why = approvals.approval_reason(
+                kind=ApprovalRequest.Kind.WITHDRAWAL,
+                amount=w.amount,
+                currency=w.currency,
+                wallet=w.wallet,
+                already=moved[w.wallet_id],
+            )
+            if why:
+                above += 1
+            else:
+                moved[w.wallet_id] += w.amount
+        return above
 
     def render_confirmation(self, confirmation, status):
         return render(self.request, "portal/includes/bulk_progress.html", {"confirmation": confirmation}, status=status)
@@ -595,7 +623,14 @@ class RefundView(ConfirmationMixin, OperationsView):
             ],
             quote=params["reason"],
             quote_label="Reason",
-            approval=APPROVAL_NEEDED if approvals.needs_approval(amount, currency) else "",
+            approval=approval_needed(
+                approvals.approval_reason(
+                    kind=ApprovalRequest.Kind.REFUND,
+                    amount=amount,
+                    currency=currency,
+                    wallet=self.payment.ledger_transaction.wallet,
+                )
+            ),
             yes="Yes, refund",
             url=reverse("ops_refunds:index"),
             fields=[("booking", booking.pk), ("amount", params["amount"]), ("reason", params["reason"])],
@@ -625,8 +660,8 @@ class RefundView(ConfirmationMixin, OperationsView):
         if outcome.needs_approval:
             messages.warning(
                 self.request,
-                f"The refund of {format_money(amount, booking.currency)} is above the approval threshold: "
-                f"request #{outcome.approval.pk} waits for a second approver.",
+                f"The refund of {format_money(amount, booking.currency)} needs a second approver: "
+                f"request #{outcome.approval.pk} waits for one. {outcome.approval.approval_reason}",
             )
         else:
             messages.success(

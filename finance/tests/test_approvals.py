@@ -1,0 +1,181 @@
+"""Four-eyes rules (finance/approvals.py): when a refund or a withdrawal completion waits for a
+second person, counted over what all staff moved for one host, per currency, in the window."""
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.utils import timezone
+from wagtail.models import ModelLogEntry
+
+from finance import approvals, staff_actions
+from finance.models import ApprovalRequest, WalletTransaction, Withdrawal
+from finance.services import TransactionService
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def threshold_2000(settings):
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("2000.00")}
+    settings.APPROVAL_WINDOW_HOURS = 24
+
+
+@pytest.fixture
+def paid_bookings(host, guest, funded_wallet, make_booking, make_payment):
+    """Five paid 1,000.00 NGN bookings of one host (whose wallet also holds 10,000.00)."""
+
+    def pay(booking):
+        TransactionService.process_booking_payment(booking, make_payment(booking))
+        return booking
+
+    return [pay(make_booking(host, guest, total="1000.00", commission="150.00")) for _ in range(5)]
+
+
+def refund(booking, actor, key, amount="1000.00"):
+    return staff_actions.refund_booking(
+        booking=booking, amount=amount, reason="Guest cancelled", actor=actor, idempotency_key=key
+    )
+
+
+def test_a_currency_without_a_threshold_needs_a_second_approver_for_every_refund_and_completion(
+    settings, host, guest, finance_user, approver, make_booking, make_payment, bank_account
+):
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("2000.00")}  # nothing for EUR or XOF
+    booking = make_booking(host, guest, total="100.00", commission="10.00", currency="EUR")
+    TransactionService.process_booking_payment(booking, make_payment(booking))
+    outcome = refund(booking, finance_user, "eur-1", amount="1.00")
+    assert outcome.needs_approval, "one euro refunded without anybody else looking"
+    assert outcome.approval.approval_reason == (
+        "No approval threshold is configured for EUR: every refund needs a second approver."
+    )
+    assert not WalletTransaction.objects.filter(type="refund").exists()
+
+    wallet = TransactionService.create_wallet(host, "XOF")
+    TransactionService.credit_wallet(wallet, "50000")
+    withdrawal = TransactionService.initiate_withdrawal(wallet, bank_account, "100")
+    outcome = staff_actions.complete_withdrawal(withdrawal=withdrawal, actor=finance_user, idempotency_key="xof-1")
+    assert outcome.needs_approval
+    assert "No approval threshold is configured for XOF" in outcome.approval.approval_reason
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.PENDING
+    staff_actions.approve_request(request=outcome.approval, actor=approver)
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == Withdrawal.Status.COMPLETED
+
+
+def test_five_refunds_of_1000_under_a_2000_threshold_need_an_approver_after_the_second(
+    threshold_2000, paid_bookings, make_user
+):
+    """Whether one person files them or five: the third refund in the window waits."""
+    staff = [make_user(groups=["Finance"]) for _ in range(5)]
+    outcomes = [
+        refund(booking, person, f"k{i}") for i, (booking, person) in enumerate(zip(paid_bookings, staff, strict=True))
+    ]
+    assert [o.needs_approval for o in outcomes] == [False, False, True, True, True]
+    reason = outcomes[2].approval.approval_reason
+    assert reason.startswith(f"NGN 3,000.00 moved for host {paid_bookings[0].rental_property.host} within 24 h")
+    assert "would exceed the NGN 2,000.00 threshold" in reason
+    entry = ModelLogEntry.objects.filter(action="stayafrica.approval.request").first()
+    assert "would exceed the NGN 2,000.00 threshold" in entry.data["approval_reason"]
+
+
+def test_one_person_filing_five_refunds_gets_the_same_limit(threshold_2000, paid_bookings, finance_user):
+    outcomes = [refund(booking, finance_user, f"one-{i}") for i, booking in enumerate(paid_bookings)]
+    assert sum(not o.needs_approval for o in outcomes) == 2
+
+
+def test_withdrawal_completions_and_refunds_share_the_hosts_window(
+    threshold_2000, paid_bookings, finance_user, bank_account, funded_wallet
+):
+    withdrawal = TransactionService.initiate_withdrawal(funded_wallet, bank_account, "1500.00")
+    assert not staff_actions.complete_withdrawal(
+        withdrawal=withdrawal, actor=finance_user, idempotency_key="w"
+    ).needs_approval
+    outcome = refund(paid_bookings[0], finance_user, "r", amount="600.00")
+    assert outcome.needs_approval and "NGN 2,100.00 moved" in outcome.approval.approval_reason
+    assert not refund(paid_bookings[0], finance_user, "r2", amount="500.00").needs_approval  # exactly 2,000: allowed
+
+
+def test_what_moved_before_the_window_or_with_an_approver_does_not_count(
+    settings, threshold_2000, paid_bookings, finance_user, approver
+):
+    refund(paid_bookings[0], finance_user, "old-1")
+    refund(paid_bookings[1], finance_user, "old-2")
+    waiting = refund(paid_bookings[2], finance_user, "old-3").approval
+    staff_actions.approve_request(request=waiting, actor=approver)  # approved: someone looked at it
+    assert refund(paid_bookings[3], finance_user, "now-1").needs_approval
+
+    WalletTransaction.objects.filter(type="refund").update(created_at=timezone.now() - timedelta(hours=25))
+    assert not refund(paid_bookings[3], finance_user, "now-2").needs_approval
+    settings.APPROVAL_WINDOW_HOURS = 48  # a longer window sees the old ones again
+    assert refund(paid_bookings[4], finance_user, "now-3").needs_approval
+
+
+def test_a_replayed_key_gets_its_first_result_whatever_the_window_says_now(threshold_2000, paid_bookings, finance_user):
+    first = refund(paid_bookings[0], finance_user, "same")
+    refund(paid_bookings[1], finance_user, "fill")
+    again = refund(paid_bookings[0], finance_user, "same")
+    assert not again.needs_approval and again.result.pk == first.result.pk
+    assert WalletTransaction.objects.filter(type="refund").count() == 2
+
+
+def test_moved_without_approval_counts_the_guests_refund_not_only_the_hosts_share(
+    threshold_2000, paid_bookings, finance_user
+):
+    refund(paid_bookings[0], finance_user, "m")
+    wallet = WalletTransaction.objects.get(type="refund").wallet
+    assert approvals.moved_without_approval(wallet) == Decimal("1000.00")
+
+
+# --- the race: filers in several threads, each with its own connection -----------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("filers", ["one person", "five people"])
+def test_concurrent_refunds_never_move_more_than_the_threshold_without_an_approver(
+    settings, make_user, make_booking, make_payment, filers
+):
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("2000.00")}
+    settings.APPROVAL_WINDOW_HOURS = 24
+    host, guest = make_user("host"), make_user("guest")
+    wallet = TransactionService.create_wallet(host, "NGN")
+    TransactionService.credit_wallet(wallet, Decimal("10000.00"))
+    bookings = []
+    for _ in range(5):
+        booking = make_booking(host, guest, total="1000.00", commission="150.00")
+        TransactionService.process_booking_payment(booking, make_payment(booking))
+        bookings.append(booking)
+    one = make_user(groups=["Finance"])
+    staff = [one] * 5 if filers == "one person" else [make_user(groups=["Finance"]) for _ in range(5)]
+
+    start = threading.Barrier(5)
+    outcomes, errors = [], []
+
+    def file(booking, person, i):
+        try:
+            start.wait(timeout=30)
+            outcomes.append(refund(booking, person, f"race-{i}"))
+        except Exception as error:  # a deadlock would land here
+            errors.append(repr(error))
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=file, args=(b, p, i)) for i, (b, p) in enumerate(zip(bookings, staff, strict=True))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a filer hung"
+    assert errors == []
+
+    refunded = sum(Decimal(t.metadata["refund_amount"]) for t in WalletTransaction.objects.filter(type="refund"))
+    assert refunded == Decimal("2000.00"), "more than the threshold moved without a second approver"
+    assert sum(o.needs_approval for o in outcomes) == 3
+    assert ApprovalRequest.objects.filter(status="pending", kind="refund").count() == 3
+    call_command("check_ledger", stdout=open("/dev/null", "w"))
