@@ -18,7 +18,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from wagtail.log_actions import log
 
@@ -153,24 +153,24 @@ def file_request(
     `approval_reason` says why it needs one (shown in the queue and the audit entry).
     Refused when another request for the same target is already pending."""
     with transaction.atomic():
-        request, created = ApprovalRequest.objects.get_or_create(
-            idempotency_key=idempotency_key,
-            defaults={
-                "kind": kind,
-                "requested_by": actor,
-                "amount": amount,
-                "currency": currency,
-                "reason": reason,
-                "approval_reason": approval_reason,
-                **target,
-            },
-        )
+        try:
+            request, created = ApprovalRequest.objects.get_or_create(
+                idempotency_key=idempotency_key,
+                defaults={
+                    "kind": kind,
+                    "requested_by": actor,
+                    "amount": amount,
+                    "currency": currency,
+                    "reason": reason,
+                    "approval_reason": approval_reason,
+                    **target,
+                },
+            )
+        except IntegrityError:
+            # Not this key (get_or_create would have returned its request): the database's
+            # one-pending-request-per-target constraint, even when filed at the same instant.
+            raise InvalidStateError("A request for this is already waiting for approval.") from None
         if created:
-            open_duplicate = ApprovalRequest.objects.filter(
-                kind=kind, status=ApprovalRequest.Status.PENDING, **target
-            ).exclude(pk=request.pk)
-            if open_duplicate.exists():
-                raise InvalidStateError("A request for this is already waiting for approval.")
             log(
                 request,
                 "stayafrica.approval.request",

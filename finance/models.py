@@ -522,6 +522,17 @@ class ApprovalRequest(models.Model):
                 condition=Q(approved_by__isnull=True) | ~Q(approved_by=F("requested_by")),
                 name="approval_not_by_requester",
             ),
+            # At most one pending request per thing to be decided, held by the database: two
+            # people filing the same reversal at the same instant cannot both get one queued
+            # (the second waits on the index, then is refused as "already waiting").
+            *(
+                models.UniqueConstraint(
+                    fields=[target],
+                    condition=Q(status="pending", kind=kind),
+                    name=f"approval_one_pending_{kind}",
+                )
+                for kind, target in (("reversal", "transaction"), ("withdrawal", "withdrawal"), ("refund", "booking"))
+            ),
         ]
         indexes = [models.Index(fields=["status", "created_at"], name="approval_status_created")]
 

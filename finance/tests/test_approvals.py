@@ -12,6 +12,7 @@ from django.utils import timezone
 from wagtail.models import ModelLogEntry
 
 from finance import approvals, staff_actions
+from finance.errors import InvalidStateError
 from finance.models import ApprovalRequest, WalletTransaction, Withdrawal
 from finance.services import TransactionService
 
@@ -179,3 +180,32 @@ def test_concurrent_refunds_never_move_more_than_the_threshold_without_an_approv
     assert sum(o.needs_approval for o in outcomes) == 3
     assert ApprovalRequest.objects.filter(status="pending", kind="refund").count() == 3
     call_command("check_ledger", stdout=open("/dev/null", "w"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_people_filing_the_same_reversal_at_once_queue_one_request(make_user, funded_wallet):
+    credit = TransactionService.credit_wallet(funded_wallet, Decimal("10.00"))
+    filers = [make_user(groups=["Finance"]) for _ in range(4)]
+    start = threading.Barrier(len(filers))
+    refusals, errors = [], []
+
+    def file(person, i):
+        try:
+            start.wait(timeout=30)
+            staff_actions.request_reversal(txn=credit, reason="Posted twice", actor=person, idempotency_key=f"rv-{i}")
+        except InvalidStateError as refusal:
+            refusals.append(str(refusal))
+        except Exception as error:
+            errors.append(repr(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=file, args=(person, i)) for i, person in enumerate(filers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a filer hung"
+    assert errors == []
+    assert ApprovalRequest.objects.filter(kind="reversal", status="pending").count() == 1
+    assert refusals == ["A request for this is already waiting for approval."] * (len(filers) - 1)
