@@ -12,6 +12,15 @@ from portal.roles import ROLE_PERMISSIONS, apply_roles
 _serial = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Every test starts with an empty cache: no sign-in failures, throttle or lockout counters
+    left by another test (django-axes and the token endpoint count in the cache)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def roles(db):
     """The staff groups exist even after a transactional test flushed the tables."""

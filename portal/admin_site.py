@@ -13,6 +13,14 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class ReadOnlyAdminSite(admin.AdminSite):
+    @property
+    def login_form(self):
+        """Says so when django-axes has locked the sign-in out (portal/security.py)."""
+        # Imported here: this module loads with the app registry, before forms can be.
+        from portal.security import AdminLoginForm
+
+        return AdminLoginForm
+
     def register(self, model_or_iterable, admin_class=None, **options):
         # Imported here: finance.admin registers its models on this very site while it loads.
         from finance.admin import ReadOnlyAdminMixin

@@ -6,6 +6,7 @@ that suits local development (`make run`). See the README for the full list.
 
 import ipaddress
 import os
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -96,7 +97,8 @@ INSTALLED_APPS = [
     "django_tables2",
     "django_filters",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",  # API tokens: hashed, expiring, revocable (see "Brute force and tokens" below)
+    "axes",  # sign-in lockouts (see "Brute force and tokens" below)
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "portal.admin_site.PortalAdminConfig",  # django.contrib.admin, every model read-only
@@ -120,6 +122,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -286,6 +290,45 @@ SPECTACULAR_SETTINGS = {
     # Not part of `check --deploy`, which must report only what makes a deployment unsafe:
     # the schema's own warnings (untyped path parameters...) are documentation quality.
     "ENABLE_DJANGO_DEPLOY_CHECK": False,
+}
+
+# --- Brute force and tokens -----------------------------------------------------------
+# Sign-in to the portal (Wagtail's /admin/login/, where hosts sign in too, and
+# /django-admin/login/) and POST /api/payments/auth/token/: after LOGIN_FAILURE_LIMIT failed
+# attempts for one username, or from one client address (REMOTE_ADDR as TrustedProxyMiddleware
+# set it), within LOGIN_LOCKOUT_MINUTES, every attempt is refused, right password or not, until
+# that window has passed: 429 with Retry-After. The sign-in pages are watched by django-axes
+# (portal/security.py), the token endpoint by a DRF throttle that counts only failures
+# (finance/api/throttling.py). Both keep their counters in the cache: Redis with REDIS_URL.
+LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = "portal.security.failure_limit"
+AXES_COOLOFF_TIME = "portal.security.lockout_window"
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # each counted, and locked, on its own
+# Attempts during a lockout do not extend it: it ends LOGIN_LOCKOUT_MINUTES after the last counted failure.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_CLIENT_IP_CALLABLE = "portal.security.client_address"
+AXES_WHITELIST_CALLABLE = "portal.security.counted_elsewhere"
+AXES_LOCKOUT_CALLABLE = "portal.security.lockout_response"
+WAGTAILADMIN_USER_LOGIN_FORM = "portal.security.LoginForm"
+if not os.environ.get("REDIS_URL"):
+    # axes.W001 warns that the in-process cache is not shared: true, and fine for the one
+    # development server it serves (`make run`); every deployment sets REDIS_URL.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
+
+# API tokens (django-rest-knox): `Authorization: Bearer <token>`, stored as SHA-512 digests
+# only, valid API_TOKEN_TTL_DAYS days, revoked by POST /api/payments/auth/token/revoke/ (this
+# token) or .../revoke-all/ (every token of the caller). finance/api/tokens.py issues them.
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30)
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=API_TOKEN_TTL_DAYS),
+    "AUTH_HEADER_PREFIX": "Bearer",
+    "AUTO_REFRESH": False,
 }
 
 # --- Payment providers ---------------------------------------------------------------

@@ -9,10 +9,9 @@ caller without the permission gets 403 before any lookup.
 
 import django_filters
 from django.db import transaction
-from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -23,7 +22,10 @@ from finance.models import BankAccount, Booking, Wallet, WalletTransaction, With
 from finance.services import TransactionService
 
 from . import serializers as api
+from . import tokens
+from .authentication import BearerTokenAuthentication
 from .idempotency import idempotent, service_key
+from .throttling import FailedLoginThrottle
 
 ERRORS = {
     400: OpenApiResponse(api.ErrorSerializer, description="Invalid input; nothing changed."),
@@ -334,20 +336,75 @@ class WebhookView(APIView):
         return Response(result.body, status=result.status, headers=headers)
 
 
-class TokenView(ObtainAuthToken):
-    """Exchange a username and password for the user's API token (send it as `Authorization: Bearer <token>`)."""
+AUTH_ERRORS = {
+    401: OpenApiResponse(api.ErrorSerializer, description="No token, or one unknown, expired or revoked."),
+}
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    location=OpenApiParameter.HEADER,
+    type=int,
+    response=[429],
+    description="Seconds until the lockout lifts.",
+)
+
+
+class TokenView(APIView):
+    """Exchange a username and password for a new API token (send it as `Authorization: Bearer <token>`).
+
+    Each call makes a new token (one per client), valid until `expires`. After too many failed
+    attempts for the username, or from the client's address, every attempt is refused for a
+    while (429 with Retry-After), even with the right password (finance/api/throttling.py).
+    """
 
     authentication_classes = []
     permission_classes = []
+    throttle_classes = [FailedLoginThrottle]
 
     @extend_schema(
         tags=["auth"],
         auth=[],
         request=AuthTokenSerializer,
+        parameters=[RETRY_AFTER],
         responses={
-            200: inline_serializer("Token", {"token": serializers.CharField()}),
+            200: inline_serializer("Token", {"token": serializers.CharField(), "expires": serializers.DateTimeField()}),
             400: OpenApiResponse(api.ErrorSerializer, description="Wrong username or password."),
+            429: OpenApiResponse(
+                api.ErrorSerializer,
+                description="Too many failed attempts for this username or address; wait Retry-After seconds.",
+            ),
         },
     )
     def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+        login = AuthTokenSerializer(data=request.data, context={"request": request})
+        if not login.is_valid():
+            if "non_field_errors" in login.errors:  # the fields were there, the credentials wrong
+                FailedLoginThrottle().record_failure(request)
+            raise serializers.ValidationError(login.errors)
+        token = tokens.issue_token(login.validated_data["user"])
+        return Response({"token": token.plain, "expires": serializers.DateTimeField().to_representation(token.expiry)})
+
+    def throttled(self, request, wait):
+        raise exceptions.Throttled(
+            wait, detail="Too many failed sign-in attempts for this username or from your address."
+        )
+
+
+REVOKED = inline_serializer("TokensRevoked", {"revoked": serializers.IntegerField()})
+
+
+class RevokeTokenView(APIView):
+    """Revoke the token this request is sent with (sign this client out); other tokens keep working."""
+
+    authentication_classes = [BearerTokenAuthentication]
+
+    @extend_schema(tags=["auth"], request=None, responses={200: REVOKED, **AUTH_ERRORS})
+    def post(self, request):
+        return Response({"revoked": tokens.revoke_token(request.auth)})
+
+
+class RevokeAllTokensView(APIView):
+    """Revoke every API token of the caller (sign every client out)."""
+
+    @extend_schema(tags=["auth"], request=None, responses={200: REVOKED, **AUTH_ERRORS})
+    def post(self, request):
+        return Response({"revoked": tokens.revoke_all_tokens(request.user)})

@@ -83,6 +83,38 @@ def test_nobody_picks_their_own_address_without_a_trusted_proxy(database, static
     assert statuses == [401, 401, 401, 429, 429]
 
 
+TOKEN = "/api/payments/auth/token/"
+LOGIN = "/admin/login/"
+
+
+def wrong_token_request(server) -> int:
+    with requests.Session() as session:
+        body = {"username": "nobody", "password": "wrong"}
+        return session.post(server.url + TOKEN, json=body, headers={"Connection": "close"}).status_code
+
+
+def wrong_sign_in(server) -> int:
+    """The sign-in form as a browser fills it (CSRF cookie and field), on a connection of its own."""
+    with requests.Session() as session:
+        page = session.get(server.url + LOGIN, headers={"Connection": "close"})
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+        form = {"csrfmiddlewaretoken": csrf, "username": "nobody", "password": "wrong"}
+        headers = {"Connection": "close", "Referer": server.url + LOGIN}
+        return session.post(server.url + LOGIN, data=form, headers=headers).status_code
+
+
+def test_every_worker_shares_the_sign_in_lockouts(database, static_root):
+    with Gunicorn(workers=3, STATIC_ROOT=static_root, LOGIN_FAILURE_LIMIT=4) as server:
+        api = [wrong_token_request(server) for _ in range(8)]
+        pages = [wrong_sign_in(server) for _ in range(8)]
+        api_workers, page_workers = workers_that_served(server, TOKEN), workers_that_served(server, LOGIN)
+
+    assert api == [400] * 4 + [429] * 4
+    assert pages == [200] * 3 + [429] * 5  # the fourth failure already answers "locked"
+    # The counts held although the attempts landed on different processes.
+    assert len(api_workers) > 1 and len(page_workers) > 1, (api_workers, page_workers)
+
+
 def test_static_files_are_hashed_compressed_and_cached_for_ever(database, static_root):
     manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
     chart = manifest["vendor/chart.js/chart.umd.js"]

@@ -134,6 +134,8 @@ def _real_ids(path: str, data: ApiData) -> dict:
 # Every operation of the payments API, as "METHOD path" in the schema.
 OPERATIONS = [
     "POST /api/payments/auth/token/",
+    "POST /api/payments/auth/token/revoke/",
+    "POST /api/payments/auth/token/revoke-all/",
     "POST /api/payments/webhooks/{provider}/",
     "GET /api/payments/wallets/my_wallet/",
     "GET /api/payments/wallets/{id}/",
