@@ -7,7 +7,7 @@ from django.db import migrations
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("finance", "0006_references_without_like_indexes"),
+        ("finance", "0008_one_pending_request_per_target"),
     ]
 
     operations = [
