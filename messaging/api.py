@@ -7,6 +7,7 @@ compared in constant time; they carry no user.
 import hmac
 
 from django.conf import settings
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.authentication import BaseAuthentication
@@ -41,6 +42,16 @@ class MessagingTokenAuthentication(BaseAuthentication):
 
     def authenticate_header(self, request):
         return HEADER
+
+
+class MessagingTokenScheme(OpenApiAuthenticationExtension):
+    """The Erlang service's shared-secret header, as an API key in the OpenAPI schema."""
+
+    target_class = MessagingTokenAuthentication
+    name = "messagingToken"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "header", "name": HEADER}
 
 
 class IsErlangService(BasePermission):

@@ -387,6 +387,13 @@ def test_anonymous_401_names_the_bearer_scheme(world):
     assert response.json()["error"]["code"] == "not_authenticated"
 
 
+def test_the_published_schema_tells_clients_to_send_a_bearer_token(world):
+    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    assert schema["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    wallet = schema["paths"]["/api/payments/wallets/my_wallet/"]["get"]
+    assert {"bearerAuth": []} in wallet["security"]
+
+
 def test_token_endpoint_returns_a_working_bearer_token(world):
     host_a = world["users"]["host_a"]
     response = APIClient().post(
