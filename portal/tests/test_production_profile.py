@@ -90,17 +90,25 @@ LOGIN = "/admin/login/"
 def wrong_token_request(server) -> int:
     with requests.Session() as session:
         body = {"username": "nobody", "password": "wrong"}
-        return session.post(server.url + TOKEN, json=body, headers={"Connection": "close"}).status_code
+        headers = {**BEHIND_TLS, "Connection": "close"}
+        return session.post(server.url + TOKEN, json=body, headers=headers).status_code
 
 
 def wrong_sign_in(server) -> int:
-    """The sign-in form as a browser fills it (CSRF cookie and field), on a connection of its own."""
-    with requests.Session() as session:
-        page = session.get(server.url + LOGIN, headers={"Connection": "close"})
-        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-        form = {"csrfmiddlewaretoken": csrf, "username": "nobody", "password": "wrong"}
-        headers = {"Connection": "close", "Referer": server.url + LOGIN}
-        return session.post(server.url + LOGIN, data=form, headers=headers).status_code
+    """The sign-in form as a browser behind the TLS load balancer fills it (CSRF cookie and
+    field, an https Referer), on a connection of its own. The CSRF cookie is Secure, so it is
+    sent back by hand: the test speaks plain HTTP to gunicorn where the balancer would."""
+    page = requests.get(server.url + LOGIN, headers={**BEHIND_TLS, "Connection": "close"})
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
+    form = {"csrfmiddlewaretoken": csrf, "username": "nobody", "password": "wrong"}
+    https_origin = server.url.replace("http://", "https://")
+    headers = {
+        **BEHIND_TLS,
+        "Connection": "close",
+        "Referer": https_origin + LOGIN,
+        "Cookie": f"csrftoken={page.cookies['csrftoken']}",
+    }
+    return requests.post(server.url + LOGIN, data=form, headers=headers, allow_redirects=False).status_code
 
 
 def test_every_worker_shares_the_sign_in_lockouts(database, static_root):
