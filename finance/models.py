@@ -17,7 +17,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-MONEY = {"max_digits": 20, "decimal_places": 4}
+from .money import COLUMN_DECIMALS, COLUMN_DIGITS
+
+# Every money column; finance.money.parse_amount refuses what would not fit.
+MONEY = {"max_digits": COLUMN_DIGITS, "decimal_places": COLUMN_DECIMALS}
 
 
 def new_reference(prefix: str) -> str:
