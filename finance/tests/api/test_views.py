@@ -439,3 +439,31 @@ def test_token_endpoint_gives_a_working_bearer_token(host, funded_wallet):
 
 def test_unknown_api_path_is_json_404(host):
     assert_error(client_for(host).get(f"{API}/nothing-here/"), 404, "not_found")
+
+
+# --- filters: impossible dates are bad input -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2022-02-21T22:10:29+17:00",  # no place on Earth is 17 hours ahead; PostgreSQL refuses it
+        "2022-02-21T22:10:29-23:59",
+        "0001-01-01T00:00:00+05:00",  # in UTC this is before year 1
+        "9999-12-31T23:59:59-05:00",  # and this after year 9999
+    ],
+)
+def test_date_filter_with_an_impossible_time_zone_offset_is_a_400(host, funded_wallet, moment):
+    client = client_for(host)
+    for url in (f"{API}/wallets/{funded_wallet.pk}/transactions/", f"{API}/transactions/"):
+        for name in ("created_before", "created_after"):
+            response = client.get(url, {name: moment})
+            assert_error(response, 400, "invalid")
+            assert name in response.json()["error"]["fields"]
+
+
+def test_date_filter_accepts_real_offsets(host, funded_wallet):
+    client = client_for(host)
+    late = client.get(f"{API}/transactions/", {"created_before": "2999-01-01T00:00:00+14:00"}).json()
+    early = client.get(f"{API}/transactions/", {"created_before": "2000-01-01T00:00:00-12:00"}).json()
+    assert (late["count"], early["count"]) == (1, 0)
