@@ -48,6 +48,11 @@ def currency_decimals(currency: str) -> int:
     return decimals
 
 
+def supported_currencies() -> list[str]:
+    """Every currency the ledger can hold, with EXTRA_CURRENCY_DECIMALS added."""
+    return sorted({*CURRENCY_DECIMALS, *getattr(settings, "EXTRA_CURRENCY_DECIMALS", {})})
+
+
 def quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-currency_decimals(currency))
 

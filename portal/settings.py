@@ -226,6 +226,9 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request bodies get their own components, so a required string is declared non-blank
+    # (minLength 1) where it is sent, and write-only fields are not shown in answers.
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # --- Payment providers ---------------------------------------------------------------

@@ -220,3 +220,26 @@ def test_pay_documents_the_provider_unavailable_answer(payments_schema, api_data
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "provider_unavailable"
     case.validate_response(response, checks=[status_code_conformance, response_schema_conformance])
+
+
+def test_required_request_strings_are_declared_non_blank(payments_schema):
+    """Every string a request body of the payments API requires is declared non-blank (minLength 1)."""
+    raw = payments_schema.raw_schema
+    components = raw["components"]["schemas"]
+    bodies = set()
+    for path, methods in raw["paths"].items():
+        for operation in methods.values():
+            content = operation.get("requestBody", {}).get("content", {}) if isinstance(operation, dict) else {}
+            for media in content.values():
+                ref = media.get("schema", {}).get("$ref", "")
+                if path.startswith("/api/payments/") and ref:
+                    bodies.add(ref.rsplit("/", 1)[-1])
+    assert bodies, "no request bodies found"
+    loose = []
+    for name in sorted(bodies):
+        component = components[name]
+        for field in component.get("required", []):
+            spec = component["properties"][field]
+            if spec.get("type") == "string" and not spec.get("readOnly") and spec.get("minLength", 0) < 1:
+                loose.append(f"{name}.{field}")
+    assert loose == []

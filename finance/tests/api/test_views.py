@@ -152,6 +152,47 @@ def test_bad_bank_account_is_400_and_stores_nothing(host):
     assert snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("country", "."),
+        ("country", "ZZ"),
+        ("country", "ng"),
+        ("currency", "!"),
+        ("currency", "ABC"),
+        ("currency", "XAU"),
+    ],
+)
+def test_bank_account_refuses_country_and_currency_codes_that_do_not_exist(host, field, value):
+    before = snapshot()
+    body = {"bank_name": "Access Bank", "account_name": "Amara O.", "account_number": "0123456789", field: value}
+    response = client_for(host).post(f"{API}/bank-accounts/", body, format="json")
+    assert_error(response, 400, "invalid")
+    assert field in response.json()["error"]["fields"]
+    assert snapshot() == before
+
+
+def test_bank_account_takes_an_iso_country_and_a_ledger_currency(host):
+    body = {"bank_name": "Equity", "account_name": "W. K.", "account_number": "0123456789"}
+    response = client_for(host).post(
+        f"{API}/bank-accounts/", {**body, "country": "KE", "currency": "KES"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert (response.json()["country"], response.json()["currency"]) == ("KE", "KES")
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_bank_account_names_and_reasons_must_not_be_blank(host, finance_user, pending_withdrawal, blank):
+    body = {"bank_name": blank, "account_name": blank, "account_number": "0123456789"}
+    response = client_for(host).post(f"{API}/bank-accounts/", body, format="json")
+    assert_error(response, 400, "invalid")
+    assert set(response.json()["error"]["fields"]) == {"bank_name", "account_name"}
+    response = client_for(finance_user).post(
+        f"{API}/withdrawals/{pending_withdrawal.pk}/fail/", {"reason": blank}, format="json"
+    )
+    assert_error(response, 400, "invalid")
+
+
 def test_set_primary_moves_the_flag(host, bank_account):
     other = BankAccount.objects.create(owner=host, bank_name="UBA", account_name="H", account_number_last4="1111")
     response = client_for(host).post(f"{API}/bank-accounts/{other.pk}/set_primary/")
