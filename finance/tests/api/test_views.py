@@ -508,3 +508,11 @@ def test_date_filter_accepts_real_offsets(host, funded_wallet):
     late = client.get(f"{API}/transactions/", {"created_before": "2999-01-01T00:00:00+14:00"}).json()
     early = client.get(f"{API}/transactions/", {"created_before": "2000-01-01T00:00:00-12:00"}).json()
     assert (late["count"], early["count"]) == (1, 0)
+
+
+@pytest.mark.parametrize("query", ["page=", "page=1&page=", "page=2&page=1", "page=last"])
+def test_a_page_parameter_that_is_not_one_page_number_is_refused(host, funded_wallet, query):
+    """The schema says `page` is an integer: an empty, repeated or named page is not silently page 1."""
+    response = client_for(host).get(f"{API}/transactions/?{query}")
+    assert_error(response, 404, "not_found")
+    assert client_for(host).get(f"{API}/transactions/?page=1").json()["count"] == 1
