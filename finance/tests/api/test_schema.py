@@ -188,7 +188,7 @@ OPERATIONS = [
     "POST /api/payments/bookings/{id}/refund/",
 ]
 
-EXAMPLES = {GenerationMode.POSITIVE: 6, GenerationMode.NEGATIVE: 4}
+EXAMPLES = {GenerationMode.POSITIVE: 5, GenerationMode.NEGATIVE: 3}
 
 
 def _undocumented(failures: list[Failure], label: str, response) -> list[Failure]:
