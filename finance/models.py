@@ -17,7 +17,10 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
-MONEY = {"max_digits": 20, "decimal_places": 4}
+from .money import COLUMN_DECIMALS, COLUMN_DIGITS
+
+# Every money column; finance.money.parse_amount refuses what would not fit.
+MONEY = {"max_digits": COLUMN_DIGITS, "decimal_places": COLUMN_DECIMALS}
 
 
 def new_reference(prefix: str) -> str:
@@ -202,7 +205,14 @@ class BankAccount(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["owner"], condition=Q(is_primary=True), name="bank_account_one_primary_per_owner"
-            )
+            ),
+            # The shape of the codes; the API checks membership (ISO 3166-1, the ledger's currencies).
+            models.CheckConstraint(
+                condition=Q(country="") | Q(country__regex=r"^[A-Z]{2}$"), name="bank_account_country_code"
+            ),
+            models.CheckConstraint(
+                condition=Q(currency="") | Q(currency__regex=r"^[A-Z]{3}$"), name="bank_account_currency_code"
+            ),
         ]
 
     def __str__(self):

@@ -4,6 +4,7 @@ Amounts are `Decimal` from the edge inward. A float is refused outright: by the 
 float exists the exact value the user typed is already lost.
 """
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from django.conf import settings
@@ -28,8 +29,15 @@ CURRENCY_DECIMALS = {
     "TND": 3,
 }
 
-# Largest absolute amount the database columns hold (20 digits, 4 of them decimals).
-MAX_AMOUNT = Decimal("9999999999999999")
+# Every money column (finance.models.MONEY): 20 digits, 4 of them decimals.
+COLUMN_DIGITS = 20
+COLUMN_DECIMALS = 4
+# Largest absolute amount those columns hold in whole units.
+MAX_AMOUNT = Decimal(10) ** (COLUMN_DIGITS - COLUMN_DECIMALS) - 1
+# An amount as people and providers write it: ASCII digits, one optional point, an optional
+# exponent. No underscores, no other scripts' digits, no NaN or Infinity spelled any way.
+_AMOUNT_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_LONGEST_TEXT = 64
 
 
 def currency_decimals(currency: str) -> int:
@@ -40,6 +48,11 @@ def currency_decimals(currency: str) -> int:
     return decimals
 
 
+def supported_currencies() -> list[str]:
+    """Every currency the ledger can hold, with EXTRA_CURRENCY_DECIMALS added."""
+    return sorted({*CURRENCY_DECIMALS, *getattr(settings, "EXTRA_CURRENCY_DECIMALS", {})})
+
+
 def quantum(currency: str) -> Decimal:
     return Decimal(1).scaleb(-currency_decimals(currency))
 
@@ -47,14 +60,21 @@ def quantum(currency: str) -> Decimal:
 def parse_amount(value, currency: str, *, allow_zero: bool = False) -> Decimal:
     """Return `value` as an exact Decimal in `currency`, or raise InvalidAmountError.
 
-    Accepts Decimal, int and decimal strings. Refuses floats, booleans, NaN, infinities,
-    non-positive amounts (zero only with allow_zero) and more decimals than the currency has.
+    The one rule for every amount that enters (API, portal forms, webhooks, services):
+    Decimal, int or a plain decimal string; finite; positive (zero only with allow_zero);
+    no more decimals than the currency has; small enough for the money columns. Floats,
+    booleans, NaN, infinities, empty or overlong strings are refused, never an exception
+    of another kind.
     """
     places = currency_decimals(currency)
     if isinstance(value, bool) or isinstance(value, float):
         raise InvalidAmountError("Amounts must be decimal strings, not floating-point numbers.")
     if isinstance(value, str):
         value = value.strip()
+        if len(value) > _LONGEST_TEXT or not _AMOUNT_TEXT.fullmatch(value):
+            raise InvalidAmountError(f"{value[:_LONGEST_TEXT]!r} is not a valid amount.")
+    elif not isinstance(value, (int, Decimal)):
+        raise InvalidAmountError(f"{value!r} is not a valid amount.")
     try:
         amount = Decimal(value)
     except (InvalidOperation, TypeError, ValueError):
@@ -63,11 +83,17 @@ def parse_amount(value, currency: str, *, allow_zero: bool = False) -> Decimal:
         raise InvalidAmountError("Amount must be a finite number.")
     if amount < 0 or (amount == 0 and not allow_zero):
         raise InvalidAmountError("Amount must be greater than zero.")
-    if amount.as_tuple().exponent < -places and amount != amount.quantize(quantum(currency)):
-        raise InvalidAmountError(f"{currency} amounts have at most {places} decimal places.")
+    # Size first: only an amount that fits the column may be quantized (a longer one
+    # would overflow the decimal context).
     if amount > MAX_AMOUNT:
-        raise InvalidAmountError("Amount is too large.")
-    return amount.quantize(quantum(currency))
+        raise InvalidAmountError(f"Amount is too large: at most {MAX_AMOUNT:,}.")
+    try:
+        exact = amount.quantize(quantum(currency), rounding=ROUND_HALF_EVEN)
+    except InvalidOperation:  # an exponent beyond what the decimal context can represent
+        raise InvalidAmountError(f"{value!r} is not a valid amount.") from None
+    if exact != amount:
+        raise InvalidAmountError(f"{currency} amounts have at most {places} decimal places.")
+    return exact
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:
@@ -82,6 +108,8 @@ def to_minor_units(amount: Decimal, currency: str) -> int:
 def from_minor_units(minor: int, currency: str) -> Decimal:
     if isinstance(minor, bool) or not isinstance(minor, int):
         raise InvalidAmountError("Minor-unit amounts must be integers.")
+    if abs(minor) > MAX_AMOUNT.scaleb(currency_decimals(currency)):
+        raise InvalidAmountError(f"Amount is too large: at most {MAX_AMOUNT:,}.")
     return Decimal(minor).scaleb(-currency_decimals(currency)).quantize(quantum(currency))
 
 

@@ -393,6 +393,13 @@ class TransactionService:
             .refundable_for(booking)
             .first()
         )
+        if payment is not None:
+            # Lock the payout transaction too, after the payment (the order reverse_transaction
+            # uses), and read its status afresh: a reversal that committed while this waited for
+            # the payment's lock must be seen, or the host would give the money back twice.
+            payment.ledger_transaction = WalletTransaction.objects.select_for_update().get(
+                pk=payment.ledger_transaction_id
+            )
         check_refundable(payment, amount)
         booking = payment.booking
         commission_back = _commission_clawback(booking, payment, amount)

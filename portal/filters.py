@@ -1,6 +1,7 @@
 """django-filter FilterSets for the portal's lists. Every control has a label."""
 
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 
 import django_filters
 from django import forms
@@ -11,6 +12,7 @@ from django_filters.constants import EMPTY_VALUES
 from wagtail.models import ModelLogEntry
 
 from finance.models import Wallet, WalletTransaction
+from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS
 
 
 def staff_action_choices() -> list[tuple[str, str]]:
@@ -47,6 +49,26 @@ class DayToFilter(django_filters.DateFilter):
             return qs
 
 
+class ColumnDecimalField(forms.DecimalField):
+    """A number the money columns can hold (finance.money's COLUMN_DIGITS and COLUMN_DECIMALS).
+
+    Django's digit count takes zero with any exponent (`0e999999999`) as one digit, which
+    PostgreSQL then cannot hold: zero is read as plain zero."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_digits=COLUMN_DIGITS, decimal_places=COLUMN_DECIMALS, **kwargs)
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return Decimal(0) if value is not None and value == 0 else value
+
+
+class BalanceFilter(django_filters.NumberFilter):
+    """A balance bound: longer than the column holds is a form error, not a database overflow."""
+
+    field_class = ColumnDecimalField
+
+
 def _currency_choices():
     return [(c, c) for c in sorted(settings.MINIMUM_WITHDRAWAL)]
 
@@ -59,8 +81,8 @@ class WalletFilter(django_filters.FilterSet):
     )
     currency = django_filters.ChoiceFilter(label="Currency", choices=_currency_choices, empty_label="Any currency")
     status = django_filters.ChoiceFilter(label="Status", choices=Wallet.Status.choices, empty_label="Any status")
-    balance_min = django_filters.NumberFilter(label="Balance from", field_name="balance", lookup_expr="gte")
-    balance_max = django_filters.NumberFilter(label="Balance up to", field_name="balance", lookup_expr="lte")
+    balance_min = BalanceFilter(label="Balance from", field_name="balance", lookup_expr="gte")
+    balance_max = BalanceFilter(label="Balance up to", field_name="balance", lookup_expr="lte")
 
     class Meta:
         model = Wallet

@@ -4,18 +4,54 @@ Amounts go out as decimal strings with the currency's precision and come in only
 strings: a JSON number may already have lost exactness as a float on the client.
 """
 
+import iso3166
+from django.core.validators import RegexValidator
 from rest_framework import serializers
 
+from finance.errors import InvalidAmountError
 from finance.models import BankAccount, Payment, Wallet, WalletTransaction, Withdrawal
-from finance.money import quantum
+from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS, quantum, supported_currencies
+
+# At least one character that is neither a space nor NUL (which DRF refuses): what "not blank"
+# means once DRF has trimmed the value, declared in the schema as well as checked.
+NON_BLANK = RegexValidator(r"^[^\x00]*[^\x00\s][^\x00]*$", "This field may not be blank.", code="blank")
+
+
+class TextField(serializers.CharField):
+    """A required, non-blank string: minLength 1 and a pattern in the schema, refused when blank."""
+
+    def __init__(self, **kwargs):
+        # Not trimmed: what the schema declares (length, pattern) is what is checked.
+        super().__init__(allow_blank=False, min_length=1, trim_whitespace=False, **kwargs)
+        self.validators.append(NON_BLANK)
 
 
 class MoneyField(serializers.CharField):
-    """A decimal string in, a decimal string out; the currency's precision is checked by the service."""
+    """A decimal string in, a decimal string out.
+
+    The schema declares the shape finance.money.parse_amount accepts and the column holds; the
+    currency's own precision (0, 2 or 3 decimals) and the amount being above zero are checked
+    by the service against the wallet or booking."""
+
+    def __init__(self, **kwargs):
+        whole, decimals = COLUMN_DIGITS - COLUMN_DECIMALS, COLUMN_DECIMALS
+        kwargs.setdefault("help_text", 'A positive decimal string in the currency\'s precision, e.g. "1500.00".')
+        super().__init__(
+            allow_blank=False, min_length=1, max_length=whole + decimals + 1, trim_whitespace=False, **kwargs
+        )
+        self.shape = RegexValidator(
+            rf"^[0-9]{{1,{whole}}}(\.[0-9]{{1,{decimals}}})?$", "Give the amount as e.g. 1500.00."
+        )
+        self.validators.append(self.shape)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             raise serializers.ValidationError('Send amounts as a decimal string, e.g. "1500.00".')
+        if not self.shape.regex.fullmatch(data):
+            # The same refusal, with the same code, as the service gives any amount it cannot take.
+            raise InvalidAmountError(
+                f'Give the amount as a decimal string, e.g. "1500.00"; {data[:40]!r} is not one.', field=self.field_name
+            )
         return super().to_internal_value(data)
 
 
@@ -85,6 +121,20 @@ class BankAccountSerializer(serializers.ModelSerializer):
         help_text="Digits only; only the last four are kept.",
         error_messages={"invalid": "Give the account number as 6 to 20 digits."},
     )
+    bank_name = TextField(max_length=100)
+    account_name = TextField(max_length=100)
+    country = serializers.ChoiceField(
+        choices=sorted(iso3166.countries_by_alpha2),
+        required=False,
+        allow_blank=True,
+        help_text="ISO 3166-1 alpha-2 code, e.g. NG; blank if unknown.",
+    )
+    currency = serializers.ChoiceField(
+        choices=supported_currencies(),
+        required=False,
+        allow_blank=True,
+        help_text="A currency the ledger holds; blank: payouts in any currency.",
+    )
     masked_account_number = serializers.CharField(read_only=True)
 
     class Meta:
@@ -135,12 +185,12 @@ class WithdrawalRequestSerializer(serializers.Serializer):
 
 
 class ReasonSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=2000, help_text="Why; shown in the audit log.")
+    reason = TextField(max_length=2000, help_text="Why; shown in the audit log.")
 
 
 class RefundRequestSerializer(serializers.Serializer):
     amount = MoneyField()
-    reason = serializers.CharField(max_length=2000)
+    reason = TextField(max_length=2000)
 
 
 class PayRequestSerializer(serializers.Serializer):

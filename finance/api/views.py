@@ -7,7 +7,6 @@ and never reveals that it exists. A staff action asks `finance.permissions` firs
 caller without the permission gets 403 before any lookup.
 """
 
-import django_filters
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, mixins, serializers, status, viewsets
@@ -24,6 +23,7 @@ from finance.services import TransactionService
 from . import serializers as api
 from . import tokens
 from .authentication import BearerTokenAuthentication
+from .filters import TransactionFilter
 from .idempotency import idempotent, service_key
 from .throttling import FailedLoginThrottle
 
@@ -47,15 +47,6 @@ def _approval_pending(outcome) -> Response:
         },
         status=status.HTTP_202_ACCEPTED,
     )
-
-
-class TransactionFilter(django_filters.FilterSet):
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
-
-    class Meta:
-        model = WalletTransaction
-        fields = ["type", "status", "created_after", "created_before"]
 
 
 def _transactions(queryset):

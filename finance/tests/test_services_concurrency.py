@@ -217,3 +217,58 @@ def run_scenario(make_user, connect=None) -> int:
     )
     assert revenue == sum(w.revenue_delta for w in workers)
     return sum(per_operation.values())
+
+
+RACE_ROUNDS = 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refund_racing_reversal_of_the_same_payment_moves_the_money_once(
+    host, guest, finance_user, make_booking, make_payment
+):
+    """A full refund and the reversal of the booking's payout, started at the same instant from
+    two threads: in every round exactly one succeeds, the other is refused with a
+    TransactionError, the host's wallet gives the payout back once, and the ledger checks pass."""
+    wallet = TransactionService.create_wallet(host, "NGN")
+    TransactionService.credit_wallet(wallet, Decimal("100000.00"))  # enough for both, were both let through
+    outcomes = []
+    for _ in range(RACE_ROUNDS):
+        booking = make_booking(host, guest, total="1000.00", commission="150.00")
+        payout = TransactionService.process_booking_payment(booking, make_payment(booking))
+        wallet.refresh_from_db()
+        before = wallet.balance
+        barrier = threading.Barrier(2)
+        results = {}
+
+        def refund(booking=booking):
+            return TransactionService.process_refund(booking, "1000.00", "Guest cancelled", actor=finance_user)
+
+        def reverse(reference=payout.reference):
+            return TransactionService.reverse_transaction(reference, "Chargeback", actor=finance_user)
+
+        def run(name, operation, results=results, barrier=barrier):
+            try:
+                barrier.wait(timeout=30)
+                operation()
+                results[name] = "ok"
+            except TransactionError as refused:
+                results[name] = refused.code
+            except Exception as error:  # an IntegrityError or deadlock would be a 500 for the user
+                results[name] = repr(error)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=run, args=item) for item in (("refund", refund), ("reverse", reverse))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(t.is_alive() for t in threads), "a thread hung"
+        outcomes.append(results)
+        assert sorted(results.values()).count("ok") == 1, f"round {len(outcomes)}: {results}"
+        loser = next(code for code in results.values() if code != "ok")
+        assert loser in ("invalid_state", "already_reversed", "refund_exceeds_payment"), results
+        wallet.refresh_from_db()
+        assert wallet.balance == before - payout.amount, f"round {len(outcomes)}: the payout left twice {results}"
+    call_command("check_ledger", stdout=open("/dev/null", "w"))
+    print("winners:", [next(k for k, v in r.items() if v == "ok") for r in outcomes])

@@ -152,6 +152,47 @@ def test_bad_bank_account_is_400_and_stores_nothing(host):
     assert snapshot() == before
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("country", "."),
+        ("country", "ZZ"),
+        ("country", "ng"),
+        ("currency", "!"),
+        ("currency", "ABC"),
+        ("currency", "XAU"),
+    ],
+)
+def test_bank_account_refuses_country_and_currency_codes_that_do_not_exist(host, field, value):
+    before = snapshot()
+    body = {"bank_name": "Access Bank", "account_name": "Amara O.", "account_number": "0123456789", field: value}
+    response = client_for(host).post(f"{API}/bank-accounts/", body, format="json")
+    assert_error(response, 400, "invalid")
+    assert field in response.json()["error"]["fields"]
+    assert snapshot() == before
+
+
+def test_bank_account_takes_an_iso_country_and_a_ledger_currency(host):
+    body = {"bank_name": "Equity", "account_name": "W. K.", "account_number": "0123456789"}
+    response = client_for(host).post(
+        f"{API}/bank-accounts/", {**body, "country": "KE", "currency": "KES"}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert (response.json()["country"], response.json()["currency"]) == ("KE", "KES")
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t\n"])
+def test_bank_account_names_and_reasons_must_not_be_blank(host, finance_user, pending_withdrawal, blank):
+    body = {"bank_name": blank, "account_name": blank, "account_number": "0123456789"}
+    response = client_for(host).post(f"{API}/bank-accounts/", body, format="json")
+    assert_error(response, 400, "invalid")
+    assert set(response.json()["error"]["fields"]) == {"bank_name", "account_name"}
+    response = client_for(finance_user).post(
+        f"{API}/withdrawals/{pending_withdrawal.pk}/fail/", {"reason": blank}, format="json"
+    )
+    assert_error(response, 400, "invalid")
+
+
 def test_set_primary_moves_the_flag(host, bank_account):
     other = BankAccount.objects.create(owner=host, bank_name="UBA", account_name="H", account_number_last4="1111")
     response = client_for(host).post(f"{API}/bank-accounts/{other.pk}/set_primary/")
@@ -439,3 +480,39 @@ def test_token_endpoint_gives_a_working_bearer_token(host, funded_wallet):
 
 def test_unknown_api_path_is_json_404(host):
     assert_error(client_for(host).get(f"{API}/nothing-here/"), 404, "not_found")
+
+
+# --- filters: impossible dates are bad input -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2022-02-21T22:10:29+17:00",  # no place on Earth is 17 hours ahead; PostgreSQL refuses it
+        "2022-02-21T22:10:29-23:59",
+        "0001-01-01T00:00:00+05:00",  # in UTC this is before year 1
+        "9999-12-31T23:59:59-05:00",  # and this after year 9999
+    ],
+)
+def test_date_filter_with_an_impossible_time_zone_offset_is_a_400(host, funded_wallet, moment):
+    client = client_for(host)
+    for url in (f"{API}/wallets/{funded_wallet.pk}/transactions/", f"{API}/transactions/"):
+        for name in ("created_before", "created_after"):
+            response = client.get(url, {name: moment})
+            assert_error(response, 400, "invalid")
+            assert name in response.json()["error"]["fields"]
+
+
+def test_date_filter_accepts_real_offsets(host, funded_wallet):
+    client = client_for(host)
+    late = client.get(f"{API}/transactions/", {"created_before": "2999-01-01T00:00:00+14:00"}).json()
+    early = client.get(f"{API}/transactions/", {"created_before": "2000-01-01T00:00:00-12:00"}).json()
+    assert (late["count"], early["count"]) == (1, 0)
+
+
+@pytest.mark.parametrize("query", ["page=", "page=1&page=", "page=2&page=1", "page=last"])
+def test_a_page_parameter_that_is_not_one_page_number_is_refused(host, funded_wallet, query):
+    """The schema says `page` is an integer: an empty, repeated or named page is not silently page 1."""
+    response = client_for(host).get(f"{API}/transactions/?{query}")
+    assert_error(response, 404, "not_found")
+    assert client_for(host).get(f"{API}/transactions/?page=1").json()["count"] == 1
