@@ -279,6 +279,10 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "finance.api.pagination.PageNumberOnly",
     "PAGE_SIZE": 25,
     "EXCEPTION_HANDLER": "finance.api.errors.api_exception_handler",
+    # The API reads JSON bodies only (what the schema declares): a form or multipart body is a
+    # 415, never half-parsed into something the serializers would take as empty input.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "StayAfrica Operations API",
@@ -290,9 +294,10 @@ SPECTACULAR_SETTINGS = {
     # Request bodies get their own components, so a required string is declared non-blank
     # (minLength 1) where it is sent, and write-only fields are not shown in answers.
     "COMPONENT_SPLIT_REQUEST": True,
-    # Not part of `check --deploy`, which must report only what makes a deployment unsafe:
-    # the schema's own warnings (untyped path parameters...) are documentation quality.
-    "ENABLE_DJANGO_DEPLOY_CHECK": False,
+    "PREPROCESSING_HOOKS": ["portal.api_schema.only_our_api"],
+    # Operation ids and tags keep the full path (api_payments_...), as published before the
+    # hook above left only /api/ paths (which would otherwise be taken as a prefix to strip).
+    "SCHEMA_PATH_PREFIX": "",
 }
 
 # --- Brute force and tokens -----------------------------------------------------------
