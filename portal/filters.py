@@ -60,7 +60,8 @@ class ColumnDecimalField(forms.DecimalField):
 
     def to_python(self, value):
         value = super().to_python(value)
-        return Decimal(0) if value is not None and value == 0 else value
+        # is_zero(), not `== 0`: comparing a signalling NaN (`sNaN`) raises; validate() refuses it next.
+        return Decimal(0) if value is not None and value.is_zero() else value
 
 
 class BalanceFilter(django_filters.NumberFilter):

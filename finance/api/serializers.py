@@ -6,18 +6,34 @@ strings: a JSON number may already have lost exactness as a float on the client.
 
 import iso3166
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from finance.errors import InvalidAmountError
 from finance.models import BankAccount, Payment, Wallet, WalletTransaction, Withdrawal
 from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS, quantum, supported_currencies
+from finance.providers import PROVIDERS
 
 # At least one character that is neither a space nor NUL (which DRF refuses): what "not blank"
 # means once DRF has trimmed the value, declared in the schema as well as checked.
 NON_BLANK = RegexValidator(r"^[^\x00]*[^\x00\s][^\x00]*$", "This field may not be blank.", code="blank")
 
 
-class TextField(serializers.CharField):
+class StringOnly:
+    """JSON strings only. DRF's CharField would take 12 or true as "12" or "True", which the
+    schema (type: string) calls invalid: what the schema refuses, the API refuses."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StringRegexField(StringOnly, serializers.RegexField):
+    pass
+
+
+class TextField(StringOnly, serializers.CharField):
     """A required, non-blank string: minLength 1 and a pattern in the schema, refused when blank."""
 
     def __init__(self, **kwargs):
@@ -115,7 +131,7 @@ class TransactionSerializer(serializers.ModelSerializer):
 
 
 class BankAccountSerializer(serializers.ModelSerializer):
-    account_number = serializers.RegexField(
+    account_number = StringRegexField(
         r"^\d{6,20}$",
         write_only=True,
         help_text="Digits only; only the last four are kept.",
@@ -193,9 +209,16 @@ class RefundRequestSerializer(serializers.Serializer):
     reason = TextField(max_length=2000)
 
 
+@extend_schema_field({"type": "string", "enum": ["", *sorted(PROVIDERS)]})
+class ProviderNameField(StringOnly, serializers.CharField):
+    """A payment provider's name. The schema lists the names the code knows; any other name,
+    and one switched off or not serving the property's country, is refused by the payment
+    service as 400 unknown_provider (the code clients already handle)."""
+
+
 class PayRequestSerializer(serializers.Serializer):
-    provider = serializers.CharField(required=False, allow_blank=True, max_length=20)
-    phone = serializers.RegexField(r"^\+?\d{9,15}$", required=False, allow_blank=True)
+    provider = ProviderNameField(required=False, allow_blank=True, max_length=20)
+    phone = StringRegexField(r"^\+?\d{9,15}$", required=False, allow_blank=True)
 
 
 class PaymentSerializer(serializers.ModelSerializer):

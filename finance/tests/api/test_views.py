@@ -516,3 +516,28 @@ def test_a_page_parameter_that_is_not_one_page_number_is_refused(host, funded_wa
     response = client_for(host).get(f"{API}/transactions/?{query}")
     assert_error(response, 404, "not_found")
     assert client_for(host).get(f"{API}/transactions/?page=1").json()["count"] == 1
+
+
+@pytest.mark.parametrize("query", ["type=", "status=", "created_before=", "created_after="])
+def test_a_filter_sent_empty_is_a_400_not_silently_no_filter(host, query):
+    TransactionService.create_wallet(host, "NGN")
+    response = client_for(host).get(f"{API}/transactions/?{query}")
+    assert_error(response, 400, "invalid")
+
+
+def test_the_api_reads_json_bodies_only(host):
+    response = client_for(host).post(
+        f"{API}/bank-accounts/",
+        {"bank_name": "GTBank", "account_name": "Ada", "account_number": "0123456789"},
+        format="multipart",
+    )
+    assert_error(response, 415, "unsupported_media_type")
+    assert not BankAccount.objects.exists()
+
+
+def test_a_number_where_the_schema_says_string_is_a_400(host):
+    body = {"bank_name": "GTBank", "account_name": 12345678, "account_number": "0123456789"}
+    response = client_for(host).post(f"{API}/bank-accounts/", body, format="json")
+    assert_error(response, 400)
+    assert "account_name" in response.json()["error"]["fields"]
+    assert not BankAccount.objects.exists()
