@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from testing.wagtail_site import ensure_wagtail_site
+
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
@@ -40,15 +42,7 @@ def browser():
 @pytest.fixture
 def wagtail_site(transactional_db):
     """live_server flushes tables: recreate Wagtail's root page and default Site."""
-    from django.contrib.contenttypes.models import ContentType
-    from wagtail.models import Locale, Page, Site
-
-    ContentType.objects.clear_cache()  # the flush gave content types new ids
-    if not Site.objects.exists():
-        Locale.objects.get_or_create(language_code="en")
-        root = Page.get_first_root_node() or Page.add_root(instance=Page(title="Root", slug="root"))
-        home = root.add_child(instance=Page(title="StayAfrica", slug="home"))
-        Site.objects.create(hostname="localhost", root_page=home, is_default_site=True)
+    ensure_wagtail_site()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from testing.processes import free_port, stop_process
+from testing.wagtail_site import ensure_wagtail_site
 from testing.waiting import wait_until
 from testing.web_server import BEHIND_TLS, ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment
 
@@ -260,6 +261,8 @@ def test_the_deployment_check_reports_nothing_with_the_documented_production_env
 def staff_login(database):
     from django.contrib.auth import get_user_model
 
+    ensure_wagtail_site()  # the admin's home page needs it; an earlier transactional test may have flushed it
+
     user = get_user_model().objects.create_user(
         username=f"tls-{secrets.token_hex(4)}", password="a-long-pass-phrase", role="staff", is_staff=True
     )
@@ -296,6 +299,7 @@ def test_a_browser_signs_in_behind_the_tls_load_balancer_with_secure_cookies_and
         dashboard = requests.get(
             server.url + "/admin/", headers={**BEHIND_TLS, "Cookie": f"sessionid={session}"}, allow_redirects=False
         )
+        server_log = server.log()
 
     # Plain HTTP is sent to HTTPS; over HTTPS, browsers are told to stay on it.
     assert plain.status_code == 301 and plain.headers["Location"].startswith("https://")
@@ -303,4 +307,4 @@ def test_a_browser_signs_in_behind_the_tls_load_balancer_with_secure_cookies_and
     assert "; secure" in _cookie(form, "csrftoken").lower()
     assert signed_in.status_code == 302, signed_in.text[:500]
     assert "; secure" in _cookie(signed_in, "sessionid").lower()
-    assert dashboard.status_code == 200
+    assert dashboard.status_code == 200, server_log[-3000:]
