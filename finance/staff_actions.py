@@ -106,6 +106,26 @@ class Outcome:
         return self.approval is not None
 
 
+def _request_instead(*, kind, actor, amount, currency, wallet, key: str, reason: str = "", **target) -> Outcome | None:
+    """The approval request filed in place of the action when it needs a second person now
+    (`approvals.approval_reason`, under the host wallet's lock); None when it may go through."""
+    why = approvals.approval_reason(kind=kind, amount=amount, currency=currency, wallet=wallet)
+    if not why:
+        return None
+    return Outcome(
+        approval=approvals.file_request(
+            kind=kind,
+            actor=actor,
+            amount=amount,
+            currency=currency,
+            reason=reason,
+            idempotency_key=key,
+            approval_reason=why,
+            **target,
+        )
+    )
+
+
 # --- withdrawals ------------------------------------------------------------------------
 
 
@@ -123,21 +143,17 @@ def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, 
         locked, wallet = approvals.lock_withdrawal(withdrawal)
         # A closed withdrawal, or a replay, goes to the service: it refuses, or hands back the first result.
         if approved_by is None and locked.is_open and not approvals.already_moved(key, "complete"):
-            why = approvals.approval_reason(
-                kind=ApprovalRequest.Kind.WITHDRAWAL, amount=locked.amount, currency=locked.currency, wallet=wallet
+            filed = _request_instead(
+                kind=ApprovalRequest.Kind.WITHDRAWAL,
+                actor=actor,
+                amount=locked.amount,
+                currency=locked.currency,
+                wallet=wallet,
+                key=key,
+                withdrawal=locked,
             )
-            if why:
-                return Outcome(
-                    approval=approvals.file_request(
-                        kind=ApprovalRequest.Kind.WITHDRAWAL,
-                        actor=actor,
-                        amount=locked.amount,
-                        currency=locked.currency,
-                        withdrawal=locked,
-                        idempotency_key=key,
-                        approval_reason=why,
-                    )
-                )
+            if filed:
+                return filed
         done = TransactionService.complete_withdrawal(withdrawal, idempotency_key=key, actor=actor)
         log_once(
             done,
@@ -183,22 +199,18 @@ def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_
         payment, wallet = approvals.lock_refund(booking)
         if approved_by is None and not approvals.already_moved(key, "refund"):
             check_refundable(payment, amount)  # never file a request that could not be carried out
-            why = approvals.approval_reason(
-                kind=ApprovalRequest.Kind.REFUND, amount=amount, currency=booking.currency, wallet=wallet
+            filed = _request_instead(
+                kind=ApprovalRequest.Kind.REFUND,
+                actor=actor,
+                amount=amount,
+                currency=booking.currency,
+                wallet=wallet,
+                key=key,
+                reason=reason,
+                booking=booking,
             )
-            if why:
-                return Outcome(
-                    approval=approvals.file_request(
-                        kind=ApprovalRequest.Kind.REFUND,
-                        actor=actor,
-                        amount=amount,
-                        currency=booking.currency,
-                        booking=booking,
-                        reason=reason,
-                        idempotency_key=key,
-                        approval_reason=why,
-                    )
-                )
+            if filed:
+                return filed
         txn = TransactionService.process_refund(booking, amount, reason, idempotency_key=key, actor=actor)
         log_once(
             booking,
