@@ -9,7 +9,8 @@ import django_tables2 as tables
 from django.contrib.auth import get_user_model
 from django.db.models import OuterRef, Subquery
 from django.template.defaultfilters import truncatechars
-from django.utils.html import format_html
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import mark_safe
 
 from finance import permissions
 from messaging.models import DeadLetterMessage
@@ -19,6 +20,7 @@ from .base import TableListView
 
 PREVIEW_LENGTH = 80
 NUMBER_CELL = {"td": {"class": "ops-num"}, "th": {"class": "ops-num"}}
+NUL_TAG = '<span class="w-status" title="A NUL character (U+0000), which cannot be stored">NUL</span>'
 
 
 def reason_choices() -> list[tuple[str, str]]:
@@ -59,8 +61,15 @@ class DeadLetterTable(tables.Table):
 
     def render_message(self, value, record):
         text = value.get("text") if isinstance(value, dict) else None
-        preview = truncatechars(text if isinstance(text, str) else "(no text)", PREVIEW_LENGTH)
-        return format_html('{}<br><small class="ops-id">id {}</small>', preview, record.message_id)
+        preview = _nul_marked(truncatechars(text if isinstance(text, str) else "(no text)", PREVIEW_LENGTH))
+        # One element, so that the phone layout (each cell a label and its value) keeps the two lines together.
+        return format_html("<span>{}<br><small>id {}</small></span>", preview, record.message_id)
+
+
+def _nul_marked(text: str) -> str:
+    """`text`, escaped, with each U+2400 "␀" (how a dead letter shows a NUL) as a visible NUL tag:
+    few fonts draw U+2400, and an empty box says nothing."""
+    return mark_safe(NUL_TAG.join(conditional_escape(part) for part in text.split("\u2400")))
 
 
 def _username_of(id_field: str) -> Subquery:
