@@ -86,22 +86,17 @@ headers(Conn = #conn{socket = Socket}, Request, Deadline) ->
     %% The driver reads one byte past a header line (to see whether the next
     %% line continues it), hence the + 1 for lines of MAX_LINE_BYTES.
     setopts(Socket, [{packet, httph}, {packet_size, ?MAX_LINE_BYTES + 1}]),
-    headers(Conn, Request, Deadline, [], 0).
+    headers(Conn, Request, Deadline, [], {0, 0}).
 
-headers(Conn = #conn{socket = Socket}, Request, Deadline, RevHeaders, HeadBytes) ->
+%% Size = {header lines, bytes} so far.
+headers(Conn = #conn{socket = Socket}, Request, Deadline, RevHeaders, Size) ->
     case recv(Socket, Deadline) of
         {ok, http_eoh} ->
             setopts(Socket, [{packet, raw}]),
             framed_request(Conn, Request, lists:reverse(RevHeaders));
-        {ok, {http_header, _, Name, _, Value}} ->
-            Bytes = HeadBytes + header_bytes(Name, Value),
-            length(RevHeaders) < ?MAX_HEADERS orelse
-                refuse(Conn, 431, <<"header_fields_too_large">>,
-                       <<"more than ", (integer_to_binary(?MAX_HEADERS))/binary, " header lines">>),
-            Bytes =< ?MAX_HEAD_BYTES orelse
-                refuse(Conn, 431, <<"header_fields_too_large">>,
-                       <<"headers exceed ", (integer_to_binary(?MAX_HEAD_BYTES))/binary, " bytes">>),
-            headers(Conn, Request, Deadline, [{Name, Value} | RevHeaders], Bytes);
+        {ok, {http_header, _, Name, RawName, Value}} ->
+            Size2 = add_header_line(Conn, Size, length(RawName) + length(Value) + 4),
+            headers(Conn, Request, Deadline, [{Name, Value} | RevHeaders], Size2);
         {ok, _NoColonOrOtherJunk} ->
             refuse(Conn, 400, <<"bad_request">>, <<"malformed header line">>);
         {error, emsgsize} ->
@@ -112,11 +107,14 @@ headers(Conn = #conn{socket = Socket}, Request, Deadline, RevHeaders, HeadBytes)
             close(Conn, Reason)
     end.
 
-%% Name: Value CRLF, as received (the driver strips the spaces around Value).
-header_bytes(Name, Value) when is_atom(Name) ->
-    header_bytes(atom_to_list(Name), Value);
-header_bytes(Name, Value) ->
-    length(Name) + length(Value) + 4.
+add_header_line(Conn, {Lines, _Bytes}, _LineBytes) when Lines >= ?MAX_HEADERS ->
+    refuse(Conn, 431, <<"header_fields_too_large">>,
+           <<"more than ", (integer_to_binary(?MAX_HEADERS))/binary, " header lines">>);
+add_header_line(Conn, {_Lines, Bytes}, LineBytes) when Bytes + LineBytes > ?MAX_HEAD_BYTES ->
+    refuse(Conn, 431, <<"header_fields_too_large">>,
+           <<"headers exceed ", (integer_to_binary(?MAX_HEAD_BYTES))/binary, " bytes">>);
+add_header_line(_Conn, {Lines, Bytes}, LineBytes) ->
+    {Lines + 1, Bytes + LineBytes}.
 
 %%====================================================================
 %% Body framing and the handler
