@@ -11,7 +11,9 @@
              | message_queue_max_size | persist_batch_size | persist_flush_interval_ms
              | max_body_bytes | data_dir
              | max_pending | restart_intensity | restart_period | bind_ip
-             | cluster_nodes | node_name | http_timeout_ms.
+             | cluster_nodes | node_name | http_timeout_ms
+             %% WebSocket sessions (messaging_ws)
+             | ws_max_connections_per_user | ws_max_message_bytes.
 
 -spec get(key()) -> term().
 get(Key) ->
@@ -30,7 +32,9 @@ keys() ->
     [http_port, django_api_url, shared_secret, max_connections, message_queue_max_size,
      persist_batch_size, persist_flush_interval_ms, max_body_bytes, data_dir,
      max_pending, restart_intensity, restart_period,
-     bind_ip, cluster_nodes, node_name, http_timeout_ms].
+     bind_ip, cluster_nodes, node_name, http_timeout_ms,
+     %% WebSocket sessions (messaging_ws)
+     ws_max_connections_per_user, ws_max_message_bytes].
 
 %% {OS variable, type, default}
 spec(http_port) -> {"HTTP_PORT", integer, 8765};
@@ -45,6 +49,12 @@ spec(data_dir) -> {"MESSAGING_DATA_DIR", string, computed};
 spec(max_pending) -> {"MAX_PENDING", integer, 200000};
 spec(restart_intensity) -> {"MESSAGING_RESTART_INTENSITY", integer, 10};
 spec(restart_period) -> {"MESSAGING_RESTART_PERIOD", integer, 5};
+%% WebSocket sessions (messaging_ws): open sessions per user across the cluster
+%% (the next one is closed with 1008), and the largest frame or reassembled
+%% message a client may send (above it: close 1009). Clients only send acks and
+%% auth frames, a few hundred bytes each.
+spec(ws_max_connections_per_user) -> {"WS_MAX_CONNECTIONS_PER_USER", integer, 10};
+spec(ws_max_message_bytes) -> {"WS_MAX_MESSAGE_BYTES", integer, 65536};
 spec(bind_ip) -> {"MESSAGING_BIND", ip, {127, 0, 0, 1}};
 spec(cluster_nodes) -> {"MESSAGING_CLUSTER_NODES", atom_list, []};
 spec(node_name) -> {"MESSAGING_NODE_NAME", string, ""};
