@@ -55,3 +55,26 @@ def test_a_hosts_page_stays_connected_past_two_token_lifetimes_and_shows_a_later
     )
     expect(page.locator(".host-broadcast")).to_contain_text("Renewed and still listening.")
     shot(page, "host-live-broadcast-after-renewals")
+
+
+def test_a_page_whose_sign_in_is_gone_stops_listening_retries_calmly_and_returns_when_signed_in(
+    open_as, messaging, settings, host
+):
+    settings.WS_TOKEN_TTL_SECONDS = TOKEN_TTL_SECONDS
+    page = open_as(host, "/statement/")
+    box = page.locator("#broadcasts")
+    expect(box).to_have_attribute("data-connected", "true")
+    signed_in = page.context.cookies()
+    token_requests = []
+    page.on("request", lambda request: token_requests.append(request.url) if "/ws-token/" in request.url else None)
+
+    page.context.clear_cookies()  # the session expired, or the host signed out in another tab
+    # No fresh token can be had: the service ends the session when its token expires.
+    expect(box).to_have_attribute("data-connected", "false", timeout=(TOKEN_TTL_SECONDS + 2) * 1000)
+    page.wait_for_timeout(4000)
+    # The failed renewal, then reconnect attempts after growing delays: a few, not a busy loop.
+    assert 2 <= len(token_requests) <= 5, token_requests
+    expect(box).to_have_attribute("data-connected", "false")
+
+    page.context.add_cookies(signed_in)
+    expect(box).to_have_attribute("data-connected", "true", timeout=15_000)
