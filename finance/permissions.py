@@ -27,6 +27,7 @@ VIEW_WEBHOOKS = "finance.view_webhookevent"
 # Messaging.
 SEND_BROADCAST = "messaging.send_broadcast"
 VIEW_MESSAGING_STATS = "messaging.view_messaging_stats"
+VIEW_DEAD_LETTERS = "messaging.view_deadlettermessage"
 
 # The audit log page belongs to the portal.
 VIEW_AUDIT_LOG = "portal.view_audit_log"

@@ -13,6 +13,7 @@ from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
 from rest_framework.permissions import BasePermission
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -64,7 +65,17 @@ class ErlangCallbackView(APIView):
     permission_classes = [IsErlangService]
 
 
+class EscapedJSONRenderer(JSONRenderer):
+    """JSON with every non-ASCII character escaped (\\uXXXX). The persistence answer names each
+    message by its id as given, and an id may hold a lone surrogate, which UTF-8 cannot encode:
+    escaped, it goes back exactly as it came, and the answer cannot fail."""
+
+    ensure_ascii = True
+
+
 class PersistView(ErlangCallbackView):
+    renderer_classes = [EscapedJSONRenderer]
+
     @extend_schema(tags=["messaging (Erlang callbacks)"], responses={200: dict})
     def get(self, request):
         """The Erlang service's reachability probe: answers once the shared secret is right."""
@@ -79,13 +90,20 @@ class PersistView(ErlangCallbackView):
                 {
                     "stored": serializers.ListField(child=serializers.CharField()),
                     "duplicates": serializers.ListField(child=serializers.CharField()),
-                    "rejected": serializers.ListField(child=serializers.DictField()),
+                    "rejected": serializers.ListField(
+                        child=inline_serializer(
+                            "PersistRejection", {"id": serializers.CharField(), "error": serializers.CharField()}
+                        )
+                    ),
                 },
             )
         },
     )
     def post(self, request):
-        """Store a batch of messages by UUID; a replayed batch stores nothing twice."""
+        """Store a batch of messages by UUID; a replayed batch stores nothing twice.
+
+        Each message is stored, a duplicate, or rejected with a reason (and kept as a dead
+        letter): one message never fails the batch. Only a malformed batch answers 400."""
         items = request.data.get("messages") if isinstance(request.data, dict) else None
         if not isinstance(items, list):
             raise serializers.ValidationError({"messages": ["A list of messages is required."]})

@@ -2,7 +2,8 @@
 
 A message's UUID is chosen by the sender side (Django or the Erlang service) before the
 row exists, so the Erlang persistence callback can insert idempotently: a replay after a
-crash finds the same primary key and stores nothing twice.
+crash finds the same primary key and stores nothing twice. A message that callback cannot
+store is kept as a DeadLetterMessage instead, with the reason.
 """
 
 import uuid
@@ -106,3 +107,41 @@ class Message(models.Model):
 
     def __str__(self):
         return f"{self.sender} → {self.receiver}: {self.text[:40]}"
+
+
+class DeadLetterMessage(models.Model):
+    """A message the Erlang service handed over for storage that could not be stored.
+
+    It counts as settled (the Erlang side drops it from its write-ahead log), so it blocks
+    nothing; this row is what is left of it, for support to read. Replays of the same message
+    (after a crash, before the WAL learnt it was settled) update the one row: `times_seen`.
+
+    Nothing here may be refused by the database, or recording the refusal would fail too:
+    - the ids are copied as given, as plain integers (not foreign keys: the user or the
+      conversation may not exist) and null when not an integer a bigint column holds;
+    - `payload` is a safe copy of what was received: jsonb holds neither NUL nor lone UTF-16
+      surrogates, so NUL is shown as U+2400 "␀" and a lone surrogate as its escape text
+      ("\\ud800"), and very long strings are cut (messaging.services.safe_copy).
+    """
+
+    message_id = models.CharField(
+        max_length=100,
+        unique=True,
+        help_text="The message's id as given, or a digest of the payload when it had none.",
+    )
+    reason = models.CharField(max_length=200)
+    sender_id = models.BigIntegerField(null=True, blank=True)
+    receiver_id = models.BigIntegerField(null=True, blank=True)
+    conversation_id = models.BigIntegerField(null=True, blank=True)
+    payload = models.JSONField(help_text="A safe copy of the message as received.")
+    times_seen = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-last_seen", "-id"]
+        indexes = [models.Index(fields=["-last_seen", "-id"], name="deadletter_newest")]
+        verbose_name = "undeliverable message"
+
+    def __str__(self):
+        return f"Undeliverable message {self.message_id}: {self.reason}"

@@ -5,12 +5,18 @@ then batch persistence back here by UUID). When Erlang cannot be reached, the ro
 written here directly and the sender sees the same success: the fallback.
 """
 
+import hashlib
+import json
 import logging
+import math
+import re
 import uuid
-from datetime import UTC
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from wagtail.log_actions import log
@@ -19,11 +25,14 @@ from finance import permissions
 from finance.errors import TransactionError
 
 from .erlang import ErlangUnavailable, erlang_client
-from .models import Broadcast, Conversation, Message, Priority
+from .models import Broadcast, Conversation, DeadLetterMessage, Message, Priority
 
 logger = logging.getLogger("messaging")
 User = get_user_model()
 MAX_TEXT = 5000
+# What PostgreSQL's text and jsonb cannot hold: NUL, and the UTF-16 surrogate halves (a JSON
+# "\ud800" without its partner becomes one, and UTF-8 cannot encode it).
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class MessagingError(TransactionError):
@@ -36,6 +45,10 @@ def _clean_text(text) -> str:
         raise MessagingError("Write a message first.", field="text")
     if len(text) > MAX_TEXT:
         raise MessagingError(f"Messages are at most {MAX_TEXT} characters.", field="text")
+    if "\x00" in text:
+        raise MessagingError("Messages cannot contain the NUL character.", field="text")
+    if UNSTORABLE.search(text):
+        raise MessagingError("Messages cannot contain a lone UTF-16 surrogate (a broken character).", field="text")
     return text
 
 
@@ -213,77 +226,281 @@ def record_broadcast_progress(broadcast_id, *, delivered: int, total: int, statu
     return broadcast
 
 
-# --- the persistence callback -------------------------------------------------------------------
+# --- the persistence callback ---------------------------------------------------------------
+
+# Every id column is a bigint (DEFAULT_AUTO_FIELD is BigAutoField): a larger id cannot exist,
+# and PostgreSQL would answer "out of range" instead of finding no row.
+MAX_ID = 2**63 - 1
+STORED, DUPLICATE, REJECTED = "stored", "duplicate", "rejected"
+# What the database may still refuse after the checks below: an error from the server, or one
+# psycopg2 raises before sending (ValueError for NUL, UnicodeEncodeError for a surrogate).
+DATABASE_REFUSALS = (DatabaseError, ValueError)
+
+
+@dataclass
+class Received:
+    """One message of a batch as the Erlang service sent it, and what became of it."""
+
+    item: object  # the JSON value as received (an object, when the sender behaves)
+    id: str  # its id as given: the key the Erlang side settles it by ("#3" when it had none)
+    message: Message | None = None  # the row to insert, while it passes every check
+    outcome: str = ""  # STORED, DUPLICATE or REJECTED, once decided
+    error: str = ""  # why it was rejected
+
+    def reject(self, reason: str) -> None:
+        self.outcome, self.error, self.message = REJECTED, reason, None
 
 
 def persist_messages(items: list) -> dict:
-    """Store a batch from Erlang, idempotently by UUID: {"stored", "duplicates", "rejected"}."""
-    valid, rejected = [], []
-    for index, item in enumerate(items):
-        try:
-            valid.append(_message_from(item))
-        except (MessagingError, ValueError, TypeError, KeyError) as error:
-            rejected.append({"id": _id_of(item, index), "error": str(error)})
-    _drop_unknown_references(valid, rejected)
-    ids = [m.pk for m in valid]
-    existing = set(Message.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    new = [m for m in valid if m.pk not in existing]
-    Message.objects.bulk_create(new, ignore_conflicts=True, batch_size=1000)
+    """Store a batch from Erlang, idempotently by UUID: {"stored", "duplicates", "rejected"}.
+
+    Every message gets exactly one outcome, and no message can fail the others: one that cannot
+    be stored is rejected with a reason and kept as a DeadLetterMessage. Any answer but 200
+    makes the Erlang side send the whole batch again, so a single message answering 500 would
+    block every later message for ever.
+    """
+    batch = [_receive(item, index) for index, item in enumerate(items)]
+    _reject_unknown_references(_undecided(batch))
+    _mark_duplicates(_undecided(batch))
+    _insert(_undecided(batch))
+    rejected = [received for received in batch if received.outcome == REJECTED]
+    _keep_dead_letters(rejected)
     return {
-        "stored": [str(m.pk) for m in new],
-        "duplicates": [str(pk) for pk in existing],
-        "rejected": rejected,
+        "stored": [received.id for received in batch if received.outcome == STORED],
+        "duplicates": [received.id for received in batch if received.outcome == DUPLICATE],
+        "rejected": [{"id": received.id, "error": received.error} for received in rejected],
     }
+
+
+def _undecided(batch: list[Received]) -> list[Received]:
+    return [received for received in batch if not received.outcome]
+
+
+def _receive(item, index: int) -> Received:
+    received = Received(item=item, id=_id_of(item, index))
+    try:
+        received.message = _message_from(item)
+    except (MessagingError, ValueError) as error:
+        received.reject(str(error))
+    return received
 
 
 def _id_of(item, index) -> str:
     return str(item.get("id", f"#{index}")) if isinstance(item, dict) else f"#{index}"
 
 
-def _message_from(item: dict) -> Message:
+def _message_from(item) -> Message:
+    """The row for one received message. Refuses (MessagingError) what the product or PostgreSQL
+    would refuse, so that the insert below is expected to succeed."""
     if not isinstance(item, dict):
         raise MessagingError("Each message must be an object.")
-    created = item.get("created_at")
-    created_at = parse_datetime(created) if isinstance(created, str) else None
-    if created_at is None:
-        created_at = timezone.now()
-    elif timezone.is_naive(created_at):
-        created_at = created_at.replace(tzinfo=UTC)
-    for name in ("sender_id", "receiver_id"):
-        if isinstance(item.get(name), bool) or not isinstance(item.get(name), int):
-            raise MessagingError(f"{name} must be an integer.")
-    conversation_id = item.get("conversation_id")
-    if conversation_id is not None and (isinstance(conversation_id, bool) or not isinstance(conversation_id, int)):
-        raise MessagingError("conversation_id must be an integer or null.")
     return Message(
-        id=uuid.UUID(str(item["id"])),
-        conversation_id=conversation_id,
-        broadcast_id=uuid.UUID(str(item["broadcast_id"])) if item.get("broadcast_id") else None,
-        sender_id=item["sender_id"],
-        receiver_id=item["receiver_id"],
+        id=_uuid_from(item.get("id")),
+        conversation_id=_id_from(item, "conversation_id", nullable=True),
+        broadcast_id=_broadcast_id_from(item.get("broadcast_id")),
+        sender_id=_id_from(item, "sender_id"),
+        receiver_id=_id_from(item, "receiver_id"),
         text=_clean_text(item.get("text")),
         priority=_clean_priority(item.get("priority", "normal")),
-        created_at=created_at,
+        created_at=_created_at_from(item.get("created_at")),
         via=Message.Via.ERLANG,
     )
 
 
-def _drop_unknown_references(valid: list, rejected: list) -> None:
-    """Reject messages whose users, conversation or broadcast do not exist (a FK error would fail the batch)."""
-    user_ids = {m.sender_id for m in valid} | {m.receiver_id for m in valid}
+def _uuid_from(value) -> uuid.UUID:
+    if isinstance(value, str):
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            pass
+    raise MessagingError("id must be a UUID.")
+
+
+def _id_from(item: dict, name: str, *, nullable: bool = False) -> int | None:
+    value = item.get(name)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise MessagingError(f"{name} must be an integer{' or null' if nullable else ''}.")
+    if not 1 <= value <= MAX_ID:
+        raise MessagingError(f"{name} is not an id that can exist.")
+    return value
+
+
+def _broadcast_id_from(value) -> uuid.UUID | None:
+    """The broadcast's UUID; anything else means no broadcast (the message is kept anyway)."""
+    try:
+        return uuid.UUID(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _created_at_from(value) -> datetime:
+    created_at = parse_datetime(value) if isinstance(value, str) else None
+    if created_at is None:
+        return timezone.now()
+    return created_at.replace(tzinfo=UTC) if timezone.is_naive(created_at) else created_at
+
+
+def _reject_unknown_references(pending: list[Received]) -> None:
+    """Reject messages whose users or conversation do not exist; forget unknown broadcasts.
+
+    Checked here for a clear reason; a row deleted between this check and the insert is still
+    refused there, for that message alone (see _insert)."""
+    messages = [received.message for received in pending]
+    user_ids = {m.sender_id for m in messages} | {m.receiver_id for m in messages}
     known_users = set(User.objects.filter(pk__in=user_ids).values_list("pk", flat=True))
-    conversation_ids = {m.conversation_id for m in valid if m.conversation_id}
+    conversation_ids = {m.conversation_id for m in messages if m.conversation_id}
     known_conversations = set(Conversation.objects.filter(pk__in=conversation_ids).values_list("pk", flat=True))
-    broadcast_ids = {m.broadcast_id for m in valid if m.broadcast_id}
+    broadcast_ids = {m.broadcast_id for m in messages if m.broadcast_id}
     known_broadcasts = set(Broadcast.objects.filter(pk__in=broadcast_ids).values_list("pk", flat=True))
-    for message in list(valid):
-        problem = ""
+    for received in pending:
+        message = received.message
         if message.sender_id not in known_users or message.receiver_id not in known_users:
-            problem = "Unknown sender or receiver."
+            received.reject("Unknown sender or receiver.")
         elif message.conversation_id and message.conversation_id not in known_conversations:
-            problem = "Unknown conversation."
+            received.reject("Unknown conversation.")
         elif message.broadcast_id and message.broadcast_id not in known_broadcasts:
             message.broadcast_id = None  # a broadcast sent around Django: keep the message anyway
-        if problem:
-            valid.remove(message)
-            rejected.append({"id": str(message.pk), "error": problem})
+
+
+def _mark_duplicates(pending: list[Received]) -> None:
+    """A message stored already (a batch replayed after a crash), or a second time in this batch."""
+    seen = set(Message.objects.filter(pk__in=[r.message.pk for r in pending]).values_list("pk", flat=True))
+    for received in pending:
+        if received.message.pk in seen:
+            received.outcome = DUPLICATE
+        seen.add(received.message.pk)
+
+
+def _insert(pending: list[Received]) -> None:
+    """Insert the new messages in one statement; if the database refuses that, insert them one
+    by one, so that only the messages it refuses are rejected."""
+    if not pending:
+        return
+    with transaction.atomic():  # one commit for the batch; each attempt is a savepoint inside it
+        try:
+            _insert_checked([received.message for received in pending])
+        except DATABASE_REFUSALS:
+            for received in pending:
+                _insert_one(received)
+        else:
+            for received in pending:
+                received.outcome = STORED
+
+
+def _insert_one(received: Received) -> None:
+    try:
+        _insert_checked([received.message])
+    except DATABASE_REFUSALS as error:
+        # The error's class, not its text: short, stable, and no SQL or values in the answer.
+        received.reject(f"Refused by the database ({type(error).__name__}).")
+    else:
+        received.outcome = STORED
+
+
+def _insert_checked(messages: list[Message]) -> None:
+    """Insert in a savepoint whose foreign keys are checked before it ends.
+
+    Django's foreign keys are DEFERRABLE INITIALLY DEFERRED: a receiver deleted since the checks
+    above would be refused only at COMMIT, failing the whole batch. check_constraints() checks
+    them now (SET CONSTRAINTS ALL IMMEDIATE on PostgreSQL), inside the savepoint that can undo
+    just these rows."""
+    with transaction.atomic():
+        Message.objects.bulk_create(messages, ignore_conflicts=True, batch_size=1000)
+        connection.check_constraints(table_names=[Message._meta.db_table])
+
+
+# --- dead letters: the messages that could not be stored ------------------------------------------
+
+# A dead letter's copy of a string is cut to this length: enough to read any message in full.
+DEAD_LETTER_STRING_LIMIT = 2 * MAX_TEXT
+DEAD_LETTER_ID_LENGTH = DeadLetterMessage._meta.get_field("message_id").max_length
+REASON_LENGTH = DeadLetterMessage._meta.get_field("reason").max_length
+
+
+def _keep_dead_letters(rejected: list[Received]) -> None:
+    """Keep each rejected message as a dead letter, for support to read. Best effort: the batch's
+    answer must not depend on it, or a failure here would block the batch as a 500 did."""
+    now = timezone.now()
+    for received in rejected:
+        try:
+            _record_dead_letter(received, now)
+        except Exception:  # anything at all: the message stays rejected, the batch answers 200
+            logger.exception("Could not keep the rejected message %r as a dead letter", received.id)
+
+
+def _record_dead_letter(received: Received, now) -> None:
+    """One row per message, however often it is replayed: a replay bumps times_seen."""
+    key, reason = _dead_letter_key(received), received.error[:REASON_LENGTH]
+    with transaction.atomic():
+        if _seen_again(key, reason, now):
+            return
+        try:
+            with transaction.atomic():
+                DeadLetterMessage.objects.create(
+                    message_id=key, reason=reason, first_seen=now, last_seen=now, **_dead_letter_fields(received.item)
+                )
+        except IntegrityError:  # another request recorded the same message meanwhile
+            _seen_again(key, reason, now)
+
+
+def _seen_again(key: str, reason: str, now) -> bool:
+    bumped = DeadLetterMessage.objects.filter(message_id=key).update(
+        times_seen=F("times_seen") + 1, last_seen=now, reason=reason
+    )
+    return bumped > 0
+
+
+def _dead_letter_key(received: Received) -> str:
+    """The message's id as given; without a usable one, a digest of the message, so that a
+    replay of the same message still finds its row."""
+    given = received.item.get("id") if isinstance(received.item, dict) else None
+    if isinstance(given, str | int) and not isinstance(given, bool):
+        key = safe_text(str(given))
+        if 0 < len(key) <= DEAD_LETTER_ID_LENGTH:
+            return key
+    canonical = json.dumps(safe_copy(received.item), sort_keys=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _dead_letter_fields(item) -> dict:
+    item = item if isinstance(item, dict) else {}
+    return {
+        "sender_id": _plain_id(item.get("sender_id")),
+        "receiver_id": _plain_id(item.get("receiver_id")),
+        "conversation_id": _plain_id(item.get("conversation_id")),
+        "payload": safe_copy(item),
+    }
+
+
+def _plain_id(value) -> int | None:
+    """An id as given, if a bigint column holds it (the payload copy keeps it either way)."""
+    fits = isinstance(value, int) and not isinstance(value, bool) and -MAX_ID - 1 <= value <= MAX_ID
+    return value if fits else None
+
+
+def safe_copy(value):
+    """Parsed JSON as jsonb can store it: strings through safe_text, non-finite numbers as text."""
+    if isinstance(value, str):
+        return safe_text(value)
+    if isinstance(value, dict):
+        return {safe_text(str(key)): safe_copy(inner) for key, inner in value.items()}
+    if isinstance(value, list):
+        return [safe_copy(inner) for inner in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def safe_text(text: str) -> str:
+    """`text` readable and storable: NUL shown as U+2400 "␀", a lone surrogate as its escape
+    ("\\ud800" as six characters), and cut after DEAD_LETTER_STRING_LIMIT characters."""
+    if len(text) > DEAD_LETTER_STRING_LIMIT:
+        text = f"{text[:DEAD_LETTER_STRING_LIMIT]}… ({len(text) - DEAD_LETTER_STRING_LIMIT} more characters)"
+    return UNSTORABLE.sub(_visible, text)
+
+
+def _visible(match: re.Match) -> str:
+    char = match.group()
+    return "\u2400" if char == "\x00" else f"\\u{ord(char):04x}"

@@ -34,7 +34,12 @@ ROLE_PERMISSIONS = {
         "finance.view_approvalrequest",
         "finance.approve_request",
     ],
-    "Support": [ACCESS_ADMIN, "messaging.send_broadcast", "messaging.view_messaging_stats"],
+    "Support": [
+        ACCESS_ADMIN,
+        "messaging.send_broadcast",
+        "messaging.view_messaging_stats",
+        "messaging.view_deadlettermessage",
+    ],
     "Manager": [
         ACCESS_ADMIN,
         "finance.view_wallet",
@@ -48,6 +53,7 @@ ROLE_PERMISSIONS = {
         "finance.view_approvalrequest",
         "portal.view_audit_log",
         "messaging.view_messaging_stats",
+        "messaging.view_deadlettermessage",
     ],
 }
 

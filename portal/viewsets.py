@@ -11,7 +11,7 @@ from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 
 from finance import permissions
 
-from .views import approvals, audit, broadcasts, finance, messaging, webhooks
+from .views import approvals, audit, broadcasts, dead_letters, finance, messaging, webhooks
 
 
 class PermissionMenuItem(MenuItem):
@@ -161,6 +161,14 @@ class StatsSection(OperationsSection):
     ]
 
 
+class UndeliverableSection(OperationsSection):
+    name = "ops_undeliverable"
+    menu_label = "Undeliverable messages"
+    icon = "circle-xmark"
+    permission_required = permissions.VIEW_DEAD_LETTERS
+    routes = [("", dead_letters.DeadLetterListView.as_view(), "index")]
+
+
 class AuditSection(OperationsSection):
     name = "ops_audit"
     menu_label = "Audit log"
@@ -183,5 +191,6 @@ class OperationsGroup(ViewSetGroup):
         WebhookSection,
         BroadcastSection,
         StatsSection,
+        UndeliverableSection,
         AuditSection,
     ]

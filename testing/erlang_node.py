@@ -62,6 +62,13 @@ class ErlangNode:
         stop_process(self.process, timeout=timeout)
         self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crashed machine would: no clean stop, no flush. start() again reuses
+        the same port and data directory, so the node replays its write-ahead log."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+        self.process = None
+
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -1,37 +1,56 @@
 %% Pure validation of decoded JSON request bodies (maps with binary keys).
 %% Returns the normalised internal form, or the per-field problems so the
 %% HTTP layer can answer 400 invalid_field with "fields".
+%%
+%% Whatever passes here must be storable by Django (messaging.services
+%% persist_messages) and PostgreSQL, or it would come back from persistence
+%% as a poison message: texts are valid UTF-8 without NUL, not blank and at
+%% most MaxTextChars characters once trimmed, as Django's _clean_text counts
+%% them; ids fit PostgreSQL's bigint and are positive.
 -module(message_validation).
 
--export([message/1, broadcast/1, ack_ids/1, priority/1]).
+-export([message/1, message/2, broadcast/1, broadcast/2, ack_ids/1, priority/1]).
 
 -define(MAX_BROADCAST_ID_LEN, 64).
+%% PostgreSQL's bigint, the type of Django's user, conversation ... ids.
+-define(MAX_BIGINT, 9223372036854775807).
+-define(IS_ID(N), (is_integer(N) andalso N > 0 andalso N =< ?MAX_BIGINT)).
+
+%% @doc message/2 with the configured MESSAGE_MAX_TEXT_CHARS.
+-spec message(term()) -> {ok, map()} | {error, #{binary() => binary()}}.
+message(Body) ->
+    message(Body, messaging_config:get(message_max_text_chars)).
 
 %% @doc A message from POST /messages. The result lacks created_at (and id
 %% when the client gave none); messaging_http fills them in.
--spec message(term()) -> {ok, map()} | {error, #{binary() => binary()}}.
-message(Body) when is_map(Body) ->
+-spec message(term(), pos_integer()) -> {ok, map()} | {error, #{binary() => binary()}}.
+message(Body, MaxTextChars) when is_map(Body) ->
     Checks = [{id, fun optional_uuid/1, <<"id">>},
-              {conversation_id, fun optional_integer/1, <<"conversation_id">>},
-              {sender_id, fun required_integer/1, <<"sender_id">>},
-              {receiver_id, fun required_integer/1, <<"receiver_id">>},
-              {text, fun required_text/1, <<"text">>},
+              {conversation_id, fun optional_id/1, <<"conversation_id">>},
+              {sender_id, fun required_id/1, <<"sender_id">>},
+              {receiver_id, fun required_id/1, <<"receiver_id">>},
+              {text, fun(Text) -> required_text(Text, MaxTextChars) end, <<"text">>},
               {priority, fun priority_field/1, <<"priority">>}],
     run_checks(Checks, Body);
-message(_NotObject) ->
+message(_NotObject, _MaxTextChars) ->
     {error, #{<<"body">> => <<"must be a JSON object">>}}.
 
-%% @doc A broadcast from POST /broadcast.
+%% @doc broadcast/2 with the configured MESSAGE_MAX_TEXT_CHARS.
 -spec broadcast(term()) -> {ok, map()} | {error, #{binary() => binary()}}.
-broadcast(Body) when is_map(Body) ->
+broadcast(Body) ->
+    broadcast(Body, messaging_config:get(message_max_text_chars)).
+
+%% @doc A broadcast from POST /broadcast.
+-spec broadcast(term(), pos_integer()) -> {ok, map()} | {error, #{binary() => binary()}}.
+broadcast(Body, MaxTextChars) when is_map(Body) ->
     Checks = [{id, fun optional_broadcast_id/1, <<"id">>},
-              {sender_id, fun required_integer/1, <<"sender_id">>},
+              {sender_id, fun required_id/1, <<"sender_id">>},
               {user_ids, fun user_ids/1, <<"user_ids">>},
               {audience, fun optional_string/1, <<"audience">>},
-              {text, fun required_text/1, <<"text">>},
+              {text, fun(Text) -> required_text(Text, MaxTextChars) end, <<"text">>},
               {priority, fun priority_field/1, <<"priority">>}],
     run_checks(Checks, Body);
-broadcast(_NotObject) ->
+broadcast(_NotObject, _MaxTextChars) ->
     {error, #{<<"body">> => <<"must be a JSON object">>}}.
 
 %% @doc The "ids" of an ack body.
@@ -74,18 +93,55 @@ optional_uuid(Id) ->
         false -> {error, <<"must be a UUID string">>}
     end.
 
-optional_integer(missing) -> {ok, null};
-optional_integer(null) -> {ok, null};
-optional_integer(N) when is_integer(N) -> {ok, N};
-optional_integer(_) -> {error, <<"must be an integer or null">>}.
+optional_id(missing) -> {ok, null};
+optional_id(null) -> {ok, null};
+optional_id(N) when ?IS_ID(N) -> {ok, N};
+optional_id(_) -> {error, <<"must be null or a positive integer up to 9223372036854775807">>}.
 
-required_integer(N) when is_integer(N), N > 0 -> {ok, N};
-required_integer(missing) -> {error, <<"is required">>};
-required_integer(_) -> {error, <<"must be a positive integer">>}.
+required_id(N) when ?IS_ID(N) -> {ok, N};
+required_id(missing) -> {error, <<"is required">>};
+required_id(_) -> {error, <<"must be a positive integer up to 9223372036854775807">>}.
 
-required_text(T) when is_binary(T), byte_size(T) > 0 -> {ok, T};
-required_text(missing) -> {error, <<"is required">>};
-required_text(_) -> {error, <<"must be a non-empty string">>}.
+required_text(Text, MaxChars) when is_binary(Text) ->
+    case trimmed_length(Text) of
+        {ok, 0} -> {error, <<"must not be blank">>};
+        {ok, Chars} when Chars > MaxChars ->
+            {error, <<"must be at most ", (integer_to_binary(MaxChars))/binary, " characters">>};
+        {ok, _Chars} -> {ok, Text};
+        {error, Why} -> {error, Why}
+    end;
+required_text(missing, _MaxChars) -> {error, <<"is required">>};
+required_text(_, _MaxChars) -> {error, <<"must be a non-empty string">>}.
+
+%% The number of characters Django keeps: Python's str.strip() drops
+%% whitespace at both ends, len() counts code points. One pass: Kept counts
+%% the characters from the first non-space to the last one seen so far,
+%% Pending the spaces since then (kept only if more text follows). The
+%% binary match refuses what is not UTF-8 (surrogates included), which
+%% PostgreSQL cannot store, and so is NUL.
+trimmed_length(Text) ->
+    trimmed_length(Text, 0, 0).
+
+trimmed_length(<<0, _/binary>>, _Kept, _Pending) ->
+    {error, <<"must not contain NUL (U+0000)">>};
+trimmed_length(<<C/utf8, Rest/binary>>, Kept, Pending) ->
+    case is_python_space(C) of
+        true when Kept =:= 0 -> trimmed_length(Rest, 0, 0);
+        true -> trimmed_length(Rest, Kept, Pending + 1);
+        false -> trimmed_length(Rest, Kept + Pending + 1, 0)
+    end;
+trimmed_length(<<>>, Kept, _Pending) ->
+    {ok, Kept};
+trimmed_length(_NotUtf8, _Kept, _Pending) ->
+    {error, <<"must be valid UTF-8">>}.
+
+%% Exactly the characters for which Python's str.isspace() is true.
+is_python_space(C) when C >= 16#09, C =< 16#0D; C >= 16#1C, C =< 16#20 -> true;
+is_python_space(C) when C =:= 16#85; C =:= 16#A0; C =:= 16#1680 -> true;
+is_python_space(C) when C >= 16#2000, C =< 16#200A -> true;
+is_python_space(C) when C =:= 16#2028; C =:= 16#2029; C =:= 16#202F; C =:= 16#205F;
+                        C =:= 16#3000 -> true;
+is_python_space(_) -> false.
 
 optional_string(missing) -> {ok, null};
 optional_string(null) -> {ok, null};
@@ -117,12 +173,12 @@ safe_id_char(C) ->
         orelse (C >= $0 andalso C =< $9) orelse C =:= $- orelse C =:= $_.
 
 user_ids(L) when is_list(L) ->
-    case lists:all(fun(U) -> is_integer(U) andalso U > 0 end, L) of
+    case lists:all(fun(U) -> ?IS_ID(U) end, L) of
         true -> {ok, unique(L)};
-        false -> {error, <<"must be a list of positive integers">>}
+        false -> {error, <<"must be a list of positive integers up to 9223372036854775807">>}
     end;
 user_ids(missing) -> {error, <<"is required">>};
-user_ids(_) -> {error, <<"must be a list of positive integers">>}.
+user_ids(_) -> {error, <<"must be a list of positive integers up to 9223372036854775807">>}.
 
 %% Keeps first occurrences in order: each recipient gets the broadcast once.
 unique(L) ->

@@ -12,7 +12,10 @@
              | max_body_bytes | data_dir
              | max_pending | restart_intensity | restart_period | bind_ip
              | cluster_nodes | node_name | http_timeout_ms
-             %% WebSocket sessions (messaging_ws)
+             %% The HTTP edge (messaging_http_conn, message_validation).
+             | http_header_timeout_ms | http_idle_timeout_ms | http_body_timeout_ms
+             | message_max_text_chars
+             %% WebSocket sessions (messaging_ws).
              | ws_max_connections_per_user | ws_max_message_bytes.
 
 -spec get(key()) -> term().
@@ -32,9 +35,14 @@ keys() ->
     [http_port, django_api_url, shared_secret, max_connections, message_queue_max_size,
      persist_batch_size, persist_flush_interval_ms, max_body_bytes, data_dir,
      max_pending, restart_intensity, restart_period,
-     bind_ip, cluster_nodes, node_name, http_timeout_ms,
-     %% WebSocket sessions (messaging_ws)
-     ws_max_connections_per_user, ws_max_message_bytes].
+     bind_ip, cluster_nodes, node_name, http_timeout_ms]
+    ++ http_edge_keys() ++ ws_session_keys().
+
+http_edge_keys() ->
+    [http_header_timeout_ms, http_idle_timeout_ms, http_body_timeout_ms, message_max_text_chars].
+
+ws_session_keys() ->
+    [ws_max_connections_per_user, ws_max_message_bytes].
 
 %% {OS variable, type, default}
 spec(http_port) -> {"HTTP_PORT", integer, 8765};
@@ -49,16 +57,29 @@ spec(data_dir) -> {"MESSAGING_DATA_DIR", string, computed};
 spec(max_pending) -> {"MAX_PENDING", integer, 200000};
 spec(restart_intensity) -> {"MESSAGING_RESTART_INTENSITY", integer, 10};
 spec(restart_period) -> {"MESSAGING_RESTART_PERIOD", integer, 5};
+spec(bind_ip) -> {"MESSAGING_BIND", ip, {127, 0, 0, 1}};
+spec(cluster_nodes) -> {"MESSAGING_CLUSTER_NODES", atom_list, []};
+spec(node_name) -> {"MESSAGING_NODE_NAME", string, ""};
+spec(http_timeout_ms) -> {"DJANGO_HTTP_TIMEOUT_MS", integer, 3000};
+%% The HTTP edge. A client has HTTP_HEADER_TIMEOUT_MS from connecting to send
+%% its whole request head; a kept-alive connection may then idle
+%% HTTP_IDLE_TIMEOUT_MS between requests: longer than nginx's upstream
+%% keepalive_timeout (60 s), so a proxy closes its idle connections first
+%% and never sends a request on one this side is closing. A request body
+%% must arrive within HTTP_BODY_TIMEOUT_MS of its head.
+spec(http_header_timeout_ms) -> {"HTTP_HEADER_TIMEOUT_MS", integer, 10000};
+spec(http_idle_timeout_ms) -> {"HTTP_IDLE_TIMEOUT_MS", integer, 75000};
+spec(http_body_timeout_ms) -> {"HTTP_BODY_TIMEOUT_MS", integer, 30000};
+%% Must match Django's messaging.services.MAX_TEXT: a longer text would be
+%% accepted here and refused when Django stores it. Counted in characters
+%% (code points, as Python's len), after trimming whitespace, as Django does.
+spec(message_max_text_chars) -> {"MESSAGE_MAX_TEXT_CHARS", integer, 5000};
 %% WebSocket sessions (messaging_ws): open sessions per user across the cluster
 %% (the next one is closed with 1008), and the largest frame or reassembled
 %% message a client may send (above it: close 1009). Clients only send acks and
 %% auth frames, a few hundred bytes each.
 spec(ws_max_connections_per_user) -> {"WS_MAX_CONNECTIONS_PER_USER", integer, 10};
-spec(ws_max_message_bytes) -> {"WS_MAX_MESSAGE_BYTES", integer, 65536};
-spec(bind_ip) -> {"MESSAGING_BIND", ip, {127, 0, 0, 1}};
-spec(cluster_nodes) -> {"MESSAGING_CLUSTER_NODES", atom_list, []};
-spec(node_name) -> {"MESSAGING_NODE_NAME", string, ""};
-spec(http_timeout_ms) -> {"DJANGO_HTTP_TIMEOUT_MS", integer, 3000}.
+spec(ws_max_message_bytes) -> {"WS_MAX_MESSAGE_BYTES", integer, 65536}.
 
 %% The data dir depends on the port so several local nodes never share a WAL.
 default(data_dir, computed) ->

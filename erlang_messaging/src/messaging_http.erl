@@ -1,13 +1,15 @@
-%% The HTTP API (mochiweb). Every request runs in mochiweb's connection
-%% process; handlers are wrapped so bad input never takes the listener down
-%% and unexpected crashes become a 500 JSON error.
+%% The HTTP API (mochiweb). Every request runs in its connection's process
+%% (messaging_http_conn reads and checks the request head); handlers are
+%% wrapped so bad input never takes the listener down and unexpected crashes
+%% become a 500 JSON error. HEAD is answered wherever GET is: mochiweb sends
+%% the same status and headers without the body.
 %%
 %% POST /messages answers 202 only after the message is synced to the WAL.
 %% Note: mochiweb 3.x on OTP 25 needs mochiweb_request:F(..., Req) calls;
 %% the old Req:F(...) tuple-module style does not work.
 -module(messaging_http).
 
--export([start_link/0, loop/1]).
+-export([start_link/0, loop/1, error_body/3]).
 
 -define(JSON, [{"Content-Type", "application/json"}]).
 -define(TOKEN_HEADER, "x-messaging-token").
@@ -17,21 +19,34 @@ start_link() ->
     persistent_term:put({?MODULE, max_body}, messaging_config:get(max_body_bytes)),
     %% Read on every request; the config lookup goes through the OS env.
     persistent_term:put({?MODULE, secret}, messaging_config:get(shared_secret)),
-    mochiweb_http:start_link([{name, ?MODULE},
-                              {port, messaging_config:get(http_port)},
-                              {ip, messaging_config:get(bind_ip)},
-                              {loop, fun ?MODULE:loop/1},
-                              {max, messaging_config:get(max_connections)},
-                              {backlog, 1024},
-                              {acceptor_pool_size, 100},
-                              {nodelay, true},
-                              %% The kernel sizes the receive window itself; the
-                              %% driver's user-space buffer stays small, since
-                              %% every idle WebSocket keeps one (mochiweb's
-                              %% default is 8 KB). Bodies still arrive whole:
-                              %% recv(Length) sizes its own buffer.
-                              {recbuf, undefined},
-                              {buffer, 1024}]).
+    persistent_term:put({?MODULE, body_timeout}, messaging_config:get(http_body_timeout_ms)),
+    persistent_term:put({?MODULE, max_text_chars}, messaging_config:get(message_max_text_chars)),
+    %% mochiweb_request's Date header needs mochiweb's clock (mochiweb_http
+    %% starts it; this listener does not go through mochiweb_http).
+    ok = ensure_started(mochiweb_clock:start()),
+    Connection = #{handler => fun ?MODULE:loop/1,
+                   header_timeout_ms => messaging_config:get(http_header_timeout_ms),
+                   idle_timeout_ms => messaging_config:get(http_idle_timeout_ms)},
+    mochiweb_socket_server:start_link([{name, ?MODULE},
+                                       {port, messaging_config:get(http_port)},
+                                       {ip, messaging_config:get(bind_ip)},
+                                       {loop, {messaging_http_conn, start, [Connection]}},
+                                       {max, messaging_config:get(max_connections)},
+                                       {backlog, 1024},
+                                       {acceptor_pool_size, 100},
+                                       {nodelay, true},
+                                       %% The kernel sizes the receive window itself; the
+                                       %% driver's user-space buffer stays small, since
+                                       %% every idle WebSocket keeps one (mochiweb's
+                                       %% default is 8 KB). Longer request and header
+                                       %% lines still arrive whole (messaging_http_conn
+                                       %% sets packet_size), and so do bodies:
+                                       %% recv(Length) sizes its own buffer.
+                                       {recbuf, undefined},
+                                       {buffer, 1024}]).
+
+ensure_started({ok, _Pid}) -> ok;
+ensure_started({error, {already_started, _Pid}}) -> ok.
 
 %% @doc mochiweb loop: one call per request on a (keep-alive) connection.
 loop(Req) ->
@@ -50,6 +65,8 @@ safe_handle(Method, Path, Req) ->
     catch
         throw:{http_error, Code, ErrCode, Message, Fields} ->
             error_response(Code, ErrCode, Message, Fields, Req);
+        throw:{http_error_close, Code, ErrCode, Message} ->
+            error_response_and_close(Code, ErrCode, Message, Req);
         throw:responded ->
             ok;
         Class:Reason:Stack ->
@@ -61,7 +78,7 @@ safe_handle(Method, Path, Req) ->
 %% Routing
 %%====================================================================
 
-handle('GET', ["health"], Req) ->
+handle(Method, ["health"], Req) when Method =:= 'GET'; Method =:= 'HEAD' ->
     health(Req);
 handle(Method, Path, Req) ->
     case allowed_methods(Path) of
@@ -72,16 +89,19 @@ handle(Method, Path, Req) ->
             endpoint(Method, Path, Req)
     end.
 
-allowed_methods(["health"]) -> ['GET'];
+allowed_methods(["health"]) -> ['GET', 'HEAD'];
+%% A WebSocket handshake is a GET (RFC 6455 4.1): HEAD cannot open one.
 allowed_methods(["ws"]) -> ['GET'];
 allowed_methods(["messages"]) -> ['POST'];
 allowed_methods(["messages", "batch"]) -> ['POST'];
-allowed_methods(["queues", _User]) -> ['GET'];
+allowed_methods(["queues", _User]) -> ['GET', 'HEAD'];
 allowed_methods(["queues", _User, "ack"]) -> ['POST'];
 allowed_methods(["broadcast"]) -> ['POST'];
-allowed_methods(["stats"]) -> ['GET'];
+allowed_methods(["stats"]) -> ['GET', 'HEAD'];
 allowed_methods(_) -> [].
 
+%% mochiweb_request:respond/2 leaves the body out of a HEAD answer.
+endpoint('HEAD', Path, Req) -> endpoint('GET', Path, Req);
 endpoint('POST', ["messages"], Req) -> post_message(Req);
 endpoint('POST', ["messages", "batch"], Req) -> post_batch(Req);
 endpoint('GET', ["queues", User], Req) -> get_queue(user_id(User), Req);
@@ -99,7 +119,7 @@ health(Req) ->
                 node => atom_to_binary(node())}, Req).
 
 post_message(Req) ->
-    Fields = validated(message_validation:message(read_json(Req))),
+    Fields = validated(message_validation:message(read_json(Req), max_text_chars())),
     refuse_if_overloaded(),
     Msg = new_message(Fields, now_iso8601()),
     Dropped = case message_ids:claim(maps:get(id, Msg)) of
@@ -133,7 +153,8 @@ post_batch(Req) ->
             end,
     refuse_if_overloaded(),
     Now = now_iso8601(),
-    Valid = [check_batch_item(Index, Item, Now) || {Index, Item} <- enumerate(Items)],
+    MaxTextChars = max_text_chars(),
+    Valid = [check_batch_item(Index, Item, Now, MaxTextChars) || {Index, Item} <- enumerate(Items)],
     Checked = claim_batch(Valid),
     Fresh = [Msg || {new, Msg} <- Checked],
     Dropped = accept_many(Fresh),
@@ -152,7 +173,7 @@ post_ack(UserId, Req) ->
     json(200, #{acknowledged => length(Removed)}, Req).
 
 post_broadcast(Req) ->
-    Fields = validated(message_validation:broadcast(read_json(Req))),
+    Fields = validated(message_validation:broadcast(read_json(Req), max_text_chars())),
     refuse_if_overloaded(),
     B = Fields#{id => maps:get(id, Fields, message_ids:new_uuid()), created_at => now_iso8601()},
     Bid = maps:get(id, B),
@@ -206,8 +227,8 @@ durable_failed(Reason, ClaimedIds) ->
     logger:error("WAL append failed: ~p", [Reason]),
     fail(503, <<"unavailable">>, <<"could not make the message durable, retry">>).
 
-check_batch_item(Index, Item, Now) ->
-    case message_validation:message(Item) of
+check_batch_item(Index, Item, Now, MaxTextChars) ->
+    case message_validation:message(Item, MaxTextChars) of
         {error, Fields} ->
             {invalid, Index, Fields};
         {ok, Fields} ->
@@ -271,28 +292,62 @@ read_json(Req) ->
     catch _:_ -> fail(400, <<"invalid_json">>, <<"request body is not valid JSON">>)
     end.
 
+%% The head was checked by messaging_http_conn: the body is delimited by a
+%% decimal Content-Length, by chunked Transfer-Encoding, or absent.
 read_body(Req) ->
     Max = persistent_term:get({?MODULE, max_body}),
-    case declared_length(Req) of
-        N when is_integer(N), N > Max -> too_large(Max);
-        _ ->
-            try mochiweb_request:recv_body(Max, Req) of
-                undefined -> <<>>;
-                Body -> Body
-            catch exit:body_too_large -> too_large(Max);
-                  exit:{body_too_large, _} -> too_large(Max)
-            end
+    case mochiweb_request:get(body_length, Req) of
+        undefined -> <<>>;
+        0 -> <<>>;
+        chunked -> read_chunked(Max, Req);
+        Length when Length > Max -> too_large(Max);
+        Length -> read_exactly(Length, Req)
     end.
 
-declared_length(Req) ->
-    case mochiweb_request:get_header_value("content-length", Req) of
-        undefined -> undefined;
-        Value -> try list_to_integer(string:trim(Value)) catch _:_ -> undefined end
+%% One recv, so HTTP_BODY_TIMEOUT_MS bounds the whole body (mochiweb's own
+%% recv_body would wait 300 s). It answers "Expect: 100-continue" as
+%% mochiweb_request:recv_body/2 does.
+read_exactly(Length, Req) ->
+    continue_if_expected(Req),
+    try mochiweb_request:recv(Length, body_timeout(), Req)
+    catch exit:{shutdown, recv_error} ->
+        fail_and_close(408, <<"request_timeout">>, <<"request body not received in time">>)
     end.
+
+continue_if_expected(Req) ->
+    Expect = mochiweb_request:get_header_value("expect", Req),
+    case is_list(Expect) andalso string:lowercase(Expect) =:= "100-continue" of
+        true -> mochiweb_request:send(<<"HTTP/1.1 100 Continue\r\n\r\n">>, Req);
+        false -> ok
+    end.
+
+%% mochiweb waits up to 300 s for each chunk; a timer bounds the whole body
+%% instead and ends the connection when it fires. A chunk size that is not
+%% hexadecimal raises inside mochiweb; after any chunk error the rest of the
+%% stream cannot be trusted, hence the close.
+read_chunked(Max, Req) ->
+    {ok, Watchdog} = timer:exit_after(body_timeout(), {shutdown, body_timeout}),
+    try mochiweb_request:recv_body(Max, Req)
+    catch
+        exit:{body_too_large, _} ->
+            fail_and_close(413, <<"payload_too_large">>, too_large_message(Max));
+        _:_ ->
+            fail_and_close(400, <<"bad_request">>, <<"malformed chunked body">>)
+    after
+        timer:cancel(Watchdog)
+    end.
+
+body_timeout() ->
+    persistent_term:get({?MODULE, body_timeout}).
+
+max_text_chars() ->
+    persistent_term:get({?MODULE, max_text_chars}).
 
 too_large(Max) ->
-    fail(413, <<"payload_too_large">>,
-         iolist_to_binary(["request body exceeds ", integer_to_list(Max), " bytes"])).
+    fail(413, <<"payload_too_large">>, too_large_message(Max)).
+
+too_large_message(Max) ->
+    iolist_to_binary(["request body exceeds ", integer_to_list(Max), " bytes"]).
 
 user_id(Segment) ->
     try list_to_integer(Segment) of
@@ -324,6 +379,11 @@ fail(Code, ErrCode, Message) ->
 fail(Code, ErrCode, Message, Fields) ->
     throw({http_error, Code, ErrCode, Message, Fields}).
 
+%% For a body that could not be read to its end: the connection is closed
+%% after the answer, since the next request's start is unknown.
+fail_and_close(Code, ErrCode, Message) ->
+    throw({http_error_close, Code, ErrCode, Message}).
+
 json(Code, Body, Req) ->
     mochiweb_request:respond({Code, ?JSON, jiffy:encode(Body)}, Req).
 
@@ -334,6 +394,14 @@ error_response(503, ErrCode, Message, _Fields, Req) ->
 error_response(Code, ErrCode, Message, Fields, Req) ->
     json(Code, error_body(ErrCode, Message, Fields), Req).
 
+error_response_and_close(Code, ErrCode, Message, Req) ->
+    Body = jiffy:encode(error_body(ErrCode, Message, #{})),
+    mochiweb_request:respond({Code, [{"Connection", "close"} | ?JSON], Body}, Req),
+    mochiweb_socket:close(mochiweb_request:get(socket, Req)),
+    exit({shutdown, unreadable_body}).
+
+%% @doc The service's error document (messaging_http_conn uses it too).
+-spec error_body(binary(), binary(), map()) -> map().
 error_body(ErrCode, Message, Fields) when map_size(Fields) =:= 0 ->
     #{error => #{code => ErrCode, message => Message}};
 error_body(ErrCode, Message, Fields) ->

@@ -76,12 +76,21 @@ snapshot() ->
       rates => rates(),
       queue_depth => message_queue_manager:depth_stats(),
       pending_persistence => message_persistence:pending_count(),
+      wal_unconfirmed => wal_unconfirmed(),
       persistence_failures => counters:get(messaging_tables:counters(), ?PERSISTENCE_FAILURES),
       connections => #{http => max(0, http_sockets() - Websocket), websocket => Websocket},
       memory_bytes => erlang:memory(total),
       process_count => erlang:system_info(process_count),
       broadcasts => message_broadcast:list(),
       cluster_nodes => [atom_to_binary(N) || N <- nodes()]}.
+
+%% Messages the write-ahead log still holds because Django has not settled
+%% them (stored, duplicate or rejected). A number that never falls means a
+%% message is pinned.
+wal_unconfirmed() ->
+    try message_wal:unconfirmed_count()
+    catch exit:_ -> null
+    end.
 
 per_priority(Metric) ->
     maps:from_list([{P, get(Metric, P)} || P <- [high, normal, low]]).

@@ -65,8 +65,12 @@ loop(Req) ->
     Path = mochiweb_request:get(path, Req),
     Token = mochiweb_request:get_header_value("x-messaging-token", Req),
     [{mode, Mode}] = ets:lookup(fake_django_cfg, mode),
-    Body = mochiweb_request:recv_body(Req),
-    respond(Mode, Token, string:lexemes(Path, "/"), Body, Req).
+    case mochiweb_request:get(method, Req) of
+        %% The service's reachability probe (django_client:probe/0): Django's
+        %% views take POST only.
+        'GET' -> reply(405, #{error => <<"method not allowed">>}, Req);
+        _ -> respond(Mode, Token, string:lexemes(Path, "/"), mochiweb_request:recv_body(Req), Req)
+    end.
 
 respond(fail, _Token, _Path, _Body, Req) ->
     reply(503, #{error => <<"down">>}, Req);

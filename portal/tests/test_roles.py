@@ -61,7 +61,16 @@ RENAMED = {
     "portal.view_messaging_stats": "messaging.view_messaging_stats",
 }
 
-ABILITIES_NOW = {role: {RENAMED.get(code, code) for code in codes} for role, codes in ABILITIES_BEFORE_THE_MOVE.items()}
+# Granted by later migrations (portal 0006: the undeliverable messages).
+GRANTED_SINCE = {
+    "Support": {"messaging.view_deadlettermessage"},
+    "Manager": {"messaging.view_deadlettermessage"},
+}
+
+ABILITIES_NOW = {
+    role: {RENAMED.get(code, code) for code in codes} | GRANTED_SINCE.get(role, set())
+    for role, codes in ABILITIES_BEFORE_THE_MOVE.items()
+}
 
 BEFORE_THE_MOVE = [("portal", "0004_roles_portal_permissions"), ("finance", "0003_transaction_list_indexes")]
 MESSAGING_BEFORE_THE_MOVE = ("messaging", "0001_initial")
