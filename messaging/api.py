@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import services
-from .erlang import ErlangError, erlang_client, websocket_token, websocket_url
+from .erlang import ErlangError, erlang_client, issue_websocket_token, websocket_url
 from .models import Conversation, Message, Priority
 
 MAX_PERSIST_BATCH = 5000
@@ -148,10 +148,30 @@ class ErlangHealthView(APIView):
 
 
 class WebSocketTokenView(APIView):
-    @extend_schema(tags=["messaging"], responses={200: dict})
+    @extend_schema(
+        tags=["messaging"],
+        responses={
+            200: inline_serializer(
+                "WebSocketToken",
+                {
+                    "token": serializers.CharField(),
+                    "url": serializers.CharField(),
+                    "expires_in": serializers.IntegerField(help_text="Seconds the token lives, at least."),
+                    "expires_at": serializers.IntegerField(help_text="Unix time the token stops being accepted."),
+                },
+            )
+        },
+    )
     def get(self, request):
-        """A five-minute token for the Erlang WebSocket, for the signed-in user."""
-        return Response({"token": websocket_token(request.user.pk), "url": websocket_url(), "expires_in": 300})
+        """A token for the Erlang WebSocket, for the signed-in user (any role), living WS_TOKEN_TTL_SECONDS.
+
+        Pages fetch a fresh one to open a connection and, before it expires, to renew their
+        session (`{"type": "auth", "token": ...}` on the socket)."""
+        issued = issue_websocket_token(request.user.pk)
+        body = {"token": issued.token, "url": websocket_url()}
+        response = Response({**body, "expires_in": issued.expires_in, "expires_at": issued.expires_at})
+        response["Cache-Control"] = "no-store"  # a credential: never kept by a cache
+        return response
 
 
 # --- conversations ---------------------------------------------------------------------------

@@ -10,9 +10,11 @@ or bad input, no point retrying). Nothing here ever hangs a request.
 import hashlib
 import hmac
 import logging
+import math
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
 import requests
 from django.conf import settings
@@ -140,12 +142,32 @@ class ErlangMessagingClient:
         return body if isinstance(body, dict) else {"data": body}
 
 
-def websocket_token(user_id: int, lifetime_seconds: int = 300) -> str:
-    """A short-lived token the Erlang /ws endpoint accepts: `<user>.<expiry>.<hmac-sha256 hex>`."""
-    expires = int(time.time()) + lifetime_seconds
+@dataclass(frozen=True)
+class WebSocketToken:
+    """A token for the Erlang /ws endpoint and how long it lives.
+
+    The service closes a session when its token expires, unless the client sent a fresh
+    one first (`{"type": "auth", "token": ...}` on the socket)."""
+
+    token: str
+    expires_at: int  # unix seconds; the token is refused from this second on
+    expires_in: int  # seconds from now: at least this long, never less
+
+
+def issue_websocket_token(user_id: int, lifetime_seconds: int | None = None) -> WebSocketToken:
+    """A token `<user>.<expiry>.<hmac-sha256 hex>` living WS_TOKEN_TTL_SECONDS (or the given lifetime)."""
+    lifetime = settings.WS_TOKEN_TTL_SECONDS if lifetime_seconds is None else lifetime_seconds
+    # Rounded up to the next whole second, so the token lives at least `lifetime` seconds and a
+    # client that renews at a share of expires_in is always in time.
+    expires = math.ceil(time.time()) + lifetime
     payload = f"{int(user_id)}.{expires}"
     signature = hmac.new(settings.MESSAGING_SHARED_SECRET.encode(), payload.encode(), hashlib.sha256).hexdigest()
-    return f"{payload}.{signature}"
+    return WebSocketToken(token=f"{payload}.{signature}", expires_at=expires, expires_in=lifetime)
+
+
+def websocket_token(user_id: int, lifetime_seconds: int | None = None) -> str:
+    """Just the token of issue_websocket_token()."""
+    return issue_websocket_token(user_id, lifetime_seconds).token
 
 
 def websocket_url() -> str:

@@ -398,6 +398,11 @@ ERLANG_MESSAGING_URL = os.environ.get("ERLANG_MESSAGING_URL", "http://127.0.0.1:
 # What browsers use to reach the WebSocket, when it differs from the server-side URL.
 ERLANG_MESSAGING_PUBLIC_URL = os.environ.get("ERLANG_MESSAGING_PUBLIC_URL", "")
 MESSAGING_SHARED_SECRET = secret("MESSAGING_SHARED_SECRET")
+# How long a token for the Erlang WebSocket lives (/api/messaging/ws-token/, host pages).
+# The service closes a session when its token expires; the host pages renew it before.
+WS_TOKEN_TTL_SECONDS = env_int("WS_TOKEN_TTL_SECONDS", 300)
+if WS_TOKEN_TTL_SECONDS < 1:
+    raise ImproperlyConfigured("WS_TOKEN_TTL_SECONDS must be a whole number of seconds, at least 1.")
 DJANGO_API_URL = os.environ.get("DJANGO_API_URL", "http://127.0.0.1:8000")
 
 # --- Shared state --------------------------------------------------------------------

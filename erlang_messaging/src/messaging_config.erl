@@ -14,7 +14,9 @@
              | cluster_nodes | node_name | http_timeout_ms
              %% The HTTP edge (messaging_http_conn, message_validation).
              | http_header_timeout_ms | http_idle_timeout_ms | http_body_timeout_ms
-             | message_max_text_chars.
+             | message_max_text_chars
+             %% WebSocket sessions (messaging_ws).
+             | ws_max_connections_per_user | ws_max_message_bytes.
 
 -spec get(key()) -> term().
 get(Key) ->
@@ -34,10 +36,13 @@ keys() ->
      persist_batch_size, persist_flush_interval_ms, max_body_bytes, data_dir,
      max_pending, restart_intensity, restart_period,
      bind_ip, cluster_nodes, node_name, http_timeout_ms]
-    ++ http_edge_keys().
+    ++ http_edge_keys() ++ ws_session_keys().
 
 http_edge_keys() ->
     [http_header_timeout_ms, http_idle_timeout_ms, http_body_timeout_ms, message_max_text_chars].
+
+ws_session_keys() ->
+    [ws_max_connections_per_user, ws_max_message_bytes].
 
 %% {OS variable, type, default}
 spec(http_port) -> {"HTTP_PORT", integer, 8765};
@@ -68,7 +73,13 @@ spec(http_body_timeout_ms) -> {"HTTP_BODY_TIMEOUT_MS", integer, 30000};
 %% Must match Django's messaging.services.MAX_TEXT: a longer text would be
 %% accepted here and refused when Django stores it. Counted in characters
 %% (code points, as Python's len), after trimming whitespace, as Django does.
-spec(message_max_text_chars) -> {"MESSAGE_MAX_TEXT_CHARS", integer, 5000}.
+spec(message_max_text_chars) -> {"MESSAGE_MAX_TEXT_CHARS", integer, 5000};
+%% WebSocket sessions (messaging_ws): open sessions per user across the cluster
+%% (the next one is closed with 1008), and the largest frame or reassembled
+%% message a client may send (above it: close 1009). Clients only send acks and
+%% auth frames, a few hundred bytes each.
+spec(ws_max_connections_per_user) -> {"WS_MAX_CONNECTIONS_PER_USER", integer, 10};
+spec(ws_max_message_bytes) -> {"WS_MAX_MESSAGE_BYTES", integer, 65536}.
 
 %% The data dir depends on the port so several local nodes never share a WAL.
 default(data_dir, computed) ->

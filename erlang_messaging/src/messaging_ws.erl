@@ -10,6 +10,28 @@
 %% Frames are parsed with cowlib's cow_ws. The session keeps a small raw buffer
 %% and only parses a frame once all of it has arrived, so frames split across
 %% TCP reads cost nothing special. Idle sessions hibernate to stay small.
+%%
+%% Protocol (all application frames are JSON text frames):
+%%   server -> client  {"type": "message", "message": {...}}   a pushed message
+%%                     {"type": "auth_ok", "expires_at": Unix}   renewal accepted
+%%   client -> server  {"type": "ack", "ids": [Id, ...]}         delivered, drop from queue
+%%                     {"type": "auth", "token": Token}          renew the session's token
+%% Other client frames are ignored.
+%%
+%% Limits, each answered with a close frame and the end of the connection:
+%%   - Token expiry. The session lives until the expiry of its token (the one
+%%     of the upgrade, then of the last accepted renewal): at that second it is
+%%     closed with 1008 "token expired". A renewal is a fresh token of the same
+%%     user; the session's expiry becomes that token's expiry and the server
+%%     answers auth_ok with it. A renewal with a token that is malformed, badly
+%%     signed ("invalid token"), already expired ("token expired") or of
+%%     another user ("token for another user") closes with 1008.
+%%   - Sessions per user: at most ws_max_connections_per_user open sessions
+%%     across the cluster. One more is accepted (101) and closed at once with
+%%     1008 "too many connections".
+%%   - Size: a frame, or a fragmented message reassembled, above
+%%     ws_max_message_bytes closes with 1009.
+%%   Protocol errors close with 1002 (1007 for a text frame that is not UTF-8).
 -module(messaging_ws).
 
 -export([handle_upgrade/1, deliver/2, sessions/1, ping_interval/0]).
@@ -20,14 +42,19 @@
 -define(DEFAULT_PING_MS, 25000).
 %% Go to sleep (and compact the heap) after this long without any event.
 -define(HIBERNATE_AFTER_MS, 1000).
-%% Largest frame / reassembled message we accept; bigger gets close 1009.
--define(MAX_MESSAGE_BYTES, 1048576).
+%% How long a new session waits for another node to count its user's sessions.
+-define(REMOTE_COUNT_TIMEOUT_MS, 1000).
 -define(WS_GUID_HEADER, "sec-websocket-key").
 -define(RECV_BUFFER, 1024).
 
 -record(ws, {
     socket,
     user_id :: pos_integer(),
+    %% The one timer that closes the session when its token expires;
+    %% replaced (the old one cancelled) on every accepted renewal.
+    expiry_timer :: reference(),
+    %% Largest frame / reassembled message accepted; bigger gets close 1009.
+    max_message_bytes :: pos_integer(),
     buffer = <<>> :: binary(),
     %% cow_ws fragment state and the fragments received so far (reversed).
     frag_state = undefined,
@@ -85,8 +112,8 @@ ping_interval() ->
 %% never returns.
 handle_upgrade(Req) ->
     Token = proplists:get_value("token", mochiweb_request:parse_qs(Req)),
-    case ws_token:verify(Token) of
-        {ok, UserId} -> upgrade(UserId, Req);
+    case ws_token:claims(Token) of
+        {ok, UserId, ExpiresUnix} -> upgrade(UserId, ExpiresUnix, Req);
         {error, Reason} -> reject(401, <<"unauthorized">>, token_message(Reason), Req)
     end.
 
@@ -94,10 +121,10 @@ handle_upgrade(Req) ->
 %% Handshake
 %%====================================================================
 
-upgrade(UserId, Req) ->
+upgrade(UserId, ExpiresUnix, Req) ->
     Key = mochiweb_request:get_header_value(?WS_GUID_HEADER, Req),
     case is_websocket_request(Key, Req) of
-        true -> accept(UserId, Key, mochiweb_request:get(socket, Req));
+        true -> accept(UserId, ExpiresUnix, Key, mochiweb_request:get(socket, Req));
         false -> reject(400, <<"bad_request">>, <<"expected a WebSocket upgrade">>, Req)
     end.
 
@@ -117,7 +144,7 @@ token_message(missing) -> <<"missing token">>;
 token_message(expired) -> <<"token expired">>;
 token_message(_) -> <<"invalid token">>.
 
-accept(UserId, Key, Socket) ->
+accept(UserId, ExpiresUnix, Key, Socket) ->
     Accept = cow_ws:encode_key(list_to_binary(Key)),
     Response = [<<"HTTP/1.1 101 Switching Protocols\r\n"
                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -125,15 +152,52 @@ accept(UserId, Key, Socket) ->
     %% Join before answering: once the client has its 101, messages sent to
     %% it must already find this session (they wait in its mailbox meanwhile).
     ok = pg:join(?PG_SCOPE, {user, UserId}, self()),
-    case mochiweb_socket:send(Socket, Response) of
-        ok ->
-            start_session(UserId, Socket);
-        {error, _} ->
+    case within_session_cap(UserId) of
+        true ->
+            case mochiweb_socket:send(Socket, Response) of
+                ok ->
+                    start_session(UserId, ExpiresUnix, Socket);
+                {error, _} ->
+                    catch pg:leave(?PG_SCOPE, {user, UserId}, self()),
+                    close_and_exit(Socket)
+            end;
+        false ->
             catch pg:leave(?PG_SCOPE, {user, UserId}, self()),
+            %% Browsers only show a close code to a socket that opened, so the
+            %% refusal is a WebSocket close rather than an HTTP error.
+            Close = cow_ws:frame({close, 1008, <<"too many connections">>}, #{}),
+            _ = mochiweb_socket:send(Socket, [Response, Close]),
             close_and_exit(Socket)
     end.
 
-start_session(UserId, Socket) ->
+%% Counted after joining, never before: of two connections racing for the
+%% last place, the one that counts second sees the other, so at most the cap
+%% stay open (both may be refused, which a client's retry resolves).
+within_session_cap(UserId) ->
+    cluster_session_count({user, UserId}) =< messaging_config:get(ws_max_connections_per_user).
+
+%% Each node counts its own members: pg's view of other nodes' members is
+%% updated asynchronously and may not show a session that just joined there.
+%% A node that does not answer in time is counted from that view instead.
+cluster_session_count(Group) ->
+    Local = length(pg:get_local_members(?PG_SCOPE, Group)),
+    case nodes() of
+        [] ->
+            Local;
+        Nodes ->
+            Answers = erpc:multicall(Nodes, pg, get_local_members, [?PG_SCOPE, Group],
+                                     ?REMOTE_COUNT_TIMEOUT_MS),
+            Remote = lists:zipwith(fun(Node, Answer) -> remote_count(Node, Answer, Group) end,
+                                   Nodes, Answers),
+            Local + lists:sum(Remote)
+    end.
+
+remote_count(_Node, {ok, Pids}, _Group) when is_list(Pids) ->
+    length(Pids);
+remote_count(Node, _Error, Group) ->
+    length([Pid || Pid <- pg:get_members(?PG_SCOPE, Group), node(Pid) =:= Node]).
+
+start_session(UserId, ExpiresUnix, Socket) ->
     %% A slow reader must not hold this process forever in send/2. The inet
     %% driver keeps a receive buffer of `buffer' bytes per socket even when
     %% idle; clients send little (acks, pongs), so 1 KB instead of mochiweb's
@@ -146,7 +210,9 @@ start_session(UserId, Socket) ->
     stats(ws_connected),
     PingMs = ping_interval(),
     schedule_ping(PingMs),
-    State = #ws{socket = Socket, user_id = UserId, ping_ms = PingMs, last_seen = now_ms()},
+    State = #ws{socket = Socket, user_id = UserId, ping_ms = PingMs, last_seen = now_ms(),
+                expiry_timer = start_expiry_timer(ExpiresUnix),
+                max_message_bytes = messaging_config:get(ws_max_message_bytes)},
     run(State).
 
 %% mochiweb caches the parsed request in the process dictionary; the session
@@ -178,9 +244,10 @@ safe_step(State) ->
         erlang:raise(Class, Reason, Stack)
     end.
 
-step(State = #ws{socket = Socket}) ->
+step(State = #ws{socket = Socket, expiry_timer = ExpiryTimer}) ->
     receive
         {deliver, Msg} -> push_message(Msg, State);
+        {timeout, ExpiryTimer, token_expired} -> policy_close(<<"token expired">>, State);
         {tcp, Socket, Data} -> received(Data, State);
         {ssl, Socket, Data} -> received(Data, State);
         {tcp_closed, Socket} -> {stop, State};
@@ -218,6 +285,13 @@ ping_tick(State = #ws{ping_ms = PingMs, last_seen = LastSeen}) ->
 schedule_ping(PingMs) ->
     erlang:send_after(PingMs, self(), ping_tick).
 
+%% Fires at the token's expiry, read on this node's clock as Django's is read
+%% when it signs. step/1 only acts on the current timer's message, so a stale
+%% one (cancelled too late) is ignored.
+start_expiry_timer(ExpiresUnix) ->
+    Delay = max(0, ExpiresUnix * 1000 - erlang:system_time(millisecond)),
+    erlang:start_timer(Delay, self(), token_expired).
+
 %%====================================================================
 %% Incoming frames
 %%====================================================================
@@ -248,7 +322,7 @@ parse_frames(State = #ws{buffer = Buffer, frag_state = FragState}) ->
         {_Type, _Frag, _Rsv, _Len, undefined, _Rest} ->
             %% RFC 6455 5.1: a server must close on an unmasked client frame.
             protocol_close(1002, State);
-        {_Type, _Frag, _Rsv, Len, _Mask, _Rest} when Len > ?MAX_MESSAGE_BYTES ->
+        {_Type, _Frag, _Rsv, Len, _Mask, _Rest} when Len > State#ws.max_message_bytes ->
             protocol_close(1009, State);
         {_Type, _Frag, _Rsv, Len, _Mask, Rest} when byte_size(Rest) < Len ->
             {ok, State};  % wait for the rest of this frame
@@ -279,47 +353,70 @@ parse_payload(Type, Frag, Rsv, Len, Mask, Rest, State = #ws{utf8 = Utf8}) ->
 frame(text, _Frag, Payload, _Utf8, State) ->
     continue(client_text(Payload, State));
 frame(binary, _Frag, _Payload, _Utf8, State) ->
-    continue(State);
+    parse_frames(State);
 frame(ping, _Frag, Payload, _Utf8, State) ->
     case send_frame({pong, Payload}, State) of
         {ok, State2} -> parse_frames(State2);
         Stop -> Stop
     end;
 frame(pong, _Frag, _Payload, _Utf8, State) ->
-    continue(State);
+    parse_frames(State);
 frame(close, _Frag, Payload, _Utf8, State) ->
     client_close(undefined, Payload, State);
 frame(fragment, Frag, Payload, Utf8, State) ->
     fragment(Frag, Payload, State#ws{utf8 = Utf8}).
 
-continue(State) ->
-    parse_frames(State).
+%% Go on parsing after a frame was handled, unless handling it ended the session.
+continue({ok, State}) -> parse_frames(State);
+continue(Stop) -> Stop.
 
-%% Collect fragments until the fin one, then handle the whole message.
+%% Collect fragments until the fin one, then handle the whole message. The
+%% size limit applies to the message: every fragment, the last one included,
+%% counts towards it.
+fragment(_Frag, Payload, State = #ws{frag_size = Size, max_message_bytes = Max})
+  when Size + byte_size(Payload) > Max ->
+    protocol_close(1009, State);
 fragment({nofin, _Kind, _Rsv} = Frag, Payload, State = #ws{frag_acc = Acc, frag_size = Size}) ->
-    NewSize = Size + byte_size(Payload),
-    case NewSize > ?MAX_MESSAGE_BYTES of
-        true -> protocol_close(1009, State);
-        false -> parse_frames(State#ws{frag_state = Frag, frag_acc = [Payload | Acc],
-                                       frag_size = NewSize})
-    end;
+    parse_frames(State#ws{frag_state = Frag, frag_acc = [Payload | Acc],
+                          frag_size = Size + byte_size(Payload)});
 fragment({fin, Kind, _Rsv}, Payload, State = #ws{frag_acc = Acc}) ->
     Message = iolist_to_binary(lists:reverse([Payload | Acc])),
     Reset = State#ws{frag_state = undefined, frag_acc = [], frag_size = 0, utf8 = 0},
     case Kind of
         text -> continue(client_text(Message, Reset));
-        binary -> continue(Reset)
+        binary -> parse_frames(Reset)
     end.
 
-%% The only thing clients say is {"type":"ack","ids":[...]}; the rest is ignored.
+%% Clients send acks and token renewals; anything else is ignored.
 client_text(Payload, State = #ws{user_id = UserId}) ->
     case decode(Payload) of
         #{<<"type">> := <<"ack">>, <<"ids">> := Ids} when is_list(Ids) ->
-            ack(UserId, Ids);
+            ack(UserId, Ids),
+            {ok, State};
+        #{<<"type">> := <<"auth">>} = Auth ->
+            renew(token_of(Auth), State);
         _ ->
-            ok
-    end,
-    State.
+            {ok, State}
+    end.
+
+%% Only a JSON string can be a token.
+token_of(#{<<"token">> := Token}) when is_binary(Token) -> Token;
+token_of(_Auth) -> undefined.
+
+%% A fresh token of the session's user replaces the expiry timer; any other
+%% token ends the session, as an expired one would.
+renew(Token, State = #ws{user_id = UserId}) ->
+    case ws_token:claims(Token) of
+        {ok, UserId, ExpiresUnix} -> extend(ExpiresUnix, State);
+        {ok, _OtherUser, _ExpiresUnix} -> policy_close(<<"token for another user">>, State);
+        {error, expired} -> policy_close(<<"token expired">>, State);
+        {error, _} -> policy_close(<<"invalid token">>, State)
+    end.
+
+extend(ExpiresUnix, State = #ws{expiry_timer = OldTimer}) ->
+    _ = erlang:cancel_timer(OldTimer, [{async, true}, {info, false}]),
+    Renewed = State#ws{expiry_timer = start_expiry_timer(ExpiresUnix)},
+    send_frame({text, jiffy:encode(#{type => auth_ok, expires_at => ExpiresUnix})}, Renewed).
 
 decode(Payload) ->
     try jiffy:decode(Payload, [return_maps])
@@ -348,6 +445,11 @@ client_close(Code, _Payload, State) ->
 
 protocol_close(Code, State) ->
     _ = send_frame({close, Code, <<>>}, State),
+    {stop, State}.
+
+%% 1008 (policy violation) with a short reason a client can log.
+policy_close(Reason, State) ->
+    _ = send_frame({close, 1008, Reason}, State),
     {stop, State}.
 
 finish(State) ->

@@ -2,10 +2,12 @@
 %%
 %% Format: "<user_id>.<expires_unix>.<hex(HMAC-SHA256(secret, "<user_id>.<expires_unix>"))>"
 %% with the hex digest in lowercase. Django signs, this service only verifies
-%% (sign/3 exists for tests and tooling).
+%% (sign/3 exists for tests and tooling). A token is valid while the current
+%% unix time is below its expiry; claims/1 also gives that expiry, so a
+%% WebSocket session knows when to close (messaging_ws).
 -module(ws_token).
 
--export([sign/3, verify/1, verify/3, secret/0]).
+-export([sign/3, verify/1, verify/3, claims/1, claims/3, secret/0]).
 
 -define(DEFAULT_SECRET, "dev-messaging-secret").
 -define(DIGEST_HEX_LEN, 64).
@@ -20,24 +22,41 @@ sign(UserId, ExpiresUnix, Secret) ->
     <<Payload/binary, ".", (digest_hex(Secret, Payload))/binary>>.
 
 %% @doc Verify with the configured secret against the current time.
--spec verify(binary() | string() | undefined) -> {ok, pos_integer()} | {error, reason()}.
+-spec verify(term()) -> {ok, pos_integer()} | {error, reason()}.
 verify(Token) ->
     verify(Token, secret(), erlang:system_time(second)).
 
--spec verify(binary() | string() | undefined, iodata(), integer()) ->
-    {ok, pos_integer()} | {error, reason()}.
-verify(undefined, _Secret, _Now) ->
+-spec verify(term(), iodata(), integer()) -> {ok, pos_integer()} | {error, reason()}.
+verify(Token, Secret, Now) ->
+    case claims(Token, Secret, Now) of
+        {ok, UserId, _ExpiresUnix} -> {ok, UserId};
+        Error -> Error
+    end.
+
+%% @doc Verify like verify/1 and also return the token's expiry (unix seconds).
+-spec claims(term()) -> {ok, pos_integer(), integer()} | {error, reason()}.
+claims(Token) ->
+    claims(Token, secret(), erlang:system_time(second)).
+
+%% Anything but a binary or a string (a JSON number or null from a client's
+%% frame) is malformed.
+-spec claims(term(), iodata(), integer()) -> {ok, pos_integer(), integer()} | {error, reason()}.
+claims(undefined, _Secret, _Now) ->
     {error, missing};
-verify(Token, Secret, Now) when is_list(Token) ->
-    verify(unicode:characters_to_binary(Token), Secret, Now);
-verify(<<>>, _Secret, _Now) ->
+claims(Token, Secret, Now) when is_list(Token) ->
+    try unicode:characters_to_binary(Token) of
+        Bin when is_binary(Bin) -> claims(Bin, Secret, Now);
+        _ -> {error, malformed}
+    catch error:badarg -> {error, malformed}
+    end;
+claims(<<>>, _Secret, _Now) ->
     {error, missing};
-verify(Token, Secret, Now) when is_binary(Token) ->
+claims(Token, Secret, Now) when is_binary(Token) ->
     case split(Token) of
         {ok, UserId, Expires, Given} -> check(UserId, Expires, Given, Secret, Now);
         error -> {error, malformed}
     end;
-verify(_Token, _Secret, _Now) ->
+claims(_Token, _Secret, _Now) ->
     {error, malformed}.
 
 %% The signature is checked before expiry so a forged token never learns
@@ -47,7 +66,7 @@ check(UserId, Expires, Given, Secret, Now) ->
     case crypto:hash_equals(Expected, string:lowercase(Given)) of
         false -> {error, bad_signature};
         true when Expires =< Now -> {error, expired};
-        true -> {ok, UserId}
+        true -> {ok, UserId, Expires}
     end.
 
 split(Token) ->

@@ -8,14 +8,16 @@
 
 -export([all/0, init_per_suite/1, end_per_suite/1]).
 -export([sessions_are_visible_cluster_wide/1, message_posted_on_a_reaches_user_on_b/1,
-         message_posted_on_b_reaches_user_on_a/1]).
+         message_posted_on_b_reaches_user_on_a/1, session_cap_spans_the_cluster/1]).
 
 -define(WAIT_MS, 10000).
 -define(SECRET, "ws-suite-secret").
+%% The default of ws_max_connections_per_user.
+-define(SESSION_CAP, 10).
 
 all() ->
     [sessions_are_visible_cluster_wide, message_posted_on_a_reaches_user_on_b,
-     message_posted_on_b_reaches_user_on_a].
+     message_posted_on_b_reaches_user_on_a, session_cap_spans_the_cluster].
 
 init_per_suite(Config) ->
     case ensure_distributed() of
@@ -103,6 +105,22 @@ deliver_across({SendVia, SendPort}, RecvPort, RecvNode, UserId) ->
     #{<<"type">> := <<"message">>, <<"message">> := Msg} = jiffy:decode(Json, [return_maps]),
     ?assertMatch(#{<<"text">> := Text, <<"receiver_id">> := UserId}, Msg),
     ws_close(C).
+
+%% Half the cap on each node, opened in turns without waiting for pg to
+%% spread the news: one more is refused on either node.
+session_cap_spans_the_cluster(Config) ->
+    PortA = ?config(port_a, Config),
+    PortB = ?config(port_b, Config),
+    UserId = 9004,
+    Open = lists:append([[ws_SUITE:ws_connect(PortA, UserId), ws_SUITE:ws_connect(PortB, UserId)]
+                         || _ <- lists:seq(1, ?SESSION_CAP div 2)]),
+    [begin
+         C = ws_SUITE:ws_connect(Port, UserId),
+         {close, <<1008:16, "too many connections">>} = ws_SUITE:ws_expect(C, close, ?WAIT_MS)
+     end || Port <- [PortA, PortB]],
+    ok = ws_SUITE:wait_until(fun() -> length(messaging_ws:sessions(UserId)) =:= ?SESSION_CAP end,
+                             ?WAIT_MS),
+    [ws_close(C) || C <- Open].
 
 session_nodes(UserId) ->
     session_nodes(local, UserId).

@@ -11,7 +11,12 @@
          handshake/1, posted_message_reaches_user/1, fragmented_message_reassembled/1,
          frame_split_byte_by_byte/1, server_ping_and_pong_keep_alive/1,
          silent_client_is_dropped/1, close_handshake/1, unmasked_frame_is_rejected/1,
-         connection_count_and_pg_membership/1]).
+         connection_count_and_pg_membership/1,
+         renewed_session_outlives_two_token_lifetimes/1, session_without_renewal_closes_at_expiry/1,
+         renewal_with_another_users_token_closes/1, renewal_with_a_bad_token_closes/1,
+         eleventh_session_of_a_user_is_refused/1, racing_sessions_never_exceed_the_cap/1,
+         message_of_the_size_limit_is_accepted/1, message_over_the_size_limit_is_1009/1,
+         fragmented_message_over_the_size_limit_is_1009/1]).
 
 %% Client helpers, also used by cluster_SUITE.
 -export([free_port/0, start_app/2, ws_connect/2, ws_connect/3, ws_send/2, ws_send/3,
@@ -20,12 +25,23 @@
 
 -define(SECRET, "ws-suite-secret").
 -define(WAIT_MS, 5000).
+%% Short token lifetimes for the expiry cases, in seconds. Tokens carry whole
+%% seconds, so one signed "now + 2" has between 1 and 2 seconds left.
+-define(SHORT_TTL, 2).
+%% The defaults of ws_max_connections_per_user and ws_max_message_bytes.
+-define(SESSION_CAP, 10).
+-define(MAX_MESSAGE_BYTES, 65536).
 
 all() ->
     [missing_token_is_401, bad_token_is_401, expired_token_is_401, handshake,
      posted_message_reaches_user, fragmented_message_reassembled,
      frame_split_byte_by_byte, server_ping_and_pong_keep_alive, silent_client_is_dropped,
-     close_handshake, unmasked_frame_is_rejected, connection_count_and_pg_membership].
+     close_handshake, unmasked_frame_is_rejected, connection_count_and_pg_membership,
+     renewed_session_outlives_two_token_lifetimes, session_without_renewal_closes_at_expiry,
+     renewal_with_another_users_token_closes, renewal_with_a_bad_token_closes,
+     eleventh_session_of_a_user_is_refused, racing_sessions_never_exceed_the_cap,
+     message_of_the_size_limit_is_accepted, message_over_the_size_limit_is_1009,
+     fragmented_message_over_the_size_limit_is_1009].
 
 %%--------------------------------------------------------------------
 %% Setup
@@ -167,6 +183,161 @@ connection_count_and_pg_membership(Config) ->
     ws_close(C1),
     ws_close(C2),
     ok = wait_until(fun() -> messaging_ws:sessions(UserId) =:= [] end, ?WAIT_MS).
+
+%%--------------------------------------------------------------------
+%% Token expiry and renewal ({"type": "auth", "token": ...})
+%%--------------------------------------------------------------------
+
+%% Renewed every half second with 2 s tokens for more than two lifetimes,
+%% each renewal answered with auth_ok and the new expiry; a message posted
+%% after that still arrives.
+renewed_session_outlives_two_token_lifetimes(Config) ->
+    Port = ?config(port, Config),
+    UserId = 91,
+    C = ws_connect(Port, UserId, short_token(UserId)),
+    Deadline = now_ms() + 2 * ?SHORT_TTL * 1000 + 500,
+    keep_renewing(C, UserId, Deadline),
+    {201, _} = post_ok(post_message(Port, 90, UserId, <<"after two lifetimes">>)),
+    {text, Json} = ws_expect(C, text),
+    ?assertMatch(#{<<"type">> := <<"message">>,
+                   <<"message">> := #{<<"text">> := <<"after two lifetimes">>}},
+                 jiffy:decode(Json, [return_maps])),
+    ws_close(C).
+
+session_without_renewal_closes_at_expiry(Config) ->
+    UserId = 92,
+    C = ws_connect(?config(port, Config), UserId, short_token(UserId)),
+    %% Open until then: a ping is answered.
+    ws_send(C, masked_frame(1, 9, <<"still there?">>)),
+    {pong, _} = ws_expect(C, pong),
+    expect_policy_close(C, <<"token expired">>, (?SHORT_TTL + 2) * 1000).
+
+renewal_with_another_users_token_closes(Config) ->
+    C = ws_connect(?config(port, Config), 93),
+    ws_send(C, text, auth_frame(token(94))),
+    expect_policy_close(C, <<"token for another user">>, ?WAIT_MS).
+
+%% Badly signed, malformed, expired, or not a string at all: each ends the session.
+renewal_with_a_bad_token_closes(Config) ->
+    Port = ?config(port, Config),
+    UserId = 95,
+    Now = erlang:system_time(second),
+    Cases = [{auth_frame(ws_token:sign(UserId, Now + 300, <<"not-the-secret">>)), <<"invalid token">>},
+             {auth_frame(<<"garbage">>), <<"invalid token">>},
+             {<<"{\"type\":\"auth\",\"token\":42}">>, <<"invalid token">>},
+             {<<"{\"type\":\"auth\"}">>, <<"invalid token">>},
+             {auth_frame(ws_token:sign(UserId, Now - 1, <<?SECRET>>)), <<"token expired">>}],
+    lists:foreach(fun({Frame, Reason}) ->
+                          C = ws_connect(Port, UserId),
+                          ws_send(C, text, Frame),
+                          expect_policy_close(C, Reason, ?WAIT_MS)
+                  end, Cases).
+
+keep_renewing(C, UserId, Deadline) ->
+    case now_ms() >= Deadline of
+        true ->
+            ok;
+        false ->
+            timer:sleep(500),
+            Token = short_token(UserId),
+            ws_send(C, text, auth_frame(Token)),
+            {text, Json} = ws_expect(C, text),
+            ?assertEqual(#{<<"type">> => <<"auth_ok">>, <<"expires_at">> => token_expiry(Token)},
+                         jiffy:decode(Json, [return_maps])),
+            keep_renewing(C, UserId, Deadline)
+    end.
+
+short_token(UserId) ->
+    ws_token:sign(UserId, erlang:system_time(second) + ?SHORT_TTL, <<?SECRET>>).
+
+token_expiry(Token) ->
+    [_User, Expires, _Sig] = binary:split(Token, <<".">>, [global]),
+    binary_to_integer(Expires).
+
+auth_frame(Token) ->
+    jiffy:encode(#{type => auth, token => Token}).
+
+expect_policy_close(C, Reason, Timeout) ->
+    ?assertEqual({close, <<1008:16, Reason/binary>>}, ws_expect(C, close, Timeout)),
+    closed = ws_expect(C, closed).
+
+%%--------------------------------------------------------------------
+%% Sessions per user
+%%--------------------------------------------------------------------
+
+%% The eleventh is upgraded, then closed with 1008; the ten stay open and
+%% receive; once one leaves, a new one is accepted.
+eleventh_session_of_a_user_is_refused(Config) ->
+    Port = ?config(port, Config),
+    UserId = 101,
+    [First | _] = Open = [ws_connect(Port, UserId) || _ <- lists:seq(1, ?SESSION_CAP)],
+    Eleventh = ws_connect(Port, UserId),
+    expect_policy_close(Eleventh, <<"too many connections">>, ?WAIT_MS),
+    ?assertEqual(?SESSION_CAP, length(messaging_ws:sessions(UserId))),
+    {201, _} = post_ok(post_message(Port, 100, UserId, <<"to all ten">>)),
+    [{text, _} = ws_expect(C, text) || C <- Open],
+    ws_close(First),
+    ok = wait_until(fun() -> length(messaging_ws:sessions(UserId)) < ?SESSION_CAP end, ?WAIT_MS),
+    Again = ws_connect(Port, UserId),
+    ws_send(Again, masked_frame(1, 9, <<"in">>)),
+    {pong, <<"in">>} = ws_expect(Again, pong),
+    [ws_close(C) || C <- [Again | tl(Open)]].
+
+%% Many connections of one user at once: however they interleave, at most the
+%% cap stay open, and every one that stayed is a live session.
+racing_sessions_never_exceed_the_cap(Config) ->
+    Port = ?config(port, Config),
+    UserId = 102,
+    Racers = 3 * ?SESSION_CAP,
+    Test = self(),
+    Holders = [spawn_link(fun() -> race_connect(Test, Port, UserId) end) || _ <- lists:seq(1, Racers)],
+    Outcomes = [receive {raced, Holder, Outcome} -> Outcome after ?WAIT_MS -> ct:fail(race_timeout) end
+                || Holder <- Holders],
+    Stayed = length([open || open <- Outcomes]),
+    ct:pal("~p racing connections: ~p stayed open", [Racers, Stayed]),
+    ?assert(Stayed =< ?SESSION_CAP),
+    ?assertEqual(Stayed, length(messaging_ws:sessions(UserId))),
+    [Holder ! stop || Holder <- Holders],
+    ok = wait_until(fun() -> messaging_ws:sessions(UserId) =:= [] end, ?WAIT_MS).
+
+%% Connect, then wait a moment for a refusal; hold the connection until told to stop.
+race_connect(Test, Port, UserId) ->
+    {Sock, Ref} = C = ws_connect(Port, UserId),
+    %% A refused connection may already be closed: its close frame came with the 101.
+    _ = gen_tcp:send(Sock, masked_frame(1, 9, <<"open?">>)),
+    Outcome = receive
+                  {ws, Ref, {close, <<1008:16, _/binary>>}} -> refused;
+                  {ws, Ref, {pong, _}} -> open
+              after ?WAIT_MS -> no_answer
+              end,
+    Test ! {raced, self(), Outcome},
+    receive stop -> ws_close(C) end.
+
+%%--------------------------------------------------------------------
+%% Message size
+%%--------------------------------------------------------------------
+
+message_of_the_size_limit_is_accepted(Config) ->
+    C = ws_connect(?config(port, Config), 111),
+    ws_send(C, text, binary:copy(<<"a">>, ?MAX_MESSAGE_BYTES)),
+    ws_send(C, masked_frame(1, 9, <<"after">>)),
+    {pong, <<"after">>} = ws_expect(C, pong),
+    ws_close(C).
+
+message_over_the_size_limit_is_1009(Config) ->
+    C = ws_connect(?config(port, Config), 112),
+    ws_send(C, text, binary:copy(<<"a">>, ?MAX_MESSAGE_BYTES + 1)),
+    {close, <<1009:16>>} = ws_expect(C, close),
+    closed = ws_expect(C, closed).
+
+%% Each fragment is small; the message they make is not (the last fragment counts too).
+fragmented_message_over_the_size_limit_is_1009(Config) ->
+    C = ws_connect(?config(port, Config), 113),
+    Half = binary:copy(<<"a">>, ?MAX_MESSAGE_BYTES div 2),
+    ws_send(C, masked_frame(0, 1, Half)),
+    ws_send(C, masked_frame(1, 0, <<Half/binary, "a">>)),
+    {close, <<1009:16>>} = ws_expect(C, close),
+    closed = ws_expect(C, closed).
 
 %%--------------------------------------------------------------------
 %% Ack tracing: watch calls to message_queue_manager:ack/2 from the session.
@@ -388,6 +559,9 @@ free_port() ->
     {ok, Port} = inet:port(L),
     gen_tcp:close(L),
     Port.
+
+now_ms() ->
+    erlang:monotonic_time(millisecond).
 
 wait_until(Fun, Timeout) when Timeout =< 0 ->
     case Fun() of

@@ -79,3 +79,18 @@ secret_from_environment_test() ->
             _ -> os:putenv("MESSAGING_SHARED_SECRET", Old)
         end
     end.
+
+%% A session needs the expiry to know when to close.
+claims_give_user_and_expiry_test() ->
+    Token = ws_token:sign(42, ?NOW + 60, ?SECRET),
+    ?assertEqual({ok, 42, ?NOW + 60}, ws_token:claims(Token, ?SECRET, ?NOW)).
+
+claims_refuse_like_verify_test() ->
+    ?assertEqual({error, expired}, ws_token:claims(ws_token:sign(42, ?NOW, ?SECRET), ?SECRET, ?NOW)),
+    ?assertEqual({error, bad_signature},
+                 ws_token:claims(ws_token:sign(42, ?NOW + 60, <<"other">>), ?SECRET, ?NOW)).
+
+%% A renewal frame's "token" may be any JSON value: only strings can be tokens.
+non_string_tokens_are_malformed_test_() ->
+    [?_assertEqual({error, malformed}, ws_token:claims(T, ?SECRET, ?NOW))
+     || T <- [42, null, true, #{}, [1, 2], [-1]]].

@@ -10,7 +10,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from finance.money import quantum
-from messaging.erlang import websocket_token, websocket_url
+from messaging.erlang import issue_websocket_token, websocket_url
 
 from ..csv_export import stream_csv
 from ..selectors import host_statement
@@ -64,8 +64,10 @@ def statement(request, user_id=None):
 
 
 def _ws_context(user) -> dict:
-    """The Erlang WebSocket URL and a short-lived token, for live broadcasts on host pages."""
-    return {"ws_url": websocket_url(), "ws_token": websocket_token(user.pk)}
+    """The Erlang WebSocket URL and a short-lived token, for live broadcasts on host pages
+    (host.js renews the token before it expires)."""
+    issued = issue_websocket_token(user.pk)
+    return {"ws_url": websocket_url(), "ws_token": issued.token, "ws_token_expires_in": issued.expires_in}
 
 
 def _csv(host, statements, start: date, end: date):
