@@ -1,6 +1,7 @@
 import pytest
 from django.conf import settings as django_settings
 
+from messaging.models import Conversation
 from testing.erlang_node import ErlangNode
 
 
@@ -18,3 +19,11 @@ def erlang_node(live_server):
 def messaging_settings(settings, erlang_node):
     settings.ERLANG_MESSAGING_URL = erlang_node.url
     return settings
+
+
+@pytest.fixture
+def conversation(host, guest):
+    """A conversation between the host and the guest."""
+    conversation = Conversation.objects.create(subject="Check-in time")
+    conversation.participants.add(host, guest)
+    return conversation

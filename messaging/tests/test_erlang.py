@@ -8,20 +8,13 @@ from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
 from messaging.erlang import ErlangMessagingClient, ErlangUnavailable, erlang_client
-from messaging.models import Broadcast, Conversation, Message
+from messaging.models import Broadcast, Message
 from messaging.services import create_broadcast
 from testing.erlang_node import ErlangNode
 from testing.processes import free_port
 from testing.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conversation(host, guest):
-    conversation = Conversation.objects.create(subject="Check-in time")
-    conversation.participants.add(host, guest)
-    return conversation
 
 
 def as_user(user):

@@ -15,16 +15,9 @@ from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
 from messaging import services
-from messaging.models import Conversation, DeadLetterMessage, Message
+from messaging.models import DeadLetterMessage, Message
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def conversation(host, guest):
-    conversation = Conversation.objects.create(subject="Check-in time")
-    conversation.participants.add(host, guest)
-    return conversation
 
 
 def persist(messages):

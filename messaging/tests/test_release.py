@@ -19,7 +19,7 @@ from django.conf import settings as django_settings
 from websockets.sync.client import connect
 
 from messaging.erlang import websocket_token
-from messaging.models import Conversation, Message
+from messaging.models import Message
 from testing.erlang_node import ROOT, ErlangNode
 from testing.waiting import wait_until
 
@@ -69,13 +69,6 @@ def next_text(ws, timeout: float) -> str | None:
         return ws.recv(timeout=timeout)
     except TimeoutError:
         return None
-
-
-@pytest.fixture
-def conversation(host, guest):
-    conversation = Conversation.objects.create(subject="Early check-in")
-    conversation.participants.add(host, guest)
-    return conversation
 
 
 def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(live_server, conversation, host, guest):
