@@ -172,6 +172,13 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _as_from_a_terminal():
+    """Ctrl-C reaches a script started from a terminal. A shell without job control starts its
+    background commands with SIGINT ignored, a bash script cannot trap a signal ignored on
+    entry, and the test runner may itself run in such a background command (`make test &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database, tmp_path, stop_signal):
     web_port, messaging_port = free_port(), free_port()
@@ -188,7 +195,14 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
     )
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
-        serve = subprocess.Popen([str(SERVE_SCRIPT)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        serve = subprocess.Popen(
+            [str(SERVE_SCRIPT)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_as_from_a_terminal,
+        )
     started = set()
     try:
 
