@@ -168,8 +168,14 @@ class WebSocketTokenView(APIView):
         Pages fetch a fresh one to open a connection and, before it expires, to renew their
         session (`{"type": "auth", "token": ...}` on the socket)."""
         issued = issue_websocket_token(request.user.pk)
-        body = {"token": issued.token, "url": websocket_url()}
-        response = Response({**body, "expires_in": issued.expires_in, "expires_at": issued.expires_at})
+        response = Response(
+            {
+                "token": issued.token,
+                "url": websocket_url(),
+                "expires_in": issued.expires_in,
+                "expires_at": issued.expires_at,
+            }
+        )
         response["Cache-Control"] = "no-store"  # a credential: never kept by a cache
         return response
 
