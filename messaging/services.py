@@ -431,25 +431,14 @@ def _keep_dead_letters(rejected: list[Received]) -> None:
 
 
 def _record_dead_letter(received: Received, now) -> None:
-    """One row per message, however often it is replayed: a replay bumps times_seen."""
-    key, reason = _dead_letter_key(received), received.error[:REASON_LENGTH]
-    with transaction.atomic():
-        if _seen_again(key, reason, now):
-            return
-        try:
-            with transaction.atomic():
-                DeadLetterMessage.objects.create(
-                    message_id=key, reason=reason, first_seen=now, last_seen=now, **_dead_letter_fields(received.item)
-                )
-        except IntegrityError:  # another request recorded the same message meanwhile
-            _seen_again(key, reason, now)
-
-
-def _seen_again(key: str, reason: str, now) -> bool:
-    bumped = DeadLetterMessage.objects.filter(message_id=key).update(
-        times_seen=F("times_seen") + 1, last_seen=now, reason=reason
+    """One row per message, however often it is replayed: a replay bumps times_seen. Django's
+    update_or_create locks the row, and retries as an update when another request created it."""
+    reason = received.error[:REASON_LENGTH]
+    DeadLetterMessage.objects.update_or_create(
+        message_id=_dead_letter_key(received),
+        defaults={"times_seen": F("times_seen") + 1, "last_seen": now, "reason": reason},
+        create_defaults={"reason": reason, "first_seen": now, "last_seen": now, **_dead_letter_fields(received.item)},
     )
-    return bumped > 0
 
 
 def _dead_letter_key(received: Received) -> str:

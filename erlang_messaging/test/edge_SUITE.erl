@@ -36,19 +36,14 @@ all() ->
      head_works_where_get_does].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(inets),
-    {ok, _} = application:ensure_all_started(mochiweb),
-    {ok, _} = fake_django:start(),
-    DataDir = filename:join(?config(priv_dir, Config), "wal"),
-    Port = msg_test_util:start_app(DataDir, [{http_header_timeout_ms, ?HEADER_TIMEOUT_MS},
-                                             {http_idle_timeout_ms, ?IDLE_TIMEOUT_MS},
-                                             {http_body_timeout_ms, ?BODY_TIMEOUT_MS},
-                                             {max_body_bytes, ?MAX_BODY}]),
+    Port = msg_test_util:start_service(Config, [{http_header_timeout_ms, ?HEADER_TIMEOUT_MS},
+                                                {http_idle_timeout_ms, ?IDLE_TIMEOUT_MS},
+                                                {http_body_timeout_ms, ?BODY_TIMEOUT_MS},
+                                                {max_body_bytes, ?MAX_BODY}]),
     [{port, Port}, {listener, whereis(messaging_http)} | Config].
 
 end_per_suite(_Config) ->
-    msg_test_util:stop_app(),
-    fake_django:stop().
+    msg_test_util:stop_service().
 
 init_per_testcase(_Case, Config) ->
     fake_django:reset(),

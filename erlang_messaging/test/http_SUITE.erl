@@ -20,16 +20,11 @@ all() ->
      persisted_to_django].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(inets),
-    {ok, _} = application:ensure_all_started(mochiweb),
-    {ok, _} = fake_django:start(),
-    DataDir = filename:join(?config(priv_dir, Config), "wal"),
-    msg_test_util:start_app(DataDir, [{message_queue_max_size, 5}, {max_body_bytes, 4096}]),
+    msg_test_util:start_service(Config, [{message_queue_max_size, 5}, {max_body_bytes, 4096}]),
     Config.
 
 end_per_suite(_Config) ->
-    msg_test_util:stop_app(),
-    fake_django:stop().
+    msg_test_util:stop_service().
 
 init_per_testcase(_Case, Config) ->
     fake_django:reset(),

@@ -2,11 +2,23 @@
 %% free port against fake_django, talk to it over loopback, wait with bounds.
 -module(msg_test_util).
 
--export([start_app/2, stop_app/0, free_port/0, request/3, request/4, post/2, get/1,
+-export([start_service/2, stop_service/0, start_app/2, stop_app/0, free_port/0, request/3, request/4, post/2, get/1,
          wait_until/2, send_message/1, app_url/0]).
 -compile({no_auto_import, [get/1]}).
 
 -define(TOKEN, "dev-messaging-secret").
+
+%% @doc What a suite needs: mochiweb, fake_django, and the application with its
+%% write-ahead log in the suite's priv_dir. Returns the HTTP port.
+start_service(Config, Overrides) ->
+    {ok, _} = application:ensure_all_started(mochiweb),
+    {ok, _} = fake_django:start(),
+    DataDir = filename:join(proplists:get_value(priv_dir, Config), "wal"),
+    start_app(DataDir, Overrides).
+
+stop_service() ->
+    stop_app(),
+    fake_django:stop().
 
 %% Overrides: extra application env ({Key, Value}) on top of test defaults.
 %% Application env wins over OS variables in messaging_config, so settings
