@@ -158,7 +158,7 @@ test-python: setup postgres redis python-dev-packages
 	@# The suites use the in-process cache; the tests of the production profile start real
 	@# servers that share Redis (TEST_REDIS_URL), under a key prefix of their own.
 	@env -u REDIS_URL $(DEV) DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(REDIS_URL) \
-		$(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal
+		$(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal jobs
 
 test-e2e: setup postgres python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"

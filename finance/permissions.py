@@ -29,6 +29,10 @@ SEND_BROADCAST = "messaging.send_broadcast"
 VIEW_MESSAGING_STATS = "messaging.view_messaging_stats"
 VIEW_DEAD_LETTERS = "messaging.view_deadlettermessage"
 
+# Background jobs (the jobs app).
+VIEW_JOBS = "jobs.view_jobrecord"
+RETRY_JOB = "jobs.retry_job"
+
 # The audit log page belongs to the portal.
 VIEW_AUDIT_LOG = "portal.view_audit_log"
 

@@ -22,6 +22,8 @@ ROLE_PERMISSIONS = {
         "finance.view_approvalrequest",
         "finance.replay_webhookevent",
         "finance.view_webhookevent",
+        "jobs.view_jobrecord",
+        "jobs.retry_job",
     ],
     "Finance approver": [
         ACCESS_ADMIN,
@@ -39,6 +41,8 @@ ROLE_PERMISSIONS = {
         "messaging.send_broadcast",
         "messaging.view_messaging_stats",
         "messaging.view_deadlettermessage",
+        "jobs.view_jobrecord",
+        "jobs.retry_job",
     ],
     "Manager": [
         ACCESS_ADMIN,
@@ -54,6 +58,7 @@ ROLE_PERMISSIONS = {
         "portal.view_audit_log",
         "messaging.view_messaging_stats",
         "messaging.view_deadlettermessage",
+        "jobs.view_jobrecord",
     ],
 }
 
@@ -75,3 +80,15 @@ def apply_roles(apps, schema_editor=None, roles=ROLE_PERMISSIONS):
             permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
             if permission is not None:
                 group.permissions.add(permission)
+
+
+def revoke_roles(apps, schema_editor=None, roles=ROLE_PERMISSIONS):
+    """Take the grants in `roles` away again (migrating back); the permission rows stay."""
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    for name, codes in roles.items():
+        for code in codes:
+            app_label, codename = code.split(".")
+            permissions = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+            for group in Group.objects.filter(name=name):
+                group.permissions.remove(*permissions)

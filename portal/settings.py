@@ -82,6 +82,7 @@ INSTALLED_APPS = [
     "portal",
     "finance",
     "messaging",
+    "jobs",
     "wagtail.contrib.forms",
     "wagtail.contrib.settings",
     "wagtail.users",
@@ -101,6 +102,8 @@ INSTALLED_APPS = [
     "axes",  # sign-in lockouts (see "Brute force and tokens" below)
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_tasks",
+    "django_tasks_db",
     "portal.admin_site.PortalAdminConfig",  # django.contrib.admin, every model read-only
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -404,6 +407,26 @@ WS_TOKEN_TTL_SECONDS = env_int("WS_TOKEN_TTL_SECONDS", 300)
 if WS_TOKEN_TTL_SECONDS < 1:
     raise ImproperlyConfigured("WS_TOKEN_TTL_SECONDS must be a whole number of seconds, at least 1.")
 DJANGO_API_URL = os.environ.get("DJANGO_API_URL", "http://127.0.0.1:8000")
+
+# --- Background jobs -----------------------------------------------------------------
+# django-tasks with its database backend: jobs are rows in the same database as the money,
+# taken by `manage.py run_worker` processes (jobs/worker.py). `make serve` starts
+# WORKER_CONCURRENCY of them; any number may run on any number of machines.
+TASKS = {"default": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["default"]}}
+# A worker renews its lease (a heartbeat row) every third of this; a running job whose
+# worker has not renewed it for this long is taken back and run again by another worker.
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30)
+if JOB_LEASE_SECONDS < 3:
+    raise ImproperlyConfigured("JOB_LEASE_SECONDS must be at least 3.")
+# How long an idle worker sleeps between looks at the queue.
+JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "1"))
+# Finished jobs are deleted after this many days (failed ones are kept until retried).
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 14)
+# Periodic jobs and their period in seconds: each runs once per period for the whole
+# deployment, whatever the number of workers (jobs/scheduler.py).
+PERIODIC_JOBS = {
+    "jobs.tasks.prune_finished_jobs": 3600,
+}
 
 # --- Shared state --------------------------------------------------------------------
 # Anything counted or remembered across requests (the webhook verification limit, the

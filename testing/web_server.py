@@ -32,13 +32,18 @@ def redis_url() -> str:
     return os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def production_environment(**overrides) -> dict:
-    """DEBUG off with private secrets, the test database, Redis under a prefix no other test or run shares."""
+def test_database_url() -> str:
+    """The database this test process uses (pytest-django's test database), as a DATABASE_URL."""
     db = connection.settings_dict
     user, host, port = db["USER"] or "postgres", db["HOST"] or "127.0.0.1", db["PORT"] or 5432
     if db["PASSWORD"]:
         user = f"{user}:{quote(db['PASSWORD'], safe='')}"
-    database_url = f"postgres://{user}@{host}:{port}/{db['NAME']}"
+    return f"postgres://{user}@{host}:{port}/{db['NAME']}"
+
+
+def production_environment(**overrides) -> dict:
+    """DEBUG off with private secrets, the test database, Redis under a prefix no other test or run shares."""
+    database_url = test_database_url()
     env = {
         **os.environ,
         "DEBUG": "false",
