@@ -108,3 +108,26 @@ def erlang_node(live_server):
 def messaging(settings, erlang_node):
     settings.ERLANG_MESSAGING_URL = erlang_node.url
     return erlang_node
+
+
+@pytest.fixture
+def start_job_worker(live_server, transactional_db):
+    """start_job_worker(**env) -> a real background-job worker (`manage.py run_worker`) on the test
+    database, its sandbox webhooks and callbacks aimed at the live server; stopped after the test."""
+    from testing.job_worker import JobWorkerProcess
+
+    started = []
+
+    def start(**env):
+        worker = JobWorkerProcess(
+            lease=5,
+            DJANGO_API_URL=live_server.url,
+            SANDBOX_WEBHOOK_URL=f"{live_server.url}/api/payments/webhooks/sandbox/",
+            **env,
+        ).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
