@@ -11,7 +11,7 @@ from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 
 from finance import permissions
 
-from .views import approvals, audit, broadcasts, dead_letters, finance, messaging, webhooks
+from .views import approvals, audit, broadcasts, dead_letters, finance, jobs, messaging, webhooks
 
 
 class PermissionMenuItem(MenuItem):
@@ -169,6 +169,18 @@ class UndeliverableSection(OperationsSection):
     routes = [("", dead_letters.DeadLetterListView.as_view(), "index")]
 
 
+class JobSection(OperationsSection):
+    name = "ops_jobs"
+    menu_label = "Background jobs"
+    icon = "resubmit"
+    permission_required = permissions.VIEW_JOBS
+    routes = [
+        ("", jobs.JobListView.as_view(), "index"),
+        ("<uuid:pk>/retry/", jobs.JobRetryView.as_view(), "retry"),
+        ("<uuid:pk>/retry/confirm/", jobs.JobRetryView.as_view(confirming=True), "confirm"),
+    ]
+
+
 class AuditSection(OperationsSection):
     name = "ops_audit"
     menu_label = "Audit log"
@@ -192,5 +204,6 @@ class OperationsGroup(ViewSetGroup):
         BroadcastSection,
         StatsSection,
         UndeliverableSection,
+        JobSection,
         AuditSection,
     ]
