@@ -129,7 +129,7 @@ redis:
 	for i in $$(seq 30); do redis-cli -u "$(REDIS_URL)" ping >/dev/null 2>&1 && exit 0; sleep 0.2; done; \
 	echo "Redis did not start on 127.0.0.1:6379."; exit 1
 
-run: setup demo-data
+run: setup demo-data redis
 	@$(MAKE) --no-print-directory dev-serve
 
 # The production profile (deploy/serve): DEBUG off, gunicorn, WhiteNoise, Redis, the
@@ -138,15 +138,19 @@ run: setup demo-data
 serve: setup postgres redis
 	@REDIS_URL=$(REDIS_URL) MESSAGING_RELEASE=$(MESSAGING_RELEASE) deploy/serve
 
-# The development servers `make run` starts: Django's runserver on :8000 and the Erlang
-# messaging service from its build directory on :8765; Ctrl-C stops both.
+# The development servers `make run` starts: Django's runserver on :8000, one background-job
+# worker and the Erlang messaging service from its build directory on :8765; Ctrl-C stops
+# them all. The server and the worker share Redis as their cache (the stats chart's samples
+# are written by the worker and read by the server).
+DEV_SHARED := REDIS_URL=$(REDIS_URL) CACHE_KEY_PREFIX=stayafrica-dev DJANGO_API_URL=http://127.0.0.1:8000
 dev-serve:
 	@$(DEV) $(PY) manage.py print_demo_logins
 	@echo "==> Portal:    http://127.0.0.1:8000/admin/   (hosts: http://127.0.0.1:8000/statement/)"
 	@echo "==> Messaging: $${ERLANG_MESSAGING_URL:-http://127.0.0.1:8765}/health"
 	@$(DEV) erlang_messaging/bin/messaging-start & messaging_pid=$$!; \
-	trap 'kill $$messaging_pid 2>/dev/null' EXIT INT TERM; \
-	$(DEV) DJANGO_API_URL=http://127.0.0.1:8000 $(PY) manage.py runserver 127.0.0.1:8000
+	$(DEV) $(DEV_SHARED) $(PY) manage.py run_worker & worker_pid=$$!; \
+	trap 'kill $$messaging_pid $$worker_pid 2>/dev/null' EXIT INT TERM; \
+	$(DEV) $(DEV_SHARED) $(PY) manage.py runserver 127.0.0.1:8000
 
 lint: python-dev-packages
 	@echo "==> ruff check / ruff format --check"

@@ -466,6 +466,7 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
         "finance": {"handlers": ["console"], "level": os.environ.get("FINANCE_LOG_LEVEL", "INFO")},
         "messaging": {"handlers": ["console"], "level": "INFO"},
+        "jobs": {"handlers": ["console"], "level": os.environ.get("JOBS_LOG_LEVEL", "INFO")},
     },
 }
 

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from django_tasks_db.models import DBTaskResult
 
+from jobs.models import WorkerHeartbeat
+from testing import jobs as test_jobs
 from testing.processes import free_port, stop_process
 from testing.wagtail_site import ensure_wagtail_site
 from testing.waiting import wait_until
@@ -185,6 +188,7 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
     env = production_environment(
         WEB_BIND=f"127.0.0.1:{web_port}",
         WEB_CONCURRENCY=2,
+        WORKER_CONCURRENCY=2,
         HTTP_PORT=messaging_port,
         MESSAGING_NODE_NAME=f"serve_test_{messaging_port}",
         MESSAGING_COOKIE=secrets.token_hex(16),
@@ -217,9 +221,13 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
             return portal.status_code == 200 and messaging.status_code == 200
 
         assert wait_until(both_answer, seconds=120, interval=0.5), log_path.read_text()[-3000:]
+        # Two background-job workers take jobs: each holds a lease, and a job enqueued now runs.
+        assert wait_until(lambda: WorkerHeartbeat.objects.count() == 2, seconds=30), log_path.read_text()[-3000:]
+        job = test_jobs.tick.enqueue()
+        assert wait_until(lambda: DBTaskResult.objects.get(pk=job.id).status == "SUCCESSFUL", seconds=30)
         started = _descendants(serve.pid)
-        # gunicorn's master and two workers, and the Erlang VM at least.
-        assert len(started) >= 4, started
+        # gunicorn's master and two workers, two job workers, and the Erlang VM at least.
+        assert len(started) >= 6, started
 
         serve.send_signal(stop_signal)
         serve.wait(60)
@@ -228,7 +236,9 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
         ]
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=1)
+        assert WorkerHeartbeat.objects.count() == 0  # the job workers stopped cleanly, leases handed back
     finally:
+        DBTaskResult.objects.filter(task_path="testing.jobs.tick").delete()
         stop_process(serve, signal.SIGKILL)
         for pid in started:
             if _alive(pid):
