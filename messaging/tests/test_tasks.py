@@ -23,10 +23,14 @@ def rows_per_receiver(broadcast) -> Counter:
     return Counter(Message.objects.filter(broadcast=broadcast).values_list("receiver", flat=True))
 
 
-def progress_page(user, broadcast) -> str:
+def page(user, url) -> str:
     client = Client()
     client.force_login(user)
-    return client.get(f"/admin/operations/broadcasts/{broadcast.pk}/progress/").content.decode()
+    return client.get(url).content.decode()
+
+
+def progress_page(user, broadcast) -> str:
+    return page(user, f"/admin/operations/broadcasts/{broadcast.pk}/progress/")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -66,9 +70,11 @@ def test_while_erlang_is_down_the_broadcast_retries_then_its_last_attempt_stores
     assert "could not be reached" in broadcast.last_error
     job = DBTaskResult.objects.get(pk=broadcast.job_id)
     assert job.status == "READY" and job.run_after > timezone.now()
-    page = progress_page(support_user, broadcast)
-    assert "Attempt 1 of 4 could not reach the messaging service" in page
-    assert f"Next attempt at {timezone.localtime(job.run_after):%H:%M:%S}" in page
+    progress = progress_page(support_user, broadcast)
+    assert "Attempt 1 of 4 could not reach the messaging service" in progress
+    assert f"Next attempt at {timezone.localtime(job.run_after):%H:%M:%S}" in progress
+    history = page(support_user, "/admin/operations/broadcasts/")
+    assert 'data-status="retrying"' in history and "Attempt 1 of 4: The messaging service could not" in history
     assert Message.objects.count() == 0
 
     for attempt in (2, 3, 4):
