@@ -26,9 +26,10 @@ WATCH_DROPS = """() => {
 
 
 def test_a_hosts_page_stays_connected_past_two_token_lifetimes_and_shows_a_later_broadcast(
-    open_as, messaging, settings, support_user, host
+    open_as, messaging, settings, support_user, host, start_job_worker
 ):
     settings.WS_TOKEN_TTL_SECONDS = TOKEN_TTL_SECONDS
+    start_job_worker(ERLANG_MESSAGING_URL=messaging.url)  # sends the broadcast below
     page = open_as(host, "/statement/")
     renewals = []
     page.on(

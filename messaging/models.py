@@ -31,7 +31,13 @@ class Conversation(models.Model):
 
 
 class Broadcast(models.Model):
-    """A message from support to many users, fanned out by the Erlang service."""
+    """A message from support to many users, fanned out by the Erlang service.
+
+    Recording it enqueues the fan-out job (messaging.tasks.fan_out_broadcast): queued until a
+    worker hands it to Erlang (sending, then delivered as Erlang reports progress); retrying
+    while Erlang cannot be reached; on the job's last attempt the rows are written here
+    directly (delivered, via_fallback). Failed only when even that is impossible.
+    """
 
     class Audience(models.TextChoices):
         ALL_HOSTS = "all_hosts", "All hosts"
@@ -40,8 +46,10 @@ class Broadcast(models.Model):
         USER_IDS = "user_ids", "A list of users"
 
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         SENDING = "sending", "Sending"
-        DONE = "done", "Delivered"
+        RETRYING = "retrying", "Retrying"
+        DELIVERED = "delivered", "Delivered"
         FAILED = "failed", "Failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -53,7 +61,10 @@ class Broadcast(models.Model):
     priority = models.CharField(max_length=6, choices=Priority.choices, default=Priority.NORMAL)
     total = models.PositiveIntegerField(default=0)
     delivered = models.PositiveIntegerField(default=0)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.SENDING)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    job_id = models.UUIDField(null=True, blank=True, help_text="The fan-out job (a background job's id).")
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Fan-out attempts so far.")
+    last_error = models.CharField(max_length=300, blank=True, help_text="Why the last attempt failed.")
     via_fallback = models.BooleanField(default=False, help_text="Written by Django because Erlang was unreachable.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -75,6 +86,16 @@ class Broadcast(models.Model):
         if self.audience == self.Audience.USER_IDS:
             return f"{len(self.user_ids)} chosen users"
         return self.get_audience_display().lower()
+
+    @property
+    def handed_over(self) -> bool:
+        """Erlang accepted it, or its rows are written: the fan-out job has nothing left to do."""
+        return self.status in (self.Status.SENDING, self.Status.DELIVERED)
+
+    @property
+    def in_progress(self) -> bool:
+        """Still moving: the progress panel keeps polling."""
+        return self.status in (self.Status.QUEUED, self.Status.SENDING, self.Status.RETRYING)
 
     @property
     def progress_percent(self) -> int:

@@ -2,7 +2,9 @@
 
 Messages go through Erlang (durable write-ahead log, priority routing, WebSocket push,
 then batch persistence back here by UUID). When Erlang cannot be reached, the row is
-written here directly and the sender sees the same success: the fallback.
+written here directly and the sender sees the same success: the fallback. A broadcast is
+recorded here and fanned out by a background job (messaging.tasks), which retries while
+Erlang is unreachable and falls back on its last attempt.
 """
 
 import hashlib
@@ -128,7 +130,8 @@ def audience_users(audience: str, *, country: str = "", user_ids=()):
 def create_broadcast(
     author, *, audience, text, priority="normal", country="", user_ids=(), broadcast_id=None
 ) -> Broadcast:
-    """Record the broadcast and hand its fan-out to Erlang (or write the rows here if it is down).
+    """Record the broadcast and enqueue its fan-out job (messaging.tasks.fan_out_broadcast) in
+    the same transaction: the job exists exactly when the broadcast does.
 
     With `broadcast_id` (an idempotency key) a second call with the same id returns the first
     call's broadcast and sends nothing again."""
@@ -138,35 +141,29 @@ def create_broadcast(
         if sent is not None:
             return sent
     text, priority = _clean_text(text), _clean_priority(priority)
-    recipients = list(audience_users(audience, country=country, user_ids=user_ids).values_list("pk", flat=True))
+    recipients = audience_users(audience, country=country, user_ids=user_ids).count()
     if not recipients:
         raise MessagingError("Nobody is in this audience.", field="audience")
     try:
-        broadcast = _record_broadcast(
+        return _record_broadcast(
             author,
             audience=audience,
             text=text,
             priority=priority,
             country=country,
             user_ids=user_ids,
-            recipients=len(recipients),
+            recipients=recipients,
             broadcast_id=broadcast_id,
         )
     except IntegrityError:  # the same id, sent at the same moment: that call sends it
         if broadcast_id is None:
             raise
         return Broadcast.objects.get(pk=broadcast_id, author=author)
-    try:
-        erlang_client.broadcast_message(
-            author.pk, recipients, text, priority, broadcast_id=broadcast.pk, audience=broadcast.audience_label
-        )
-    except ErlangUnavailable as error:
-        logger.warning("Erlang unavailable, writing broadcast %s directly: %s", broadcast.pk, error)
-        _fan_out_here(broadcast, recipients)
-    return broadcast
 
 
 def _record_broadcast(author, *, audience, text, priority, country, user_ids, recipients, broadcast_id) -> Broadcast:
+    from .tasks import fan_out_broadcast  # tasks imports this module: import at call time
+
     with transaction.atomic():
         broadcast = Broadcast.objects.create(
             **({"id": broadcast_id} if broadcast_id is not None else {}),
@@ -184,15 +181,76 @@ def _record_broadcast(author, *, audience, text, priority, country, user_ids, re
             user=author,
             data={"audience": broadcast.audience_label, "recipients": recipients, "text": text[:200]},
         )
+        broadcast.job_id = fan_out_broadcast.enqueue(str(broadcast.pk)).id
+        broadcast.save(update_fields=["job_id"])
     return broadcast
 
 
-def _fan_out_here(broadcast: Broadcast, recipients: list[int]) -> None:
+# --- the fan-out job's steps (messaging.tasks.fan_out_broadcast) ------------------------------
+
+# Statuses an attempt may leave: once Erlang has the broadcast (sending) or its rows exist
+# (delivered), a late attempt or a retry must not move it back.
+NOT_HANDED_OVER = (Broadcast.Status.QUEUED, Broadcast.Status.RETRYING, Broadcast.Status.FAILED)
+ERROR_LENGTH = Broadcast._meta.get_field("last_error").max_length
+
+
+def broadcast_recipients(broadcast: Broadcast) -> list[int]:
+    """Who receives it, as of now (the audience is resolved when the job runs)."""
+    users = audience_users(broadcast.audience, country=broadcast.country, user_ids=broadcast.user_ids)
+    return list(users.order_by("pk").values_list("pk", flat=True))
+
+
+def broadcast_message_id(broadcast_id, receiver_id: int) -> uuid.UUID:
+    """The id of the broadcast's message to one receiver, the same as Erlang's
+    (message_ids:derived_uuid): the first 16 bytes of sha256("<broadcast id>:<receiver id>")
+    laid out as a version-8 UUID. The fallback writes the same ids, so a message that both
+    Erlang and the fallback hand over is stored once (the persistence callback dedupes by id)."""
+    digest = bytearray(hashlib.sha256(f"{broadcast_id}:{receiver_id}".encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return uuid.UUID(bytes=bytes(digest))
+
+
+def hand_broadcast_to_erlang(broadcast: Broadcast, recipients: list[int], *, attempt: int) -> None:
+    """Erlang makes it durable and fans it out; raises ErlangUnavailable or ErlangRejected.
+
+    Safe to repeat: Erlang ignores a broadcast id it has accepted already, and its message ids
+    are derived from the broadcast id and receiver, so nothing is delivered twice."""
+    erlang_client.broadcast_message(
+        broadcast.author_id,
+        recipients,
+        broadcast.text,
+        broadcast.priority,
+        broadcast_id=broadcast.pk,
+        audience=broadcast.audience_label,
+    )
+    Broadcast.objects.filter(pk=broadcast.pk, status__in=NOT_HANDED_OVER).update(
+        status=Broadcast.Status.SENDING, total=len(recipients), attempts=attempt, last_error=""
+    )
+
+
+def note_broadcast_retry(broadcast: Broadcast, error: Exception, *, attempt: int) -> None:
+    """Erlang could not take it this time: staff see 'retrying' with the reason."""
+    Broadcast.objects.filter(pk=broadcast.pk, status__in=NOT_HANDED_OVER).update(
+        status=Broadcast.Status.RETRYING, attempts=attempt, last_error=str(error)[:ERROR_LENGTH]
+    )
+
+
+def note_broadcast_failed(broadcast: Broadcast, reason: str, *, attempt: int) -> None:
+    Broadcast.objects.filter(pk=broadcast.pk, status__in=NOT_HANDED_OVER).update(
+        status=Broadcast.Status.FAILED, attempts=attempt, last_error=reason[:ERROR_LENGTH]
+    )
+
+
+def fan_out_here(broadcast: Broadcast, recipients: list[int], *, attempt: int) -> None:
+    """The fallback: write every recipient's row here, with Erlang's message ids, so rows Erlang
+    stored already (or stores later) are not stored twice."""
     now = timezone.now()
     with transaction.atomic():
         Message.objects.bulk_create(
             [
                 Message(
+                    id=broadcast_message_id(broadcast.pk, receiver),
                     broadcast=broadcast,
                     sender_id=broadcast.author_id,
                     receiver_id=receiver,
@@ -204,9 +262,15 @@ def _fan_out_here(broadcast: Broadcast, recipients: list[int]) -> None:
                 for receiver in recipients
             ],
             batch_size=1000,
+            ignore_conflicts=True,
         )
         Broadcast.objects.filter(pk=broadcast.pk).update(
-            delivered=len(recipients), status=Broadcast.Status.DONE, via_fallback=True, completed_at=now
+            total=len(recipients),
+            delivered=len(recipients),
+            status=Broadcast.Status.DELIVERED,
+            via_fallback=True,
+            attempts=attempt,
+            completed_at=now,
         )
     broadcast.refresh_from_db()
 
@@ -219,9 +283,11 @@ def record_broadcast_progress(broadcast_id, *, delivered: int, total: int, statu
             return None
         broadcast.delivered = max(broadcast.delivered, min(int(delivered), int(total)))
         broadcast.total = max(broadcast.total, int(total))
-        if status == "done" and broadcast.status != Broadcast.Status.DONE:
-            broadcast.status = Broadcast.Status.DONE
+        if status == "done" and broadcast.status != Broadcast.Status.DELIVERED:
+            broadcast.status = Broadcast.Status.DELIVERED
             broadcast.completed_at = timezone.now()
+        elif broadcast.status in NOT_HANDED_OVER:  # a report can arrive before the job notes the hand-over
+            broadcast.status = Broadcast.Status.SENDING
         broadcast.save(update_fields=["delivered", "total", "status", "completed_at"])
     return broadcast
 

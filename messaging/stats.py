@@ -1,10 +1,12 @@
 """Samples of the Erlang service's /stats for the portal's live chart.
 
-Each call returns the recent ring of samples. Erlang is asked at most once every
-SAMPLE_SECONDS whatever the number of staff watching and of web processes serving them:
-the ring, the last outcome and the turn to sample all live in the shared cache, and
-`cache.add` (atomic in Redis) gives the turn to one process per period.
+One periodic job (messaging.tasks.sample_stats, every SAMPLE_SECONDS, once for the whole
+deployment) asks Erlang and appends to a ring in the shared cache; the portal's panel only
+reads that ring (read_stats) and never calls Erlang, however many staff are watching. With no
+recent outcome (no worker running) the panel says so rather than showing old figures as live.
 """
+
+import time
 
 from django.core.cache import cache
 from django.utils import timezone
@@ -13,36 +15,34 @@ from .erlang import ErlangError, erlang_client
 
 RING_KEY = "messaging:stats:ring"
 LAST_KEY = "messaging:stats:last"
-TURN_KEY = "messaging:stats:turn"
 RING_SIZE = 60
 SAMPLE_SECONDS = 2
+# An outcome older than this (several missed periods) is not shown as the current state.
+STALE_SECONDS = 10
+NO_RECENT_SAMPLE = "No recent sample: is a background worker running?"
 
 
-def sample_stats() -> dict:
-    """{"up": bool, "error": str, "samples": [...oldest first], "latest": sample or None}."""
-    if cache.add(TURN_KEY, True, timeout=SAMPLE_SECONDS):
-        return _take_sample()
-    ring = cache.get(RING_KEY) or []
-    last = cache.get(LAST_KEY) or {"up": bool(ring), "error": ""}
-    return {
-        "up": last["up"],
-        "error": last["error"],
-        "samples": ring,
-        "latest": ring[-1] if ring and last["up"] else None,
-    }
-
-
-def _take_sample() -> dict:
-    ring = cache.get(RING_KEY) or []
+def take_sample() -> dict:
+    """Ask Erlang once; append the sample to the ring, and note the outcome (up, or why not)."""
     try:
         sample = to_sample(erlang_client.stats())
     except ErlangError as error:
-        cache.set(LAST_KEY, {"up": False, "error": str(error)}, 60)
-        return {"up": False, "error": str(error), "samples": ring, "latest": None}
-    ring = (ring + [sample])[-RING_SIZE:]
+        cache.set(LAST_KEY, {"up": False, "error": str(error), "at": time.time()}, 600)
+        return {"up": False, "error": str(error)}
+    ring = ((cache.get(RING_KEY) or []) + [sample])[-RING_SIZE:]
     cache.set(RING_KEY, ring, 600)
-    cache.set(LAST_KEY, {"up": True, "error": ""}, 60)
-    return {"up": True, "error": "", "samples": ring, "latest": sample}
+    cache.set(LAST_KEY, {"up": True, "error": "", "at": time.time()}, 600)
+    return {"up": True, "error": "", "sample": sample}
+
+
+def read_stats() -> dict:
+    """{"up", "stale", "error", "samples": [...oldest first], "latest": sample or None}, from the cache only."""
+    ring = cache.get(RING_KEY) or []
+    last = cache.get(LAST_KEY)
+    if last is None or time.time() - last.get("at", 0) > STALE_SECONDS:
+        return {"up": False, "stale": True, "error": NO_RECENT_SAMPLE, "samples": ring, "latest": None}
+    up = bool(last["up"] and ring)
+    return {"up": up, "stale": False, "error": last["error"], "samples": ring, "latest": ring[-1] if up else None}
 
 
 def to_sample(stats: dict) -> dict:

@@ -426,6 +426,7 @@ JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 14)
 # deployment, whatever the number of workers (jobs/scheduler.py).
 PERIODIC_JOBS = {
     "jobs.tasks.prune_finished_jobs": 3600,
+    "messaging.tasks.sample_stats": 2,
 }
 
 # --- Shared state --------------------------------------------------------------------

@@ -27,6 +27,7 @@ from finance import staff_actions
 from finance.models import ApprovalRequest, Payment, WalletTransaction, WebhookEvent, Withdrawal
 from finance.services import TransactionService
 from messaging.models import Broadcast, Message
+from messaging.tests.jobs import run_jobs_with_retries
 from portal.tests.confirming import confirmed_fields, confirmed_url, reissue, token_data
 from portal.views.confirmation import MAX_AGE_SECONDS, TOKEN_FIELD
 from testing.processes import free_port
@@ -291,6 +292,7 @@ def broadcast_send(request):
     def done():
         broadcast = Broadcast.objects.get()
         assert broadcast.text == "Hello Accra" and broadcast.total == 2
+        assert run_jobs_with_retries() == 4  # one fan-out job: Erlang unreachable 3 times, then the fallback
         assert sorted(Message.objects.values_list("receiver", flat=True)) == sorted(h.pk for h in hosts)
         assert ModelLogEntry.objects.filter(action="stayafrica.broadcast.send").count() == 1
 

@@ -5,6 +5,7 @@ from django.test import Client
 from wagtail.models import ModelLogEntry
 
 from messaging.models import Broadcast, Message
+from messaging.tests.jobs import run_jobs_with_retries
 from portal.tests.confirming import post_confirmation
 from testing.processes import free_port
 
@@ -29,7 +30,10 @@ def test_broadcast_needs_confirmation_then_sends_and_is_audited(settings, suppor
 
     sent = post_confirmation(client, review, follow=True)
     broadcast = Broadcast.objects.get()
-    assert "Delivered 2 of 2" in sent.content.decode()
+    assert 'data-status="queued"' in sent.content.decode()
+    run_jobs_with_retries()  # the fan-out job: Erlang unreachable on every attempt, then the fallback
+    progress = client.get(f"/admin/operations/broadcasts/{broadcast.pk}/progress/").content.decode()
+    assert "Delivered 2 of 2" in progress
     assert set(Message.objects.values_list("receiver", flat=True)) == {h.pk for h in hosts}
     assert ModelLogEntry.objects.filter(action="stayafrica.broadcast.send", user=support_user).exists()
     csv_body = b"".join(client.get("/admin/operations/broadcasts/?export=csv").streaming_content).decode()

@@ -12,6 +12,7 @@ from django.views import View
 from finance import permissions
 from finance.errors import TransactionError
 from messaging.models import Broadcast, Priority
+from messaging.selectors import with_fan_out_state
 from messaging.services import MessagingError, audience_users, create_broadcast
 
 from ..csv_export import stream_csv
@@ -101,7 +102,7 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context.setdefault("form", BroadcastForm(initial={"audience": Broadcast.Audience.ALL_HOSTS}))
-        context["history"] = Broadcast.objects.select_related("author")[:50]
+        context["history"] = with_fan_out_state(Broadcast.objects.select_related("author")[:50])
         return context
 
     def get_confirmation_params(self):
@@ -131,7 +132,11 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
         return Confirmation(
             label="Confirm broadcast",
             question=f"Send this {params['priority']}-priority message to {count} recipient{pluralize(count)}?",
-            effects=[f"Who receives it: {audience.audience_label}. It arrives at once for anyone online."],
+            effects=[
+                f"Who receives it: {audience.audience_label}.",
+                "A background job sends it within moments; anyone online sees it as it is delivered, "
+                "everyone else next time they open the app. Its page shows the progress.",
+            ],
             quote=params["text"],
             quote_label="Message",
             yes=f"Yes, send to {count}",
@@ -168,7 +173,7 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
         except TransactionError as error:
             return self.render_invalid(error)
         messages.success(
-            self.request, f"Broadcast to {broadcast.audience_label} is on its way ({broadcast.total} recipients)."
+            self.request, f"Broadcast to {broadcast.audience_label} is queued ({broadcast.total} recipients)."
         )
         return redirect(reverse("ops_broadcasts:detail", args=[broadcast.pk]))
 
@@ -202,15 +207,16 @@ class BroadcastDetailView(OperationsView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context["broadcast"] = get_object_or_404(Broadcast.objects.select_related("author"), pk=kwargs["pk"])
+        broadcast = get_object_or_404(Broadcast.objects.select_related("author"), pk=kwargs["pk"])
+        context["broadcast"] = with_fan_out_state([broadcast])[0]
         return context
 
 
 class BroadcastProgressView(PermissionRequiredMixin, View):
-    """htmx-polled progress bar; stops polling once the broadcast is done."""
+    """htmx-polled progress bar; stops polling once the broadcast is delivered or failed."""
 
     permission_required = permissions.SEND_BROADCAST
 
     def get(self, request, pk):
-        broadcast = get_object_or_404(Broadcast, pk=pk)
+        broadcast = with_fan_out_state([get_object_or_404(Broadcast, pk=pk)])[0]
         return render(request, "portal/includes/broadcast_progress.html", {"broadcast": broadcast})
