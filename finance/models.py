@@ -332,6 +332,19 @@ class Payment(models.Model):
         PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
         REFUNDED = "refunded", "Refunded"
 
+    class CheckoutStatus(models.TextChoices):
+        # Reserved: the row exists but no provider has opened a checkout for it yet (the call is
+        # in flight, or it failed and the guest's next checkout call tries again).
+        RESERVED = "reserved", "Being prepared"
+        OPEN = "open", "Open at the provider"
+
+    class ReceiptStatus(models.TextChoices):
+        NONE = "none", "Not sent"
+        QUEUED = "queued", "Queued"
+        RETRYING = "retrying", "Retrying"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
     OPEN_STATUSES = (Status.PENDING,)
 
     # Unique by named constraints, without LIKE indexes (see WalletTransaction.reference).
@@ -350,6 +363,14 @@ class Payment(models.Model):
     )
     checkout = models.JSONField(default=dict, blank=True, help_text="What the provider's checkout needs.")
     failure_reason = models.TextField(blank=True)
+    checkout_status = models.CharField(max_length=10, choices=CheckoutStatus.choices, default=CheckoutStatus.OPEN)
+    # Set while a checkout call to the provider is in flight (outside any transaction); a call
+    # older than the provider's timeout is abandoned and the next checkout may take it over.
+    checkout_started_at = models.DateTimeField(null=True, blank=True)
+    checkout_error = models.TextField(blank=True, help_text="Why the last checkout call failed (for staff).")
+    receipt_status = models.CharField(max_length=10, choices=ReceiptStatus.choices, default=ReceiptStatus.NONE)
+    receipt_error = models.TextField(blank=True)
+    receipt_sent_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -9,50 +9,99 @@ it before the next:
   2. parse the event (malformed → 400, stored as rejected),
   3. store it in the inbox once per provider event id (a replay answers 200, changes nothing),
   4. match it against the payment (unknown reference, other amount or currency → flagged),
-  5. apply it: payout to the host and confirmation of the booking, or a failed payment.
+  5. apply it: payout to the host and confirmation of the booking, or a failed payment;
+     a paid booking's receipt e-mail is a job enqueued in the same transaction (finance.tasks).
 """
 
 import hashlib
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from . import ledger
-from .errors import InvalidStateError, NotFoundError
+from .errors import InvalidStateError, NotFoundError, TransactionError
 from .models import Booking, Payment, WebhookEvent
 from .money import format_money
-from .providers import PROVIDERS, choose_provider, enabled_provider
+from .providers import PROVIDERS, choose_provider, enabled_provider, get_provider
 from .providers.base import (
     FAILED,
     IGNORED,
     SUCCESS,
+    CheckoutInputError,
     MalformedEventError,
+    Provider,
+    ProviderClient,
     ProviderEvent,
     WebhookVerificationError,
     major_amount,
 )
 from .services import TransactionService
+from .tasks import send_receipt
 
 logger = logging.getLogger("finance.payments")
 Outcome = WebhookEvent.Outcome
 
 
 # --- checkout ---------------------------------------------------------------------------
+#
+# Three steps, so that no row lock is held while a provider answers over HTTP:
+#   a. one short transaction locks the booking and reserves its payment (reusing an open or
+#      reserved one) and marks a checkout call as in flight;
+#   b. the provider's checkout runs outside any transaction;
+#   c. a second short transaction records the checkout (or the failure) and the audit entry.
+# A failed call leaves the reservation for the guest's next checkout call: never a second payment.
+
+# Longer than any provider's checkout can take (M-Pesa makes two calls, each with the client's
+# connect + read timeout): a call in flight for longer was abandoned and may be taken over.
+CHECKOUT_ABANDONED_AFTER = timedelta(seconds=2 * sum(ProviderClient.timeout))
+# What a caller who finds a checkout call in flight is told to wait before asking again.
+CHECKOUT_RETRY_AFTER_SECONDS = 2
+
+
+class CheckoutInProgressError(TransactionError):
+    """Another request is opening this booking's checkout with the provider right now."""
+
+    code = "checkout_in_progress"
+    status = 409
+
+
+@dataclass
+class _Reservation:
+    payment: Payment
+    provider: Provider
+    created: bool  # this call created the payment row
+    started_at: datetime | None  # None: the checkout is already open, nothing to call
 
 
 def initiate_payment(booking_id: int, *, guest, provider_name: str = "", phone: str = "", session=None):
-    """Open a payment for the guest's pending booking; returns (payment, created).
+    """Open a checkout for the guest's pending booking; returns (payment, opened_now).
 
-    A second call while a payment is open returns that payment: never a second charge. The
-    row and the provider's checkout data commit together; if the provider cannot be
-    reached, nothing is kept.
+    `opened_now` is True when this call opened the checkout (201 in the API); a call that finds
+    the checkout already open returns that payment (200): never a second charge. Call it
+    outside any transaction, so the provider's HTTP call holds no lock.
     """
+    reservation = _reserve_checkout(booking_id, guest=guest, provider_name=provider_name)
+    payment = reservation.payment
+    if reservation.started_at is None:
+        return payment, False
+    try:
+        checkout = reservation.provider.checkout(payment, email=guest.email, phone=phone, session=session)
+    except Exception as error:
+        # Bad input changes nothing: a reservation this call made for it is not kept.
+        forget = reservation.created and isinstance(error, CheckoutInputError)
+        _record_checkout_failure(payment, reservation.started_at, error, forget=forget)
+        raise
+    return _record_checkout(reservation, checkout, actor=guest), True
+
+
+def _reserve_checkout(booking_id: int, *, guest, provider_name: str) -> _Reservation:
+    """Step a: lock the booking, find or reserve its payment, mark the checkout call in flight."""
     with transaction.atomic():
         booking = (
             Booking.objects.select_for_update()
@@ -62,27 +111,103 @@ def initiate_payment(booking_id: int, *, guest, provider_name: str = "", phone: 
         )
         if booking is None:
             raise NotFoundError("Booking not found.")
-        open_payment = booking.payments.filter(status=Payment.Status.PENDING).first()
-        if open_payment is not None:
-            return open_payment, False
-        if booking.status != Booking.Status.PENDING:
-            raise InvalidStateError(f"Booking #{booking.pk} is {booking.get_status_display().lower()}: nothing to pay.")
-        provider = choose_provider(booking.rental_property.country, provider_name)
-        payment = Payment.objects.create(
-            booking=booking, provider=provider.name, amount=booking.grand_total, currency=booking.currency
-        )
-        checkout = provider.checkout(payment, email=guest.email, phone=phone, session=session)
+        payment = booking.payments.filter(status=Payment.Status.PENDING).first()
+        if payment is not None and payment.checkout_status == Payment.CheckoutStatus.OPEN:
+            return _Reservation(payment, PROVIDERS[payment.provider], created=False, started_at=None)
+        if payment is not None and _call_in_flight(payment):
+            raise CheckoutInProgressError(
+                "This booking's payment is being prepared with the provider; ask again in a moment.",
+                retry_after=CHECKOUT_RETRY_AFTER_SECONDS,
+            )
+        created = payment is None
+        if created:
+            if booking.status != Booking.Status.PENDING:
+                raise InvalidStateError(
+                    f"Booking #{booking.pk} is {booking.get_status_display().lower()}: nothing to pay."
+                )
+            provider = choose_provider(booking.rental_property.country, provider_name)
+            payment = Payment(
+                booking=booking,
+                provider=provider.name,
+                amount=booking.grand_total,
+                currency=booking.currency,
+                checkout_status=Payment.CheckoutStatus.RESERVED,
+            )
+        elif provider_name and provider_name != payment.provider:
+            # No provider has opened this reservation: the guest may switch to another.
+            provider = choose_provider(booking.rental_property.country, provider_name)
+            payment.provider = provider.name
+        else:
+            provider = get_provider(payment.provider)
+        payment.checkout_started_at = timezone.now()
+        payment.save()
+    return _Reservation(payment, provider, created=created, started_at=payment.checkout_started_at)
+
+
+def _call_in_flight(payment: Payment) -> bool:
+    started = payment.checkout_started_at
+    return started is not None and timezone.now() - started < CHECKOUT_ABANDONED_AFTER
+
+
+def _locked_reservation(payment: Payment, started_at: datetime) -> Payment | None:
+    """The payment, locked, if it is still reserved for the call that started at `started_at`
+    (None when the call was abandoned and another request took it over)."""
+    return (
+        Payment.objects.select_for_update()
+        .filter(pk=payment.pk, checkout_status=Payment.CheckoutStatus.RESERVED, checkout_started_at=started_at)
+        .first()
+    )
+
+
+def _record_checkout(reservation: _Reservation, checkout: dict, *, actor) -> Payment:
+    """Step c: keep the provider's checkout data and reference, with the audit entry."""
+    with transaction.atomic():
+        payment = _locked_reservation(reservation.payment, reservation.started_at)
+        if payment is None:
+            logger.warning("checkout of %s finished after it was taken over; result dropped", reservation.payment)
+            payment = Payment.objects.get(pk=reservation.payment.pk)
+            if payment.checkout_status != Payment.CheckoutStatus.OPEN:
+                raise CheckoutInProgressError(
+                    "This booking's payment is being prepared with the provider; ask again in a moment.",
+                    retry_after=CHECKOUT_RETRY_AFTER_SECONDS,
+                )
+            return payment
         payment.provider_reference = checkout.pop("provider_reference", None)
         payment.checkout = checkout
-        payment.save(update_fields=["provider_reference", "checkout", "updated_at"])
+        payment.checkout_status = Payment.CheckoutStatus.OPEN
+        payment.checkout_started_at = None
+        payment.checkout_error = ""
+        payment.save()
+        reservation.provider.after_checkout(payment)
         ledger.audit(
             action="payment.initiate",
-            actor=guest,
+            actor=actor,
             amount=payment.amount,
             currency=payment.currency,
-            metadata={"payment": payment.reference, "provider": provider.name, "booking": booking.pk},
+            metadata={"payment": payment.reference, "provider": payment.provider, "booking": payment.booking_id},
         )
-    return payment, True
+    return payment
+
+
+def _record_checkout_failure(payment: Payment, started_at: datetime, error: Exception, *, forget: bool) -> None:
+    """Step c after a failure: the reservation stays for a retry (or goes, when `forget`)."""
+    with transaction.atomic():
+        reserved = _locked_reservation(payment, started_at)
+        if reserved is None:
+            return
+        if forget:
+            reserved.delete()
+            return
+        reserved.checkout_started_at = None
+        reserved.checkout_error = describe_error(error)
+        reserved.save(update_fields=["checkout_started_at", "checkout_error", "updated_at"])
+    logger.warning("checkout of %s failed: %s", payment.reference, reserved.checkout_error)
+
+
+def describe_error(error: BaseException) -> str:
+    """An error as staff read it: its type and message, never a traceback."""
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 # --- webhooks ---------------------------------------------------------------------------
@@ -188,7 +313,17 @@ def _apply_success(inbox, event, payment, actor) -> None:
     payment.save(update_fields=["status", "provider_reference", "failure_reason", "updated_at"])
     txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
     _record(inbox, Outcome.APPLIED, f"Paid out as {txn.reference}.", actor=actor)
-    transaction.on_commit(lambda: _send_receipt(payment.pk))
+    _queue_receipt(payment)
+
+
+def _queue_receipt(payment: Payment) -> None:
+    """Enqueue the receipt e-mail in the payment's own transaction: it commits with the payment."""
+    if not payment.booking.guest.email:
+        return
+    payment.receipt_status = Payment.ReceiptStatus.QUEUED
+    payment.receipt_error = ""
+    payment.save(update_fields=["receipt_status", "receipt_error", "updated_at"])
+    send_receipt.enqueue(payment.pk)
 
 
 def _apply_failure(inbox, event, payment, actor) -> None:
@@ -286,27 +421,3 @@ def _refuse_unverified(provider_name: str, source: str, reason: str) -> WebhookR
 
 def _error(status: int, code: str, message: str) -> WebhookResult:
     return WebhookResult(status, {"error": {"code": code, "message": message, "fields": {}}})
-
-
-def _send_receipt(payment_pk: int) -> None:
-    """Email the guest a receipt. Runs after commit: a mail failure never undoes a payment."""
-    payment = Payment.objects.select_related("booking__guest", "booking__rental_property").get(pk=payment_pk)
-    guest = payment.booking.guest
-    if not guest.email:
-        return
-    amount = format_money(payment.amount, payment.currency)
-    try:
-        send_mail(
-            subject=f"Your StayAfrica receipt {payment.reference}",
-            message=(
-                f"Hello {guest.get_full_name() or guest.username},\n\n"
-                f"We received your payment of {amount} for {payment.booking.rental_property.title} "
-                f"({payment.booking.check_in:%d %b %Y} to {payment.booking.check_out:%d %b %Y}).\n"
-                f"Payment reference: {payment.reference}\nProvider: {payment.provider}\n\n"
-                "Your booking is confirmed. Thank you for staying with StayAfrica."
-            ),
-            from_email=settings.DEFAULT_FROM_EMAIL,
-            recipient_list=[guest.email],
-        )
-    except Exception:  # the payment stands; the receipt can be re-sent
-        logger.exception("receipt email for %s failed", payment.reference)

@@ -40,7 +40,9 @@ def _service_error(exc: TransactionError) -> Response:
         http_status = status.HTTP_404_NOT_FOUND
     elif isinstance(exc, PermissionDeniedError):
         http_status = status.HTTP_403_FORBIDDEN
-    return Response(error_body(exc.code, exc.message, fields), status=http_status)
+    # A refusal that passes with time (a checkout in progress) says when to ask again.
+    headers = {"Retry-After": str(exc.details["retry_after"])} if "retry_after" in exc.details else None
+    return Response(error_body(exc.code, exc.message, fields), status=http_status, headers=headers)
 
 
 def _reshape(exc, data) -> dict:

@@ -11,9 +11,11 @@ import functools
 import hashlib
 import json
 import uuid
+from datetime import timedelta
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from rest_framework.response import Response
 
 from finance.idempotency import digest
@@ -58,6 +60,70 @@ def idempotent(view_method):
         return response
 
     return wrapper
+
+
+def idempotent_outside_transaction(view_method):
+    """`Idempotency-Key` for a view that commits its own steps and calls out between them
+    (paying: the provider's checkout runs outside any transaction, holding no lock).
+
+    The key is claimed in a transaction of its own before the view runs, and the answer stored
+    after it. A concurrent request with the same key answers 409 `request_in_progress` at once;
+    a claim older than a request can last (its process died) is taken over. An answer that is
+    not final (5xx, or one with Retry-After) is not stored: the retry really runs."""
+
+    @functools.wraps(view_method)
+    def wrapper(view, request, *args, **kwargs):
+        key = request.headers.get(HEADER, "").strip()
+        if not key:
+            return view_method(view, request, *args, **kwargs)
+        if len(key) > MAX_KEY_LENGTH:
+            return Response(error_body("invalid", f"{HEADER} is longer than {MAX_KEY_LENGTH} characters."), 400)
+        method_path = f"{request.method} {request.path}"
+        body_hash = _body_hash(request.data)
+        record, earlier = _claim_key(request.user, key, method_path, body_hash)
+        if earlier is not None:
+            return earlier
+        request.idempotency_key = key
+        try:
+            response = view_method(view, request, *args, **kwargs)
+        except Exception as exc:  # turned into its 4xx answer, which is stored like any other
+            response = view.handle_exception(exc)
+        if response.status_code >= 500 or response.has_header("Retry-After"):
+            record.delete()  # forget the key: a retry may succeed
+            return response
+        record.status_code = response.status_code
+        record.response_body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
+        record.save(update_fields=["status_code", "response_body"])
+        return response
+
+    return wrapper
+
+
+# A claimed key whose request never stored an answer for this long belonged to a process that died.
+CLAIM_ABANDONED_AFTER = timedelta(minutes=2)
+CLAIM_RETRY_AFTER_SECONDS = 2
+
+
+def _claim_key(user, key: str, method_path: str, body_hash: str):
+    """(the new record, None), or (None, the answer to give instead: a replay or a 409)."""
+    abandoned = timezone.now() - CLAIM_ABANDONED_AFTER
+    ApiIdempotencyRecord.objects.filter(user=user, key=key, status_code__isnull=True, created_at__lt=abandoned).delete()
+    try:
+        with transaction.atomic():
+            record = ApiIdempotencyRecord.objects.create(
+                user=user, key=key, method_path=method_path, body_hash=body_hash
+            )
+        return record, None
+    except IntegrityError:
+        earlier = ApiIdempotencyRecord.objects.filter(user=user, key=key).first()
+    if earlier is None or earlier.status_code is None:
+        in_progress = Response(
+            error_body("request_in_progress", f"A request with this {HEADER} is still running; ask again in a moment."),
+            status=409,
+            headers={"Retry-After": str(CLAIM_RETRY_AFTER_SECONDS)},
+        )
+        return None, in_progress
+    return None, _replay(earlier, method_path, body_hash)
 
 
 def _replay(record: ApiIdempotencyRecord, method_path: str, body_hash: str) -> Response:

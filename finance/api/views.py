@@ -24,7 +24,7 @@ from . import serializers as api
 from . import tokens
 from .authentication import BearerTokenAuthentication
 from .filters import TransactionFilter
-from .idempotency import idempotent, service_key
+from .idempotency import idempotent, idempotent_outside_transaction, service_key
 from .throttling import FailedLoginThrottle
 
 ERRORS = {
@@ -248,13 +248,25 @@ class BookingViewSet(viewsets.GenericViewSet):
             200: api.PaymentSerializer,
             201: api.PaymentSerializer,
             **ERRORS,
-            503: OpenApiResponse(api.ErrorSerializer, description="The payment provider is unreachable; nothing kept."),
+            409: OpenApiResponse(
+                api.ErrorSerializer,
+                description="Refused in the booking's state (invalid_state), or its checkout is being opened "
+                "by another request right now (checkout_in_progress: ask again after Retry-After seconds).",
+            ),
+            503: OpenApiResponse(
+                api.ErrorSerializer,
+                description="The payment provider is unreachable; nothing charged. The payment stays reserved: "
+                "the next call tries the provider again for the same payment.",
+            ),
         },
     )
     @action(detail=True, methods=["post"])
-    @idempotent
+    @idempotent_outside_transaction
     def pay(self, request, pk=None):
-        """The booking's guest starts paying. A second call returns the open payment, never a second charge."""
+        """The booking's guest starts paying. A second call returns the open payment, never a second charge.
+
+        The provider is called outside any transaction: while one call waits for it, another on the
+        same booking answers 409 checkout_in_progress (with Retry-After) at once."""
         body = api.PayRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         payment, created = payments.initiate_payment(

@@ -158,7 +158,11 @@ class Provider:
         raise NotImplementedError
 
     def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
+        """Open the provider's checkout for `payment`. Called outside any transaction."""
         raise NotImplementedError
+
+    def after_checkout(self, payment) -> None:
+        """Runs inside the transaction that records an opened checkout (enqueue jobs here)."""
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         raise NotImplementedError

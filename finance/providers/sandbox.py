@@ -1,6 +1,6 @@
 """The sandbox provider: offline payments for development and demos.
 
-Checkout answers at once; after the payment row commits, the sandbox posts itself a
+Checkout answers at once; a background job (enqueued with the checkout's record) posts a
 correctly signed `payment.succeeded` webhook over HTTP, exactly as a real provider would,
 so the whole path (signature, inbox, payout, receipt) runs end to end with no internet.
 """
@@ -9,15 +9,13 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
-import time
 import uuid
 
 import requests
 from django.conf import settings
-from django.db import transaction
 
 from finance.money import format_money
+from jobs.policy import PermanentJobError, job
 
 from .base import (
     FAILED,
@@ -51,21 +49,24 @@ def event_body(payment, *, succeeded: bool = True) -> bytes:
     ).encode()
 
 
-def post_webhook(raw: bytes, *, attempts: int = 3) -> None:
-    """POST the signed event to our own webhook endpoint, retrying briefly while the server starts."""
-    for attempt in range(1, attempts + 1):
-        try:
-            response = requests.post(
-                settings.SANDBOX_WEBHOOK_URL,
-                data=raw,
-                headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(raw)},
-                timeout=(2, 10),
-            )
-            if response.status_code < 500:
-                return
-        except requests.RequestException as error:
-            logger.warning("sandbox webhook attempt %s failed: %s", attempt, error)
-        time.sleep(0.2 * attempt)
+@job(label="Sandbox webhook", max_attempts=5, base_delay=1)
+def post_sandbox_webhook(raw_body_text: str) -> int:
+    """POST the signed event to our own webhook endpoint, as a real provider would.
+
+    A 5xx answer or no answer raises, so the jobs engine retries; a 4xx means the endpoint
+    refused the event itself, which no retry mends."""
+    raw = raw_body_text.encode()
+    response = requests.post(
+        settings.SANDBOX_WEBHOOK_URL,
+        data=raw,
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(raw)},
+        timeout=(2, 10),
+    )
+    if response.status_code >= 500:
+        raise ConnectionError(f"the webhook endpoint answered {response.status_code}")
+    if response.status_code >= 400:
+        raise PermanentJobError(f"the webhook endpoint refused the event: {response.status_code}")
+    return response.status_code
 
 
 class Sandbox(Provider):
@@ -75,15 +76,17 @@ class Sandbox(Provider):
         return settings.SANDBOX_WEBHOOK_SECRET
 
     def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
-        if settings.SANDBOX_AUTOCOMPLETE:
-            raw = event_body(payment)
-            # After commit: the webhook must find the payment row.
-            transaction.on_commit(lambda: threading.Thread(target=post_webhook, args=(raw,), daemon=True).start())
         return {
             "sandbox": True,
             "message": f"Sandbox payment of {format_money(payment.amount, payment.currency)}: "
             "it completes by itself in a moment.",
         }
+
+    def after_checkout(self, payment) -> None:
+        # Enqueued in the transaction that records the checkout: the job runs once the payment
+        # row it names has committed, and is retried until our endpoint answers.
+        if settings.SANDBOX_AUTOCOMPLETE:
+            post_sandbox_webhook.enqueue(event_body(payment).decode())
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         signature = headers.get(SIGNATURE_HEADER, "")

@@ -537,7 +537,7 @@ def test_pay_without_a_provider_name_picks_the_country_s_first(real_providers, p
     ],
     ids=["5xx", "4xx", "unreachable", "non-json"],
 )
-def test_pay_when_the_provider_is_down_is_503_and_keeps_nothing(
+def test_pay_when_the_provider_is_down_is_503_and_keeps_only_a_reservation(
     real_providers, provider_http, guest_client, ng_booking, failing
 ):
     adapter = provider_http({("POST", PAYSTACK_INIT): failing})
@@ -552,10 +552,19 @@ def test_pay_when_the_provider_is_down_is_503_and_keeps_nothing(
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "fields"}
     assert body["error"]["code"] == "provider_unavailable"
     assert len(adapter.sent) == 1
-    assert not Payment.objects.exists()
+    assert_only_a_reservation(ng_booking)
     assert LedgerAudit.objects.count() == audits
     ng_booking.refresh_from_db()
     assert ng_booking.status == Booking.Status.PENDING
+
+
+def assert_only_a_reservation(booking):
+    """What a failed checkout keeps: one pending payment no provider opened, no call in flight."""
+    [payment] = Payment.objects.filter(booking=booking)
+    assert (payment.status, payment.checkout_status) == (Payment.Status.PENDING, Payment.CheckoutStatus.RESERVED)
+    assert payment.checkout == {} and payment.provider_reference is None
+    assert payment.checkout_started_at is None
+    assert payment.checkout_error.startswith("ProviderUnavailableError")
 
 
 def test_pay_retry_with_the_same_idempotency_key_after_a_503_succeeds(
@@ -566,7 +575,7 @@ def test_pay_retry_with_the_same_idempotency_key_after_a_503_succeeds(
     provider_http({("POST", PAYSTACK_INIT): requests.ConnectionError("down")})
     first = guest_client.post(path, {"provider": "paystack"}, format="json", HTTP_IDEMPOTENCY_KEY="pay-1")
     assert first.status_code == 503
-    assert not Payment.objects.exists()
+    assert_only_a_reservation(ng_booking)
 
     provider_http({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
     second = guest_client.post(path, {"provider": "paystack"}, format="json", HTTP_IDEMPOTENCY_KEY="pay-1")
@@ -584,7 +593,7 @@ def test_pay_with_an_unexpected_provider_answer_is_503_and_keeps_nothing(
     response = client.post(f"/api/payments/bookings/{ng_booking.pk}/pay/", {"provider": "paystack"}, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["error"]["code"] == "provider_unavailable"
-    assert not Payment.objects.exists()
+    assert_only_a_reservation(ng_booking)
 
 
 # --- fail closed: a provider's or the network's words never reach the caller ------------------------------
@@ -627,7 +636,8 @@ def test_pay_through_the_api_when_the_provider_fails_repeats_none_of_its_words(
     assert error["code"] == "provider_unavailable"
     assert "Invalid key" not in response.content.decode() and "401" not in error["message"]
     assert "try again" in error["message"]
-    assert not Payment.objects.filter(booking=ng_booking).exists()
+    assert_only_a_reservation(ng_booking)
+    assert "Invalid key" not in Payment.objects.get(booking=ng_booking).checkout_error
 
 
 def test_a_provider_switched_off_takes_no_payments_and_no_webhooks(settings, guest_client, ng_booking, unchanged):

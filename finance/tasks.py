@@ -1,0 +1,73 @@
+"""Background jobs of the money domain (run by the jobs engine's workers, at least once each)."""
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.policy import PermanentJobError, job
+from jobs.worker import current_attempt
+
+from .models import Payment
+from .money import format_money
+
+Receipt = Payment.ReceiptStatus
+
+
+@job(label="Receipt e-mail", max_attempts=6, base_delay=30, max_delay=3600)
+def send_receipt(payment_id: int) -> str:
+    """E-mail the guest the receipt of an applied payment, once.
+
+    A mail failure raises, so the engine retries; the payment shows the failure to staff
+    ('retrying', then 'failed' after the last attempt). A receipt already sent is not sent again.
+    """
+    payment = Payment.objects.select_related("booking__guest", "booking__rental_property").filter(pk=payment_id).first()
+    if payment is None:
+        raise PermanentJobError(f"Payment {payment_id} no longer exists.")
+    if payment.receipt_status == Receipt.SENT:
+        return "already sent"
+    guest = payment.booking.guest
+    if not guest.email:
+        _set_receipt_state(payment, Receipt.FAILED, "The guest has no e-mail address.")
+        raise PermanentJobError("The guest has no e-mail address.")
+    try:
+        send_mail(
+            subject=f"Your StayAfrica receipt {payment.reference}",
+            message=_receipt_text(payment),
+            from_email=settings.DEFAULT_FROM_EMAIL,
+            recipient_list=[guest.email],
+        )
+    except Exception as error:
+        state = Receipt.FAILED if current_attempt().is_last else Receipt.RETRYING
+        _set_receipt_state(payment, state, _describe(error))
+        raise
+    _set_receipt_state(payment, Receipt.SENT, "")
+    return "sent"
+
+
+def _receipt_text(payment: Payment) -> str:
+    booking, guest = payment.booking, payment.booking.guest
+    amount = format_money(payment.amount, payment.currency)
+    return (
+        f"Hello {guest.get_full_name() or guest.username},\n\n"
+        f"We received your payment of {amount} for {booking.rental_property.title} "
+        f"({booking.check_in:%d %b %Y} to {booking.check_out:%d %b %Y}).\n"
+        f"Payment reference: {payment.reference}\nProvider: {payment.provider}\n\n"
+        "Your booking is confirmed. Thank you for staying with StayAfrica."
+    )
+
+
+def _set_receipt_state(payment: Payment, state: str, error: str) -> None:
+    # Committed on its own: the job's failure must not take the recorded reason with it.
+    with transaction.atomic():
+        Payment.objects.filter(pk=payment.pk).update(
+            receipt_status=state,
+            receipt_error=error,
+            receipt_sent_at=timezone.now() if state == Receipt.SENT else None,
+            updated_at=timezone.now(),
+        )
+
+
+def _describe(error: BaseException) -> str:
+    message = str(error).strip()
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
