@@ -414,7 +414,19 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
         return f"Withdrawal {done.reference} {verb}: {format_money(done.amount, done.currency)}.", "success"
 
 
-class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
+class BulkPermissionMixin(PermissionRequiredMixin):
+    """A refusal answered in place with a 403 and a sentence: these views answer htmx requests
+    (the progress polls every second), where Wagtail's redirect to the dashboard would land
+    the whole dashboard inside the progress box."""
+
+    def dispatch(self, request, *args, **kwargs):
+        if not self.has_permission(request.user):
+            refusal = "You do not have permission for bulk completions."
+            return render(request, "portal/includes/bulk_progress.html", {"empty": refusal}, status=403)
+        return super().dispatch(request, *args, **kwargs)
+
+
+class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, View):
     """Bulk completion: confirm the selection, then a background job completes it
     (finance.bulk) while the answer, a progress bar, follows it (BulkProgressView).
 
@@ -507,7 +519,7 @@ class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
         return render_batch(self.request, bulk.get_batch(batch.pk), seen=0)
 
 
-class BulkProgressView(PermissionRequiredMixin, View):
+class BulkProgressView(BulkPermissionMixin, View):
     """A bulk completion's progress, polled by htmx (about once a second) until it is finished:
     read from the database, so everyone who can see the queue sees the same, and closing the
     tab stops nothing. `?seen=n`: the poller has already shown the first n finished items; the
