@@ -100,6 +100,8 @@ def complete_withdrawal_batch(batch_id: str) -> dict:
     batch = WithdrawalBatch.objects.select_related("created_by").filter(pk=batch_id).first()
     if batch is None:
         raise PermanentJobError(f"Withdrawal batch {batch_id} no longer exists.")
+    if batch.status == WithdrawalBatch.Status.DONE:  # a rerun of a finished batch changes nothing
+        return summary(batch)
     _set_status(batch, WithdrawalBatch.Status.RUNNING)
     try:
         for item_id in batch.items.filter(outcome=Outcome.PENDING).values_list("pk", flat=True):
@@ -109,8 +111,13 @@ def complete_withdrawal_batch(batch_id: str) -> dict:
             _set_status(batch, WithdrawalBatch.Status.FAILED, finished=True)
         raise
     _set_status(batch, WithdrawalBatch.Status.DONE, finished=True)
+    return summary(batch)
+
+
+def summary(batch: WithdrawalBatch) -> dict:
+    """The job's return value, shown with it on the Background jobs page."""
     counts = WithdrawalBatch.objects.with_counts().get(pk=batch.pk)
-    return {"total": batch.total, "completed": counts.completed}
+    return {"total": counts.total, "completed": counts.completed}
 
 
 def complete_item(batch: WithdrawalBatch, item_id: int) -> None:

@@ -159,13 +159,15 @@ def test_withdrawals_above_the_threshold_become_approval_requests(settings, fina
 def test_a_rerun_of_a_finished_batch_pays_nothing_again(finance_user, withdrawals, funded_wallet):
     batch = start(withdrawals, finance_user)
     run_ready_jobs()
+    finished_at = WithdrawalBatch.objects.get(pk=batch.pk).finished_at
     bulk.complete_withdrawal_batch.enqueue(str(batch.pk))  # the same job again, as after a lost lease
     run_ready_jobs()
 
     assert all(payouts(w) == 1 for w in withdrawals)
     assert Wallet.objects.get(pk=funded_wallet.pk).balance == Decimal("7000.00")
     assert ModelLogEntry.objects.filter(action="stayafrica.withdrawal.complete").count() == 3
-    assert bulk.get_batch(batch.pk).status == WithdrawalBatch.Status.DONE
+    again = bulk.get_batch(batch.pk)
+    assert again.status == WithdrawalBatch.Status.DONE and again.finished_at == finished_at
 
 
 def test_a_rerun_after_a_crash_between_payment_and_record_replays_the_payment(finance_user, withdrawals, funded_wallet):
