@@ -93,21 +93,52 @@ def test_finance_completes_a_withdrawal_with_the_keyboard_only(open_as, finance_
     expect(page.locator("#wallet-held")).to_have_text("NGN 3,000.00")
 
 
-def test_bulk_complete_shows_progress(open_as, finance_user, pending_withdrawals):
-    page = open_as(finance_user, "/admin/operations/withdrawals/")
-    for w in pending_withdrawals:
+def select_all_and_confirm(page, withdrawals):
+    for w in withdrawals:
         page.get_by_label(f"Select {w.reference}").check()
     page.get_by_role("button", name="Complete selected…").click()
-    expect(page.locator("#bulk-progress")).to_contain_text("Complete 3 withdrawals?")
+    expect(page.locator("#bulk-progress")).to_contain_text(f"Complete {len(withdrawals)} withdrawals?")
     expect(page.get_by_role("button", name="Yes, complete them")).to_be_focused()
+
+
+def test_bulk_complete_shows_progress(open_as, finance_user, pending_withdrawals, start_job_worker):
+    start_job_worker()  # the background worker that carries the batch out
+    page = open_as(finance_user, "/admin/operations/withdrawals/")
+    select_all_and_confirm(page, pending_withdrawals)
     shot(page, "withdrawals-bulk-confirm")
     page.get_by_role("button", name="Yes, complete them").click()
     expect(page.locator("#bulk-progress progress")).to_be_visible()
+    expect(page.locator("#bulk-progress")).to_contain_text(f"Bulk completion by {finance_user}: 3 of 3 done")
     expect(page.locator("#bulk-progress")).to_contain_text("Done: 3 of 3 completed")
     shot(page, "withdrawals-bulk")
     for w in pending_withdrawals:
         expect(page.locator(f"#withdrawal-{w.pk}")).to_contain_text("Completed")
     assert Withdrawal.objects.filter(status="completed").count() == 3
+
+
+def test_a_colleague_follows_a_bulk_completion_whose_starter_closed_the_tab(
+    open_as, finance_user, manager, pending_withdrawals, start_job_worker
+):
+    page = open_as(finance_user, "/admin/operations/withdrawals/")
+    select_all_and_confirm(page, pending_withdrawals)
+    page.get_by_role("button", name="Yes, complete them").click()
+    expect(page.locator("#bulk-progress")).to_contain_text(f"Bulk completion by {finance_user}: 0 of 3 done")
+    expect(page.locator("#bulk-progress")).to_contain_text("Waiting for a worker")
+    page.close()  # the starter leaves before anything is paid: the batch no longer needs the tab
+
+    colleague = open_as(manager, "/admin/operations/withdrawals/")
+    batch = colleague.get_by_role("region", name="Bulk completions")
+    expect(batch).to_contain_text(f"Bulk completion by {finance_user}: 0 of 3 done")
+    shot(colleague, "withdrawals-bulk-colleague-waiting")
+    start_job_worker()
+    expect(batch).to_contain_text("Done: 3 of 3 completed")
+    for w in pending_withdrawals:  # the colleague's rows update as the job finishes them
+        expect(colleague.locator(f"#withdrawal-{w.pk}")).to_contain_text("Completed")
+    shot(colleague, "withdrawals-bulk-colleague-done")
+    assert Withdrawal.objects.filter(status="completed").count() == 3
+
+    back = open_as(finance_user, "/admin/operations/withdrawals/")  # the starter comes back
+    expect(back.get_by_role("region", name="Bulk completions")).to_contain_text("Done: 3 of 3 completed")
 
 
 def test_refund_a_booking(open_as, finance_user, paid_booking):

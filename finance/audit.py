@@ -16,6 +16,7 @@ from .money import quantum
 ACTIONS = {
     "stayafrica.withdrawal.complete": ("Complete withdrawal", "Completed a withdrawal"),
     "stayafrica.withdrawal.fail": ("Fail withdrawal", "Failed a withdrawal"),
+    "stayafrica.withdrawal.bulk_complete": ("Bulk complete withdrawals", "Started a bulk completion of withdrawals"),
     "stayafrica.refund": ("Refund", "Issued a refund"),
     "stayafrica.reversal": ("Reversal", "Reversed a transaction"),
     "stayafrica.approval.request": ("Request approval", "Requested a second approval"),

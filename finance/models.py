@@ -569,3 +569,82 @@ class ApprovalRequest(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()} #{self.pk}"
+
+
+class WithdrawalBatchQuerySet(models.QuerySet):
+    def with_counts(self) -> "WithdrawalBatchQuerySet":
+        """Each batch with its progress, counted from its items: `done` (finished, whatever the
+        outcome) and `completed` (paid out). Progress comes from the database, so everyone who
+        looks sees the same numbers."""
+        pending = WithdrawalBatchItem.Outcome.PENDING
+        return self.annotate(
+            done=models.Count("items", filter=~Q(items__outcome=pending)),
+            completed=models.Count("items", filter=Q(items__outcome=WithdrawalBatchItem.Outcome.COMPLETED)),
+        )
+
+    def recent(self, *, since) -> "WithdrawalBatchQuerySet":
+        """Batches still to finish, and those finished since `since`, newest first."""
+        active = Q(status__in=WithdrawalBatch.ACTIVE_STATUSES)
+        return self.filter(active | Q(finished_at__gte=since)).order_by("-created_at")
+
+
+class WithdrawalBatch(models.Model):
+    """A bulk completion of withdrawals, carried out by a background job (finance.bulk).
+
+    Its id is the idempotency key of the confirmation that started it, so a double submit
+    finds the batch it already started."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Waiting for a worker"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    total = models.PositiveIntegerField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    job_id = models.UUIDField(null=True, blank=True, help_text="The job's row (django_tasks_db DBTaskResult).")
+
+    objects = WithdrawalBatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Bulk completion of {self.total} withdrawals by {self.created_by}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+
+class WithdrawalBatchItem(models.Model):
+    """One withdrawal of a batch, and what became of it."""
+
+    class Outcome(models.TextChoices):
+        PENDING = "pending", "Pending"
+        COMPLETED = "completed", "Completed"
+        NEEDS_APPROVAL = "needs_approval", "Needs a second approver"
+        ERROR = "error", "Not completed"
+
+    batch = models.ForeignKey(WithdrawalBatch, on_delete=models.CASCADE, related_name="items")
+    withdrawal = models.ForeignKey(Withdrawal, on_delete=models.PROTECT, related_name="+")
+    position = models.PositiveIntegerField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
+    message = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "position"], name="withdrawal_batch_item_position"),
+            models.UniqueConstraint(fields=["batch", "withdrawal"], name="withdrawal_batch_item_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.withdrawal_id} in {self.batch_id}: {self.outcome}"

@@ -97,7 +97,7 @@ class WithdrawalSection(OperationsSection):
         ("<int:pk>/<str:action>/", finance.WithdrawalActionView.as_view(), "act"),
         ("bulk/", finance.BulkCompleteView.as_view(), "bulk"),
         ("bulk/confirm/", finance.BulkCompleteView.as_view(confirming=True), "bulk_confirm"),
-        ("bulk/<str:step>/", finance.BulkStepView.as_view(), "bulk_step"),
+        ("bulk/<uuid:batch_id>/", finance.BulkProgressView.as_view(), "bulk_progress"),
     ]
 
 

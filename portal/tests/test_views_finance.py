@@ -1,17 +1,22 @@
 """Finance pages (portal/views/finance.py): who may open them, withdrawals, refunds, reversals, lists."""
 
+import html
 import re
+import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from wagtail.models import ModelLogEntry
 
-from finance import staff_actions
+from finance import bulk, staff_actions
 from finance.errors import PermissionDeniedError
-from finance.models import ApprovalRequest, Wallet, WalletTransaction, Withdrawal
+from finance.models import ApprovalRequest, Wallet, WalletTransaction, Withdrawal, WithdrawalBatch
 from finance.services import TransactionService
 from portal.tests.confirming import confirmed_url, post_confirmation
+from testing.jobs import run_ready_jobs
 
 pytestmark = pytest.mark.django_db
 
@@ -105,20 +110,93 @@ def test_fail_requires_a_reason(client, finance_user, withdrawal):
     assert ModelLogEntry.objects.get(action="stayafrica.withdrawal.fail").data["reason"] == "Bank closed"
 
 
-def test_bulk_complete_walks_through_the_selection(client, finance_user, funded_wallet, bank_account):
-    items = [TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("1000.00")) for _ in range(3)]
-    login(client, finance_user)
-    ids = [w.pk for w in items]
-    review = client.post("/admin/operations/withdrawals/bulk/confirm/", {"ids": ids})
+BULK = "/admin/operations/withdrawals/bulk/"
+HTMX = {"HTTP_HX_REQUEST": "true"}
+
+
+@pytest.fixture
+def three_withdrawals(funded_wallet, bank_account):
+    return [TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("1000.00")) for _ in range(3)]
+
+
+def start_bulk(client, withdrawals):
+    """Review the selection, then press "Yes": the answer is the batch's progress."""
+    review = client.post(f"{BULK}confirm/", {"ids": [w.pk for w in withdrawals]}, **HTMX)
     assert b"Complete 3 withdrawals?" in review.content
-    assert Withdrawal.objects.filter(pk__in=ids, status="completed").count() == 0
-    response = post_confirmation(client, review)
-    assert b"Completing 0 of 3" in response.content
-    step = re.search(r'hx-post="(/admin/operations/withdrawals/bulk/\w+/)"', response.content.decode()).group(1)
-    for _ in range(3):
-        response = client.post(step)
-    assert b"Done: 3 of 3 completed" in response.content
-    assert Withdrawal.objects.filter(pk__in=ids, status="completed").count() == 3
+    return post_confirmation(client, review, **HTMX)
+
+
+def poll_url(response) -> str:
+    """Where the progress asks for itself next (None once it has stopped polling)."""
+    match = re.search(r'hx-get="(/admin/operations/withdrawals/bulk/[0-9a-f-]+/\?seen=\d+)"', response.content.decode())
+    return html.unescape(match.group(1)) if match else None
+
+
+def test_bulk_complete_starts_a_batch_whose_progress_follows_the_job(client, finance_user, three_withdrawals):
+    login(client, finance_user)
+    response = start_bulk(client, three_withdrawals)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Bulk completion by {finance_user}: 0 of 3 done" in page and "Waiting for a worker" in page
+    assert Withdrawal.objects.filter(status="completed").count() == 0  # the job pays, not the request
+    batch = WithdrawalBatch.objects.get()
+    assert poll_url(response) == f"{BULK}{batch.pk}/?seen=0"
+
+    run_ready_jobs()
+    progress = client.get(poll_url(response), **HTMX)
+    page = progress.content.decode()
+    assert "3 of 3 done" in page and "Done: 3 of 3 completed" in page
+    assert poll_url(progress) is None  # finished: it stops polling
+    for w in three_withdrawals:  # each finished row comes along, swapped in place
+        row = re.search(rf'<tr id="withdrawal-{w.pk}" hx-swap-oob="outerHTML".*?</tr>', page, re.S)
+        assert row and "Completed" in row.group(0)
+    again = client.get(f"{BULK}{batch.pk}/?seen=3", **HTMX)
+    assert "hx-swap-oob" not in again.content.decode()  # rows already shown are not sent again
+
+
+def test_finished_progress_lists_what_was_not_completed_and_why(client, finance_user, approver, three_withdrawals):
+    login(client, finance_user)
+    response = start_bulk(client, three_withdrawals)
+    taken = three_withdrawals[1]
+    staff_actions.complete_withdrawal(withdrawal=taken, actor=approver, idempotency_key="by-hand")
+    run_ready_jobs()
+    page = client.get(poll_url(response), **HTMX).content.decode()
+    assert "Done: 2 of 3 completed" in page
+    assert f"{taken.reference}: Withdrawal {taken.reference} is already completed." in page
+
+
+def test_every_staff_member_who_sees_the_queue_sees_running_and_recent_batches(
+    client, finance_user, manager, three_withdrawals
+):
+    login(client, finance_user)
+    start_bulk(client, three_withdrawals)
+    key = uuid.uuid4().hex
+    old = bulk.start_batch(withdrawal_ids=[three_withdrawals[0].pk], actor=finance_user, idempotency_key=key)
+    WithdrawalBatch.objects.filter(pk=old.pk).update(status="done", finished_at=timezone.now() - timedelta(days=2))
+
+    login(client, manager)  # another person, who never saw the confirmation
+    page = client.get("/admin/operations/withdrawals/").content.decode()
+    assert f"Bulk completion by {finance_user}: 0 of 3 done" in page
+    assert "of 1 done" not in page  # finished two days ago: no longer shown
+    run_ready_jobs()
+    page = client.get("/admin/operations/withdrawals/").content.decode()
+    assert f"Bulk completion by {finance_user}: 3 of 3 done" in page and "Done: 3 of 3 completed" in page
+
+
+def test_bulk_views_refuse_who_may_not_and_unknown_batches(
+    client, finance_user, manager, support_user, three_withdrawals
+):
+    login(client, finance_user)
+    start_bulk(client, three_withdrawals)
+    batch = WithdrawalBatch.objects.get()
+
+    login(client, support_user)  # may not see the withdrawal queue
+    assert client.get(f"{BULK}{batch.pk}/", **HTMX).status_code == 403
+    login(client, manager)  # may see it, not complete withdrawals
+    assert client.get(f"{BULK}{batch.pk}/", **HTMX).status_code == 200
+    assert client.post(f"{BULK}confirm/", {"ids": [w.pk for w in three_withdrawals]}, **HTMX).status_code == 403
+    assert client.get(f"{BULK}{uuid.uuid4()}/", **HTMX).status_code == 404
+    assert WithdrawalBatch.objects.count() == 1
 
 
 def test_partial_refund_reviews_then_refunds_once(client, finance_user, paid_booking):

@@ -13,7 +13,7 @@ from django.utils.dateformat import format as date_format
 from django.utils.functional import cached_property
 from django.views import View
 
-from finance import approvals, permissions, staff_actions
+from finance import approvals, bulk, permissions, staff_actions
 from finance.errors import (
     InvalidAmountError,
     TransactionError,
@@ -265,6 +265,12 @@ class WithdrawalQueueView(TableListView):
             "wallet__user", "bank_account"
         )
 
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        # Bulk completions running or finished lately, whoever started them, followed live.
+        context["batches"] = [batch_context(batch, seen=batch.done) for batch in bulk.recent_batches()]
+        return context
+
 
 class WithdrawalMixin(PermissionRequiredMixin):
     def get_withdrawal(self, pk):
@@ -408,11 +414,23 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
         return f"Withdrawal {done.reference} {verb}: {format_money(done.amount, done.currency)}.", "success"
 
 
-class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
-    """Bulk completion: confirm the selection, then one withdrawal per htmx request so progress
-    shows as it goes (BulkStepView).
+class BulkPermissionMixin(PermissionRequiredMixin):
+    """A refusal answered in place with a 403 and a sentence: these views answer htmx requests
+    (the progress polls every second), where Wagtail's redirect to the dashboard would land
+    the whole dashboard inside the progress box."""
 
-    The job (the confirmed ids; its id is the confirmation's idempotency key) lives in the session."""
+    def dispatch(self, request, *args, **kwargs):
+        if not self.has_permission(request.user):
+            refusal = "You do not have permission for bulk completions."
+            return render(request, "portal/includes/bulk_progress.html", {"empty": refusal}, status=403)
+        return super().dispatch(request, *args, **kwargs)
+
+
+class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, View):
+    """Bulk completion: confirm the selection, then a background job completes it
+    (finance.bulk) while the answer, a progress bar, follows it (BulkProgressView).
+
+    The batch's id is the confirmation's idempotency key: a double submit starts one batch."""
 
     permission_required = permissions.COMPLETE_WITHDRAWAL
     confirmation_action = "withdrawal.bulk_complete"
@@ -454,7 +472,8 @@ class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
             effects=[
                 f"Total {', '.join(params['totals'])} goes out to the bank account{pluralize(len(hosts))} "
                 f"of {', '.join(hosts)}.",
-                "Each is completed in turn; the rows update as they go.",
+                "Each is completed in turn in the background; the rows update as they go, and closing "
+                "this page does not stop it.",
             ],
             approval=approval,
             yes=f"Yes, complete {pluralize(count, 'it,them')}",
@@ -493,57 +512,47 @@ class BulkCompleteView(ConfirmationMixin, WithdrawalMixin, View):
         return render(self.request, "portal/includes/bulk_progress.html", {"empty": error.message}, status=400)
 
     def perform(self, params, key):
-        jobs = self.request.session.setdefault("bulk_jobs", {})
-        if key not in jobs:  # a double submit of one confirmation starts one job
-            jobs[key] = {"ids": [w.pk for w in self.selected], "done": 0, "results": []}
-            self.request.session.modified = True
-        return bulk_progress(self.request, key, jobs[key])
+        try:
+            batch = bulk.start_batch(withdrawal_ids=params["ids"], actor=self.request.user, idempotency_key=key)
+        except TransactionError as error:
+            return self.render_invalid(error)
+        return render_batch(self.request, bulk.get_batch(batch.pk), seen=0)
 
 
-class BulkStepView(WithdrawalMixin, View):
-    """One step of a confirmed bulk job: complete its next withdrawal, answer with the progress bar
-    (which asks for the next step until the job is done)."""
+class BulkProgressView(BulkPermissionMixin, View):
+    """A bulk completion's progress, polled by htmx (about once a second) until it is finished:
+    read from the database, so everyone who can see the queue sees the same, and closing the
+    tab stops nothing. `?seen=n`: the poller has already shown the first n finished items; the
+    rows of those finished since come along, swapped in place (out of band)."""
 
-    permission_required = permissions.COMPLETE_WITHDRAWAL
+    permission_required = permissions.VIEW_WITHDRAWALS
 
-    def post(self, request, step):
-        job = request.session.get("bulk_jobs", {}).get(step)
-        if job is None:
-            raise Http404
-        updated = None
-        if job["done"] < len(job["ids"]):
-            pk = job["ids"][job["done"]]
-            withdrawal = self.get_withdrawal(pk)
-            try:
-                outcome = staff_actions.complete_withdrawal(
-                    withdrawal=withdrawal, actor=request.user, idempotency_key=f"bulk-{step}-{pk}"
-                )
-                result = "needs approval" if outcome.needs_approval else "completed"
-            except TransactionError as error:
-                result = error.message
-            job["results"].append({"reference": withdrawal.reference, "result": result, "pk": pk})
-            job["done"] += 1
-            request.session.modified = True
-            updated = self.get_withdrawal(pk)
-        return bulk_progress(request, step, job, updated=updated)
+    def get(self, request, batch_id):
+        try:
+            batch = bulk.get_batch(batch_id)
+        except TransactionError:
+            raise Http404 from None
+        seen = request.GET.get("seen", "")
+        return render_batch(request, batch, seen=int(seen) if seen.isdigit() else batch.done)
 
 
-def bulk_progress(request, job_id, job, updated=None):
-    total = len(job["ids"])
-    return render(
-        request,
-        "portal/includes/bulk_progress.html",
-        {
-            "job_id": job_id,
-            "done": job["done"],
-            "total": total,
-            "percent": int(100 * job["done"] / total) if total else 100,
-            "finished": job["done"] >= total,
-            "results": job["results"],
-            "completed": sum(1 for r in job["results"] if r["result"] == "completed"),
-            "updated": updated,
-        },
-    )
+def render_batch(request, batch, *, seen: int):
+    return render(request, "portal/includes/bulk_progress.html", {"b": batch_context(batch, seen=seen)})
+
+
+def batch_context(batch, *, seen: int) -> dict:
+    """What a batch's progress shows: counts, the rows finished since `seen`, and, once it is
+    finished, the withdrawals it did not pay out and why."""
+    finished = not batch.is_active
+    updated = [item.withdrawal for item in bulk.finished_items(batch, after=seen)]
+    return {
+        "batch": batch,
+        "percent": int(100 * batch.done / batch.total) if batch.total else 100,
+        "finished": finished,
+        "updated": updated,
+        "seen": seen + len(updated),
+        "not_completed": bulk.unsuccessful_items(batch) if finished else [],
+    }
 
 
 # --- refunds ---------------------------------------------------------------------------------
