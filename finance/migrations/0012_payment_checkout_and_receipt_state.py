@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("finance", "0010_bank_account_checks"),
+        ("finance", "0011_withdrawal_batches"),
     ]
 
     operations = [
