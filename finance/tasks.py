@@ -8,12 +8,12 @@ from django.utils import timezone
 from jobs.policy import PermanentJobError, job
 from jobs.worker import current_attempt
 
+# complete_withdrawal_batch and post_sandbox_webhook are declared beside the code they belong
+# to; imported here so that every process (the portal lists jobs it never runs) knows their
+# labels and retry policies.
+from .bulk import complete_withdrawal_batch  # noqa: F401
 from .models import Payment
 from .money import format_money
-
-# Jobs declared beside the code they belong to; imported here so that every process (the
-# portal lists jobs it never runs) knows their labels and retry policies.
-from .bulk import complete_withdrawal_batch  # noqa: F401, I001
 from .providers.sandbox import post_sandbox_webhook  # noqa: F401
 
 Receipt = Payment.ReceiptStatus
