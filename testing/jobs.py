@@ -51,3 +51,24 @@ def run_ready_jobs() -> int:
     from jobs.worker import Worker
 
     return Worker(periodic={}).run_until_empty()
+
+
+def bring_retries_forward() -> int:
+    """Make every job waiting out a retry's backoff due now; return how many there were."""
+    from django.utils import timezone
+    from django_tasks_db.compat import TaskResultStatus
+    from django_tasks_db.models import DBTaskResult, get_date_max
+
+    waiting = DBTaskResult.objects.filter(status=TaskResultStatus.READY).exclude(run_after=get_date_max())
+    return waiting.update(run_after=timezone.now())
+
+
+def run_jobs_with_retries(*, rounds: int = 10) -> int:
+    """Run the ready jobs, then bring the retries forward and run again, until no job is left
+    ready or waiting; return how many runs there were."""
+    runs = 0
+    for _ in range(rounds):
+        runs += run_ready_jobs()
+        if not bring_retries_forward():
+            return runs
+    raise AssertionError(f"jobs still waiting after {rounds} rounds")

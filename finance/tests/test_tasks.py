@@ -2,11 +2,9 @@
 self-posted webhook (finance/providers/sandbox.py), run in-process with `run_ready_jobs`."""
 
 import socket
-from datetime import timedelta
 
 import pytest
 from django.core import mail
-from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 from rest_framework.test import APIClient
 
@@ -17,7 +15,7 @@ from finance.tasks import send_receipt
 from finance.tests.test_payments import paystack_event, send_paystack
 from jobs.models import JobRecord
 from jobs.services import retry_job
-from testing.jobs import run_ready_jobs
+from testing.jobs import bring_retries_forward, run_ready_jobs
 
 
 @pytest.fixture
@@ -40,11 +38,6 @@ def refused_smtp(settings):
     closed.close()
 
 
-def make_ready_now():
-    """Fast-forward every job waiting out its backoff."""
-    DBTaskResult.objects.filter(status="READY").update(run_after=timezone.now() - timedelta(seconds=1))
-
-
 def test_a_refusing_smtp_server_is_retried_then_shown_failed_and_a_staff_retry_sends_it_once(
     settings, refused_smtp, paystack_payment, guest, finance_user, client
 ):
@@ -54,7 +47,7 @@ def test_a_refusing_smtp_server_is_retried_then_shown_failed_and_a_staff_retry_s
     [job] = DBTaskResult.objects.all()
 
     for attempt in range(1, 7):
-        make_ready_now()
+        bring_retries_forward()
         assert run_ready_jobs() == 1
         paystack_payment.refresh_from_db()
         assert "ConnectionRefusedError" in paystack_payment.receipt_error
@@ -131,7 +124,7 @@ def test_sandbox_webhook_job_retries_an_unreachable_endpoint_then_pays(
     assert Booking.objects.get(pk=booking.pk).status == Booking.Status.PENDING
 
     settings.SANDBOX_WEBHOOK_URL = f"{live_server.url}/api/payments/webhooks/sandbox/"
-    make_ready_now()
+    bring_retries_forward()
     assert run_ready_jobs() >= 1  # the webhook job, and then the receipt job it enqueued
     unreachable.close()
     job.refresh_from_db()

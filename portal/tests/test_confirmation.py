@@ -28,10 +28,9 @@ from finance import staff_actions
 from finance.models import ApprovalRequest, Payment, WalletTransaction, WebhookEvent, Withdrawal, WithdrawalBatch
 from finance.services import TransactionService
 from messaging.models import Broadcast, Message
-from messaging.tests.jobs import run_jobs_with_retries
 from portal.tests.confirming import confirmed_fields, confirmed_url, reissue, token_data
 from portal.views.confirmation import MAX_AGE_SECONDS, TOKEN_FIELD
-from testing.jobs import run_ready_jobs
+from testing.jobs import run_jobs_with_retries, run_ready_jobs
 from testing.processes import free_port
 
 pytestmark = pytest.mark.django_db

@@ -5,8 +5,8 @@ from django.test import Client
 from wagtail.models import ModelLogEntry
 
 from messaging.models import Broadcast, Message
-from messaging.tests.jobs import run_jobs_with_retries
 from portal.tests.confirming import post_confirmation
+from testing.jobs import run_jobs_with_retries
 from testing.processes import free_port
 
 pytestmark = pytest.mark.django_db
