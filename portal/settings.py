@@ -216,7 +216,18 @@ MEDIA_URL = "/media/"
 LOGIN_URL = "/admin/login/"
 LOGIN_REDIRECT_URL = "/statement/"
 
+# Receipt e-mails (sent by a background job, retried while the server refuses). The console
+# backend prints them; production sets the SMTP backend and its server below.
 EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+# The file backend's directory (django.core.mail.backends.filebased.EmailBackend).
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH") or None
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "receipts@stayafrica.example")
 
 WAGTAIL_SITE_NAME = "StayAfrica Operations"

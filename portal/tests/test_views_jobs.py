@@ -43,8 +43,9 @@ def test_staff_see_a_failed_job_with_its_reason_and_attempts(request, role, fail
     assert "PermanentJobError: the booking is gone" in html
     assert "1 of 5" in html
     assert "1 failed job" in html
-    # Only people who may retry are offered Retry.
+    # Only people who may retry are offered Retry (and a manager has no Action column at all).
     assert ("Retry…" in html) == (role != "manager")
+    assert ('data-label="Action"' in html) == (role != "manager")
 
 
 def test_people_without_the_permission_are_refused(make_user, host, failed_job):
@@ -62,6 +63,13 @@ def test_a_job_waiting_to_retry_says_when_it_tries_again(finance_user):
     assert f'id="job-{result.id}"' in html
     assert "Waiting to retry" in html and "next try" in html
     assert "ConnectionError: attempt 1 refused" in html
+    assert 'hx-trigger="every 3s"' in html  # the list refreshes itself while a job shown is unfinished
+
+
+def test_a_list_of_finished_jobs_does_not_refresh_itself(finance_user, failed_job):
+    html = signed_in(finance_user).get(URL, {"status": "failed"}).content.decode()
+    assert f'id="job-{failed_job.id}"' in html
+    assert "every 3s" not in html
 
 
 def test_retry_asks_first_then_puts_the_job_back_in_the_queue(finance_user, failed_job):

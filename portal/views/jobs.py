@@ -20,6 +20,8 @@ from ..tables import DateTimeColumn
 from .base import TableListView
 from .confirmation import Confirmation, ConfirmationMixin
 
+REFRESH_SECONDS = 3
+
 
 class JobFilter(django_filters.FilterSet):
     status = django_filters.ChoiceFilter(
@@ -54,7 +56,8 @@ class JobTable(tables.Table):
         row_attrs = {"id": lambda record: f"job-{record.pk}"}
 
     def __init__(self, *args, can_retry=False, **kwargs):
-        super().__init__(*args, **kwargs)
+        # Someone who may not retry (a manager) gets no Action column at all.
+        super().__init__(*args, exclude=() if can_retry else ("action",), **kwargs)
         self.can_retry = can_retry
 
     def render_job(self, value, record):
@@ -114,6 +117,10 @@ class JobListView(TableListView):
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["failed_count"] = selectors.count_failed()
+        # While a job shown is still waiting or running, the list refreshes itself.
+        unfinished = (TaskResultStatus.READY, TaskResultStatus.RUNNING)
+        if any(row.record.status in unfinished for row in self.table.page.object_list):
+            context["refresh_every"] = REFRESH_SECONDS
         if not any(self.request.GET.get(name) for name in self.filterset.filters):
             context["empty_title"] = "No background jobs yet."
             context["empty_help"] = (
