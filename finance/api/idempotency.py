@@ -27,16 +27,23 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 
 
+def _request_key(request) -> tuple[str, Response | None]:
+    """The request's Idempotency-Key ('' without one), and the 400 answer when it is too long."""
+    key = request.headers.get(HEADER, "").strip()
+    if len(key) > MAX_KEY_LENGTH:
+        return key, Response(error_body("invalid", f"{HEADER} is longer than {MAX_KEY_LENGTH} characters."), 400)
+    return key, None
+
+
 def idempotent(view_method):
     @functools.wraps(view_method)
     def wrapper(view, request, *args, **kwargs):
-        key = request.headers.get(HEADER, "").strip()
+        key, refusal = _request_key(request)
+        if refusal is not None:
+            return refusal
         if not key:
             return view_method(view, request, *args, **kwargs)
-        if len(key) > MAX_KEY_LENGTH:
-            return Response(error_body("invalid", f"{HEADER} is longer than {MAX_KEY_LENGTH} characters."), 400)
-        method_path = f"{request.method} {request.path}"
-        body_hash = _body_hash(request.data)
+        method_path, body_hash = f"{request.method} {request.path}", _body_hash(request.data)
         with transaction.atomic():
             try:
                 with transaction.atomic():
@@ -73,13 +80,12 @@ def idempotent_outside_transaction(view_method):
 
     @functools.wraps(view_method)
     def wrapper(view, request, *args, **kwargs):
-        key = request.headers.get(HEADER, "").strip()
+        key, refusal = _request_key(request)
+        if refusal is not None:
+            return refusal
         if not key:
             return view_method(view, request, *args, **kwargs)
-        if len(key) > MAX_KEY_LENGTH:
-            return Response(error_body("invalid", f"{HEADER} is longer than {MAX_KEY_LENGTH} characters."), 400)
-        method_path = f"{request.method} {request.path}"
-        body_hash = _body_hash(request.data)
+        method_path, body_hash = f"{request.method} {request.path}", _body_hash(request.data)
         record, earlier = _claim_key(request.user, key, method_path, body_hash)
         if earlier is not None:
             return earlier
