@@ -24,6 +24,8 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from jobs.worker import describe
+
 from . import ledger
 from .errors import InvalidStateError, NotFoundError, TransactionError
 from .models import Booking, Payment, WebhookEvent
@@ -199,15 +201,9 @@ def _record_checkout_failure(payment: Payment, started_at: datetime, error: Exce
             reserved.delete()
             return
         reserved.checkout_started_at = None
-        reserved.checkout_error = describe_error(error)
+        reserved.checkout_error = describe(error)
         reserved.save(update_fields=["checkout_started_at", "checkout_error", "updated_at"])
     logger.warning("checkout of %s failed: %s", payment.reference, reserved.checkout_error)
-
-
-def describe_error(error: BaseException) -> str:
-    """An error as staff read it: its type and message, never a traceback."""
-    message = str(error).strip()
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
 
 
 # --- webhooks ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from jobs.policy import PermanentJobError, job
-from jobs.worker import current_attempt
+from jobs.worker import current_attempt, describe
 
 # complete_withdrawal_batch and post_sandbox_webhook are declared beside the code they belong
 # to; imported here so that every process (the portal lists jobs it never runs) knows their
@@ -44,7 +44,7 @@ def send_receipt(payment_id: int) -> str:
         )
     except Exception as error:
         state = Receipt.FAILED if current_attempt().is_last else Receipt.RETRYING
-        _set_receipt_state(payment, state, _describe(error))
+        _set_receipt_state(payment, state, describe(error))
         raise
     _set_receipt_state(payment, Receipt.SENT, "")
     return "sent"
@@ -71,8 +71,3 @@ def _set_receipt_state(payment: Payment, state: str, error: str) -> None:
             receipt_sent_at=timezone.now() if state == Receipt.SENT else None,
             updated_at=timezone.now(),
         )
-
-
-def _describe(error: BaseException) -> str:
-    message = str(error).strip()
-    return f"{type(error).__name__}: {message}" if message else type(error).__name__
