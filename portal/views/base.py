@@ -150,6 +150,10 @@ class TableListView(HtmxPartialMixin, OperationsView):
     def get_queryset(self):
         raise NotImplementedError
 
+    def get_table_kwargs(self) -> dict:
+        """Extra arguments for the table (what it shows may depend on who is asking)."""
+        return {}
+
     def get_filterset(self):
         return self.filterset_class(self.request.GET or None, queryset=self.get_queryset(), request=self.request)
 
@@ -162,7 +166,7 @@ class TableListView(HtmxPartialMixin, OperationsView):
         # Not `table_class(queryset, request=request)`: that configures the table for the request with
         # django-tables2's default Paginator, whose COUNT(*) runs even though the RequestConfig below
         # replaces it with `paginator_class`.
-        self.table = self.table_class(queryset)
+        self.table = self.table_class(queryset, **self.get_table_kwargs())
         self.table.request = request
         if request.GET.get("export") == "csv":
             if request.GET.get("sort"):

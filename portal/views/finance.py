@@ -544,7 +544,8 @@ def batch_context(batch, *, seen: int) -> dict:
     """What a batch's progress shows: counts, the rows finished since `seen`, and, once it is
     finished, the withdrawals it did not pay out and why."""
     finished = not batch.is_active
-    updated = [item.withdrawal for item in bulk.finished_items(batch, after=seen)]
+    # Nothing finished since `seen` (the queue page passes the batch's own count): no query.
+    updated = [item.withdrawal for item in bulk.finished_items(batch, after=seen)] if seen < batch.done else []
     return {
         "batch": batch,
         "percent": int(100 * batch.done / batch.total) if batch.total else 100,

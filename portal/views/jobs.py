@@ -107,12 +107,8 @@ class JobListView(TableListView):
     def get_queryset(self):
         return selectors.jobs()
 
-    def get(self, request, *args, **kwargs):
-        # The table knows whether to offer Retry; TableListView builds it with the queryset only.
-        self.table_class = lambda data: JobTable(
-            data, can_retry=permissions.allows(request.user, permissions.RETRY_JOB)
-        )
-        return super().get(request, *args, **kwargs)
+    def get_table_kwargs(self):
+        return {"can_retry": permissions.allows(self.request.user, permissions.RETRY_JOB)}
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
@@ -168,7 +164,7 @@ class JobRetryView(ConfirmationMixin, JobListView):
         )
 
     def render_confirmation(self, confirmation, status):
-        # The confirmation above the list of jobs, as the list itself shows (JobListView.get).
+        # The confirmation above the list of jobs, the list shown as its own page shows it.
         self.confirmation = confirmation
         response = super(ConfirmationMixin, self).get(self.request)
         response.status_code = status
