@@ -19,7 +19,8 @@ DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang
 	erlang-crypto erlang-ssl erlang-mochiweb erlang-jiffy erlang-cowlib erlang-proper erlang-proper-dev \
 	chromium fonts-dejavu-core
 DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk \
-	redis-server:redis-server redis-cli:redis-tools pgbouncer:pgbouncer
+	redis-server:redis-server redis-cli:redis-tools pgbouncer:pgbouncer \
+	nginx:nginx-light openssl:openssl
 
 # DEBUG is off unless set (portal/settings.py), and with it off the portal refuses the
 # development secrets. The demo, the development servers and the test suites are
@@ -34,7 +35,7 @@ TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
 TEST_WORKERS ?= auto
 
 .PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
-	lint test-python test-sqlite test-e2e bench-ledger bench-portal serve dev-serve redis clean lock
+	lint test-python test-sqlite test-e2e bench-ledger bench-portal bench-stack serve stack dev-serve redis clean lock
 
 setup: debian-packages python-packages node-packages erlang-build erlang-release
 
@@ -138,6 +139,13 @@ run: setup demo-data redis
 serve: setup postgres redis
 	@REDIS_URL=$(REDIS_URL) MESSAGING_RELEASE=$(MESSAGING_RELEASE) deploy/serve
 
+# The scaled-out shape on this machine (deploy/stack.py): nginx (TLS on STACK_PORT, default
+# 8443) in front of two gunicorn app servers and two clustered Erlang nodes from the release,
+# one background-job worker, against DATABASE_URL and REDIS_URL. DEBUG off: needs the same
+# secrets as `make serve` (and MESSAGING_SHARED_SECRET). Ctrl-C stops everything it started.
+stack: setup postgres redis
+	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) -m deploy.stack
+
 # The development servers `make run` starts: Django's runserver on :8000, one background-job
 # worker and the Erlang messaging service from its build directory on :8765; Ctrl-C stops
 # them all. The server and the worker share Redis as their cache (the stats chart's samples
@@ -164,7 +172,7 @@ test-python: setup postgres redis python-dev-packages
 	@env -u REDIS_URL $(DEV) DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(REDIS_URL) \
 		$(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal jobs
 
-test-e2e: setup postgres python-dev-packages
+test-e2e: setup postgres redis python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"
 	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) $(VENV)/bin/pytest e2e
 

@@ -66,10 +66,11 @@ if not DEBUG:
                 "e.g. 'X-Forwarded-Proto: https', or set it empty when nothing terminates TLS in front."
             )
         SECURE_PROXY_SSL_HEADER = ("HTTP_" + _header.strip().upper().replace("-", "_"), _value.strip())
-    # Plain HTTP is redirected to HTTPS, except the messaging service's callbacks: they come
-    # from the Erlang nodes over the internal network (DJANGO_API_URL), not from browsers.
+    # Plain HTTP is redirected to HTTPS, except the messaging service's callbacks (they come
+    # from the Erlang nodes over the internal network, DJANGO_API_URL, not from browsers) and
+    # the liveness probe the load balancer and process manager ask each app server directly.
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/"]
+    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/", r"^health/live/$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     # Browsers remember to use HTTPS only (a year by default).

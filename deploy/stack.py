@@ -1,0 +1,443 @@
+"""The scaled-out production shape on one machine: nginx in front of two gunicorn app servers
+and two clustered Erlang nodes, one background-job worker, PostgreSQL and Redis.
+
+`make stack` runs it in the foreground (Ctrl-C or SIGTERM stops every process it started);
+the fault suite (e2e/test_scale_out_faults.py) and `make bench-stack` drive it from Python:
+
+    with Stack(run_dir=..., env={...secrets, DATABASE_URL, REDIS_URL...}) as stack:
+        stack.kill("app-a")             # SIGKILL, as a machine that died
+        stack.start_service("erlang-a") # the same ports and data directory again
+
+Every server listens on 127.0.0.1. PostgreSQL and Redis are not started here (the Makefile's
+`postgres` and `redis` targets make sure they run): the stack only connects to them. DEBUG is
+off and every secret is required, as in `make serve`; the Erlang nodes run from the OTP release.
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+NGINX_SITE_TEMPLATE = ROOT / "deploy" / "nginx" / "stayafrica.conf.template"
+GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
+RELEASE = ROOT / "erlang_messaging" / "_build" / "prod" / "rel" / "messaging_service"
+NODE_NAMES = ("a", "b")
+REQUIRED_SECRETS = ("SECRET_KEY", "MESSAGING_COOKIE", "MESSAGING_SHARED_SECRET")
+START_TIMEOUT_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """One process of the stack: how to start it, how to tell it is ready, where it logs."""
+
+    name: str
+    command: list[str]
+    env: dict
+    log_path: Path
+    ready_url: str
+    # gunicorn forks its workers: SIGKILL reaches them through the process group. The Erlang
+    # release execs the VM, so its PID is the node itself.
+    kill_group: bool = False
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.running else None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            # A session of its own: a Ctrl-C in the terminal reaches only the stack, which
+            # then stops each service in order.
+            self.process = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def signal(self, sig: int) -> None:
+        if not self.running:
+            return
+        if self.kill_group:
+            os.killpg(self.process.pid, sig)
+        else:
+            self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (a clean stop), then SIGKILL if it lingers."""
+        if not self.running:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL: no clean stop, nothing flushed, as when the machine dies."""
+        if not self.running:
+            return
+        self.signal(signal.SIGKILL)
+        self.process.wait(10)
+        if self.kill_group:
+            # The group's other members (gunicorn's workers) die with it; wait for the sockets
+            # they held to close, so "killed" means nothing answers on the port any more.
+            port = int(self.ready_url.split(":")[2].split("/")[0])
+            wait_until(lambda: not _port_open(port), seconds=10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_until(condition, seconds: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return False
+
+
+_UNVERIFIED_TLS = ssl.create_default_context()
+_UNVERIFIED_TLS.check_hostname = False
+_UNVERIFIED_TLS.verify_mode = ssl.CERT_NONE  # our own self-signed certificate, on loopback
+
+
+def _answers(url: str) -> bool:
+    """Whether `url` gives any HTTP answer below 500 (a redirect or a 404 is an answer)."""
+    request = urllib.request.Request(url, headers={"X-Forwarded-Proto": "https"})
+    try:
+        with urllib.request.urlopen(request, timeout=1, context=_UNVERIFIED_TLS) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as error:
+        return error.code < 500
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class Stack:
+    """The whole shape on loopback ports, started in order and stopped in reverse."""
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        env: dict,
+        app_workers: int = 2,
+        job_workers: int = 1,
+        public_port: int | None = None,
+        internal_port: int | None = None,
+        django_messaging_node: str | None = None,
+        nginx_workers: int = 1,
+        access_log: bool = True,
+    ):
+        """`env`: the environment every process gets (secrets, DATABASE_URL, REDIS_URL, ...).
+        `django_messaging_node`: "a" to send Django's messaging calls to node A only (through
+        its pinned location), None to spread them over both nodes."""
+        missing = [name for name in REQUIRED_SECRETS if not env.get(name)]
+        if missing:
+            raise SystemExit(
+                f"stack: {', '.join(missing)} not set. Set each to a private random value, "
+                "e.g. SECRET_KEY=$(openssl rand -hex 32)."
+            )
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.public_port = public_port or free_port()
+        self.internal_port = internal_port or free_port()
+        self.url = f"https://127.0.0.1:{self.public_port}"
+        self.internal_url = f"http://127.0.0.1:{self.internal_port}"
+        self.app_ports = {name: free_port() for name in NODE_NAMES}
+        self.node_ports = {name: free_port() for name in NODE_NAMES}
+        self.nginx_workers = nginx_workers
+        self.access_log = access_log
+        messaging_path = f"/messaging/node-{django_messaging_node}" if django_messaging_node else "/messaging"
+        self.env = {
+            **env,
+            "DEBUG": "false",
+            "PYTHONUNBUFFERED": "1",
+            "TRUSTED_PROXIES": "127.0.0.1",
+            "ERLANG_MESSAGING_URL": self.internal_url + messaging_path,
+            "ERLANG_MESSAGING_PUBLIC_URL": self.url + "/messaging",
+        }
+        self.services: dict[str, Service] = {}
+        for name in NODE_NAMES:
+            self._add_erlang_node(name)
+        for name in NODE_NAMES:
+            self._add_app_server(name, app_workers)
+        for number in range(1, job_workers + 1):
+            self._add_job_worker(number)
+        self._add_nginx()
+
+    # --- the services ---------------------------------------------------------------------
+
+    def node_name(self, name: str) -> str:
+        # Unique per stack, so two stacks (or a stack and `make run`) never share a node name.
+        return f"stack_{name}_{self.public_port}@localhost"
+
+    def _add_erlang_node(self, name: str) -> None:
+        others = [self.node_name(other) for other in NODE_NAMES if other != name]
+        data_dir = self.run_dir / f"erlang-{name}"
+        relx_dir = self.run_dir / f"relx-{name}"  # the release writes its vm.args here
+        data_dir.mkdir(exist_ok=True)
+        relx_dir.mkdir(exist_ok=True)
+        port = self.node_ports[name]
+        env = {
+            **self.env,
+            "HTTP_PORT": str(port),
+            "MESSAGING_BIND": "127.0.0.1",
+            "MESSAGING_NODE_NAME": self.node_name(name),
+            "MESSAGING_CLUSTER_NODES": ",".join(others),
+            "MESSAGING_DATA_DIR": str(data_dir),
+            "RELX_OUT_FILE_PATH": str(relx_dir),
+            "DJANGO_API_URL": self.internal_url,
+        }
+        self.services[f"erlang-{name}"] = Service(
+            name=f"erlang-{name}",
+            command=[str(RELEASE / "bin" / "messaging_service"), "foreground"],
+            env=env,
+            log_path=self.run_dir / f"erlang-{name}.log",
+            ready_url=f"http://127.0.0.1:{port}/health",
+        )
+
+    def _add_app_server(self, name: str, workers: int) -> None:
+        port = self.app_ports[name]
+        env = {**self.env, "WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)}
+        self.services[f"app-{name}"] = Service(
+            name=f"app-{name}",
+            command=[str(Path(sys.executable).parent / "gunicorn"), "--config", str(GUNICORN_CONFIG)],
+            env=env,
+            log_path=self.run_dir / f"app-{name}.log",
+            ready_url=f"http://127.0.0.1:{port}/health/live/",
+            kill_group=True,
+        )
+
+    def _add_job_worker(self, number: int) -> None:
+        self.services[f"worker-{number}"] = Service(
+            name=f"worker-{number}",
+            command=[sys.executable, "manage.py", "run_worker", "--worker-id", f"stack-{self.public_port}-{number}"],
+            env=self.env,
+            log_path=self.run_dir / f"worker-{number}.log",
+            ready_url="",
+        )
+
+    def _add_nginx(self) -> None:
+        config = self.write_nginx_config()
+        self.services["nginx"] = Service(
+            name="nginx",
+            command=["nginx", "-p", str(self.run_dir), "-c", str(config), "-e", str(self.run_dir / "nginx-error.log")],
+            env=self.env,
+            log_path=self.run_dir / "nginx.log",
+            ready_url=f"{self.url}/health/live/",
+        )
+
+    # --- nginx ------------------------------------------------------------------------------
+
+    def render_nginx_site(self, certificate: Path, key: Path) -> str:
+        def server_lines(ports: dict) -> str:
+            return "\n".join(
+                f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;  # {name}" for name, port in ports.items()
+            )
+
+        node_upstreams = "\n".join(
+            f"upstream stayafrica_messaging_{name} {{\n    server 127.0.0.1:{port};\n}}"
+            for name, port in self.node_ports.items()
+        )
+        pinned_ws = "\n".join(
+            f"    location = /messaging/node-{name}/ws {{\n"
+            f"        proxy_pass http://stayafrica_messaging_{name}/ws;\n"
+            "        proxy_set_header Upgrade $http_upgrade;\n"
+            "        proxy_set_header Connection $stayafrica_connection;\n"
+            "        proxy_read_timeout 120s;\n"
+            "    }"
+            for name in self.node_ports
+        )
+        pinned_api = "\n".join(
+            f"    location /messaging/node-{name}/ {{\n        proxy_pass http://stayafrica_messaging_{name}/;\n    }}"
+            for name in self.node_ports
+        )
+        values = {
+            "APP_SERVERS": server_lines(self.app_ports),
+            "MESSAGING_NODES": server_lines(self.node_ports),
+            "MESSAGING_NODE_UPSTREAMS": node_upstreams,
+            "PINNED_WEBSOCKET_LOCATIONS": pinned_ws,
+            "PINNED_API_LOCATIONS": pinned_api,
+            "PUBLIC_LISTEN": f"127.0.0.1:{self.public_port}",
+            "INTERNAL_LISTEN": f"127.0.0.1:{self.internal_port}",
+            "TLS_CERTIFICATE": str(certificate),
+            "TLS_CERTIFICATE_KEY": str(key),
+            "ACCESS_LOG": str(self.run_dir / "nginx-access.log") if self.access_log else "off",
+        }
+        site = NGINX_SITE_TEMPLATE.read_text()
+        for placeholder, value in values.items():
+            site = site.replace("{{" + placeholder + "}}", value)
+        if re.search(r"\{\{[A-Z_]+\}\}", site):
+            raise ValueError(f"{NGINX_SITE_TEMPLATE} has a placeholder the stack does not fill")
+        if not self.access_log:
+            site = site.replace("off stayafrica;", "off;")
+        return site
+
+    def write_nginx_config(self) -> Path:
+        """The site file from the template, and a main file that runs nginx unprivileged in
+        the foreground with every path inside run_dir."""
+        certificate, key = self._tls_certificate()
+        (self.run_dir / "stayafrica.conf").write_text(self.render_nginx_site(certificate, key))
+        temp = self.run_dir / "nginx-temp"
+        temp.mkdir(exist_ok=True)
+        main = self.run_dir / "nginx.conf"
+        # Started as root, nginx would hand its workers to an unprivileged user that cannot
+        # enter run_dir: on loopback they run as whoever started the stack.
+        user = "user root root;\n" if os.geteuid() == 0 else ""
+        main.write_text(
+            f"{user}daemon off;\nworker_processes {self.nginx_workers};\npid {self.run_dir}/nginx.pid;\n"
+            f"error_log {self.run_dir}/nginx-error.log warn;\n"
+            "events { worker_connections 4096; }\n"
+            "http {\n"
+            f"    client_body_temp_path {temp}/body;\n    proxy_temp_path {temp}/proxy;\n"
+            f"    fastcgi_temp_path {temp}/fastcgi;\n    uwsgi_temp_path {temp}/uwsgi;\n"
+            f"    scgi_temp_path {temp}/scgi;\n"
+            f"    include {self.run_dir}/stayafrica.conf;\n"
+            "}\n"
+        )
+        return main
+
+    def _tls_certificate(self) -> tuple[Path, Path]:
+        """STACK_TLS_CERTIFICATE/_KEY when given, else a self-signed one for 127.0.0.1."""
+        given = self.env.get("STACK_TLS_CERTIFICATE"), self.env.get("STACK_TLS_CERTIFICATE_KEY")
+        if all(given):
+            return Path(given[0]), Path(given[1])
+        certificate, key = self.run_dir / "tls-certificate.pem", self.run_dir / "tls-key.pem"
+        if not certificate.exists():
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+                + ["-keyout", str(key), "-out", str(certificate), "-days", "7", "-subj", "/CN=127.0.0.1"]
+                + ["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                check=True,
+                capture_output=True,
+            )
+        return certificate, key
+
+    # --- starting and stopping ----------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """What `make serve` does before starting: migrations, then the static files."""
+        self.env.setdefault("STATIC_ROOT", str(self.run_dir / "static"))
+        for service in self.services.values():
+            service.env["STATIC_ROOT"] = self.env["STATIC_ROOT"]
+        for command in (["migrate", "--noinput"], ["collectstatic", "--noinput"]):
+            manage = [sys.executable, "manage.py", *command, "-v", "0"]
+            result = subprocess.run(manage, cwd=ROOT, env=self.env, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise SystemExit(f"stack: manage.py {command[0]} failed:\n{result.stdout}{result.stderr}")
+
+    def start(self) -> "Stack":
+        """Everything, in dependency order; each server answers before the next starts."""
+        if not (RELEASE / "bin" / "messaging_service").exists():
+            raise SystemExit(f"stack: no messaging release in {RELEASE}: run 'make erlang-release'")
+        if not shutil.which("nginx"):
+            raise SystemExit("stack: nginx is not installed (apt-get install nginx-light)")
+        self.prepare()
+        try:
+            for name in self.services:
+                self.start_service(name)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_service(self, name: str) -> Service:
+        """Start (or start again, on the same port and data) one service and wait until it answers."""
+        service = self.services[name]
+        service.start()
+        if service.ready_url and not wait_until(
+            lambda: _answers(service.ready_url) or not service.running, seconds=START_TIMEOUT_SECONDS
+        ):
+            log = service.log()[-3000:]
+            raise RuntimeError(f"stack: {name} did not answer within {START_TIMEOUT_SECONDS} s:\n{log}")
+        if not service.running:
+            raise RuntimeError(f"stack: {name} exited at start:\n{service.log()[-3000:]}")
+        return service
+
+    def kill(self, name: str) -> None:
+        self.services[name].kill()
+
+    def stop(self) -> None:
+        """Every service this stack started, in reverse order: nginx first, the nodes last."""
+        for service in reversed(list(self.services.values())):
+            service.stop()
+
+    def describe(self) -> str:
+        lines = [f"{'service':<10} {'pid':>8}  address"]
+        for service in self.services.values():
+            if service.name == "nginx":
+                address = f"{self.url} (public, TLS) · {self.internal_url} (internal)"
+            elif service.ready_url:
+                address = service.ready_url.split("/health")[0]
+            else:
+                address = "(takes jobs from PostgreSQL)"
+            lines.append(f"{service.name:<10} {service.pid or '-':>8}  {address}")
+        return "\n".join(lines)
+
+    def __enter__(self) -> "Stack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run-dir", help="logs, nginx configuration, write-ahead logs (default: a new temporary one)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("STACK_PORT", 8443)), help="nginx, TLS")
+    parser.add_argument("--internal-port", type=int, default=int(os.environ.get("STACK_INTERNAL_PORT", 8081)))
+    parser.add_argument("--app-workers", type=int, default=2, help="gunicorn workers per app server")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stayafrica")
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="stayafrica-stack-"))
+    stack = Stack(
+        run_dir=run_dir, env=env, app_workers=args.app_workers, public_port=args.port, internal_port=args.internal_port
+    )
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    print(f"==> Starting the stack (logs in {run_dir})", flush=True)
+    with stack:
+        print(stack.describe())
+        print(f"==> Portal: {stack.url}/admin/  (self-signed certificate). Ctrl-C stops everything.")
+        print("    Try a failover: kill -9 the PID of app-a or erlang-a; nginx sends everything to the other.")
+        try:
+            while not stopping:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        print("==> Stopping the stack")
+
+
+if __name__ == "__main__":
+    main()
