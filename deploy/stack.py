@@ -155,10 +155,12 @@ class Stack:
         django_messaging_node: str | None = None,
         nginx_workers: int = 1,
         access_log: bool = True,
+        node_env: dict | None = None,
     ):
         """`env`: the environment every process gets (secrets, DATABASE_URL, REDIS_URL, ...).
         `django_messaging_node`: "a" to send Django's messaging calls to node A only (through
-        its pinned location), None to spread them over both nodes."""
+        its pinned location), None to spread them over both nodes. `node_env`: settings for one
+        Erlang node only, e.g. {"a": {"PERSIST_FLUSH_INTERVAL_MS": "60000"}}."""
         missing = [name for name in REQUIRED_SECRETS if not env.get(name)]
         if missing:
             raise SystemExit(
@@ -186,7 +188,7 @@ class Stack:
         }
         self.services: dict[str, Service] = {}
         for name in NODE_NAMES:
-            self._add_erlang_node(name)
+            self._add_erlang_node(name, (node_env or {}).get(name, {}))
         for name in NODE_NAMES:
             self._add_app_server(name, app_workers)
         for number in range(1, job_workers + 1):
@@ -199,7 +201,7 @@ class Stack:
         # Unique per stack, so two stacks (or a stack and `make run`) never share a node name.
         return f"stack_{name}_{self.public_port}@localhost"
 
-    def _add_erlang_node(self, name: str) -> None:
+    def _add_erlang_node(self, name: str, own_env: dict) -> None:
         others = [self.node_name(other) for other in NODE_NAMES if other != name]
         data_dir = self.run_dir / f"erlang-{name}"
         relx_dir = self.run_dir / f"relx-{name}"  # the release writes its vm.args here
@@ -215,6 +217,7 @@ class Stack:
             "MESSAGING_DATA_DIR": str(data_dir),
             "RELX_OUT_FILE_PATH": str(relx_dir),
             "DJANGO_API_URL": self.internal_url,
+            **own_env,
         }
         self.services[f"erlang-{name}"] = Service(
             name=f"erlang-{name}",
@@ -290,7 +293,8 @@ class Stack:
             "INTERNAL_LISTEN": f"127.0.0.1:{self.internal_port}",
             "TLS_CERTIFICATE": str(certificate),
             "TLS_CERTIFICATE_KEY": str(key),
-            "ACCESS_LOG": str(self.run_dir / "nginx-access.log") if self.access_log else "off",
+            "PUBLIC_ACCESS_LOG": self._access_log("public"),
+            "INTERNAL_ACCESS_LOG": self._access_log("internal"),
         }
         site = NGINX_SITE_TEMPLATE.read_text()
         for placeholder, value in values.items():
@@ -300,6 +304,9 @@ class Stack:
         if not self.access_log:
             site = site.replace("off stayafrica;", "off;")
         return site
+
+    def _access_log(self, listener: str) -> str:
+        return str(self.run_dir / f"nginx-{listener}-access.log") if self.access_log else "off"
 
     def write_nginx_config(self) -> Path:
         """The site file from the template, and a main file that runs nginx unprivileged in
@@ -369,9 +376,11 @@ class Stack:
             raise
         return self
 
-    def start_service(self, name: str) -> Service:
-        """Start (or start again, on the same port and data) one service and wait until it answers."""
+    def start_service(self, name: str, **env) -> Service:
+        """Start (or start again, on the same port and data) one service and wait until it
+        answers; `env` changes its settings from now on."""
         service = self.services[name]
+        service.env.update({key: str(value) for key, value in env.items()})
         service.start()
         if service.ready_url and not wait_until(
             lambda: _answers(service.ready_url) or not service.running, seconds=START_TIMEOUT_SECONDS
