@@ -418,6 +418,36 @@ class Stack:
         self.stop()
 
 
+def ensure_database(database_url: str) -> None:
+    """Create DATABASE_URL's PostgreSQL database when it does not exist yet (`make stack` on a
+    fresh machine); the migrations that follow fill it."""
+    from urllib.parse import unquote, urlsplit
+
+    import psycopg2
+    from psycopg2 import sql
+
+    url = urlsplit(database_url)
+    if not url.scheme.startswith("postgres"):
+        return
+    name = unquote(url.path.lstrip("/"))
+    connection = psycopg2.connect(
+        dbname="postgres",
+        user=unquote(url.username or "postgres"),
+        password=unquote(url.password or "") or None,
+        host=url.hostname or "127.0.0.1",
+        port=url.port or 5432,
+    )
+    connection.autocommit = True  # CREATE DATABASE cannot run inside a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+            if cursor.fetchone() is None:
+                print(f"==> Creating the database {name}", flush=True)
+                cursor.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    finally:
+        connection.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", help="logs, nginx configuration, write-ahead logs (default: a new temporary one)")
@@ -429,6 +459,7 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stayafrica")
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
+    ensure_database(env["DATABASE_URL"])
     run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="stayafrica-stack-"))
     stack = Stack(
         run_dir=run_dir, env=env, app_workers=args.app_workers, public_port=args.port, internal_port=args.internal_port
@@ -439,7 +470,8 @@ def main() -> None:
     with stack:
         print(stack.describe())
         print(f"==> Portal: {stack.url}/admin/  (self-signed certificate). Ctrl-C stops everything.")
-        print("    Try a failover: kill -9 the PID of app-a or erlang-a; nginx sends everything to the other.")
+        print("    Try a failover: kill -9 -<pid of app-a> (the server and its workers) or kill -9 <pid of erlang-a>;")
+        print("    nginx sends everything to the other one.")
         try:
             while not stopping:
                 time.sleep(0.5)
