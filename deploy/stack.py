@@ -39,6 +39,7 @@ START_TIMEOUT_SECONDS = 60
 
 
 def free_port() -> int:
+    """A port nothing listens on now, on loopback."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -114,7 +115,11 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def wait_until(condition, seconds: float, interval: float = 0.1) -> bool:
+def wait_until(condition, seconds: float = 10.0, interval: float = 0.05) -> bool:
+    """Call `condition` until it returns something true or `seconds` pass; return whether it did.
+
+    The loop always ends: callers (the stack, the tests) act on the result instead of hanging
+    on a service that never answers."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():

@@ -1,14 +1,11 @@
 """Our own child processes in tests: a free loopback port to give one, and a bounded stop."""
 
 import signal
-import socket
 import subprocess
 
+from deploy.stack import free_port
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+__all__ = ["free_port", "stop_process"]
 
 
 def stop_process(process: subprocess.Popen | None, sig=signal.SIGTERM, timeout: float = 10.0) -> None:
