@@ -317,6 +317,7 @@ class Stack:
         """The site file from the template, and a main file that runs nginx unprivileged in
         the foreground with every path inside run_dir."""
         certificate, key = self._tls_certificate()
+        self.tls_certificate = certificate  # clients on this machine can verify nginx with it
         (self.run_dir / "stayafrica.conf").write_text(self.render_nginx_site(certificate, key))
         temp = self.run_dir / "nginx-temp"
         temp.mkdir(exist_ok=True)

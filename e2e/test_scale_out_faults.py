@@ -8,7 +8,8 @@ support story. Nothing a user was told succeeded may be lost or done twice.
    all through app server B;
 3. a host's live WebSocket is pinned to Erlang node B (its own nginx location) while Django
    talks to node A; support broadcasts; the host sees it, carried across the cluster;
-4. node A acknowledges a batch of messages and dies before storing any; it is restarted;
+4. node A acknowledges a batch of messages and dies before storing any; while it is down
+   Django stores a guest's message itself; node A is restarted;
 5. every acknowledged message is stored once, no withdrawal is paid twice, every balance is
    what the completed withdrawals imply, and check_ledger passes.
 """
@@ -30,7 +31,7 @@ from playwright.sync_api import expect
 from deploy.stack import Stack
 from finance.models import BankAccount, LedgerEntry, SystemAccount, Withdrawal
 from finance.services import TransactionService
-from messaging.models import Message
+from messaging.models import Conversation, Message
 from testing import web_server  # its test_database_url() is no test: keep it out of this module
 from testing.production_secrets import PRODUCTION_SECRETS
 from testing.waiting import wait_until
@@ -140,6 +141,24 @@ class AccessLog:
             return [match.groupdict() for match in map(self.LINE.search, log) if match]
 
 
+def send_through_the_api(stack, user, conversation, text) -> dict:
+    """A conversation message sent as an app would: a Bearer token, then the REST API, via nginx."""
+    # Verified against the stack's self-signed certificate (per request: requests lets a
+    # REQUESTS_CA_BUNDLE in the environment override a session's setting).
+    tls = {"verify": str(stack.tls_certificate), "timeout": 10}
+    credentials = {"username": user.username, "password": PASSWORD}
+    login = requests.post(f"{stack.url}/api/payments/auth/token/", json=credentials, **tls)
+    assert login.status_code == 200, login.text
+    answer = requests.post(
+        f"{stack.url}/api/messaging/conversations/{conversation.pk}/messages/",
+        json={"text": text},
+        headers={"Authorization": f"Bearer {login.json()['token']}"},
+        **tls,
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
 def send_batch_to_node_a(stack, sender, receiver) -> list[str]:
     """POST /messages/batch to node A through nginx's internal listener: the ids it acknowledged."""
     messages = [
@@ -244,9 +263,15 @@ def test_servers_die_mid_story_and_nothing_is_lost_or_done_twice(stack, browser_
     assert len(acknowledged) == BATCH_SIZE
     assert Message.objects.filter(id__in=acknowledged).count() == 0  # only in node A's log now
     stack.kill("erlang-a")
+    # Meanwhile a guest writes to the host: Django cannot reach node A and stores it itself.
+    conversation = Conversation.objects.create(subject="Late check-in")
+    conversation.participants.add(guest, hosts[0])
+    while_down = send_through_the_api(stack, guest, conversation, "Arriving after midnight, is that fine?")
+    assert while_down["via"] == "fallback"
+    acknowledged.append(while_down["id"])
     stack.start_service("erlang-a", **USUAL_PERSISTENCE)
     broadcast_text = "Scheduled maintenance tonight: payouts resume at 06:00."
-    assert wait_until(lambda: Message.objects.filter(id__in=acknowledged).count() == BATCH_SIZE, seconds=30)
+    assert wait_until(lambda: Message.objects.filter(id__in=acknowledged).count() == len(acknowledged), seconds=30)
     assert wait_until(lambda: Message.objects.filter(text=broadcast_text).exists(), seconds=30)
 
     # 5. Nothing lost, nothing twice.
