@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_SITE_TEMPLATE = ROOT / "deploy" / "nginx" / "stayafrica.conf.template"
@@ -102,7 +103,7 @@ class Service:
         if self.kill_group:
             # The group's other members (gunicorn's workers) die with it; wait for the sockets
             # they held to close, so "killed" means nothing answers on the port any more.
-            port = int(self.ready_url.split(":")[2].split("/")[0])
+            port = urlsplit(self.ready_url).port
             wait_until(lambda: not _port_open(port), seconds=10)
 
     def log(self) -> str:
@@ -411,7 +412,7 @@ class Stack:
             if service.name == "nginx":
                 address = f"{self.url} (public, TLS) · {self.internal_url} (internal)"
             elif service.ready_url:
-                address = service.ready_url.split("/health")[0]
+                address = f"http://127.0.0.1:{urlsplit(service.ready_url).port}"
             else:
                 address = "(takes jobs from PostgreSQL)"
             lines.append(f"{service.name:<10} {service.pid or '-':>8}  {address}")
@@ -427,8 +428,6 @@ class Stack:
 def ensure_database(database_url: str) -> None:
     """Create DATABASE_URL's PostgreSQL database when it does not exist yet (`make stack` on a
     fresh machine); the migrations that follow fill it."""
-    from urllib.parse import unquote, urlsplit
-
     import psycopg2
     from psycopg2 import sql
 
