@@ -6,6 +6,8 @@ Every setting comes from the environment, with a default for one machine:
   WEB_TIMEOUT       seconds a request may take before its worker is replaced (30)
   TRUSTED_PROXIES   the reverse proxies whose X-Forwarded-Proto gunicorn believes; the
                     same list tells Django whose X-Forwarded-For to believe
+  WEB_ACCESS_LOG    where the access log goes: "-" (stdout, the default), a file, or empty
+                    for none (when the proxy in front keeps one, or for a benchmark)
 """
 
 import multiprocessing
@@ -35,7 +37,8 @@ forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "")
 control_socket_disable = True
 
 # Logs to stdout/stderr: the process manager (or `make serve`'s terminal) keeps them.
-accesslog = "-"
+# WEB_ACCESS_LOG="" turns the access log off (None is gunicorn's "no access log").
+accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
 # gunicorn's default line plus the worker that served it.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" worker=%(p)s'
 errorlog = "-"
