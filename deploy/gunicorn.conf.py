@@ -25,9 +25,15 @@ graceful_timeout = 20
 keepalive = 5
 
 # Recycle workers now and then, so a slow leak never grows into an outage; the jitter
-# keeps them from restarting all at once.
-max_requests = 2000
-max_requests_jitter = 200
+# keeps them from restarting all at once. A new worker imports the whole application
+# again (about a second of CPU), and a busy worker serves a few hundred requests a second:
+# at 2000 requests each worker was replaced every few seconds under load, and the workers
+# of one server, started together and fed alike, were replaced at the same moment, so for
+# a second or two none answered (bench/stack.py saw requests wait over 2 s). Ten times
+# that, with the jitter as wide as half of it, recycles a busy worker every minute or two
+# and almost never two of one server together.
+max_requests = 20000
+max_requests_jitter = 10000
 
 # Only a proxy we trust may say the original request was HTTPS.
 forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "")
