@@ -50,12 +50,13 @@ CONNECTIONS = 16
 
 # Sizing for this 2-core machine, the same for the anchor and every scenario. Everything
 # shares the two cores: wrk, nginx (TLS), gunicorn, PostgreSQL, Redis, the Erlang nodes.
-#  - gunicorn: sync workers, one request each at a time. A request of the API waits on
-#    PostgreSQL for part of its time, so each app server runs 2 (4 in all, 2 per core):
-#    while one waits on the database another uses the core. More only add context switches
-#    and memory on 2 cores.
-#  - nginx: 1 worker. It only relays over keep-alive TLS connections (16 of them); a second
-#    worker would take a core from the Python workers, which are the bottleneck.
+#  - gunicorn: sync workers, one request each at a time. An API request waits on PostgreSQL
+#    for part of its time, so each app server runs 2 (4 in all, 2 per core): while one waits
+#    another uses the core. Measured with 1, 2 and 3 per app server: the API scenarios within
+#    the noise of one another (±10 %), the anchor about 15 % slower with 1, nothing gained
+#    with 3 (more processes, connections and memory for the same two cores).
+#  - nginx: 1 worker. It only relays over 16 keep-alive TLS connections, about a tenth of a
+#    millisecond of CPU a request; a second worker measured no faster.
 APP_WORKERS = 2
 NGINX_WORKERS = 1
 
