@@ -1,4 +1,4 @@
-"""Running the ledger's hand-written SQL: plain statements, one round trip each.
+"""Running the money domain's hand-written SQL: plain statements, one round trip each.
 
 On PostgreSQL a posting is one call of a PL/pgSQL function (finance/migrations/0005), whose
 statements the server plans once per session and caches. The ledger used to PREPARE its
@@ -6,6 +6,8 @@ statements per connection instead; a prepared statement belongs to one server se
 PgBouncer in transaction mode gives each transaction whichever server session is free, so
 that broke behind it. A function call is a plain statement that works on any session.
 Other databases (SQLite in development) run the ledger's SQL as is.
+
+`insert_once` claims a unique key (idempotency keys, the webhook inbox) in one statement.
 """
 
 from decimal import Decimal
