@@ -6,6 +6,8 @@ Every setting comes from the environment, with a default for one machine:
   WEB_TIMEOUT       seconds a request may take before its worker is replaced (30)
   TRUSTED_PROXIES   the reverse proxies whose X-Forwarded-Proto gunicorn believes; the
                     same list tells Django whose X-Forwarded-For to believe
+  WEB_ACCESS_LOG    where the access log goes: "-" (stdout, the default), a file, or empty
+                    for none (when the proxy in front keeps one, or for a benchmark)
 """
 
 import multiprocessing
@@ -23,9 +25,15 @@ graceful_timeout = 20
 keepalive = 5
 
 # Recycle workers now and then, so a slow leak never grows into an outage; the jitter
-# keeps them from restarting all at once.
-max_requests = 2000
-max_requests_jitter = 200
+# keeps them from restarting all at once. A new worker imports the whole application
+# again (about a second of CPU), and a busy worker serves a few hundred requests a second:
+# at 2000 requests each worker was replaced every few seconds under load, and the workers
+# of one server, started together and fed alike, were replaced at the same moment, so for
+# a second or two none answered (bench/stack.py saw requests wait over 2 s). Ten times
+# that, with the jitter as wide as half of it, recycles a busy worker every minute or two
+# and almost never two of one server together.
+max_requests = 20000
+max_requests_jitter = 10000
 
 # Only a proxy we trust may say the original request was HTTPS.
 forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "")
@@ -35,7 +43,8 @@ forwarded_allow_ips = os.environ.get("TRUSTED_PROXIES", "")
 control_socket_disable = True
 
 # Logs to stdout/stderr: the process manager (or `make serve`'s terminal) keeps them.
-accesslog = "-"
+# WEB_ACCESS_LOG="" turns the access log off (None is gunicorn's "no access log").
+accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
 # gunicorn's default line plus the worker that served it.
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" worker=%(p)s'
 errorlog = "-"

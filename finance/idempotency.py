@@ -15,8 +15,8 @@ import hashlib
 import json
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
 
+from . import db
 from .errors import IdempotencyConflictError
 from .models import IdempotencyRecord, WalletTransaction, Withdrawal
 
@@ -46,12 +46,10 @@ def claim(key: str | None, operation: str, params: dict) -> tuple[IdempotencyRec
     if not key:
         return None, None
     expected = fingerprint(operation, params)
-    try:
-        with transaction.atomic():
-            record = IdempotencyRecord.objects.create(key=key, operation=operation, fingerprint=expected)
+    record = IdempotencyRecord(key=key, operation=operation, fingerprint=expected)
+    if db.insert_once(record, unique=("key", "operation")):
         return record, None
-    except IntegrityError:
-        record = IdempotencyRecord.objects.select_related("transaction", "withdrawal").get(key=key, operation=operation)
+    record = IdempotencyRecord.objects.select_related("transaction", "withdrawal").get(key=key, operation=operation)
     if record.fingerprint != expected:
         raise IdempotencyConflictError("This idempotency key was already used with different parameters.")
     return record, record.withdrawal or record.transaction

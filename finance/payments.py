@@ -21,12 +21,12 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from jobs.worker import describe
 
-from . import ledger
+from . import db, ledger
 from .errors import InvalidStateError, NotFoundError, TransactionError
 from .models import Booking, Payment, WebhookEvent
 from .money import format_money
@@ -231,15 +231,13 @@ def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source:
         _store_rejected(provider_name, raw, str(error))
         return _error(400, "malformed_event", str(error))
     with transaction.atomic():
-        try:
-            with transaction.atomic():
-                inbox = WebhookEvent.objects.create(
-                    provider=provider_name,
-                    event_id=event.event_id,
-                    event_type=event.event_type,
-                    raw_body=raw.decode("utf-8", "replace"),
-                )
-        except IntegrityError:
+        inbox = WebhookEvent(
+            provider=provider_name,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            raw_body=raw.decode("utf-8", "replace"),
+        )
+        if not db.insert_once(inbox, unique=("provider", "event_id")):
             return WebhookResult(200, {"status": "duplicate", "event_id": event.event_id})
         _apply(inbox, event, actor=None)
     return WebhookResult(200, {"status": inbox.outcome, "event_id": event.event_id})

@@ -3,13 +3,19 @@
 Knox stores only a SHA-512 digest of each token, gives it an expiry (settings.REST_KNOX
 TOKEN_TTL, from API_TOKEN_TTL_DAYS) and deletes it on revocation; an expired, revoked or
 unknown token is 401 with the API's JSON error shape and `WWW-Authenticate: Bearer`.
+
+An authenticated request costs one query: the token with its user. (Knox also reads every
+other token of the user on each request, to delete the expired ones; here that sweep runs
+when a new token is issued, finance/api/tokens.py.)
 """
 
 import re
 
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.plumbing import build_bearer_security_scheme_object
 from knox.auth import TokenAuthentication
+from knox.signals import token_expired
 from rest_framework import exceptions
 
 # What knox hands out (64 hex digits, no prefix configured). Anything else is refused before
@@ -30,6 +36,17 @@ class BearerTokenAuthentication(TokenAuthentication):
             if str(error.detail) == "Invalid token.":
                 raise exceptions.AuthenticationFailed(INVALID) from None
             raise
+
+    def _cleanup_token(self, auth_token) -> bool:
+        """Whether the token has expired (it is then deleted, as knox does). Knox's own version
+        first reads all the user's other tokens to delete the expired ones, a second query on
+        every request; issuing a token sweeps them instead (tokens.issue_token)."""
+        if auth_token.expiry is not None and auth_token.expiry < timezone.now():
+            username = auth_token.user.get_username()
+            auth_token.delete()
+            token_expired.send(sender=self.__class__, username=username, source="auth_token")
+            return True
+        return False
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):

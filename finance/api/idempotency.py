@@ -14,10 +14,11 @@ import uuid
 from datetime import timedelta
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from rest_framework.response import Response
 
+from finance import db
 from finance.idempotency import digest
 from finance.models import ApiIdempotencyRecord
 
@@ -45,14 +46,9 @@ def idempotent(view_method):
             return view_method(view, request, *args, **kwargs)
         method_path, body_hash = f"{request.method} {request.path}", _body_hash(request.data)
         with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    record = ApiIdempotencyRecord.objects.create(
-                        user=request.user, key=key, method_path=method_path, body_hash=body_hash
-                    )
-            except IntegrityError:
-                record = ApiIdempotencyRecord.objects.get(user=request.user, key=key)
-                return _replay(record, method_path, body_hash)
+            record = ApiIdempotencyRecord(user=request.user, key=key, method_path=method_path, body_hash=body_hash)
+            if not db.insert_once(record, unique=("user", "key")):
+                return _replay(ApiIdempotencyRecord.objects.get(user=request.user, key=key), method_path, body_hash)
             request.idempotency_key = key
             try:
                 response = view_method(view, request, *args, **kwargs)
@@ -114,14 +110,10 @@ def _claim_key(user, key: str, method_path: str, body_hash: str):
     """(the new record, None), or (None, the answer to give instead: a replay or a 409)."""
     abandoned = timezone.now() - CLAIM_ABANDONED_AFTER
     ApiIdempotencyRecord.objects.filter(user=user, key=key, status_code__isnull=True, created_at__lt=abandoned).delete()
-    try:
-        with transaction.atomic():
-            record = ApiIdempotencyRecord.objects.create(
-                user=user, key=key, method_path=method_path, body_hash=body_hash
-            )
+    record = ApiIdempotencyRecord(user=user, key=key, method_path=method_path, body_hash=body_hash)
+    if db.insert_once(record, unique=("user", "key")):
         return record, None
-    except IntegrityError:
-        earlier = ApiIdempotencyRecord.objects.filter(user=user, key=key).first()
+    earlier = ApiIdempotencyRecord.objects.filter(user=user, key=key).first()
     if earlier is None or earlier.status_code is None:
         in_progress = Response(
             error_body("request_in_progress", f"A request with this {HEADER} is still running; ask again in a moment."),

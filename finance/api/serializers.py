@@ -4,6 +4,9 @@ Amounts go out as decimal strings with the currency's precision and come in only
 strings: a JSON number may already have lost exactness as a float on the client.
 """
 
+import copy
+import functools
+
 import iso3166
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
@@ -40,6 +43,38 @@ class TextField(StringOnly, serializers.CharField):
         # Not trimmed: what the schema declares (length, pattern) is what is checked.
         super().__init__(allow_blank=False, min_length=1, trim_whitespace=False, **kwargs)
         self.validators.append(NON_BLANK)
+
+
+class CodeChoiceField(serializers.ChoiceField):
+    """One of a fixed list of codes (countries, currencies), as DRF's ChoiceField.
+
+    DRF copies every declared field each time it builds a serializer: it makes the field again
+    from deep copies of its arguments, then works out its lookup tables from the choices. For
+    the 249 countries that was most of the time showing a bank account took (every withdrawal
+    shows one). The codes never change: the copies share them, and the tables made from them."""
+
+    def __init__(self, choices, **kwargs):
+        super().__init__(tuple(choices), **kwargs)
+
+    def __deepcopy__(self, memo):
+        # DRF's Field.__deepcopy__, but the choices (immutable) and validators (as DRF) are shared.
+        kwargs = {
+            key: value if key in ("choices", "validators") else copy.deepcopy(value, memo)
+            for key, value in self._kwargs.items()
+        }
+        return self.__class__(*self._args, **kwargs)
+
+    def _set_choices(self, choices):
+        self.grouped_choices, self._choices, self.choice_strings_to_values = _choice_tables(tuple(choices))
+
+    choices = property(serializers.ChoiceField._get_choices, _set_choices)
+
+
+@functools.cache
+def _choice_tables(choices: tuple) -> tuple[dict, dict, dict]:
+    """What ChoiceField works out from its choices, once per list of choices."""
+    field = serializers.ChoiceField(choices)
+    return field.grouped_choices, field.choices, field.choice_strings_to_values
 
 
 class MoneyField(serializers.CharField):
@@ -139,13 +174,13 @@ class BankAccountSerializer(serializers.ModelSerializer):
     )
     bank_name = TextField(max_length=100)
     account_name = TextField(max_length=100)
-    country = serializers.ChoiceField(
+    country = CodeChoiceField(
         choices=sorted(iso3166.countries_by_alpha2),
         required=False,
         allow_blank=True,
         help_text="ISO 3166-1 alpha-2 code, e.g. NG; blank if unknown.",
     )
-    currency = serializers.ChoiceField(
+    currency = CodeChoiceField(
         choices=supported_currencies(),
         required=False,
         allow_blank=True,

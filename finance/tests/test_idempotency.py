@@ -47,6 +47,17 @@ def test_first_claim_runs_and_a_replay_gets_its_result(funded_wallet):
 
 
 @pytest.mark.django_db
+def test_a_claim_is_one_statement_and_a_taken_key_leaves_the_transaction_usable(django_assert_num_queries):
+    # The test runs inside a transaction, as a claim does: finding the key taken must not abort it.
+    with django_assert_num_queries(1):
+        record, _ = idempotency.claim("k-one", "credit", {"wallet": 1, "amount": "5"})
+    with django_assert_num_queries(2):  # the INSERT that finds the key taken, then the record
+        again, previous = idempotency.claim("k-one", "credit", {"wallet": 1, "amount": "5"})
+    assert again.pk == record.pk and previous is None  # claimed, nothing remembered yet
+    assert IdempotencyRecord.objects.get().created_at == record.created_at
+
+
+@pytest.mark.django_db
 def test_same_key_with_other_parameters_conflicts_and_keys_are_per_operation(funded_wallet):
     idempotency.claim("k-2", "credit", {"wallet": funded_wallet.pk, "amount": "5"})
     with pytest.raises(IdempotencyConflictError):

@@ -132,6 +132,41 @@ def test_an_expired_token_is_401_with_the_error_shape(host):
     assert "expired" in response.json()["error"]["message"]
 
 
+def test_an_expired_token_is_deleted_when_it_is_used(host):
+    expired, live = issue_api_token(host), issue_api_token(host)
+    stored_tokens(host).filter(token_key=expired[:15]).update(expiry=timezone.now() - timedelta(seconds=1))
+
+    assert_error(wallets(expired), 401, "authentication_failed")
+
+    assert [t.token_key for t in stored_tokens(host)] == [live[:15]]
+    assert wallets(live).status_code == 200
+
+
+def test_issuing_a_token_deletes_the_users_expired_ones_and_no_live_one(host, other_host):
+    expired, live, others_expired = issue_api_token(host), issue_api_token(host), issue_api_token(other_host)
+    stored_tokens(host).filter(token_key=expired[:15]).update(expiry=timezone.now() - timedelta(seconds=1))
+    stored_tokens(other_host).update(expiry=timezone.now() - timedelta(seconds=1))
+
+    new = issue_api_token(host)
+
+    assert sorted(t.token_key for t in stored_tokens(host)) == sorted([live[:15], new[:15]])
+    assert stored_tokens(other_host).count() == 1  # someone else's: swept when they are issued one
+    assert wallets(live).status_code == 200 and wallets(new).status_code == 200
+    assert_error(wallets(others_expired), 401, "authentication_failed")
+
+
+def test_a_bearer_token_is_checked_with_one_query(host, django_assert_num_queries):
+    token = issue_api_token(host)
+    issue_api_token(host)  # another client of the same user: not read to authenticate this one
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    with django_assert_num_queries(2):  # the token with its user, then the caller's wallets
+        response = client.get(reverse("wallet-my-wallet"))
+
+    assert response.status_code == 200
+
+
 def test_tokens_are_stored_only_as_digests(host):
     token = issue_api_token(host)
 
