@@ -196,6 +196,10 @@ bench-ledger: setup postgres python-dev-packages
 bench-portal: setup postgres python-dev-packages
 	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/portal.py
 
+# The scaled-out shape (deploy/stack.py, DEBUG off inside) under wrk, through nginx.
+bench-stack: setup postgres redis python-dev-packages
+	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) bench/stack.py
+
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
 

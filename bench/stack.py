@@ -108,9 +108,6 @@ def production_environment(url: str) -> dict:
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CACHE_KEY_PREFIX": f"stack-bench-{os.getpid()}-{secrets.token_hex(4)}",
         "SANDBOX_PAYMENTS_ENABLED": "false",
-        # The bench measures the requests, not the logging of each one: no access log in
-        # gunicorn (nginx's is switched off by the Stack's access_log=False).
-        "WEB_ACCESS_LOG": "",
     }
     env.pop("FINANCE_LOG_LEVEL", None)  # production logging in the stack, as deployed
     return env
@@ -419,6 +416,7 @@ def main() -> int:
         f"DEBUG off; {HOSTS} hosts, withdrawals of {WITHDRAWAL} {CURRENCY}\n"
     )
     rows, failed, run_tag = [], [], secrets.token_hex(4)
+    # No access logs (neither nginx's nor gunicorn's): the bench measures requests, not logging.
     stack = Stack(
         run_dir=run_dir / "stack", env=env, app_workers=APP_WORKERS, nginx_workers=NGINX_WORKERS, access_log=False
     )

@@ -165,7 +165,8 @@ class Stack:
     ):
         """`env`: the environment every process gets (secrets, DATABASE_URL, REDIS_URL, ...).
         `django_messaging_node`: "a" to send Django's messaging calls to node A only (through
-        its pinned location), None to spread them over both nodes. `node_env`: settings for one
+        its pinned location), None to spread them over both nodes. `access_log=False` turns off
+        nginx's and gunicorn's access logs (for a benchmark). `node_env`: settings for one
         Erlang node only, e.g. {"a": {"PERSIST_FLUSH_INTERVAL_MS": "60000"}}."""
         missing = [name for name in REQUIRED_SECRETS if not env.get(name)]
         if missing:
@@ -236,6 +237,8 @@ class Stack:
     def _add_app_server(self, name: str, workers: int) -> None:
         port = self.app_ports[name]
         env = {**self.env, "WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)}
+        if not self.access_log:
+            env["WEB_ACCESS_LOG"] = ""  # gunicorn's too, not only nginx's
         self.services[f"app-{name}"] = Service(
             name=f"app-{name}",
             command=[str(Path(sys.executable).parent / "gunicorn"), "--config", str(GUNICORN_CONFIG)],
