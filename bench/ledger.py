@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bench_database import bench_database_url, psql_args  # bench/, this script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -36,17 +38,6 @@ WALLETS = 2000
 TARGET_UNIFORM_RATIO = 0.5
 TARGET_HOT_RATIO = 0.85
 TARGET_P99_MS = 50.0
-
-
-def bench_database_url() -> str:
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stayafrica")
-    url = urlparse(base)
-    return url._replace(path=url.path + "_bench").geturl()
-
-
-def psql_args(url: str) -> list[str]:
-    u = urlparse(url)
-    return ["-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres"]
 
 
 def setup_django(url: str, pooler: str = ""):
@@ -324,7 +315,7 @@ def print_target(name: str, value: float, target: str, met: bool) -> None:
 def main():
     if not shutil.which("pgbench"):
         sys.exit("pgbench is missing: apt-get install postgresql-client")
-    url = bench_database_url()
+    url = bench_database_url("_bench")
     fresh_databases(url)
     setup_django(url)
     # The seeding below posts thousands of credits in this process: keep their success

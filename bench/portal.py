@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bench_database import psql_args  # bench/, this script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -60,9 +62,8 @@ def setup_django(url: str):
 
 
 def ensure_database(url: str):
-    u = urlparse(url)
-    args = ["-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres"]
-    subprocess.run(["createdb", *args, u.path.lstrip("/")], capture_output=True)  # fails harmlessly if it exists
+    name = urlparse(url).path.lstrip("/")
+    subprocess.run(["createdb", *psql_args(url), name], capture_output=True)  # fails harmlessly if it exists
 
 
 def ensure_large_seed():

@@ -39,6 +39,8 @@ from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlparse
 
+from bench_database import bench_database_url, psql_args  # bench/, this script's directory
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -74,17 +76,6 @@ BOOKING_COMMISSION = Decimal("5760.00")
 TARGET_MY_WALLET_RATIO = 0.5
 TARGET_WITHDRAWALS_RATIO = 0.2
 TARGET_P99_MS = 50.0
-
-
-def bench_database_url() -> str:
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stayafrica")
-    url = urlparse(base)
-    return url._replace(path=url.path + "_stack_bench").geturl()
-
-
-def psql_args(url: str) -> list[str]:
-    u = urlparse(url)
-    return ["-h", u.hostname or "127.0.0.1", "-p", str(u.port or 5432), "-U", u.username or "postgres"]
 
 
 def fresh_database(url: str) -> None:
@@ -393,7 +384,7 @@ def main() -> int:
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
     began = time.monotonic()
-    url = bench_database_url()
+    url = bench_database_url("_stack_bench")
     env = production_environment(url)
     fresh_database(url)
     setup_django(env)
