@@ -14,7 +14,6 @@ support story. Nothing a user was told succeeded may be lost or done twice.
    what the completed withdrawals imply, and check_ledger passes.
 """
 
-import os
 import re
 import secrets
 import subprocess
@@ -33,7 +32,6 @@ from finance.models import BankAccount, LedgerEntry, SystemAccount, Withdrawal
 from finance.services import TransactionService
 from messaging.models import Conversation, Message
 from testing import web_server  # its test_database_url() is no test: keep it out of this module
-from testing.production_secrets import PRODUCTION_SECRETS
 from testing.waiting import wait_until
 
 from .conftest import TIMEOUT_MS, shot
@@ -62,16 +60,7 @@ window.WebSocket = new Proxy(window.WebSocket, {
 @pytest.fixture
 def stack(tmp_path, wagtail_site, roles):
     """The whole shape on loopback against the test database, DEBUG off, private secrets."""
-    env = {
-        **os.environ,
-        **PRODUCTION_SECRETS,
-        "MESSAGING_COOKIE": secrets.token_hex(16),
-        "SANDBOX_PAYMENTS_ENABLED": "false",
-        "DATABASE_URL": web_server.test_database_url(),
-        "REDIS_URL": web_server.redis_url(),
-        "CACHE_KEY_PREFIX": f"test-stack-{uuid.uuid4().hex}",
-        "FINANCE_LOG_LEVEL": "WARNING",
-    }
+    env = web_server.production_environment(MESSAGING_COOKIE=secrets.token_hex(16), FINANCE_LOG_LEVEL="WARNING")
     run_dir = tmp_path / "stack"
     with Stack(run_dir=run_dir, env=env, django_messaging_node="a", node_env={"a": SLOW_PERSISTENCE}) as running:
         yield running

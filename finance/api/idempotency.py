@@ -49,17 +49,11 @@ def idempotent(view_method):
             record = ApiIdempotencyRecord(user=request.user, key=key, method_path=method_path, body_hash=body_hash)
             if not db.insert_once(record, unique=("user", "key")):
                 return _replay(ApiIdempotencyRecord.objects.get(user=request.user, key=key), method_path, body_hash)
-            request.idempotency_key = key
-            try:
-                response = view_method(view, request, *args, **kwargs)
-            except Exception as exc:  # turned into its 4xx answer, which is stored like any other
-                response = view.handle_exception(exc)
+            response = _run_view(view_method, view, request, key, args, kwargs)
             if response.status_code >= 500:
                 transaction.set_rollback(True)  # forget the key: a retry may succeed
                 return response
-            record.status_code = response.status_code
-            record.response_body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
-            record.save(update_fields=["status_code", "response_body"])
+            _remember(record, response)
         return response
 
     return wrapper
@@ -85,20 +79,30 @@ def idempotent_outside_transaction(view_method):
         record, earlier = _claim_key(request.user, key, method_path, body_hash)
         if earlier is not None:
             return earlier
-        request.idempotency_key = key
-        try:
-            response = view_method(view, request, *args, **kwargs)
-        except Exception as exc:  # turned into its 4xx answer, which is stored like any other
-            response = view.handle_exception(exc)
+        response = _run_view(view_method, view, request, key, args, kwargs)
         if response.status_code >= 500 or response.has_header("Retry-After"):
             record.delete()  # forget the key: a retry may succeed
             return response
-        record.status_code = response.status_code
-        record.response_body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
-        record.save(update_fields=["status_code", "response_body"])
+        _remember(record, response)
         return response
 
     return wrapper
+
+
+def _run_view(view_method, view, request, key: str, args, kwargs) -> Response:
+    """The view's answer under its claimed key; an exception becomes its 4xx answer, stored like any other."""
+    request.idempotency_key = key
+    try:
+        return view_method(view, request, *args, **kwargs)
+    except Exception as exc:
+        return view.handle_exception(exc)
+
+
+def _remember(record: ApiIdempotencyRecord, response: Response) -> None:
+    """Store the final answer on the claimed key, for replays."""
+    record.status_code = response.status_code
+    record.response_body = json.loads(json.dumps(response.data, cls=DjangoJSONEncoder))
+    record.save(update_fields=["status_code", "response_body"])
 
 
 # A claimed key whose request never stored an answer for this long belonged to a process that died.
