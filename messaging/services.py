@@ -559,3 +559,20 @@ def safe_text(text: str) -> str:
 def _visible(match: re.Match) -> str:
     char = match.group()
     return "\u2400" if char == "\x00" else f"\\u{ord(char):04x}"
+
+
+def replay_dead_letter(dead_letter: DeadLetterMessage) -> str:
+    """Try to store a dead letter's message again, once its cause is fixed (a user created since,
+    a bug deployed away): STORED, DUPLICATE or REJECTED.
+
+    The kept payload goes through the same path as Erlang's batches, so the same checks apply;
+    a message that is stored now (or was, by another route) leaves the dead letters. One still
+    refused stays, with its reason and times_seen brought up to date. The payload is the safe
+    copy: a NUL the database could not hold comes back as the visible U+2400 "␀"."""
+    outcome = persist_messages([dead_letter.payload])
+    if outcome["stored"] or outcome["duplicates"]:
+        DeadLetterMessage.objects.filter(pk=dead_letter.pk).delete()
+        logger.info("Dead letter %s replayed: %s", dead_letter.message_id, STORED if outcome["stored"] else DUPLICATE)
+        return STORED if outcome["stored"] else DUPLICATE
+    logger.warning("Dead letter %s replayed and refused again: %s", dead_letter.message_id, outcome["rejected"])
+    return REJECTED
