@@ -45,12 +45,14 @@ def test_a_dead_letter_still_refused_stays_with_its_reason_and_one_more_sighting
     assert not Message.objects.exists()
 
 
-def test_a_dead_letter_stored_meanwhile_by_another_route_is_settled_without_a_second_copy(host, guest):
+def test_two_operators_replaying_the_same_dead_letter_store_it_once(host):
     message = item(host, UNKNOWN_USER_ID)
     dead = dead_letter_for(message)
-    services.persist_messages([{**message, "receiver_id": guest.pk, "text": "stored by the fallback"}])
+    same_row_seen_by_the_other_operator = DeadLetterMessage.objects.get(pk=dead.pk)
+    get_user_model().objects.create_user(pk=UNKNOWN_USER_ID, username="late-guest", password="pass-12345")
 
-    assert services.replay_dead_letter(dead) == services.DUPLICATE
+    assert services.replay_dead_letter(dead) == services.STORED
+    assert services.replay_dead_letter(same_row_seen_by_the_other_operator) == services.DUPLICATE
     assert Message.objects.count() == 1 and not DeadLetterMessage.objects.exists()
 
 
