@@ -213,6 +213,21 @@ bench-portal: setup postgres python-dev-packages
 bench-stack: setup postgres redis python-dev-packages
 	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) bench/stack.py
 
+# Backup and restore (deploy/backup.py; no Django settings, so no secrets needed).
+#   make backup                  DATABASE_URL (pg_dump), the write-ahead logs of MESSAGING_DATA_DIR
+#                                or MESSAGING_DATA_DIRS, and a manifest of checksums, into
+#                                $(BACKUP_DIR)/stayafrica-<UTC time>/
+#   make restore BACKUP=<dir>    into DATABASE_URL, which must exist and be empty (and empty
+#                                MESSAGING_DATA_DIR(S) if given), then manage.py check_ledger
+# BACKUP_DATABASE_URL overrides DATABASE_URL when that one goes through PgBouncer.
+BACKUP_DIR ?= backups
+backup: python-packages
+	@BACKUP_DIR="$(BACKUP_DIR)" $(PY) -m deploy.backup backup
+
+restore: python-packages
+	@if [ -z "$(BACKUP)" ]; then echo "Usage: make restore BACKUP=<backup directory>"; exit 2; fi
+	@$(PY) -m deploy.backup restore "$(BACKUP)"
+
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
 
