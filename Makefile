@@ -20,7 +20,7 @@ DEBIAN_PACKAGES := erlang-base erlang-dev erlang-eunit erlang-common-test erlang
 	chromium fonts-dejavu-core
 DEBIAN_COMMANDS := rebar3:rebar3 psql:postgresql-client pg_isready:postgresql-client node:nodejs npm:npm wrk:wrk \
 	redis-server:redis-server redis-cli:redis-tools pgbouncer:pgbouncer \
-	nginx:nginx-light openssl:openssl
+	nginx:nginx-light openssl:openssl pg_dump:postgresql-client pg_restore:postgresql-client promtool:prometheus
 
 # DEBUG is off unless set (portal/settings.py), and with it off the portal refuses the
 # development secrets. The demo, the development servers and the test suites are
@@ -35,7 +35,8 @@ TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
 TEST_WORKERS ?= auto
 
 .PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
-	lint test-python test-sqlite test-e2e bench-ledger bench-portal bench-stack serve stack dev-serve redis clean lock
+	lint test-python test-sqlite test-e2e test-alerts bench-ledger bench-portal bench-stack serve stack dev-serve redis \
+	clean lock backup restore
 
 setup: debian-packages python-packages node-packages erlang-build erlang-release
 
@@ -185,7 +186,19 @@ test-sqlite: python-packages
 	@$(DEV) DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 FINANCE_LOG_LEVEL=WARNING $(PY) manage.py seed_demo
 	@$(DEV) DATABASE_URL=sqlite:////tmp/stayafrica-smoke.sqlite3 $(PY) manage.py check_ledger
 
-test: setup lint test-python test-sqlite erlang-test test-e2e
+# The Prometheus alert rules (deploy/prometheus/): the rule file, the example configuration
+# (checked from a copy beside stand-in token files, so promtool also loads the rules through
+# it) and the rules' unit tests.
+test-alerts: debian-packages
+	@echo "==> Prometheus: promtool check rules / check config / test rules"
+	@promtool check rules deploy/prometheus/alerts.yml
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+		cp deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml "$$tmp" && \
+		mkdir "$$tmp/secrets" && touch "$$tmp/secrets/metrics-token" "$$tmp/secrets/messaging-secret" && \
+		promtool check config "$$tmp/prometheus.yml"
+	@promtool test rules deploy/prometheus/alerts_test.yml
+
+test: setup lint test-alerts test-python test-sqlite erlang-test test-e2e
 
 # Benchmarks are developer runs: they get the same environment as the tests. Each measures
 # with DEBUG off and private secrets of its own (bench/*.py); bench-portal seeds its data
@@ -199,6 +212,21 @@ bench-portal: setup postgres python-dev-packages
 # The scaled-out shape (deploy/stack.py, DEBUG off inside) under wrk, through nginx.
 bench-stack: setup postgres redis python-dev-packages
 	@$(DEV) DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) bench/stack.py
+
+# Backup and restore (deploy/backup.py; no Django settings, so no secrets needed).
+#   make backup                  DATABASE_URL (pg_dump), the write-ahead logs of MESSAGING_DATA_DIR
+#                                or MESSAGING_DATA_DIRS, and a manifest of checksums, into
+#                                $(BACKUP_DIR)/stayafrica-<UTC time>/
+#   make restore BACKUP=<dir>    into DATABASE_URL, which must exist and be empty (and empty
+#                                MESSAGING_DATA_DIR(S) if given), then manage.py check_ledger
+# BACKUP_DATABASE_URL overrides DATABASE_URL when that one goes through PgBouncer.
+BACKUP_DIR ?= backups
+backup: python-packages
+	@BACKUP_DIR="$(BACKUP_DIR)" $(PY) -m deploy.backup backup
+
+restore: python-packages
+	@if [ -z "$(BACKUP)" ]; then echo "Usage: make restore BACKUP=<backup directory>"; exit 2; fi
+	@$(PY) -m deploy.backup restore "$(BACKUP)"
 
 clean:
 	rm -rf $(VENV) node_modules db.sqlite3 staticfiles
