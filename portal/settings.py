@@ -436,9 +436,15 @@ JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "1"))
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 14)
 # Periodic jobs and their period in seconds: each runs once per period for the whole
 # deployment, whatever the number of workers (jobs/scheduler.py).
+# The ledger check (jobs.tasks.check_ledger: what `manage.py check_ledger` checks) runs every
+# LEDGER_CHECK_EVERY_SECONDS (15 minutes); GET /metrics reports its last result.
+LEDGER_CHECK_EVERY_SECONDS = env_int("LEDGER_CHECK_EVERY_SECONDS", 900)
+if LEDGER_CHECK_EVERY_SECONDS < 1:
+    raise ImproperlyConfigured("LEDGER_CHECK_EVERY_SECONDS must be a whole number of seconds, at least 1.")
 PERIODIC_JOBS = {
     "jobs.tasks.prune_finished_jobs": 3600,
     "messaging.tasks.sample_stats": 2,
+    "jobs.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
 }
 
 # --- Shared state --------------------------------------------------------------------
