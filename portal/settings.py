@@ -70,7 +70,9 @@ if not DEBUG:
     # from the Erlang nodes over the internal network, DJANGO_API_URL, not from browsers) and
     # the liveness probe the load balancer and process manager ask each app server directly.
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/", r"^health/live/$"]
+    # The health probes are asked of each app server directly, over the internal network
+    # (load balancer, process manager), not through TLS.
+    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/", r"^health/live/$", r"^health/ready/$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     # Browsers remember to use HTTPS only (a year by default).
