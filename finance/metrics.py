@@ -7,8 +7,10 @@ process's default registry.
 
   ledger_operations_total{operation,outcome}  every TransactionService operation: outcome
       "ok", the refusal's stable code (finance/errors.py), or "error" (anything unexpected).
-  webhook_events_total{provider,outcome}      every webhook delivery: "processed",
-      "duplicate", "invalid_signature", "rejected" (a malformed body) or "error".
+  webhook_events_total{provider,outcome}      every webhook delivery to an enabled provider:
+      "processed" (applied, flagged or ignored: see the inbox), "duplicate", "invalid_signature"
+      (answered 401, or 429 once its source failed too often), "rejected" (a malformed body,
+      400) or "error" (an unexpected exception, 500).
 
 The gauges (pending withdrawals, approvals) are read from the database at each scrape, so
 every process answers alike; the selectors below are those reads.
