@@ -8,10 +8,17 @@ Every setting comes from the environment, with a default for one machine:
                     same list tells Django whose X-Forwarded-For to believe
   WEB_ACCESS_LOG    where the access log goes: "-" (stdout, the default), a file, or empty
                     for none (when the proxy in front keeps one, or for a benchmark)
+  PROMETHEUS_MULTIPROC_DIR
+                    where the workers write their Prometheus counters, summed by GET /metrics
+                    (portal/metrics.py). It must be empty when gunicorn starts: deploy/serve
+                    and deploy/stack.py make a fresh one; unset, this file makes one for this
+                    gunicorn (removed when it exits)
 """
 
 import multiprocessing
 import os
+import shutil
+import tempfile
 
 wsgi_app = "portal.wsgi:application"
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000").split(",")
@@ -50,3 +57,30 @@ access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
 proc_name = "stayafrica-portal"
+
+
+# --- Prometheus, multiprocess mode ---------------------------------------------------------
+# Every worker is a process with its own counters: prometheus-client keeps each worker's in a
+# file of this directory, and a scrape sums them all, whichever worker answers it. Counts left
+# by an earlier gunicorn would be summed too, hence a fresh directory for each start. Set here,
+# in the master, before any worker is forked, so every worker inherits it.
+# Which directory this gunicorn made (to remove at exit), kept in the environment because a
+# reload (SIGHUP) reads this file again.
+OWN_METRICS_DIR = "GUNICORN_OWN_PROMETHEUS_DIR"
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ[OWN_METRICS_DIR] = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(
+        prefix="stayafrica-prometheus-"
+    )
+
+
+def child_exit(server, worker):
+    """A worker exited (recycled after max_requests, timed out, killed): prometheus-client drops
+    its live gauges' files. Its counters stay in the directory and keep being summed."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if os.environ.get(OWN_METRICS_DIR):
+        shutil.rmtree(os.environ[OWN_METRICS_DIR], ignore_errors=True)

@@ -35,7 +35,7 @@ NGINX_SITE_TEMPLATE = ROOT / "deploy" / "nginx" / "stayafrica.conf.template"
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 RELEASE = ROOT / "erlang_messaging" / "_build" / "prod" / "rel" / "messaging_service"
 NODE_NAMES = ("a", "b")
-REQUIRED_SECRETS = ("SECRET_KEY", "MESSAGING_COOKIE", "MESSAGING_SHARED_SECRET")
+REQUIRED_SECRETS = ("SECRET_KEY", "MESSAGING_COOKIE", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN")
 START_TIMEOUT_SECONDS = 60
 
 
@@ -58,6 +58,9 @@ class Service:
     # gunicorn forks its workers: SIGKILL reaches them through the process group. The Erlang
     # release execs the VM, so its PID is the node itself.
     kill_group: bool = False
+    # Emptied (made anew) before each start: an app server's Prometheus directory, whose
+    # counts from an earlier run must not be summed again.
+    fresh_dir: Path | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -69,6 +72,9 @@ class Service:
         return self.process is not None and self.process.poll() is None
 
     def start(self) -> None:
+        if self.fresh_dir is not None:
+            shutil.rmtree(self.fresh_dir, ignore_errors=True)
+            self.fresh_dir.mkdir(parents=True)
         with open(self.log_path, "ab") as log:
             # A session of its own: a Ctrl-C in the terminal reaches only the stack, which
             # then stops each service in order.
@@ -185,6 +191,8 @@ class Stack:
         self.nginx_workers = nginx_workers
         self.access_log = access_log
         messaging_path = f"/messaging/node-{django_messaging_node}" if django_messaging_node else "/messaging"
+        # Only the app servers count into a Prometheus directory, each its own (below).
+        env = {key: value for key, value in env.items() if key != "PROMETHEUS_MULTIPROC_DIR"}
         self.env = {
             **env,
             "DEBUG": "false",
@@ -236,7 +244,13 @@ class Stack:
 
     def _add_app_server(self, name: str, workers: int) -> None:
         port = self.app_ports[name]
-        env = {**self.env, "WEB_BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": str(workers)}
+        metrics_dir = self.run_dir / f"prometheus-{name}"  # its workers' counters, summed by its /metrics
+        env = {
+            **self.env,
+            "WEB_BIND": f"127.0.0.1:{port}",
+            "WEB_CONCURRENCY": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
         if not self.access_log:
             env["WEB_ACCESS_LOG"] = ""  # gunicorn's too, not only nginx's
         self.services[f"app-{name}"] = Service(
@@ -246,6 +260,7 @@ class Stack:
             log_path=self.run_dir / f"app-{name}.log",
             ready_url=f"http://127.0.0.1:{port}/health/live/",
             kill_group=True,
+            fresh_dir=metrics_dir,
         )
 
     def _add_job_worker(self, number: int) -> None:

@@ -28,6 +28,7 @@ from jobs.worker import describe
 
 from . import db, ledger
 from .errors import InvalidStateError, NotFoundError, TransactionError
+from .metrics import WebhookOutcome, count_webhook
 from .models import Booking, Payment, WebhookEvent
 from .money import format_money
 from .providers import PROVIDERS, choose_provider, enabled_provider, get_provider
@@ -217,19 +218,32 @@ class WebhookResult:
 
 
 def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source: str = "") -> WebhookResult:
-    # A provider switched off (or unknown) takes no webhooks: nothing is verified or stored.
+    """One delivery through steps 1-5, counted once in webhook_events_total by its outcome."""
+    # A provider switched off (or unknown) takes no webhooks: nothing is verified, stored or
+    # counted (the name comes from the URL: counting it would let anyone add label values).
     provider = enabled_provider(provider_name)
     if provider is None:
         return _error(404, "unknown_provider", f"No webhook endpoint for {provider_name!r}.")
     try:
+        outcome, result = _receive(provider, provider_name, raw, headers, query, source)
+    except Exception:
+        count_webhook(provider_name, WebhookOutcome.ERROR)
+        raise
+    count_webhook(provider_name, outcome)
+    return result
+
+
+def _receive(provider: Provider, provider_name: str, raw: bytes, headers, query, source: str):
+    """Steps 1-5; returns the delivery's outcome (webhook_events_total) and the answer."""
+    try:
         provider.verify(raw, headers, query)
     except WebhookVerificationError as error:
-        return _refuse_unverified(provider_name, source, str(error))
+        return WebhookOutcome.INVALID_SIGNATURE, _refuse_unverified(provider_name, source, str(error))
     try:
         event = provider.parse(raw)
     except MalformedEventError as error:
         _store_rejected(provider_name, raw, str(error))
-        return _error(400, "malformed_event", str(error))
+        return WebhookOutcome.REJECTED, _error(400, "malformed_event", str(error))
     with transaction.atomic():
         inbox = WebhookEvent(
             provider=provider_name,
@@ -238,9 +252,9 @@ def receive_webhook(provider_name: str, raw: bytes, headers, query=None, source:
             raw_body=raw.decode("utf-8", "replace"),
         )
         if not db.insert_once(inbox, unique=("provider", "event_id")):
-            return WebhookResult(200, {"status": "duplicate", "event_id": event.event_id})
+            return WebhookOutcome.DUPLICATE, WebhookResult(200, {"status": "duplicate", "event_id": event.event_id})
         _apply(inbox, event, actor=None)
-    return WebhookResult(200, {"status": inbox.outcome, "event_id": event.event_id})
+    return WebhookOutcome.PROCESSED, WebhookResult(200, {"status": inbox.outcome, "event_id": event.event_id})
 
 
 def check_replayable(inbox: WebhookEvent) -> None:

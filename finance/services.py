@@ -26,8 +26,9 @@ staff member's permission and four-eyes before calling here. `actor`, when given
 recorded in the audit trail.
 """
 
+import contextvars
 import functools
-import logging
+import inspect
 import weakref
 from decimal import Decimal
 
@@ -53,6 +54,7 @@ from .errors import (
     WalletNotActiveError,
     require_reason,
 )
+from .metrics import ERROR, OK, record_operation
 from .models import (
     BankAccount,
     Booking,
@@ -81,8 +83,6 @@ __all__ = [
     "PermissionDeniedError",
 ]
 
-logger = logging.getLogger("finance.services")
-
 Type = WalletTransaction.Type
 Status = WalletTransaction.Status
 Direction = WalletTransaction.Direction
@@ -90,43 +90,93 @@ Direction = WalletTransaction.Direction
 
 # --- the operation wrapper ---------------------------------------------------------------
 
+# The operation running in this thread (or task), if any: an operation that calls another
+# (a payout creating the host's wallet, a keyed payout calling itself without the key) is
+# one operation to the metrics and the log, counted once by the outermost call.
+_running_operation: contextvars.ContextVar[str | None] = contextvars.ContextVar("running_operation", default=None)
 
-def _money_operation(name: str, *, single_statement: bool = False):
-    """Run an operation in one database transaction, and log its outcome.
 
-    info on success, warning on refused input (a TransactionError), error on anything
-    unexpected; in every failing case the transaction rolls back and nothing is written.
+def _money_operation(name: str, *, single_statement: bool = False, atomic: bool = True):
+    """Run an operation in one database transaction, then count and log its outcome.
+
+    Counted in ledger_operations_total{operation=name} and logged on the "finance" logger
+    (finance.metrics.record_operation): "ok" on success, the refusal's stable code on refused
+    input (a TransactionError), "error" on anything unexpected; in every failing case the
+    transaction has rolled back and nothing is written. The outcome is counted once the
+    operation's own transaction has committed or rolled back; inside a caller's transaction
+    (a webhook, a staff action) it is counted when the operation returns, so a success that
+    the caller's transaction later rolls back still counts as "ok".
 
     `single_statement` marks operations that, on PostgreSQL and without an idempotency
     key to claim, normally write with one SQL statement (`ledger.posts_in_one_statement`).
     A statement is atomic on its own, so they skip BEGIN and COMMIT: one round trip
     instead of three. Inside a caller's transaction they simply join it. Where such an
     operation needs more than that statement (process_booking_payment when its guarded
-    statement fails), it opens its own transaction.
+    statement fails), it opens its own transaction. `atomic=False`: the operation manages
+    its own transaction (create_wallet).
     """
 
     def decorate(func):
+        signature = inspect.signature(func)
+
         @functools.wraps(func)
         def wrapper(*args, **kwargs):
-            one_statement = single_statement and ledger.posts_in_one_statement() and not kwargs.get("idempotency_key")
+            if _running_operation.get() is not None:
+                return _run(func, args, kwargs, single_statement=single_statement, atomic=atomic)
+            token = _running_operation.set(name)
             try:
-                if one_statement:
-                    result = func(*args, **kwargs)
-                else:
-                    with transaction.atomic():
-                        result = func(*args, **kwargs)
+                result = _run(func, args, kwargs, single_statement=single_statement, atomic=atomic)
             except TransactionError as error:
-                logger.warning("%s refused: %s (%s)", name, error.message, error.code)
+                record_operation(name, error.code, message=error.message, **_subject(signature, args, kwargs))
                 raise
             except Exception:
-                logger.error("%s failed unexpectedly", name, exc_info=True)
+                record_operation(name, ERROR, **_subject(signature, args, kwargs))
                 raise
-            logger.info("%s succeeded: %s", name, getattr(result, "reference", result))
+            finally:
+                _running_operation.reset(token)
+            record_operation(name, OK, **_described(result))
             return result
 
         return wrapper
 
     return decorate
+
+
+def _run(func, args, kwargs, *, single_statement: bool, atomic: bool):
+    one_statement = single_statement and ledger.posts_in_one_statement() and not kwargs.get("idempotency_key")
+    if one_statement or not atomic:
+        return func(*args, **kwargs)
+    with transaction.atomic():
+        return func(*args, **kwargs)
+
+
+def _described(result) -> dict:
+    """What the log says a successful operation produced: a transaction or withdrawal's
+    reference, amount and currency; a wallet's id and currency."""
+    if isinstance(result, Wallet):
+        return {"reference": f"wallet {result.pk}", "currency": result.currency}
+    return {
+        "reference": str(getattr(result, "reference", "")),
+        "amount": getattr(result, "amount", None),
+        "currency": getattr(result, "currency", ""),
+    }
+
+
+def _subject(signature: inspect.Signature, args, kwargs) -> dict:
+    """What a refused or failed call was about, from its arguments (the amount as given)."""
+    try:
+        given = signature.bind(*args, **kwargs).arguments
+    except TypeError:  # called with the wrong arguments: the call itself says nothing more
+        return {}
+    thing = next((given[key] for key in ("withdrawal", "wallet", "booking") if given.get(key) is not None), None)
+    reference = given.get("txn_reference") or getattr(thing, "reference", "")
+    if not reference and thing is not None:
+        reference = f"{type(thing).__name__.lower()} {thing.pk}"
+    return {
+        "reference": str(reference),
+        "amount": given.get("amount"),
+        "currency": getattr(thing, "currency", "") or given.get("currency") or "",
+    }
 
 
 # --- small shared checks ---------------------------------------------------------------
@@ -214,6 +264,7 @@ class TransactionService:
     # --- wallets ---------------------------------------------------------------------
 
     @staticmethod
+    @_money_operation("create_wallet", atomic=False)
     def create_wallet(user, currency: str | None = None, *, actor=None) -> Wallet:
         """Return the user's wallet in `currency` (DEFAULT_CURRENCY if omitted), creating it if needed."""
         currency = (currency or settings.DEFAULT_CURRENCY).upper()

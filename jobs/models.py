@@ -52,3 +52,17 @@ class PeriodicJob(models.Model):
 
     def __str__(self):
         return f"{self.task_path} every {self.every_seconds} s"
+
+
+class CheckResult(models.Model):
+    """The last result of a periodic check (jobs.tasks.check_ledger: the ledger's invariants), one
+    row per check. In the database, so every process reports the same: GET /metrics reads it at
+    each scrape (ledger_check_ok, ledger_check_last_run_timestamp_seconds)."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    ok = models.BooleanField()
+    ran_at = models.DateTimeField()
+    failures = models.JSONField(default=list, blank=True, help_text="The names of the checks that failed.")
+
+    def __str__(self):
+        return f"{self.name} check: {'ok' if self.ok else 'failed'} at {self.ran_at:%Y-%m-%d %H:%M:%S}"

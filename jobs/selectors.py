@@ -1,9 +1,15 @@
-"""Reading jobs for people: a status in words, the attempt, when the next one is due."""
+"""Reading jobs: for people (a status in words, the attempt, when the next one is due), and for
+the readiness probe and GET /metrics (the queue's depth, live workers, the periodic checks)."""
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.db.models.functions import Now
 from django_tasks_db.compat import TaskResultStatus
 from django_tasks_db.models import DBTaskResult, get_date_max
 
+from .models import CheckResult, WorkerHeartbeat
 from .policy import label_for
 
 # What the Background jobs page filters by. "Waiting to retry" is a queued job that has
@@ -51,3 +57,21 @@ def next_attempt_at(result: DBTaskResult):
 
 def count_failed() -> int:
     return DBTaskResult.objects.filter(status=TaskResultStatus.FAILED).count()
+
+
+def queue_depth() -> int:
+    """Jobs ready to run now and not yet taken by a worker (retries still waiting out their
+    backoff are not ready)."""
+    return DBTaskResult.objects.ready().count()
+
+
+def live_workers() -> int:
+    """Workers whose heartbeat is within the lease (JOB_LEASE_SECONDS): those still taking jobs.
+    The database's clock, as the workers' beats are written with it."""
+    lease = timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    return WorkerHeartbeat.objects.filter(last_beat__gte=Now() - lease).count()
+
+
+def last_check(name: str) -> CheckResult | None:
+    """The latest result of the periodic check `name` (None: it has never run)."""
+    return CheckResult.objects.filter(name=name).first()

@@ -1,4 +1,5 @@
-"""Staff actions on jobs: retry a failed one. Permission, change and audit in one transaction."""
+"""Writes of the jobs engine: staff retrying a failed job (permission, change and audit in one
+transaction), and the periodic checks recording their result."""
 
 from django.db import transaction
 from django.utils import timezone
@@ -9,7 +10,7 @@ from wagtail.log_actions import log
 from finance import permissions
 from finance.errors import InvalidStateError, NotFoundError
 
-from .models import JobRecord
+from .models import CheckResult, JobRecord
 from .policy import label_for, policy_for
 
 
@@ -38,4 +39,12 @@ def retry_job(result_id, *, actor) -> DBTaskResult:
             user=actor,
             data={"job": str(result.pk), "task": label_for(result.task_path)},
         )
+    return result
+
+
+def record_check(name: str, *, ok: bool, failures: list[str]) -> CheckResult:
+    """Keep a periodic check's latest result (one row per check), for every process to read."""
+    result, _ = CheckResult.objects.update_or_create(
+        name=name, defaults={"ok": ok, "ran_at": timezone.now(), "failures": failures}
+    )
     return result

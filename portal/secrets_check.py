@@ -20,6 +20,7 @@ GENERATE = "generate one with `python -c 'import secrets; print(secrets.token_ur
 DEVELOPMENT_SECRETS = {
     "SECRET_KEY": "dev-insecure-secret-key-change-me",
     "MESSAGING_SHARED_SECRET": "dev-messaging-secret",
+    "METRICS_TOKEN": "dev-metrics-token",
     "PAYSTACK_SECRET_KEY": "sk_test_dev_paystack",
     "FLUTTERWAVE_SECRET_KEY": "FLWSECK_TEST-dev",
     "FLUTTERWAVE_SECRET_HASH": "dev-flutterwave-hash",
@@ -36,6 +37,7 @@ DEVELOPMENT_SECRETS = {
 HOW_TO_SET = {
     "SECRET_KEY": f"Django's signing key: {GENERATE}",
     "MESSAGING_SHARED_SECRET": f"the same value for Django and the Erlang messaging service: {GENERATE}",
+    "METRICS_TOKEN": f"the bearer token Prometheus sends to GET /metrics (its scrape job's credentials): {GENERATE}",
     "PAYSTACK_SECRET_KEY": "the secret key in Paystack's dashboard (Settings > API Keys & Webhooks)",
     "FLUTTERWAVE_SECRET_KEY": "the secret key in Flutterwave's dashboard (Settings > API Keys)",
     "FLUTTERWAVE_SECRET_HASH": "the secret hash you set in Flutterwave's dashboard (Settings > Webhooks)",
@@ -48,7 +50,7 @@ HOW_TO_SET = {
 }
 
 # Every deployment needs these; each enabled payment provider adds its own.
-ALWAYS_REQUIRED = ("SECRET_KEY", "MESSAGING_SHARED_SECRET")
+ALWAYS_REQUIRED = ("SECRET_KEY", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN")
 PROVIDER_SECRETS = {
     "paystack": ("PAYSTACK_SECRET_KEY",),
     "flutterwave": ("FLUTTERWAVE_SECRET_KEY", "FLUTTERWAVE_SECRET_HASH"),

@@ -70,7 +70,9 @@ if not DEBUG:
     # from the Erlang nodes over the internal network, DJANGO_API_URL, not from browsers) and
     # the liveness probe the load balancer and process manager ask each app server directly.
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/", r"^health/live/$"]
+    # The health probes and GET /metrics are asked of each app server directly, over the
+    # internal network (load balancer, process manager, Prometheus), not through TLS.
+    SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/", r"^health/live/$", r"^health/ready/$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     # Browsers remember to use HTTPS only (a year by default).
@@ -114,6 +116,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so a request's time includes every middleware below (portal/metrics.py).
+    "portal.metrics.RequestMetricsMiddleware",
     # First, so everything after it (throttles, logs, the audit) sees the client's real address.
     "portal.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -436,10 +440,30 @@ JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "1"))
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 14)
 # Periodic jobs and their period in seconds: each runs once per period for the whole
 # deployment, whatever the number of workers (jobs/scheduler.py).
+# The ledger check (jobs.tasks.check_ledger: what `manage.py check_ledger` checks) runs every
+# LEDGER_CHECK_EVERY_SECONDS (15 minutes); GET /metrics reports its last result.
+LEDGER_CHECK_EVERY_SECONDS = env_int("LEDGER_CHECK_EVERY_SECONDS", 900)
+if LEDGER_CHECK_EVERY_SECONDS < 1:
+    raise ImproperlyConfigured("LEDGER_CHECK_EVERY_SECONDS must be a whole number of seconds, at least 1.")
 PERIODIC_JOBS = {
     "jobs.tasks.prune_finished_jobs": 3600,
     "messaging.tasks.sample_stats": 2,
+    "jobs.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
 }
+
+# --- Metrics -------------------------------------------------------------------------
+# GET /metrics (Prometheus) answers only `Authorization: Bearer <METRICS_TOKEN>`.
+METRICS_TOKEN = secret("METRICS_TOKEN")
+# prometheus-client's multiprocess mode: each gunicorn worker writes its counters to files in
+# this directory and a scrape sums them. It must exist and start empty with each gunicorn
+# start (deploy/serve, deploy/stack.py and deploy/gunicorn.conf.py make a fresh one); unset,
+# counts live in the process (runserver, tests). prometheus-client reads the variable itself.
+PROMETHEUS_MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+if PROMETHEUS_MULTIPROC_DIR and not os.path.isdir(PROMETHEUS_MULTIPROC_DIR):
+    raise ImproperlyConfigured(
+        f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR!r} is not a directory: create it empty before "
+        "starting gunicorn, or unset it (gunicorn then makes one of its own)."
+    )
 
 # --- Shared state --------------------------------------------------------------------
 # Anything counted or remembered across requests (the webhook verification limit, the

@@ -1,12 +1,13 @@
-"""Pages for people who are not staff (hosts): the payout statement; and the liveness probe."""
+"""Pages for people who are not staff (hosts): the payout statement; and the health probes."""
 
 from django.urls import path
 
-from .views.health import live
+from .views.health import live, ready
 from .views.statement import statement
 
 urlpatterns = [
     path("health/live/", live, name="health_live"),
+    path("health/ready/", ready, name="health_ready"),
     path("statement/", statement, name="host_statement"),
     path("statement/<int:user_id>/", statement, name="host_statement_for"),
 ]

@@ -17,6 +17,7 @@ def _private_value() -> str:
 PRODUCTION_SECRETS = {
     "SECRET_KEY": _private_value(),
     "MESSAGING_SHARED_SECRET": _private_value(),
+    "METRICS_TOKEN": _private_value(),
     "PAYSTACK_SECRET_KEY": "sk_live_" + _private_value(),
     "FLUTTERWAVE_SECRET_KEY": "FLWSECK-" + _private_value(),
     "FLUTTERWAVE_SECRET_HASH": _private_value(),

@@ -80,9 +80,13 @@ def _answers(url: str, process: subprocess.Popen, log_path: Path) -> bool:
 
 
 class Gunicorn:
-    """`with Gunicorn(workers=3, STATIC_ROOT=...) as server:` → server.url serves the portal."""
+    """`with Gunicorn(workers=3, STATIC_ROOT=...) as server:` → server.url serves the portal.
 
-    def __init__(self, *, workers: int = 1, **env):
+    It counts as started once `ready_path` answers below 500 (the sign-in page; the liveness
+    probe for a server whose database is meant to be unreachable)."""
+
+    def __init__(self, *, workers: int = 1, ready_path: str = "/admin/login/", **env):
+        self.ready_path = ready_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkstemp(prefix="gunicorn-test-", suffix=".log")[1])
@@ -98,7 +102,7 @@ class Gunicorn:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        if not wait_until(lambda: _answers(f"{self.url}/admin/login/", self.process, self.log_path), seconds=30):
+        if not wait_until(lambda: _answers(self.url + self.ready_path, self.process, self.log_path), seconds=30):
             stop_process(self.process, timeout=30)
             raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log_path.read_text()[-3000:]}")
         return self

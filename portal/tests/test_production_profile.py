@@ -213,6 +213,7 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
         STATIC_ROOT=tmp_path / "static",
         PYTHON=sys.executable,
         GUNICORN=Path(sys.executable).parent / "gunicorn",
+        TMPDIR=tmp_path,  # where serve makes its run's directories (the Prometheus counters')
     )
     log_path = tmp_path / "serve.log"
     with open(log_path, "wb") as log:
@@ -245,6 +246,14 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
         started = _descendants(serve.pid)
         # gunicorn's master and two workers, two job workers, and the Erlang VM at least.
         assert len(started) >= 6, started
+        # Prometheus reads the portal with its token, over plain HTTP; the counts are in a
+        # directory of this run.
+        scrape = requests.get(
+            f"http://127.0.0.1:{web_port}/metrics", headers={"Authorization": f"Bearer {env['METRICS_TOKEN']}"}
+        )
+        assert scrape.status_code == 200 and "\nportal_ready 1.0\n" in scrape.text, scrape.text[-2000:]
+        (metrics_dir,) = tmp_path.glob("stayafrica-prometheus.*")
+        assert list(metrics_dir.glob("counter_*.db"))
 
         serve.send_signal(stop_signal)
         serve.wait(60)
@@ -254,6 +263,7 @@ def test_serve_runs_the_whole_profile_and_a_signal_stops_every_process(database,
         with pytest.raises(requests.ConnectionError):
             requests.get(f"http://127.0.0.1:{web_port}/admin/login/", timeout=1)
         assert WorkerHeartbeat.objects.count() == 0  # the job workers stopped cleanly, leases handed back
+        assert not metrics_dir.exists()  # the next start counts from nothing
     finally:
         DBTaskResult.objects.filter(task_path="testing.jobs.tick").delete()
         stop_process(serve, signal.SIGKILL)

@@ -8,7 +8,13 @@ import sys
 
 import pytest
 
-from portal.secrets_check import DEVELOPMENT_SECRETS, PROVIDER_SECRETS, required_secrets, settings_problems
+from portal.secrets_check import (
+    ALWAYS_REQUIRED,
+    DEVELOPMENT_SECRETS,
+    PROVIDER_SECRETS,
+    required_secrets,
+    settings_problems,
+)
 from testing.web_server import PRODUCTION_SECRETS, ROOT
 
 CONFIGURATION = {*DEVELOPMENT_SECRETS, "DEBUG", "PAYMENT_PROVIDERS", "SANDBOX_PAYMENTS_ENABLED"}
@@ -83,7 +89,7 @@ def test_with_every_secret_private_debug_off_starts():
 
 
 def test_a_provider_switched_off_needs_no_secrets():
-    only_paystack = {name: PRODUCTION_SECRETS[name] for name in ("SECRET_KEY", "MESSAGING_SHARED_SECRET")}
+    only_paystack = {name: PRODUCTION_SECRETS[name] for name in ALWAYS_REQUIRED}
     only_paystack["PAYSTACK_SECRET_KEY"] = PRODUCTION_SECRETS["PAYSTACK_SECRET_KEY"]
 
     switched_off = manage("check", DEBUG="false", PAYMENT_PROVIDERS="paystack=NG GH", **only_paystack)
@@ -97,7 +103,7 @@ def test_a_provider_switched_off_needs_no_secrets():
 
 
 def test_payment_providers_none_switches_every_provider_off():
-    core = {name: PRODUCTION_SECRETS[name] for name in ("SECRET_KEY", "MESSAGING_SHARED_SECRET")}
+    core = {name: PRODUCTION_SECRETS[name] for name in ALWAYS_REQUIRED}
 
     result = print_setting("PAYMENT_PROVIDERS", DEBUG="false", PAYMENT_PROVIDERS="none", **core)
 

@@ -1,0 +1,166 @@
+"""Prometheus metrics of the portal: request latency and responses by view, and the exposition
+GET /metrics serves (portal/views/metrics.py).
+
+Under gunicorn every worker is a process of its own, so counts live in prometheus-client's
+multiprocess mode: with PROMETHEUS_MULTIPROC_DIR set (deploy/gunicorn.conf.py makes one per
+gunicorn start when the launcher has not), each worker writes its counters to its own file
+there, and a scrape, whichever worker answers it, sums every file. Without it (runserver,
+tests in one process) they live in this process's default registry.
+
+The gauges that describe the deployment rather than a process (the withdrawal queue, jobs,
+the last ledger check, readiness) are read from the database at scrape time by
+DeploymentCollector, so every worker of every app server answers the same.
+"""
+
+import time
+
+from django.conf import settings
+from django.urls import Resolver404, resolve
+from django.utils import timezone
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from finance import metrics as finance_metrics
+from jobs import selectors as job_selectors
+from jobs.tasks import LEDGER_CHECK
+
+from . import health
+
+# No `_created` series next to each counter: multiprocess mode cannot report them, and the
+# exposition stays the same whichever mode produced it.
+disable_created_metrics()
+
+REQUEST_DURATION = Histogram(
+    "http_request_duration_seconds",
+    "Time from the request reaching Django to its response, by view and method.",
+    ["view", "method"],
+)
+RESPONSES = Counter(
+    "http_responses_total",
+    "Responses by view, method and status code.",
+    ["view", "method", "status"],
+)
+
+# Any other method is "other": a label value must never be whatever a client sends.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"
+STATIC = "static"
+
+
+def view_label(request) -> str:
+    """The URL pattern's name (or the view's dotted path) that served the request, never the
+    raw path: a path is unbounded, a label must not be. A request answered before URL
+    resolution (an HTTPS redirect) is resolved here; static files are "static"; a path that
+    resolves to nothing is "unmatched"."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        if request.path_info.startswith(settings.STATIC_URL):
+            return STATIC
+        try:
+            match = resolve(request.path_info, getattr(request, "urlconf", None))
+        except Resolver404:
+            return UNMATCHED
+    return match.view_name
+
+
+def method_label(method: str | None) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+class RequestMetricsMiddleware:
+    """Times each request through everything after it, and counts its response, by view.
+
+    First in MIDDLEWARE, so the time includes the other middleware (sessions, CSRF, axes).
+    The view is known only once the URL resolved, hence labelled after the response. A
+    streaming response (CSV export) is timed until its first byte is ready, not its last."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        view, method = view_label(request), method_label(request.method)
+        REQUEST_DURATION.labels(view=view, method=method).observe(time.perf_counter() - started)
+        RESPONSES.labels(view=view, method=method, status=str(response.status_code)).inc()
+        return response
+
+
+class DeploymentCollector:
+    """Gauges read from the database (and the readiness checks) at each scrape.
+
+    A handful of aggregate queries, run with the readiness checks in the health-check pool and
+    bounded by its timeout: a database that does not answer leaves portal_ready at 0 and the
+    database's gauges out of the scrape, instead of a scrape that hangs."""
+
+    def collect(self):
+        required = {check.name: check.probe for check in health.REQUIRED}
+        results = health.run_bounded({**required, "gauges": read_gauges})
+        gauges = results.pop("gauges")
+        ready = all(state == health.OK for state in results.values())
+        yield GaugeMetricFamily(
+            "portal_ready", "1 when the database, the cache and the migrations are ready (/health/ready/).", int(ready)
+        )
+        if not isinstance(gauges, health.Failed):
+            yield from gauges
+
+
+def read_gauges() -> list:
+    """The deployment's state, as metric families (built here, in the pool thread)."""
+    count, oldest = finance_metrics.open_withdrawals()
+    oldest_age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    check = job_selectors.last_check(LEDGER_CHECK)
+    return [
+        GaugeMetricFamily("withdrawals_pending", "Withdrawals waiting to be paid out (pending or processing).", count),
+        GaugeMetricFamily(
+            "withdrawals_pending_oldest_age_seconds",
+            "Age of the oldest withdrawal waiting to be paid out; 0 when none waits.",
+            max(oldest_age, 0.0),
+        ),
+        GaugeMetricFamily(
+            "approvals_pending",
+            "Money actions waiting for a second finance approver.",
+            finance_metrics.pending_approvals(),
+        ),
+        GaugeMetricFamily(
+            "jobs_queue_depth", "Background jobs ready to run and not yet taken.", job_selectors.queue_depth()
+        ),
+        CounterMetricFamily(
+            "jobs_failed_total",
+            "Background jobs that failed for good (until staff retry them).",
+            job_selectors.count_failed(),
+        ),
+        GaugeMetricFamily(
+            "ledger_check_ok",
+            "1 when the last periodic ledger check passed; 0 when it failed or has never run.",
+            int(bool(check and check.ok)),
+        ),
+        GaugeMetricFamily(
+            "ledger_check_last_run_timestamp_seconds",
+            "Unix time of the last periodic ledger check; 0 if it has never run.",
+            check.ran_at.timestamp() if check else 0,
+        ),
+    ]
+
+
+def scrape_registry() -> CollectorRegistry:
+    """A registry for one scrape: every worker's counters (or this process's), and the gauges."""
+    registry = CollectorRegistry()
+    if settings.PROMETHEUS_MULTIPROC_DIR:
+        MultiProcessCollector(registry, path=settings.PROMETHEUS_MULTIPROC_DIR)
+    else:
+        registry.register(REGISTRY)
+    registry.register(DeploymentCollector())
+    return registry
+
+
+def exposition() -> bytes:
+    return generate_latest(scrape_registry())
