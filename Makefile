@@ -135,15 +135,15 @@ run: setup demo-data redis
 	@$(MAKE) --no-print-directory dev-serve
 
 # The production profile (deploy/serve): DEBUG off, gunicorn, WhiteNoise, Redis, the
-# messaging service's OTP release, against DATABASE_URL (PostgreSQL). Needs SECRET_KEY and
-# MESSAGING_COOKIE.
+# messaging service's OTP release, against DATABASE_URL (PostgreSQL). Needs SECRET_KEY,
+# MESSAGING_COOKIE, MESSAGING_SHARED_SECRET and METRICS_TOKEN (and each enabled provider's).
 serve: setup postgres redis
 	@REDIS_URL=$(REDIS_URL) MESSAGING_RELEASE=$(MESSAGING_RELEASE) deploy/serve
 
 # The scaled-out shape on this machine (deploy/stack.py): nginx (TLS on STACK_PORT, default
 # 8443) in front of two gunicorn app servers and two clustered Erlang nodes from the release,
 # one background-job worker, against DATABASE_URL and REDIS_URL. DEBUG off: needs the same
-# secrets as `make serve` (and MESSAGING_SHARED_SECRET). Ctrl-C stops everything it started.
+# secrets as `make serve`. Ctrl-C stops everything it started.
 stack: setup postgres redis
 	@DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(REDIS_URL) $(PY) -m deploy.stack
 
