@@ -209,7 +209,7 @@ confirm(Batch, Reply, RequestId) ->
     Confirmed = [Row || Row = {_Seq, #{id := Id}} <- Batch, sets:is_element(Id, Settled)],
     [ets:delete(?PENDING, Seq) || {Seq, _} <- Confirmed],
     [count_outcome(Msg, Rejected) || {_, Msg} <- Confirmed],
-    log_rejections(Rejected, RequestId),
+    log_rejections(Rejected, [Msg || {_, Msg} <- Confirmed], RequestId),
     message_wal:confirmed([Id || {_, #{id := Id}} <- Confirmed]).
 
 settled_ids(Reply) when is_map(Reply) ->
@@ -237,11 +237,14 @@ count_outcome(#{id := Id, priority := Prio}, Rejected) ->
             stats_collector:count(persisted, Prio, 1)
     end.
 
-log_rejections(Rejected, _RequestId) when map_size(Rejected) =:= 0 ->
+log_rejections(Rejected, _Msgs, _RequestId) when map_size(Rejected) =:= 0 ->
     ok;
-log_rejections(Rejected, RequestId) ->
+%% The ids of the requests that brought them lead to Django's log lines.
+log_rejections(Rejected, Msgs, RequestId) ->
+    Origins = [maps:get(request_id, Msg, null) || Msg = #{id := Id} <- Msgs,
+                                                  maps:is_key(Id, Rejected)],
     ?LOG_ERROR("Django rejected messages (not retried): ~p", [Rejected],
-               #{request_id => RequestId}).
+               #{request_id => RequestId, message_request_ids => Origins}).
 
 %% A non-2xx answer still means Django is up; a transport error does not.
 reached_django({ok, _Status, _}) -> true;

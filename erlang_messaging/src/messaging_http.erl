@@ -461,8 +461,9 @@ log_request(Level, Code, Path, Req) ->
                    duration_ms => round(DurationMs * 10) / 10},
     %% A ready string, not a format: io_lib:format would cost more than the
     %% rest of the line's work.
+    %% The request id is in the text too, for LOG_FORMAT=plain.
     Text = iolist_to_binary([method_text(Method), $\s, Path, $\s, integer_to_binary(Code),
-                             detail_text(Detail)]),
+                             <<" request ">>, request_id(), detail_text(Detail)]),
     ?LOG(Level, Text, Meta).
 
 %% Methods the inet driver knows are atoms; any other is the request's string.
