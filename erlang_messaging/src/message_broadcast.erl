@@ -14,6 +14,8 @@
 -export([start_link/0, start/1, resume/2, list/0, lookup/1, recipient_message/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
+-include_lib("kernel/include/logger.hrl").
+
 -define(TABLE, messaging_broadcasts).
 -define(REPORT_INTERVAL_MS, 250).
 -define(KEEP_FINISHED, 100).
@@ -58,13 +60,16 @@ lookup(Bid) ->
         [] -> not_found
     end.
 
-%% @doc The message a recipient gets for broadcast B.
+%% @doc The message a recipient gets for broadcast B. It carries the
+%% broadcast request's request_id (broadcasts logged before request ids
+%% existed have none).
 -spec recipient_message(map(), integer()) -> map().
-recipient_message(#{id := Bid, sender_id := Sender, text := Text, priority := Prio,
-                    created_at := CreatedAt}, UserId) ->
-    #{id => message_ids:derived_uuid(Bid, UserId), conversation_id => null,
-      sender_id => Sender, receiver_id => UserId, text => Text, priority => Prio,
-      created_at => CreatedAt, broadcast_id => Bid}.
+recipient_message(B = #{id := Bid, sender_id := Sender, text := Text, priority := Prio,
+                        created_at := CreatedAt}, UserId) ->
+    Msg = #{id => message_ids:derived_uuid(Bid, UserId), conversation_id => null,
+            sender_id => Sender, receiver_id => UserId, text => Text, priority => Prio,
+            created_at => CreatedAt, broadcast_id => Bid},
+    maps:merge(Msg, maps:with([request_id], B)).
 
 %%====================================================================
 %% Fan-out (one process per broadcast)
@@ -80,7 +85,8 @@ deliver_one(B = #{id := Bid}, UserId) ->
     try message_router:dispatch(recipient_message(B, UserId)) of
         {ok, _Dropped} -> ets:update_counter(?TABLE, Bid, {?DELIVERED_POS, 1})
     catch Class:Reason ->
-        logger:warning("broadcast ~s to ~p failed (~p:~p), retrying", [Bid, UserId, Class, Reason]),
+        ?LOG_WARNING("broadcast ~s to ~p failed (~p:~p), retrying", [Bid, UserId, Class, Reason],
+                     maps:with([request_id], B)),
         timer:sleep(200),
         deliver_one(B, UserId)
     end.
@@ -130,7 +136,7 @@ report(Bid, Delivered, Total, Status) ->
         {ok, Code, _} when Code >= 200, Code < 300 ->
             ets:update_element(?TABLE, Bid, {?REPORTED_POS, {Delivered, Status}});
         Other ->
-            logger:info("broadcast ~s progress report failed: ~p", [Bid, summarize(Other)])
+            ?LOG_INFO("broadcast ~s progress report failed: ~p", [Bid, summarize(Other)])
     end.
 
 summarize({ok, Code, _}) -> {http_status, Code};

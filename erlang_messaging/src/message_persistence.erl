@@ -12,11 +12,19 @@
 %% One batch is in flight at a time, posted from a monitored helper process so
 %% this server stays responsive. Confirmed ids are reported to message_wal so
 %% the log can be compacted.
+%%
+%% Each message carries the X-Request-Id of the request that brought it
+%% (request_id, absent on messages accepted before request ids existed), and
+%% so does each item of the callback; the callback itself gets a fresh
+%% X-Request-Id, named in this module's log lines about it.
 -module(message_persistence).
 -behaviour(gen_server).
 
--export([start_link/0, enqueue/1, enqueue_many/1, pending_count/0, django_reachable/0, flush/0]).
+-export([start_link/0, enqueue/1, enqueue_many/1, pending_count/0, django_reachable/0, flush/0,
+         lag_seconds/0, last_callback/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-include_lib("kernel/include/logger.hrl").
 
 -define(PENDING, messaging_persist_pending).
 -define(PERSIST_PATH, "/api/messaging/erlang/persist/").
@@ -55,6 +63,36 @@ django_reachable() ->
     case ets:lookup(messaging_state, django_reachable) of
         [{_, Reachable}] -> Reachable;
         [] -> false
+    end.
+
+%% @doc Age in seconds of the oldest message Django has not confirmed yet (0
+%% when none): how far persistence is behind. Measured from the message's
+%% created_at, so a message replayed after a restart counts from when it was
+%% first accepted.
+-spec lag_seconds() -> float().
+lag_seconds() ->
+    case ets:first(?PENDING) of
+        '$end_of_table' -> 0.0;
+        Seq -> age_seconds(ets:lookup(?PENDING, Seq))
+    end.
+
+age_seconds([{_Seq, #{created_at := CreatedAt}}]) when is_binary(CreatedAt) ->
+    try calendar:rfc3339_to_system_time(binary_to_list(CreatedAt), [{unit, millisecond}]) of
+        AcceptedMs -> max(0, erlang:system_time(millisecond) - AcceptedMs) / 1000
+    catch _:_ -> 0.0
+    end;
+%% Confirmed (and deleted) between first/1 and lookup/2, or no timestamp.
+age_seconds(_Row) ->
+    0.0.
+
+%% @doc The last persistence callback: how it ended and when (unix seconds),
+%% or undefined before the first one.
+-spec last_callback() -> undefined | #{outcome := ok | failed, status := integer() | null,
+                                        at := integer()}.
+last_callback() ->
+    case ets:lookup(messaging_state, last_callback) of
+        [{_, Last}] -> Last;
+        [] -> undefined
     end.
 
 %% @doc Send what is pending now instead of waiting for the next tick.
@@ -99,9 +137,10 @@ handle_info({probe_result, Reachable}, State) ->
     {noreply, State};
 handle_info({batch_result, Tag, Result}, State = #{inflight := {MonRef, Tag, Batch}}) ->
     erlang:demonitor(MonRef, [flush]),
-    {noreply, handle_result(Result, Batch, State#{inflight := undefined})};
-handle_info({'DOWN', MonRef, process, _Pid, Reason}, State = #{inflight := {MonRef, _, Batch}}) ->
-    {noreply, handle_result({error, {sender_died, Reason}}, Batch, State#{inflight := undefined})};
+    {noreply, handle_result(Result, Batch, Tag, State#{inflight := undefined})};
+handle_info({'DOWN', MonRef, process, _Pid, Reason}, State = #{inflight := {MonRef, Tag, Batch}}) ->
+    {noreply, handle_result({error, {sender_died, Reason}}, Batch, Tag,
+                            State#{inflight := undefined})};
 handle_info(_Other, State) ->
     {noreply, State}.
 
@@ -121,12 +160,14 @@ maybe_send(State) ->
 
 send_batch([], State) ->
     State;
+%% The callback's own request id doubles as the tag of its result.
 send_batch(Batch, State) ->
     Parent = self(),
-    Tag = make_ref(),
+    Tag = messaging_request_id:new(),
     Body = #{messages => [Msg || {_Seq, Msg} <- Batch]},
     {_Pid, MonRef} = spawn_monitor(fun() ->
-        Parent ! {batch_result, Tag, django_client:post_json(?PERSIST_PATH, Body)}
+        Result = django_client:post_json(?PERSIST_PATH, Body, #{request_id => Tag}),
+        Parent ! {batch_result, Tag, Result}
     end),
     State#{inflight := {MonRef, Tag, Batch}}.
 
@@ -136,14 +177,17 @@ take_batch(Size) ->
         '$end_of_table' -> []
     end.
 
-handle_result({ok, Status, Reply}, Batch, State) when Status >= 200, Status < 300 ->
+handle_result({ok, Status, Reply}, Batch, RequestId, State) when Status >= 200, Status < 300 ->
     set_reachable(true),
-    confirm(Batch, Reply),
+    record_callback(ok, Status),
+    confirm(Batch, Reply, RequestId),
     next_after_success(State#{backoff := 0, retry_at := undefined});
-handle_result(Failure, Batch, State = #{backoff := Backoff}) ->
+handle_result(Failure, Batch, RequestId, State = #{backoff := Backoff}) ->
     set_reachable(reached_django(Failure)),
+    record_callback(failed, http_status(Failure)),
     stats_collector:persistence_failure(1),
-    logger:warning("persisting ~p messages failed: ~p", [length(Batch), summarize(Failure)]),
+    ?LOG_WARNING("persisting ~p messages failed: ~p", [length(Batch), summarize(Failure)],
+                 #{request_id => RequestId}),
     Next = next_backoff(Backoff),
     erlang:send_after(Next, self(), retry),
     State#{backoff := Next, retry_at := now_ms() + Next}.
@@ -160,12 +204,12 @@ next_backoff(Ms) -> min(Ms * 2, ?MAX_BACKOFF_MS).
 
 %% Everything Django listed is settled; anything it did not mention stays
 %% pending and goes out again in the next batch.
-confirm(Batch, Reply) ->
+confirm(Batch, Reply, RequestId) ->
     {Settled, Rejected} = settled_ids(Reply),
     Confirmed = [Row || Row = {_Seq, #{id := Id}} <- Batch, sets:is_element(Id, Settled)],
     [ets:delete(?PENDING, Seq) || {Seq, _} <- Confirmed],
     [count_outcome(Msg, Rejected) || {_, Msg} <- Confirmed],
-    log_rejections(Rejected),
+    log_rejections(Rejected, [Msg || {_, Msg} <- Confirmed], RequestId),
     message_wal:confirmed([Id || {_, #{id := Id}} <- Confirmed]).
 
 settled_ids(Reply) when is_map(Reply) ->
@@ -186,14 +230,21 @@ list_or_empty(_) -> [].
 
 count_outcome(#{id := Id, priority := Prio}, Rejected) ->
     case maps:is_key(Id, Rejected) of
-        true -> stats_collector:persistence_failure(1);
-        false -> stats_collector:count(persisted, Prio, 1)
+        true ->
+            stats_collector:persistence_failure(1),
+            stats_collector:dead_lettered(1);
+        false ->
+            stats_collector:count(persisted, Prio, 1)
     end.
 
-log_rejections(Rejected) when map_size(Rejected) =:= 0 ->
+log_rejections(Rejected, _Msgs, _RequestId) when map_size(Rejected) =:= 0 ->
     ok;
-log_rejections(Rejected) ->
-    logger:error("Django rejected messages (not retried): ~p", [Rejected]).
+%% The ids of the requests that brought them lead to Django's log lines.
+log_rejections(Rejected, Msgs, RequestId) ->
+    Origins = [maps:get(request_id, Msg, null) || Msg = #{id := Id} <- Msgs,
+                                                  maps:is_key(Id, Rejected)],
+    ?LOG_ERROR("Django rejected messages (not retried): ~p", [Rejected],
+               #{request_id => RequestId, message_request_ids => Origins}).
 
 %% A non-2xx answer still means Django is up; a transport error does not.
 reached_django({ok, _Status, _}) -> true;
@@ -201,6 +252,14 @@ reached_django(_) -> false.
 
 summarize({ok, Status, _Body}) -> {http_status, Status};
 summarize(Other) -> Other.
+
+http_status({ok, Status, _Body}) -> Status;
+http_status(_TransportError) -> null.
+
+record_callback(Outcome, Status) ->
+    stats_collector:persistence_batch(Outcome),
+    ets:insert(messaging_state, {last_callback, #{outcome => Outcome, status => Status,
+                                                  at => erlang:system_time(second)}}).
 
 %%====================================================================
 %% Helpers

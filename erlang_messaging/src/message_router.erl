@@ -24,6 +24,8 @@
          route_async/1, await_async/1, backlog/0, bench/2]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
+-include_lib("kernel/include/logger.hrl").
+
 -define(CALL_TIMEOUT_MS, 10000).
 -define(DISPATCH_ATTEMPTS, 20).
 -define(RETRY_PAUSE_MS, 50).
@@ -197,7 +199,7 @@ await_route({Shard, Items, ReqId}, AttemptsLeft) ->
         {reply, Results} ->
             Results;
         Failure when AttemptsLeft > 1 ->
-            logger:info("router shard ~b unavailable (~p), retrying", [Shard, reason_tag(Failure)]),
+            ?LOG_INFO("router shard ~b unavailable (~p), retrying", [Shard, reason_tag(Failure)]),
             timer:sleep(?RETRY_PAUSE_MS),
             await_route({Shard, Items, send_route(Shard, Items)}, AttemptsLeft - 1);
         Failure ->
@@ -352,7 +354,7 @@ priority_index(Msg) ->
 deliver_to_sessions(UserId, Msg) ->
     try messaging_ws:deliver(UserId, Msg)
     catch Class:Reason ->
-        logger:warning("ws delivery to ~p failed: ~p:~p", [UserId, Class, Reason])
+        ?LOG_WARNING("ws delivery to ~p failed: ~p:~p", [UserId, Class, Reason])
     end.
 
 %%====================================================================

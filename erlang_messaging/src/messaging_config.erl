@@ -7,7 +7,10 @@
 -export([get/1, all/0]).
 -compile({no_auto_import, [get/1]}).
 
--type key() :: http_port | django_api_url | shared_secret | max_connections
+-include_lib("kernel/include/logger.hrl").
+
+-type key() :: http_port | django_api_url | shared_secret | shared_secret_previous
+             | max_connections
              | message_queue_max_size | persist_batch_size | persist_flush_interval_ms
              | max_body_bytes | data_dir
              | max_pending | restart_intensity | restart_period | bind_ip
@@ -16,7 +19,9 @@
              | http_header_timeout_ms | http_idle_timeout_ms | http_body_timeout_ms
              | message_max_text_chars
              %% WebSocket sessions (messaging_ws).
-             | ws_max_connections_per_user | ws_max_message_bytes.
+             | ws_max_connections_per_user | ws_max_message_bytes
+             %% Logging (messaging_logging).
+             | log_format | log_level.
 
 -spec get(key()) -> term().
 get(Key) ->
@@ -26,17 +31,27 @@ get(Key) ->
         undefined -> from_os(Var, Type, default(Key, Default))
     end.
 
-%% @doc Every setting with its effective value (for logs at start-up).
+%% @doc Every setting with its effective value (for logs at start-up); the
+%% secrets are shown as "(set)" or "(unset)", never their value.
 -spec all() -> [{key(), term()}].
 all() ->
-    [{K, get(K)} || K <- keys()].
+    [{K, shown(K, get(K))} || K <- keys()].
+
+shown(Key, Value) when Key =:= shared_secret; Key =:= shared_secret_previous ->
+    case Value of
+        <<>> -> '(unset)';
+        _ -> '(set)'
+    end;
+shown(_Key, Value) ->
+    Value.
 
 keys() ->
-    [http_port, django_api_url, shared_secret, max_connections, message_queue_max_size,
+    [http_port, django_api_url, shared_secret, shared_secret_previous, max_connections,
+     message_queue_max_size,
      persist_batch_size, persist_flush_interval_ms, max_body_bytes, data_dir,
      max_pending, restart_intensity, restart_period,
      bind_ip, cluster_nodes, node_name, http_timeout_ms]
-    ++ http_edge_keys() ++ ws_session_keys().
+    ++ http_edge_keys() ++ ws_session_keys() ++ [log_format, log_level].
 
 http_edge_keys() ->
     [http_header_timeout_ms, http_idle_timeout_ms, http_body_timeout_ms, message_max_text_chars].
@@ -48,6 +63,9 @@ ws_session_keys() ->
 spec(http_port) -> {"HTTP_PORT", integer, 8765};
 spec(django_api_url) -> {"DJANGO_API_URL", string, "http://127.0.0.1:8000"};
 spec(shared_secret) -> {"MESSAGING_SHARED_SECRET", binary, <<"dev-messaging-secret">>};
+%% Secret rotation: the secret being replaced, still accepted from callers and
+%% tried on callbacks Django refuses with the current one. Empty: none.
+spec(shared_secret_previous) -> {"MESSAGING_SHARED_SECRET_PREVIOUS", binary, <<>>};
 spec(max_connections) -> {"MAX_CONNECTIONS", integer, 100000};
 spec(message_queue_max_size) -> {"MESSAGE_QUEUE_MAX_SIZE", integer, 1000};
 spec(persist_batch_size) -> {"PERSIST_BATCH_SIZE", integer, 500};
@@ -79,7 +97,12 @@ spec(message_max_text_chars) -> {"MESSAGE_MAX_TEXT_CHARS", integer, 5000};
 %% message a client may send (above it: close 1009). Clients only send acks and
 %% auth frames, a few hundred bytes each.
 spec(ws_max_connections_per_user) -> {"WS_MAX_CONNECTIONS_PER_USER", integer, 10};
-spec(ws_max_message_bytes) -> {"WS_MAX_MESSAGE_BYTES", integer, 65536}.
+spec(ws_max_message_bytes) -> {"WS_MAX_MESSAGE_BYTES", integer, 65536};
+%% Logging (messaging_logging): "json" (one JSON object per line) or "plain";
+%% unset leaves OTP's logger as it is (bin/messaging-start, tests). The
+%% release's start hook makes json the default. LOG_LEVEL unset: as is (notice).
+spec(log_format) -> {"LOG_FORMAT", string, ""};
+spec(log_level) -> {"LOG_LEVEL", string, ""}.
 
 %% The data dir depends on the port so several local nodes never share a WAL.
 default(data_dir, computed) ->
@@ -98,7 +121,7 @@ parse(integer, Raw, Default) ->
     case string:to_integer(Raw) of
         {N, ""} -> N;
         _ ->
-            logger:warning("ignoring non-integer setting ~p", [Raw]),
+            ?LOG_WARNING("ignoring non-integer setting ~p", [Raw]),
             Default
     end;
 parse(string, Raw, _Default) ->

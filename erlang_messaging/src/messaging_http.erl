@@ -7,18 +7,29 @@
 %% POST /messages answers 202 only after the message is synced to the WAL.
 %% Note: mochiweb 3.x on OTP 25 needs mochiweb_request:F(..., Req) calls;
 %% the old Req:F(...) tuple-module style does not work.
+%%
+%% Every request has an id (the client's X-Request-Id when usable, else a
+%% fresh one): echoed in the X-Request-Id response header, kept in each
+%% message it brings (request_id), set as logger metadata for whatever the
+%% request logs, and named in the one log line written per answer.
 -module(messaging_http).
 
 -export([start_link/0, loop/1, error_body/3]).
 
+-include_lib("kernel/include/logger.hrl").
+
 -define(JSON, [{"Content-Type", "application/json"}]).
--define(TOKEN_HEADER, "x-messaging-token").
+%% Per-request context in the connection process's dictionary; set anew at
+%% the start of each request of a kept-alive connection.
+-define(REQUEST_ID, {?MODULE, request_id}).
+-define(STARTED_AT, {?MODULE, started_at}).
+-define(LOG_DETAIL, {?MODULE, log_detail}).
 
 start_link() ->
     persistent_term:put({?MODULE, max_pending}, messaging_config:get(max_pending)),
     persistent_term:put({?MODULE, max_body}, messaging_config:get(max_body_bytes)),
     %% Read on every request; the config lookup goes through the OS env.
-    persistent_term:put({?MODULE, secret}, messaging_config:get(shared_secret)),
+    persistent_term:put({?MODULE, secrets}, messaging_auth:configured_secrets()),
     persistent_term:put({?MODULE, body_timeout}, messaging_config:get(http_body_timeout_ms)),
     persistent_term:put({?MODULE, max_text_chars}, messaging_config:get(message_max_text_chars)),
     %% mochiweb_request's Date header needs mochiweb's clock (mochiweb_http
@@ -52,6 +63,7 @@ ensure_started({error, {already_started, _Pid}}) -> ok.
 loop(Req) ->
     Method = mochiweb_request:get(method, Req),
     Path = string:lexemes(mochiweb_request:get(path, Req), "/"),
+    begin_request(Req),
     case Path of
         %% The WebSocket module takes the connection over and exits normally
         %% at the end, so it must not run inside the catch-all below.
@@ -70,9 +82,24 @@ safe_handle(Method, Path, Req) ->
         throw:responded ->
             ok;
         Class:Reason:Stack ->
-            logger:error("request ~p ~p crashed: ~p:~p ~p", [Method, Path, Class, Reason, Stack]),
+            ?LOG_ERROR("request ~p ~p crashed: ~p:~p ~p", [Method, Path, Class, Reason, Stack]),
             error_response(500, <<"internal_error">>, <<"internal server error">>, #{}, Req)
     end.
+
+begin_request(Req) ->
+    RequestId = messaging_request_id:from_header(
+                  mochiweb_request:get_header_value("x-request-id", Req)),
+    put(?REQUEST_ID, RequestId),
+    put(?STARTED_AT, erlang:monotonic_time(microsecond)),
+    erase(?LOG_DETAIL),
+    logger:set_process_metadata(#{request_id => RequestId}).
+
+request_id() ->
+    get(?REQUEST_ID).
+
+%% What the request's log line adds about the messages it brought.
+log_detail(Detail) ->
+    put(?LOG_DETAIL, Detail).
 
 %%====================================================================
 %% Routing
@@ -98,6 +125,7 @@ allowed_methods(["queues", _User]) -> ['GET', 'HEAD'];
 allowed_methods(["queues", _User, "ack"]) -> ['POST'];
 allowed_methods(["broadcast"]) -> ['POST'];
 allowed_methods(["stats"]) -> ['GET', 'HEAD'];
+allowed_methods(["metrics"]) -> ['GET', 'HEAD'];
 allowed_methods(_) -> [].
 
 %% mochiweb_request:respond/2 leaves the body out of a HEAD answer.
@@ -107,16 +135,20 @@ endpoint('POST', ["messages", "batch"], Req) -> post_batch(Req);
 endpoint('GET', ["queues", User], Req) -> get_queue(user_id(User), Req);
 endpoint('POST', ["queues", User, "ack"], Req) -> post_ack(user_id(User), Req);
 endpoint('POST', ["broadcast"], Req) -> post_broadcast(Req);
-endpoint('GET', ["stats"], Req) -> json(200, stats_collector:snapshot(), Req).
+endpoint('GET', ["stats"], Req) -> json(200, stats_collector:snapshot(), Req);
+endpoint('GET', ["metrics"], Req) -> metrics(Req).
 
 %%====================================================================
 %% Endpoints
 %%====================================================================
 
+%% No token needed; a wrong or missing one just gets the status alone.
 health(Req) ->
-    json(200, #{status => ok, uptime_seconds => stats_collector:uptime_seconds(),
-                django_reachable => message_persistence:django_reachable(),
-                node => atom_to_binary(node())}, Req).
+    {Code, Body} = messaging_health:check(authorized(Req)),
+    json(Code, Body, Req).
+
+metrics(Req) ->
+    reply(200, [{"Content-Type", messaging_metrics:content_type()}], messaging_metrics:render(), Req).
 
 post_message(Req) ->
     Fields = validated(message_validation:message(read_json(Req), max_text_chars())),
@@ -126,7 +158,8 @@ post_message(Req) ->
                   false -> 0;
                   true -> accept_one(Msg)
               end,
-    mochiweb_request:respond({202, ?JSON, accepted_json(Msg, Dropped)}, Req).
+    log_detail(#{message_ids => [maps:get(id, Msg)]}),
+    reply(202, ?JSON, accepted_json(Msg, Dropped), Req).
 
 %% The same document as jiffy:encode(accepted_body(Msg, Dropped)), built
 %% directly: jiffy costs several microseconds even for four keys. The id is a
@@ -158,6 +191,7 @@ post_batch(Req) ->
     Checked = claim_batch(Valid),
     Fresh = [Msg || {new, Msg} <- Checked],
     Dropped = accept_many(Fresh),
+    log_detail(#{message_count => length(Checked) - length([I || I = {invalid, _, _} <- Checked])}),
     json(202, #{results => batch_results(Checked, Dropped)}, Req).
 
 get_queue(UserId, Req) ->
@@ -175,8 +209,10 @@ post_ack(UserId, Req) ->
 post_broadcast(Req) ->
     Fields = validated(message_validation:broadcast(read_json(Req), max_text_chars())),
     refuse_if_overloaded(),
-    B = Fields#{id => maps:get(id, Fields, message_ids:new_uuid()), created_at => now_iso8601()},
+    B = Fields#{id => maps:get(id, Fields, message_ids:new_uuid()), created_at => now_iso8601(),
+                request_id => request_id()},
     Bid = maps:get(id, B),
+    log_detail(#{broadcast_id => Bid, message_count => length(maps:get(user_ids, B))}),
     case message_ids:claim(<<"broadcast:", Bid/binary>>) of
         true ->
             make_durable([{bcast, B}], [<<"broadcast:", Bid/binary>>]),
@@ -192,7 +228,7 @@ post_broadcast(Req) ->
 
 new_message(Fields, Now) ->
     Fields#{id => maps:get(id, Fields, message_ids:new_uuid()),
-            created_at => Now, broadcast_id => null}.
+            created_at => Now, broadcast_id => null, request_id => request_id()}.
 
 accept_one(Msg) ->
     [Dropped] = accept_many([Msg]),
@@ -224,7 +260,7 @@ make_durable(Terms, ClaimedIds, OnWritten) ->
 
 durable_failed(Reason, ClaimedIds) ->
     [message_ids:release(Id) || Id <- ClaimedIds],
-    logger:error("WAL append failed: ~p", [Reason]),
+    ?LOG_ERROR("WAL append failed: ~p", [Reason]),
     fail(503, <<"unavailable">>, <<"could not make the message durable, retry">>).
 
 check_batch_item(Index, Item, Now, MaxTextChars) ->
@@ -280,11 +316,16 @@ refuse_if_overloaded() ->
 %%====================================================================
 
 require_token(Req) ->
-    Given = mochiweb_request:get_header_value(?TOKEN_HEADER, Req),
-    case messaging_auth:token_ok(Given, persistent_term:get({?MODULE, secret})) of
+    case authorized(Req) of
         true -> ok;
         false -> fail(401, <<"unauthorized">>, <<"missing or invalid X-Messaging-Token">>)
     end.
+
+%% X-Messaging-Token or Authorization: Bearer, with the current or (during a
+%% rotation) the previous secret.
+authorized(Req) ->
+    messaging_auth:token_ok(messaging_auth:request_token(Req),
+                            persistent_term:get({?MODULE, secrets})).
 
 read_json(Req) ->
     Body = read_body(Req),
@@ -366,7 +407,7 @@ validated({error, Fields}) -> fail(400, <<"invalid_field">>, <<"invalid request 
 method_not_allowed(Allowed, Req) ->
     Allow = lists:join(", ", [atom_to_list(M) || M <- Allowed]),
     Body = jiffy:encode(error_body(<<"method_not_allowed">>, <<"method not allowed">>, #{})),
-    mochiweb_request:respond({405, [{"Allow", Allow} | ?JSON], Body}, Req),
+    reply(405, [{"Allow", Allow} | ?JSON], Body, Req),
     throw(responded).
 
 %%====================================================================
@@ -385,18 +426,66 @@ fail_and_close(Code, ErrCode, Message) ->
     throw({http_error_close, Code, ErrCode, Message}).
 
 json(Code, Body, Req) ->
-    mochiweb_request:respond({Code, ?JSON, jiffy:encode(Body)}, Req).
+    reply(Code, ?JSON, jiffy:encode(Body), Req).
+
+%% Every answer goes out here: with the request's id, then its log line.
+reply(Code, Headers, Body, Req) ->
+    Response = mochiweb_request:respond({Code, [{"X-Request-Id", request_id()} | Headers], Body},
+                                        Req),
+    log_request(Code, Req),
+    Response.
+
+%% One line per answer, at info; probes (/health, /metrics: every few
+%% seconds from load balancers and Prometheus) at debug, so they do not
+%% drown the rest.
+log_request(Code, Req) ->
+    Path = mochiweb_request:get(path, Req),
+    Level = case Path of
+                "/health" -> debug;
+                "/metrics" -> debug;
+                _ -> info
+            end,
+    case logger:allow(Level, ?MODULE) of
+        true -> log_request(Level, Code, Path, Req);
+        false -> ok
+    end.
+
+log_request(Level, Code, Path, Req) ->
+    Method = mochiweb_request:get(method, Req),
+    Detail = case get(?LOG_DETAIL) of
+                 undefined -> #{};
+                 D -> D
+             end,
+    DurationMs = (erlang:monotonic_time(microsecond) - get(?STARTED_AT)) / 1000,
+    Meta = Detail#{method => method_text(Method), path => list_to_binary(Path), status => Code,
+                   duration_ms => round(DurationMs * 10) / 10},
+    %% A ready string, not a format: io_lib:format would cost more than the
+    %% rest of the line's work.
+    %% The request id is in the text too, for LOG_FORMAT=plain.
+    Text = iolist_to_binary([method_text(Method), $\s, Path, $\s, integer_to_binary(Code),
+                             <<" request ">>, request_id(), detail_text(Detail)]),
+    ?LOG(Level, Text, Meta).
+
+%% Methods the inet driver knows are atoms; any other is the request's string.
+method_text(Method) when is_atom(Method) -> atom_to_binary(Method);
+method_text(Method) -> Method.
+
+detail_text(#{message_ids := Ids}) -> [<<" message ">>, lists:join(<<", ">>, Ids)];
+detail_text(#{broadcast_id := Bid, message_count := N}) ->
+    [<<" broadcast ">>, Bid, <<" to ">>, integer_to_binary(N), <<" users">>];
+detail_text(#{message_count := N}) -> [$\s, integer_to_binary(N), <<" messages">>];
+detail_text(_None) -> <<>>.
 
 %% Every 503 is temporary: tell clients when to come back.
 error_response(503, ErrCode, Message, _Fields, Req) ->
     Body = jiffy:encode(error_body(ErrCode, Message, #{})),
-    mochiweb_request:respond({503, [{"Retry-After", "1"} | ?JSON], Body}, Req);
+    reply(503, [{"Retry-After", "1"} | ?JSON], Body, Req);
 error_response(Code, ErrCode, Message, Fields, Req) ->
     json(Code, error_body(ErrCode, Message, Fields), Req).
 
 error_response_and_close(Code, ErrCode, Message, Req) ->
     Body = jiffy:encode(error_body(ErrCode, Message, #{})),
-    mochiweb_request:respond({Code, [{"Connection", "close"} | ?JSON], Body}, Req),
+    reply(Code, [{"Connection", "close"} | ?JSON], Body, Req),
     mochiweb_socket:close(mochiweb_request:get(socket, Req)),
     exit({shutdown, unreadable_body}).
 

@@ -38,6 +38,8 @@
 %% Internal: re-entry point after hibernation.
 -export([run/1]).
 
+-include_lib("kernel/include/logger.hrl").
+
 -define(PG_SCOPE, messaging_pg).
 -define(DEFAULT_PING_MS, 25000).
 %% Go to sleep (and compact the heap) after this long without any event.
@@ -261,8 +263,10 @@ step(State = #ws{socket = Socket, expiry_timer = ExpiryTimer}) ->
         {hibernate, State}
     end.
 
+%% The request id is for tracing between Django and this service; the
+%% browser gets the message without it.
 push_message(Msg, State) ->
-    Json = jiffy:encode(#{type => message, message => Msg}),
+    Json = jiffy:encode(#{type => message, message => maps:remove(request_id, Msg)}),
     send_frame({text, Json}, State).
 
 send_frame(Frame, State = #ws{socket = Socket}) ->
@@ -427,7 +431,7 @@ decode(Payload) ->
 ack(UserId, Ids) ->
     try message_queue_manager:ack(UserId, Ids)
     catch Class:Reason ->
-        logger:debug("ws ack for ~p failed: ~p:~p", [UserId, Class, Reason])
+        ?LOG_DEBUG("ws ack for ~p failed: ~p:~p", [UserId, Class, Reason])
     end.
 
 %%====================================================================

@@ -2,17 +2,24 @@
 %% array (created with the ETS tables, so it survives this process); the
 %% process only samples the accepted counts once a second to compute rates
 %% over 1 s and 60 s windows, and assembles the GET /stats document.
+%% messaging_metrics reads the same counters for GET /metrics.
 -module(stats_collector).
 -behaviour(gen_server).
 
 -export([start_link/0, count/3, get/2, persistence_failure/1, ws_connected/0,
          ws_disconnected/0, ws_connections/0,
+         persistence_batch/1, persistence_batches/1, dead_lettered/1, dead_lettered/0,
          snapshot/0, uptime_seconds/0]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(METRICS, [accepted, routed, delivered, dropped, persisted]).
 -define(PERSISTENCE_FAILURES, 16).
 -define(WS_CONNECTIONS, 17).
+%% Persistence callbacks Django answered 2xx / that failed (any other answer,
+%% a transport error), and messages Django rejected (dead-lettered there).
+-define(BATCHES_OK, 18).
+-define(BATCHES_FAILED, 19).
+-define(DEAD_LETTERED, 20).
 -define(SAMPLE_MS, 1000).
 -define(WINDOW_S, 60).
 
@@ -32,6 +39,22 @@ get(Metric, Prio) ->
     counters:get(messaging_tables:counters(), slot(Metric, Prio)).
 
 persistence_failure(N) -> counters:add(messaging_tables:counters(), ?PERSISTENCE_FAILURES, N).
+
+%% Called by message_persistence once per callback, with its outcome.
+-spec persistence_batch(ok | failed) -> ok.
+persistence_batch(Outcome) -> counters:add(messaging_tables:counters(), batch_slot(Outcome), 1).
+
+-spec persistence_batches(ok | failed) -> non_neg_integer().
+persistence_batches(Outcome) -> counters:get(messaging_tables:counters(), batch_slot(Outcome)).
+
+batch_slot(ok) -> ?BATCHES_OK;
+batch_slot(failed) -> ?BATCHES_FAILED.
+
+-spec dead_lettered(non_neg_integer()) -> ok.
+dead_lettered(N) -> counters:add(messaging_tables:counters(), ?DEAD_LETTERED, N).
+
+-spec dead_lettered() -> non_neg_integer().
+dead_lettered() -> counters:get(messaging_tables:counters(), ?DEAD_LETTERED).
 
 %% Called by messaging_ws for each WebSocket session opened / closed.
 ws_connected() -> counters:add(messaging_tables:counters(), ?WS_CONNECTIONS, 1).

@@ -5,9 +5,14 @@
 %% (sign/3 exists for tests and tooling). A token is valid while the current
 %% unix time is below its expiry; claims/1 also gives that expiry, so a
 %% WebSocket session knows when to close (messaging_ws).
+%%
+%% During a secret rotation (MESSAGING_SHARED_SECRET_PREVIOUS set) verify/1
+%% and claims/1 accept tokens signed with either secret: Django's app servers
+%% switch to the new secret one by one, and tokens they signed before stay
+%% valid until they expire.
 -module(ws_token).
 
--export([sign/3, verify/1, verify/3, claims/1, claims/3, secret/0]).
+-export([sign/3, verify/1, verify/3, claims/1, claims/3, secret/0, secrets/0]).
 
 -define(DEFAULT_SECRET, "dev-messaging-secret").
 -define(DIGEST_HEX_LEN, 64).
@@ -21,10 +26,13 @@ sign(UserId, ExpiresUnix, Secret) ->
     Payload = payload(UserId, ExpiresUnix),
     <<Payload/binary, ".", (digest_hex(Secret, Payload))/binary>>.
 
-%% @doc Verify with the configured secret against the current time.
+%% @doc Verify with the configured secrets against the current time.
 -spec verify(term()) -> {ok, pos_integer()} | {error, reason()}.
 verify(Token) ->
-    verify(Token, secret(), erlang:system_time(second)).
+    case claims(Token) of
+        {ok, UserId, _ExpiresUnix} -> {ok, UserId};
+        Error -> Error
+    end.
 
 -spec verify(term(), iodata(), integer()) -> {ok, pos_integer()} | {error, reason()}.
 verify(Token, Secret, Now) ->
@@ -36,7 +44,15 @@ verify(Token, Secret, Now) ->
 %% @doc Verify like verify/1 and also return the token's expiry (unix seconds).
 -spec claims(term()) -> {ok, pos_integer(), integer()} | {error, reason()}.
 claims(Token) ->
-    claims(Token, secret(), erlang:system_time(second)).
+    claims_any(Token, secrets(), erlang:system_time(second)).
+
+%% A signature that fails with the current secret is tried with the previous
+%% one; any other answer (expired, malformed) is the same for both.
+claims_any(Token, [Secret | Others], Now) ->
+    case claims(Token, Secret, Now) of
+        {error, bad_signature} when Others =/= [] -> claims_any(Token, Others, Now);
+        Result -> Result
+    end.
 
 %% Anything but a binary or a string (a JSON number or null from a client's
 %% frame) is malformed.
@@ -118,11 +134,34 @@ secret() ->
             iolist_to_binary(Secret)
     end.
 
+%% @doc The secrets a token may be signed with: secret/0, then the previous
+%% secret while a rotation is under way (MESSAGING_SHARED_SECRET_PREVIOUS).
+-spec secrets() -> [binary(), ...].
+secrets() ->
+    case previous_secret() of
+        <<>> -> [secret()];
+        Previous -> [secret(), Previous]
+    end.
+
+previous_secret() ->
+    case config_value(shared_secret_previous) of
+        undefined ->
+            case os:getenv("MESSAGING_SHARED_SECRET_PREVIOUS") of
+                Env when is_list(Env) -> list_to_binary(string:trim(Env));
+                false -> <<>>
+            end;
+        Previous ->
+            iolist_to_binary(Previous)
+    end.
+
 config_secret() ->
+    config_value(shared_secret).
+
+config_value(Key) ->
     _ = code:ensure_loaded(messaging_config),
     case erlang:function_exported(messaging_config, get, 1) of
         true ->
-            try messaging_config:get(shared_secret) of
+            try messaging_config:get(Key) of
                 S when is_binary(S); is_list(S) -> S;
                 _ -> undefined
             catch _:_ -> undefined

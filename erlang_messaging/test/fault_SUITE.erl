@@ -65,7 +65,7 @@ django_down_then_back(_Config) ->
     {200, #{<<"pending_persistence">> := 60, <<"persistence_failures">> := Failures}} =
         msg_test_util:get("/stats"),
     ?assert(Failures > 0),
-    {200, #{<<"django_reachable">> := _}} = msg_test_util:get("/health"),
+    {200, #{<<"django">> := #{<<"reachable">> := _}}} = msg_test_util:get("/health"),
     fake_django:set_mode(ok),
     ok = msg_test_util:wait_until(fun() -> fake_django:has_all(Ids) end, ?WAIT_MS),
     %% First arrival of each id follows the order they were accepted in.

@@ -33,10 +33,9 @@ init_per_testcase(_Case, Config) ->
 end_per_testcase(_Case, _Config) ->
     ok.
 
+%% Without the secret: the status only (ops_SUITE covers the details).
 health_needs_no_token(_Config) ->
-    {200, Body} = request(get, "/health", none, []),
-    ?assertMatch(#{<<"status">> := <<"ok">>, <<"uptime_seconds">> := _,
-                   <<"django_reachable">> := _, <<"node">> := _}, Body).
+    ?assertEqual({200, #{<<"status">> => <<"ok">>}}, request(get, "/health", none, [])).
 
 auth_required(_Config) ->
     {401, #{<<"error">> := #{<<"code">> := <<"unauthorized">>}}} =
@@ -176,4 +175,4 @@ persisted_to_django(_Config) ->
                             {200, #{<<"pending_persistence">> := P}} = get("/stats"),
                             P =:= 0
                     end, 10000),
-    {200, #{<<"django_reachable">> := true}} = get("/health").
+    {200, #{<<"django">> := #{<<"reachable">> := true}}} = get("/health").

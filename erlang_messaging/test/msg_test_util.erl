@@ -2,8 +2,8 @@
 %% free port against fake_django, talk to it over loopback, wait with bounds.
 -module(msg_test_util).
 
--export([start_service/2, stop_service/0, start_app/2, stop_app/0, free_port/0, request/3, request/4, post/2, get/1,
-         wait_until/2, send_message/1, app_url/0]).
+-export([start_service/2, stop_service/0, start_app/2, stop_app/0, free_port/0, request/3, request/4,
+         request_full/4, post/2, get/1, wait_until/2, send_message/1, app_url/0]).
 -compile({no_auto_import, [get/1]}).
 
 -define(TOKEN, "dev-messaging-secret").
@@ -59,14 +59,19 @@ request(Method, Path, Body) ->
     request(Method, Path, Body, [{"x-messaging-token", ?TOKEN}]).
 
 request(Method, Path, Body, Headers) ->
+    {Status, _RespHeaders, RespBody} = request_full(Method, Path, Body, Headers),
+    {Status, RespBody}.
+
+%% -> {Status, [{LowercaseHeaderName, Value}], DecodedJsonOrRaw}
+request_full(Method, Path, Body, Headers) ->
     Url = app_url() ++ Path,
     Req = case Body of
               none -> {Url, Headers};
               _ -> {Url, Headers, "application/json", encode(Body)}
           end,
-    {ok, {{_, Status, _}, _RespHeaders, RespBody}} =
+    {ok, {{_, Status, _}, RespHeaders, RespBody}} =
         httpc:request(Method, Req, [{timeout, 15000}], [{body_format, binary}]),
-    {Status, decode(RespBody)}.
+    {Status, RespHeaders, decode(RespBody)}.
 
 post(Path, Body) -> request(post, Path, Body).
 get(Path) -> request(get, Path, none).
