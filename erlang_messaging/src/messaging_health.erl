@@ -45,7 +45,7 @@ wal() ->
     Alive = is_pid(whereis(message_wal)),
     DirWritable = dir_writable(messaging_config:get(data_dir)),
     #{writable => Alive andalso DirWritable, process_alive => Alive,
-      dir_writable => DirWritable, bytes => messaging_metrics:wal_bytes()}.
+      dir_writable => DirWritable, bytes => message_wal:disk_bytes()}.
 
 dir_writable(Dir) ->
     Probe = filename:join(Dir, ?PROBE_FILE),

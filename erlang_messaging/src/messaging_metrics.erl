@@ -8,7 +8,7 @@
 %% without them.
 -module(messaging_metrics).
 
--export([render/0, content_type/0, wal_bytes/0]).
+-export([render/0, content_type/0]).
 
 -define(PRIORITIES, [high, normal, low]).
 
@@ -42,7 +42,7 @@ families() ->
       [{[], message_persistence:lag_seconds()}]},
      {<<"messaging_wal_bytes">>, gauge,
       <<"Size of the write-ahead log's files on disk.">>,
-      [{[], wal_bytes()}]},
+      [{[], message_wal:disk_bytes()}]},
      {<<"messaging_messages_dead_lettered_total">>, counter,
       <<"Messages Django rejected and dead-lettered (never retried).">>,
       [{[], stats_collector:dead_lettered()}]},
@@ -64,13 +64,6 @@ families() ->
 
 per_priority(Name, Metric, Help) ->
     {Name, counter, Help, [{[{priority, P}], stats_collector:get(Metric, P)} || P <- ?PRIORITIES]}.
-
-%% @doc Bytes in the write-ahead log's generations (wal.<N>.LOG in
-%% MESSAGING_DATA_DIR), read from the directory: the log's owner is not asked.
--spec wal_bytes() -> non_neg_integer().
-wal_bytes() ->
-    Dir = messaging_config:get(data_dir),
-    lists:sum([filelib:file_size(filename:join(Dir, F)) || F <- filelib:wildcard("wal.*.LOG", Dir)]).
 
 %%====================================================================
 %% Exposition format

@@ -77,6 +77,7 @@ def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(l
     cookie = secrets.token_hex(16)
     tag = uuid.uuid4().hex[:10]  # parallel workers never share a node name
     common = {"django_url": live_server.url, "secret": secret, "MESSAGING_COOKIE": cookie}
+    with_token = {"X-Messaging-Token": secret}  # /health names the node to holders of the secret only
 
     # Node A: the source tree (bin/messaging-start), distributed with the cluster's cookie.
     source_node = ErlangNode(**common, MESSAGING_NODE_NAME=f"src_{tag}", MESSAGING_CLUSTER_NODES="")
@@ -84,14 +85,14 @@ def test_the_release_unpacked_elsewhere_joins_the_cluster_and_carries_messages(l
     closing = contextlib.ExitStack()
     try:
         source_node.start()
-        source_name = requests.get(f"{source_node.url}/health", timeout=5).json()["node"]
+        source_name = requests.get(f"{source_node.url}/health", headers=with_token, timeout=5).json()["node"]
         assert source_name.startswith(f"src_{tag}@")
 
         # Node B: the tarball, unpacked into an empty directory, told about node A.
         release_node = ReleaseNode(
             tarball, **common, MESSAGING_NODE_NAME=f"rel_{tag}", MESSAGING_CLUSTER_NODES=source_name
         ).start(timeout=60)
-        health = requests.get(f"{release_node.url}/health", timeout=5).json()
+        health = requests.get(f"{release_node.url}/health", headers=with_token, timeout=5).json()
         assert health["node"] == f"rel_{tag}@{source_name.split('@', 1)[1]}"
         # The VM that answers is the release's own runtime, not the system's Erlang.
         runtime = Path(os.readlink(f"/proc/{release_node.process.pid}/exe"))
