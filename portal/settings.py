@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from whitenoise.compress import Compressor
 
+from portal.log_format import LOG_FORMATS, logging_settings
 from portal.secrets_check import DEVELOPMENT_SECRETS, PROVIDER_SECRETS, refuse_insecure_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -114,7 +115,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so everything after it (throttles, logs, the audit) sees the client's real address.
+    # First: every line logged while a request is served, from any layer, carries its id.
+    "portal.middleware.RequestIdMiddleware",
+    # Next, so everything after it (throttles, logs, the audit) sees the client's real address.
     "portal.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files straight from gunicorn, before sessions and the rest are touched.
@@ -469,19 +472,27 @@ for _proxy in TRUSTED_PROXIES:
     except ValueError as _error:
         raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_error}. List addresses or networks, e.g. 127.0.0.1,10.0.0.0/8.")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        # Server errors (500s with their traceback) and warnings, also with DEBUG off.
-        "django": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
-        "finance": {"handlers": ["console"], "level": os.environ.get("FINANCE_LOG_LEVEL", "INFO")},
-        "messaging": {"handlers": ["console"], "level": "INFO"},
-        "jobs": {"handlers": ["console"], "level": os.environ.get("JOBS_LOG_LEVEL", "INFO")},
-    },
+# --- Logs ------------------------------------------------------------------------------
+# One line per event on stderr: JSON with DEBUG off (the production profile: a log shipper
+# reads fields, not text), plain text with DEBUG on; LOG_FORMAT=json|plain chooses. Every
+# line carries the request id (X-Request-Id, portal.middleware.RequestIdMiddleware) or the
+# background job's id, and the signed-in user's id; portal/log_format.py lists the fields.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or ("plain" if DEBUG else "json")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: set it to json or plain (or leave it unset).")
+LOGGING_CONFIG = "portal.log_format.configure"
+LOG_LEVELS = {
+    # Server errors (500s with their traceback, django.request ERROR) and warnings, also
+    # with DEBUG off. Configuring "django" drops Django's default e-mail to ADMINS: errors
+    # are logged, never only mailed.
+    "django": os.environ.get("DJANGO_LOG_LEVEL", "WARNING"),
+    # The development server's one line per request (`make run`), with its request id.
+    "django.server": "INFO",
+    "finance": os.environ.get("FINANCE_LOG_LEVEL", "INFO"),
+    "messaging": "INFO",
+    "jobs": os.environ.get("JOBS_LOG_LEVEL", "INFO"),
 }
+LOGGING = logging_settings(log_format=LOG_FORMAT, levels=LOG_LEVELS)
 
 # --- Fail closed: the last word -------------------------------------------------------
 # With DEBUG off, refuse to start on any missing or published secret, and on the sandbox
