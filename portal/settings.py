@@ -41,12 +41,22 @@ def secret(name: str) -> str:
     return os.environ.get(name, DEVELOPMENT_SECRETS[name] if DEBUG else "")
 
 
+def previous_secret(name: str) -> str:
+    """`<name>_PREVIOUS`: the value `name` had before it was rotated. Accepted on incoming calls
+    only (a webhook, the messaging service's calls) until every sender has the new value;
+    outgoing calls and new signatures use the current one. Empty: none."""
+    return os.environ.get(f"{name}_PREVIOUS", "").strip()
+
+
 # --- Fail closed ---------------------------------------------------------------------
 # DEBUG is off unless the environment turns it on: a deployment that forgets it gets the
 # production profile, never debug pages and development secrets. `make run`, the tests
 # and the benchmarks set DEBUG=true themselves (Makefile, testing/development_mode.py).
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret("SECRET_KEY")
+# Keys SECRET_KEY replaced, comma separated: sessions, password-reset links and other values
+# signed with them stay valid while they are listed (Django signs with SECRET_KEY only).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", "")
 
 # The host names this portal answers to. With DEBUG off, also the ones the load balancer
 # forwards (e.g. portal.example.com); Django's test client adds its own "testserver".
@@ -360,16 +370,22 @@ REST_KNOX = {
 # --- Payment providers ---------------------------------------------------------------
 # Webhook secrets (verification) and API keys (outbound checkout calls), per provider.
 # Only the providers switched on (PAYMENT_PROVIDERS below) need theirs with DEBUG off.
+# Each webhook secret's _PREVIOUS (previous_secret above) verifies deliveries still signed
+# with the old value while the provider's dashboard (or our callback URL) moves to the new.
 PAYSTACK_SECRET_KEY = secret("PAYSTACK_SECRET_KEY")
+PAYSTACK_SECRET_KEY_PREVIOUS = previous_secret("PAYSTACK_SECRET_KEY")
 FLUTTERWAVE_SECRET_KEY = secret("FLUTTERWAVE_SECRET_KEY")
 FLUTTERWAVE_SECRET_HASH = secret("FLUTTERWAVE_SECRET_HASH")
+FLUTTERWAVE_SECRET_HASH_PREVIOUS = previous_secret("FLUTTERWAVE_SECRET_HASH")
 STRIPE_SECRET_KEY = secret("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = secret("STRIPE_WEBHOOK_SECRET")
+STRIPE_WEBHOOK_SECRET_PREVIOUS = previous_secret("STRIPE_WEBHOOK_SECRET")
 MPESA_CONSUMER_KEY = secret("MPESA_CONSUMER_KEY")
 MPESA_CONSUMER_SECRET = secret("MPESA_CONSUMER_SECRET")
 MPESA_SHORTCODE = os.environ.get("MPESA_SHORTCODE", "174379")
 MPESA_PASSKEY = secret("MPESA_PASSKEY")
 MPESA_CALLBACK_TOKEN = secret("MPESA_CALLBACK_TOKEN")
+MPESA_CALLBACK_TOKEN_PREVIOUS = previous_secret("MPESA_CALLBACK_TOKEN")
 # Where providers reach us (callback URLs, redirects after checkout).
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -406,6 +422,7 @@ if os.environ.get("PAYMENT_PROVIDERS", "").strip():
 SANDBOX_PAYMENTS_ENABLED = env_bool("SANDBOX_PAYMENTS_ENABLED", DEBUG)
 SANDBOX_AUTOCOMPLETE = env_bool("SANDBOX_AUTOCOMPLETE", True)
 SANDBOX_WEBHOOK_SECRET = secret("SANDBOX_WEBHOOK_SECRET")
+SANDBOX_WEBHOOK_SECRET_PREVIOUS = previous_secret("SANDBOX_WEBHOOK_SECRET")
 SANDBOX_WEBHOOK_URL = os.environ.get("SANDBOX_WEBHOOK_URL", f"{PUBLIC_BASE_URL}/api/payments/webhooks/sandbox/")
 
 # Requests that fail webhook verification, per source address per hour, before 429.
