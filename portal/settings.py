@@ -433,6 +433,9 @@ ERLANG_MESSAGING_URL = os.environ.get("ERLANG_MESSAGING_URL", "http://127.0.0.1:
 # What browsers use to reach the WebSocket, when it differs from the server-side URL.
 ERLANG_MESSAGING_PUBLIC_URL = os.environ.get("ERLANG_MESSAGING_PUBLIC_URL", "")
 MESSAGING_SHARED_SECRET = secret("MESSAGING_SHARED_SECRET")
+# While it rotates: the messaging service's calls may carry the previous value, and a node not
+# restarted yet answers 401 to the new one, so erlang_client retries that call once with it.
+MESSAGING_SHARED_SECRET_PREVIOUS = previous_secret("MESSAGING_SHARED_SECRET")
 # How long a token for the Erlang WebSocket lives (/api/messaging/ws-token/, host pages).
 # The service closes a session when its token expires; the host pages renew it before.
 WS_TOKEN_TTL_SECONDS = env_int("WS_TOKEN_TTL_SECONDS", 300)
