@@ -13,6 +13,8 @@ Every setting comes from the environment, with a default for one machine:
                     (portal/metrics.py). It must be empty when gunicorn starts: deploy/serve
                     and deploy/stack.py make a fresh one; unset, this file makes one for this
                     gunicorn (removed when it exits)
+  LOG_FORMAT        json (the default with DEBUG off) or plain: gunicorn's error and access
+                    lines look like Django's (portal/log_format.py, deploy/gunicorn_logging.py)
 """
 
 import multiprocessing
@@ -52,8 +54,16 @@ control_socket_disable = True
 # Logs to stdout/stderr: the process manager (or `make serve`'s terminal) keeps them.
 # WEB_ACCESS_LOG="" turns the access log off (None is gunicorn's "no access log").
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-") or None
-# gunicorn's default line plus the worker that served it.
-access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" worker=%(p)s'
+# JSON lines with DEBUG off, like Django's own (settings.LOG_FORMAT); an access line carries
+# the request id Django answered with, the same as on every line the request logged. Either
+# way a secret in a query string (the M-Pesa callback's token) is written as "[redacted]".
+_debug = os.environ.get("DEBUG", "").strip().lower() in {"1", "true", "yes", "on"}
+_log_format = os.environ.get("LOG_FORMAT", "").strip().lower() or ("plain" if _debug else "json")
+logger_class = "deploy.gunicorn_logging.JsonLogger" if _log_format == "json" else "deploy.gunicorn_logging.Logger"
+# The plain line: gunicorn's default, the request id, and the worker that served it.
+access_log_format = (
+    '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" request_id=%({x-request-id}o)s worker=%(p)s'
+)
 errorlog = "-"
 loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
 proc_name = "stayafrica-portal"

@@ -36,6 +36,8 @@ from django_tasks_db.compat import TaskContext, TaskResultStatus
 from django_tasks_db.models import DBTaskResult, get_date_max
 from django_tasks_db.utils import exclusive_transaction
 
+import request_context
+
 from .models import JobRecord, WorkerHeartbeat
 from .policy import PermanentJobError, RetryPolicy, policy_for
 from .scheduler import enqueue_due_periodic_jobs
@@ -71,6 +73,11 @@ def drop_broken_connection() -> None:
     closing it lets the worker's next query open a fresh one instead of failing too."""
     if connection.connection is not None and not connection.in_atomic_block and not connection.is_usable():
         connection.close()
+
+
+def job_request_id(result: DBTaskResult, record: JobRecord) -> str:
+    """`job:<job id>:<attempt>`: grepping `job:<job id>` finds every attempt."""
+    return f"job:{result.pk}:{record.attempts}"
 
 
 def describe(error: BaseException) -> str:
@@ -216,7 +223,10 @@ class Worker:
         claimed = self._claim()
         if claimed is None:
             return False
-        self._execute(*claimed)
+        result, record = claimed
+        # The job's own id on every line it logs and every call it makes, as a request's id is.
+        with request_context.serving(job_request_id(result, record)):
+            self._execute(result, record)
         return True
 
     def _claim(self) -> tuple[DBTaskResult, JobRecord] | None:

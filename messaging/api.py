@@ -1,7 +1,8 @@
 """Messaging endpoints: conversations for users, and the callbacks the Erlang service makes.
 
 Erlang → Django calls authenticate with `X-Messaging-Token: <MESSAGING_SHARED_SECRET>`,
-compared in constant time; they carry no user.
+compared in constant time; they carry no user. While the secret rotates, its previous value
+(MESSAGING_SHARED_SECRET_PREVIOUS) is accepted too: nodes not restarted yet still send it.
 """
 
 import hmac
@@ -32,12 +33,19 @@ class ErlangService:
     pk = None
 
 
+def is_shared_secret(given: str) -> bool:
+    """The current secret or, while it rotates, the previous one; each compared in constant time."""
+    accepted = [settings.MESSAGING_SHARED_SECRET, settings.MESSAGING_SHARED_SECRET_PREVIOUS]
+    # A list, not a generator: both are compared whichever matches, so timing tells nothing.
+    return any([hmac.compare_digest(given.encode(), secret.encode()) for secret in accepted if secret])
+
+
 class MessagingTokenAuthentication(BaseAuthentication):
     def authenticate(self, request):
         given = request.headers.get(HEADER)
         if given is None:
             return None
-        if not hmac.compare_digest(given.encode(), settings.MESSAGING_SHARED_SECRET.encode()):
+        if not is_shared_secret(given):
             raise exceptions.AuthenticationFailed(f"Wrong {HEADER}.")
         return ErlangService(), "erlang"
 

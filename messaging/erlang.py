@@ -5,6 +5,12 @@ health_check, plus ack_messages and stats. One pooled `requests` session with sh
 timeouts; every failure becomes `ErlangUnavailable` (could not reach it, or it is
 overloaded: the caller may fall back) or `ErlangRejected` (it refused our request: a bug
 or bad input, no point retrying). Nothing here ever hangs a request.
+
+Every call carries X-Request-Id: the id of the request (or job) being served, or a new one
+for a call made outside any, so the messaging service's lines and the persistence callback
+that stores the message can be traced back to it. While MESSAGING_SHARED_SECRET rotates, a
+node not restarted yet answers 401 to the new secret: the call is retried once with
+MESSAGING_SHARED_SECRET_PREVIOUS.
 """
 
 import hashlib
@@ -20,10 +26,14 @@ import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
 
+import request_context
+
 logger = logging.getLogger("messaging.erlang")
 
 CONNECT_TIMEOUT = 0.5
 READ_TIMEOUT = 3.0
+TOKEN_HEADER = "X-Messaging-Token"
+REQUEST_ID_HEADER = "X-Request-Id"
 
 
 class ErlangError(Exception):
@@ -44,9 +54,10 @@ class ErlangRejected(ErlangError):
 
 
 class ErlangMessagingClient:
-    def __init__(self, base_url: str | None = None, secret: str | None = None):
+    def __init__(self, base_url: str | None = None, secret: str | None = None, previous_secret: str | None = None):
         self._base_url = base_url
         self._secret = secret
+        self._previous_secret = previous_secret
         self._local = threading.local()
 
     # Settings are read at call time so tests and deployments can point elsewhere.
@@ -57,6 +68,10 @@ class ErlangMessagingClient:
     @property
     def secret(self) -> str:
         return self._secret or settings.MESSAGING_SHARED_SECRET
+
+    @property
+    def previous_secret(self) -> str:
+        return settings.MESSAGING_SHARED_SECRET_PREVIOUS if self._previous_secret is None else self._previous_secret
 
     @property
     def session(self) -> requests.Session:
@@ -115,10 +130,27 @@ class ErlangMessagingClient:
     # --- plumbing --------------------------------------------------------------------------------
 
     def _request(self, method, path, *, json=None, authenticated=True, read_timeout=READ_TIMEOUT) -> dict:
-        headers = {"X-Messaging-Token": self.secret} if authenticated else {}
+        headers = {REQUEST_ID_HEADER: request_context.current_request_id() or request_context.new_request_id()}
+        if not authenticated:
+            return self._answer(self._send(method, path, json, headers, read_timeout), method, path)
+        response = self._send(method, path, json, {**headers, TOKEN_HEADER: self.secret}, read_timeout)
+        if response.status_code == 401 and self.previous_secret:
+            # A node still on the previous secret (a rotation under way). It refused before taking
+            # anything, so sending the call again cannot deliver a message twice.
+            logger.warning(
+                "messaging service at %s refused MESSAGING_SHARED_SECRET; retrying %s %s with "
+                "MESSAGING_SHARED_SECRET_PREVIOUS (restart the node with the new secret)",
+                self.base_url,
+                method,
+                path,
+            )
+            response = self._send(method, path, json, {**headers, TOKEN_HEADER: self.previous_secret}, read_timeout)
+        return self._answer(response, method, path)
+
+    def _send(self, method, path, json, headers, read_timeout) -> requests.Response:
         started = time.monotonic()
         try:
-            response = self.session.request(
+            return self.session.request(
                 method, self.base_url + path, json=json, headers=headers, timeout=(CONNECT_TIMEOUT, read_timeout)
             )
         except requests.RequestException as error:
@@ -127,6 +159,8 @@ class ErlangMessagingClient:
             raise ErlangUnavailable("The messaging service could not be reached.") from None
         finally:
             logger.debug("erlang %s %s took %.1f ms", method, path, 1000 * (time.monotonic() - started))
+
+    def _answer(self, response: requests.Response, method, path) -> dict:
         try:
             body = response.json()
         except ValueError:

@@ -23,6 +23,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from wagtail.log_actions import log
 
+import request_context
 from finance import permissions
 from finance.errors import TransactionError
 
@@ -331,11 +332,33 @@ def persist_messages(items: list) -> dict:
     _insert(_undecided(batch))
     rejected = [received for received in batch if received.outcome == REJECTED]
     _keep_dead_letters(rejected)
+    _log_batch(batch)
     return {
         "stored": [received.id for received in batch if received.outcome == STORED],
         "duplicates": [received.id for received in batch if received.outcome == DUPLICATE],
         "rejected": [{"id": received.id, "error": received.error} for received in rejected],
     }
+
+
+def _log_batch(batch: list[Received]) -> None:
+    """One line per batch, the callback's own request id on it (the log filter adds it), and each
+    stored message's id paired with the id of the request that sent it (the item's "request_id",
+    from the X-Request-Id the messaging service received): grepping a portal request's id finds
+    the line that stored its message."""
+    stored = {received.id: _origin_request_id(received.item) for received in batch if received.outcome == STORED}
+    duplicates = sum(received.outcome == DUPLICATE for received in batch)
+    rejected = sum(received.outcome == REJECTED for received in batch)
+    logger.info(
+        "persistence callback: %s stored, %s duplicates, %s rejected",
+        len(stored),
+        duplicates,
+        rejected,
+        extra={"stored": stored, "duplicates": duplicates, "rejected": rejected},
+    )
+
+
+def _origin_request_id(item) -> str | None:
+    return request_context.valid_request_id(item.get("request_id")) if isinstance(item, dict) else None
 
 
 def _undecided(batch: list[Received]) -> list[Received]:

@@ -1,4 +1,11 @@
-"""The client's real address when the portal runs behind reverse proxies (nginx).
+"""The request id every log line carries, and the client's real address behind reverse proxies.
+
+RequestIdMiddleware: each request gets an id, the one nginx (or a client) sent in X-Request-Id
+when it is acceptable, else a new one. It is in every log line the request causes (including
+lines logged deep in services), in the calls made to the messaging service, and in the answer's
+X-Request-Id, so an operator can go from a user's report or nginx's log to every line.
+
+TrustedProxyMiddleware: the client's real address when the portal runs behind reverse proxies (nginx).
 
 A proxy connects to gunicorn itself, so REMOTE_ADDR is the proxy's address; it passes the
 client's address on in X-Forwarded-For (nginx: `$proxy_add_x_forwarded_for` appends the
@@ -16,6 +23,11 @@ webhook verification limit, logs, the audit) reads REMOTE_ADDR as usual.
 import ipaddress
 
 from django.conf import settings
+from django.core.signals import request_finished
+
+import request_context
+
+REQUEST_ID_HEADER = "X-Request-Id"
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -78,3 +90,27 @@ class TrustedProxyMiddleware:
                 peer, request.META.get("HTTP_X_FORWARDED_FOR", ""), self.proxies
             )
         return self.get_response(request)
+
+
+class RequestIdMiddleware:
+    """Binds the request id (see the module doc) for as long as the request is served.
+
+    Bound until Django's request_finished, not only until this middleware returns: Django logs
+    a 4xx answer (django.request WARNING) after the last middleware has returned, and that line
+    must carry the id too."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        request_finished.connect(_request_served, dispatch_uid="portal.middleware.request_id")
+
+    def __call__(self, request):
+        request_id = request_context.valid_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request.request_id = request_id or request_context.new_request_id()
+        request_context.begin(request.request_id, request)
+        response = self.get_response(request)
+        response[REQUEST_ID_HEADER] = request.request_id
+        return response
+
+
+def _request_served(sender, **kwargs) -> None:
+    request_context.end()

@@ -57,6 +57,16 @@ PROVIDER_SECRETS = {
     "mpesa": ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_CALLBACK_TOKEN"),
     "stripe": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"),
 }
+# Secrets that rotate without downtime: while senders move to the new value, `<NAME>_PREVIOUS`
+# holds the old one, accepted on incoming calls only (webhooks, the messaging service's calls).
+ROTATED_SECRETS = (
+    "MESSAGING_SHARED_SECRET",
+    "PAYSTACK_SECRET_KEY",
+    "FLUTTERWAVE_SECRET_HASH",
+    "STRIPE_WEBHOOK_SECRET",
+    "MPESA_CALLBACK_TOKEN",
+    "SANDBOX_WEBHOOK_SECRET",
+)
 SWITCH_OFF = (
     "A payment provider you do not use can be switched off instead: leave it out of PAYMENT_PROVIDERS "
     '(e.g. PAYMENT_PROVIDERS="paystack=NG GH,stripe=*"; PAYMENT_PROVIDERS=none switches every one off).'
@@ -86,10 +96,29 @@ def settings_problems(values: Mapping[str, object], enabled_providers: Iterable[
         else:
             continue
         problems.append(f"{name} {state}. Set it to {HOW_TO_SET[name]}.")
+    problems.extend(_previous_value_problems(values, enabled))
     if values.get("SANDBOX_PAYMENTS_ENABLED"):
         problems.append(
             "SANDBOX_PAYMENTS_ENABLED is on. The sandbox provider marks bookings paid without any money: "
             "it runs only in development (DEBUG=true). Unset it or set SANDBOX_PAYMENTS_ENABLED=false."
+        )
+    return problems
+
+
+def _previous_value_problems(values: Mapping[str, object], enabled_providers: list[str]) -> list[str]:
+    """A previous value still accepted (rotation) must be private too; empty means none."""
+    published = set(DEVELOPMENT_SECRETS.values())
+    problems = []
+    for name in required_secrets(enabled_providers):
+        if name in ROTATED_SECRETS and str(values.get(f"{name}_PREVIOUS") or "").strip() in published:
+            problems.append(
+                f"{name}_PREVIOUS is a development value published in this repository. Set it to the value "
+                f"{name} had before you rotated it, or leave it empty once every sender uses the new one."
+            )
+    if any(str(key).strip() in published for key in values.get("SECRET_KEY_FALLBACKS") or ()):
+        problems.append(
+            "SECRET_KEY_FALLBACKS holds a development value published in this repository. List only the "
+            "previous SECRET_KEY values you rotated away from (comma separated), or leave it empty."
         )
     return problems
 

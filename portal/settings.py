@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from whitenoise.compress import Compressor
 
+from portal.log_format import LOG_FORMATS, logging_settings
 from portal.secrets_check import DEVELOPMENT_SECRETS, PROVIDER_SECRETS, refuse_insecure_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -40,12 +41,22 @@ def secret(name: str) -> str:
     return os.environ.get(name, DEVELOPMENT_SECRETS[name] if DEBUG else "")
 
 
+def previous_secret(name: str) -> str:
+    """`<name>_PREVIOUS`: the value `name` had before it was rotated. Accepted on incoming calls
+    only (a webhook, the messaging service's calls) until every sender has the new value;
+    outgoing calls and new signatures use the current one. Empty: none."""
+    return os.environ.get(f"{name}_PREVIOUS", "").strip()
+
+
 # --- Fail closed ---------------------------------------------------------------------
 # DEBUG is off unless the environment turns it on: a deployment that forgets it gets the
 # production profile, never debug pages and development secrets. `make run`, the tests
 # and the benchmarks set DEBUG=true themselves (Makefile, testing/development_mode.py).
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = secret("SECRET_KEY")
+# Keys SECRET_KEY replaced, comma separated: sessions, password-reset links and other values
+# signed with them stay valid while they are listed (Django signs with SECRET_KEY only).
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", "")
 
 # The host names this portal answers to. With DEBUG off, also the ones the load balancer
 # forwards (e.g. portal.example.com); Django's test client adds its own "testserver".
@@ -118,7 +129,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost, so a request's time includes every middleware below (portal/metrics.py).
     "portal.metrics.RequestMetricsMiddleware",
-    # First, so everything after it (throttles, logs, the audit) sees the client's real address.
+    # Next: every line logged while a request is served, from any layer, carries its id.
+    "portal.middleware.RequestIdMiddleware",
+    # Then, so everything after it (throttles, logs, the audit) sees the client's real address.
     "portal.middleware.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files straight from gunicorn, before sessions and the rest are touched.
@@ -361,16 +374,22 @@ REST_KNOX = {
 # --- Payment providers ---------------------------------------------------------------
 # Webhook secrets (verification) and API keys (outbound checkout calls), per provider.
 # Only the providers switched on (PAYMENT_PROVIDERS below) need theirs with DEBUG off.
+# Each webhook secret's _PREVIOUS (previous_secret above) verifies deliveries still signed
+# with the old value while the provider's dashboard (or our callback URL) moves to the new.
 PAYSTACK_SECRET_KEY = secret("PAYSTACK_SECRET_KEY")
+PAYSTACK_SECRET_KEY_PREVIOUS = previous_secret("PAYSTACK_SECRET_KEY")
 FLUTTERWAVE_SECRET_KEY = secret("FLUTTERWAVE_SECRET_KEY")
 FLUTTERWAVE_SECRET_HASH = secret("FLUTTERWAVE_SECRET_HASH")
+FLUTTERWAVE_SECRET_HASH_PREVIOUS = previous_secret("FLUTTERWAVE_SECRET_HASH")
 STRIPE_SECRET_KEY = secret("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = secret("STRIPE_WEBHOOK_SECRET")
+STRIPE_WEBHOOK_SECRET_PREVIOUS = previous_secret("STRIPE_WEBHOOK_SECRET")
 MPESA_CONSUMER_KEY = secret("MPESA_CONSUMER_KEY")
 MPESA_CONSUMER_SECRET = secret("MPESA_CONSUMER_SECRET")
 MPESA_SHORTCODE = os.environ.get("MPESA_SHORTCODE", "174379")
 MPESA_PASSKEY = secret("MPESA_PASSKEY")
 MPESA_CALLBACK_TOKEN = secret("MPESA_CALLBACK_TOKEN")
+MPESA_CALLBACK_TOKEN_PREVIOUS = previous_secret("MPESA_CALLBACK_TOKEN")
 # Where providers reach us (callback URLs, redirects after checkout).
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -407,6 +426,7 @@ if os.environ.get("PAYMENT_PROVIDERS", "").strip():
 SANDBOX_PAYMENTS_ENABLED = env_bool("SANDBOX_PAYMENTS_ENABLED", DEBUG)
 SANDBOX_AUTOCOMPLETE = env_bool("SANDBOX_AUTOCOMPLETE", True)
 SANDBOX_WEBHOOK_SECRET = secret("SANDBOX_WEBHOOK_SECRET")
+SANDBOX_WEBHOOK_SECRET_PREVIOUS = previous_secret("SANDBOX_WEBHOOK_SECRET")
 SANDBOX_WEBHOOK_URL = os.environ.get("SANDBOX_WEBHOOK_URL", f"{PUBLIC_BASE_URL}/api/payments/webhooks/sandbox/")
 
 # Requests that fail webhook verification, per source address per hour, before 429.
@@ -417,6 +437,9 @@ ERLANG_MESSAGING_URL = os.environ.get("ERLANG_MESSAGING_URL", "http://127.0.0.1:
 # What browsers use to reach the WebSocket, when it differs from the server-side URL.
 ERLANG_MESSAGING_PUBLIC_URL = os.environ.get("ERLANG_MESSAGING_PUBLIC_URL", "")
 MESSAGING_SHARED_SECRET = secret("MESSAGING_SHARED_SECRET")
+# While it rotates: the messaging service's calls may carry the previous value, and a node not
+# restarted yet answers 401 to the new one, so erlang_client retries that call once with it.
+MESSAGING_SHARED_SECRET_PREVIOUS = previous_secret("MESSAGING_SHARED_SECRET")
 # How long a token for the Erlang WebSocket lives (/api/messaging/ws-token/, host pages).
 # The service closes a session when its token expires; the host pages renew it before.
 WS_TOKEN_TTL_SECONDS = env_int("WS_TOKEN_TTL_SECONDS", 300)
@@ -493,19 +516,27 @@ for _proxy in TRUSTED_PROXIES:
     except ValueError as _error:
         raise ImproperlyConfigured(f"TRUSTED_PROXIES: {_error}. List addresses or networks, e.g. 127.0.0.1,10.0.0.0/8.")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "loggers": {
-        # Server errors (500s with their traceback) and warnings, also with DEBUG off.
-        "django": {"handlers": ["console"], "level": os.environ.get("DJANGO_LOG_LEVEL", "WARNING")},
-        "finance": {"handlers": ["console"], "level": os.environ.get("FINANCE_LOG_LEVEL", "INFO")},
-        "messaging": {"handlers": ["console"], "level": "INFO"},
-        "jobs": {"handlers": ["console"], "level": os.environ.get("JOBS_LOG_LEVEL", "INFO")},
-    },
+# --- Logs ------------------------------------------------------------------------------
+# One line per event on stderr: JSON with DEBUG off (the production profile: a log shipper
+# reads fields, not text), plain text with DEBUG on; LOG_FORMAT=json|plain chooses. Every
+# line carries the request id (X-Request-Id, portal.middleware.RequestIdMiddleware) or the
+# background job's id, and the signed-in user's id; portal/log_format.py lists the fields.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or ("plain" if DEBUG else "json")
+if LOG_FORMAT not in LOG_FORMATS:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: set it to json or plain (or leave it unset).")
+LOGGING_CONFIG = "portal.log_format.configure"
+LOG_LEVELS = {
+    # Server errors (500s with their traceback, django.request ERROR) and warnings, also
+    # with DEBUG off. Configuring "django" drops Django's default e-mail to ADMINS: errors
+    # are logged, never only mailed.
+    "django": os.environ.get("DJANGO_LOG_LEVEL", "WARNING"),
+    # The development server's one line per request (`make run`), with its request id.
+    "django.server": "INFO",
+    "finance": os.environ.get("FINANCE_LOG_LEVEL", "INFO"),
+    "messaging": "INFO",
+    "jobs": os.environ.get("JOBS_LOG_LEVEL", "INFO"),
 }
+LOGGING = logging_settings(log_format=LOG_FORMAT, levels=LOG_LEVELS)
 
 # --- Fail closed: the last word -------------------------------------------------------
 # With DEBUG off, refuse to start on any missing or published secret, and on the sandbox

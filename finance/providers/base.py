@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import requests
+from django.conf import settings
 
 from finance.errors import TransactionError
 from finance.money import from_minor_units, parse_amount
@@ -150,12 +151,20 @@ class Provider:
 
     name = ""
     client_class = ProviderClient
+    # The setting webhooks are verified with. While it rotates, `<setting>_PREVIOUS` verifies
+    # deliveries still made with the old value; everything we send uses the current one.
+    webhook_secret_setting = ""
 
     def client(self, session=None) -> ProviderClient:
         return self.client_class(self.secret(), session=session)
 
     def secret(self) -> str:
         raise NotImplementedError
+
+    def webhook_secrets(self) -> list[str]:
+        """What a delivery may be signed with: the current secret, then the previous one if set."""
+        names = (self.webhook_secret_setting, f"{self.webhook_secret_setting}_PREVIOUS")
+        return [value for value in (getattr(settings, name, "") for name in names) if value]
 
     def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
         """Open the provider's checkout for `payment`. Called outside any transaction."""

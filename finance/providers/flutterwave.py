@@ -40,6 +40,7 @@ class FlutterwaveClient(ProviderClient):
 class Flutterwave(Provider):
     name = "flutterwave"
     client_class = FlutterwaveClient
+    webhook_secret_setting = "FLUTTERWAVE_SECRET_HASH"
 
     def secret(self) -> str:
         return settings.FLUTTERWAVE_SECRET_KEY
@@ -56,7 +57,7 @@ class Flutterwave(Provider):
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get("verif-hash", "")
-        if not given or not constant_time_equal(given, settings.FLUTTERWAVE_SECRET_HASH):
+        if not given or not any(constant_time_equal(given, secret) for secret in self.webhook_secrets()):
             raise WebhookVerificationError("Bad or missing verif-hash.")
 
     def parse(self, raw: bytes) -> ProviderEvent:

@@ -46,6 +46,7 @@ class StripeClient(ProviderClient):
 class Stripe(Provider):
     name = "stripe"
     client_class = StripeClient
+    webhook_secret_setting = "STRIPE_WEBHOOK_SECRET"
 
     def secret(self) -> str:
         return settings.STRIPE_SECRET_KEY
@@ -72,9 +73,10 @@ class Stripe(Provider):
         if abs((now or time.time()) - timestamp) > TOLERANCE_SECONDS:
             raise WebhookVerificationError("Stripe-Signature timestamp outside the 300 s tolerance.")
         signed = f"{timestamp}.".encode() + raw
-        expected = hmac.new(settings.STRIPE_WEBHOOK_SECRET.encode(), signed, hashlib.sha256).hexdigest()
-        # Any listed v1 may match: Stripe signs with every active secret while one is rotated.
-        if not any(constant_time_equal(signature, expected) for signature in signatures):
+        expected = [hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest() for secret in self.webhook_secrets()]
+        # Any listed v1 may match: Stripe signs with every active secret while one is rotated in
+        # its dashboard; ours may be the new one or (STRIPE_WEBHOOK_SECRET_PREVIOUS) the old one.
+        if not any(constant_time_equal(given, wanted) for given in signatures for wanted in expected):
             raise WebhookVerificationError("No Stripe-Signature v1 matches.")
 
     def parse(self, raw: bytes) -> ProviderEvent:

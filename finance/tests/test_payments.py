@@ -410,3 +410,90 @@ def test_no_withdrawal_or_other_row_is_touched_by_a_refused_webhook(host, paymen
     post("paystack", paystack_event(payment), {"HTTP_X_PAYSTACK_SIGNATURE": "forged"})
     after = (Withdrawal.objects.count(), Payment.objects.get(pk=payment.pk).status, wallet_balance(host))
     assert before == after
+
+
+# --- secret rotation: the previous secret verifies deliveries until every sender has the new one ---------
+
+
+def delivery(provider, payment, secret):
+    """(body, headers, query) of a `provider` delivery about `payment`, signed with `secret`."""
+    from finance.providers import sandbox
+
+    if provider == "paystack":
+        raw = json.dumps(paystack_event(payment)).encode()
+        return raw, paystack_headers(raw, secret), ""
+    if provider == "flutterwave":
+        return json.dumps(flutterwave_event(payment)).encode(), {"HTTP_VERIF_HASH": secret}, ""
+    if provider == "stripe":
+        raw = json.dumps(stripe_event(payment)).encode()
+        return raw, stripe_signature(raw, secrets=(secret,)), ""
+    if provider == "mpesa":
+        return json.dumps(mpesa_callback("ws_CO_1")).encode(), {}, f"?token={secret}"
+    raw = sandbox.event_body(payment)
+    return raw, {"HTTP_X_SANDBOX_SIGNATURE": sandbox.sign(raw, secret)}, ""
+
+
+WEBHOOK_SECRETS = {
+    "paystack": "PAYSTACK_SECRET_KEY",
+    "flutterwave": "FLUTTERWAVE_SECRET_HASH",
+    "stripe": "STRIPE_WEBHOOK_SECRET",
+    "mpesa": "MPESA_CALLBACK_TOKEN",
+    "sandbox": "SANDBOX_WEBHOOK_SECRET",
+}
+
+
+@pytest.fixture
+def rotation_payment(host, guest, make_booking):
+    """A payment for each provider: 1,000.00 NGN (KES for M-Pesa), of which the host gets 850.00 (900.00)."""
+
+    def make(provider):
+        if provider == "mpesa":
+            booking = make_booking(host, guest, total="1000.00", commission="100.00", currency="KES", country="KE")
+        else:
+            booking = make_booking(host, guest, total="1000.00", commission="150.00", currency="NGN")
+        return Payment.objects.create(
+            booking=booking,
+            provider=provider,
+            amount=booking.grand_total,
+            currency=booking.currency,
+            provider_reference="ws_CO_1" if provider == "mpesa" else "",
+        )
+
+    return make
+
+
+def paid_to(host, provider):
+    return wallet_balance(host, "KES") if provider == "mpesa" else wallet_balance(host)
+
+
+@pytest.mark.parametrize("provider", WEBHOOK_SECRETS)
+def test_a_delivery_signed_with_the_previous_secret_is_applied_while_it_rotates(
+    settings, host, rotation_payment, provider
+):
+    name = WEBHOOK_SECRETS[provider]
+    old = f"{provider}-secret-before-rotation"
+    payment = rotation_payment(provider)
+    raw, headers, query = delivery(provider, payment, old)
+
+    refused = post(provider, raw, headers, query)  # the old secret alone verifies nothing
+    setattr(settings, f"{name}_PREVIOUS", old)
+    accepted = post(provider, raw, headers, query)
+    current = delivery(provider, payment, getattr(settings, name))
+
+    assert (refused.status_code, accepted.status_code) == (401, 200)
+    assert paid_to(host, provider) == (Decimal("900.00") if provider == "mpesa" else Decimal("850.00"))
+    assert post(provider, *current).status_code == 200  # the current secret still verifies (a replay: paid once)
+    assert paid_to(host, provider) == (Decimal("900.00") if provider == "mpesa" else Decimal("850.00"))
+
+
+@pytest.mark.parametrize("provider", WEBHOOK_SECRETS)
+def test_a_delivery_signed_with_neither_secret_is_refused(settings, host, rotation_payment, provider):
+    setattr(settings, f"{WEBHOOK_SECRETS[provider]}_PREVIOUS", f"{provider}-secret-before-rotation")
+    payment = rotation_payment(provider)
+
+    response = post(provider, *delivery(provider, payment, "a-guess"))
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_signature"
+    assert WebhookEvent.objects.count() == 0
+    assert paid_to(host, provider) == Decimal("0")

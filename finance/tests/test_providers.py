@@ -319,6 +319,28 @@ def test_mpesa_checkout(payment_for, settings):
 
 
 @pytest.mark.django_db
+def test_while_a_secret_rotates_what_we_send_uses_the_current_one(payment_for, settings):
+    settings.PUBLIC_BASE_URL = "https://stayafrica.example"
+    settings.PAYSTACK_SECRET_KEY, settings.PAYSTACK_SECRET_KEY_PREVIOUS = "sk_live_new", "sk_live_old"
+    settings.MPESA_CALLBACK_TOKEN, settings.MPESA_CALLBACK_TOKEN_PREVIOUS = "cb-new", "cb-old"
+    paystack_session, paystack_sent = session_with({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
+    mpesa_session, mpesa_sent = session_with(MPESA_ANSWERS)
+
+    Paystack().checkout(
+        payment_for("paystack", total="10.00", currency="NGN", country="NG"), email="g@x.test", session=paystack_session
+    )
+    Mpesa().checkout(
+        payment_for("mpesa", total="10.00", currency="KES", country="KE"),
+        email="g@x.test",
+        phone="254712345678",
+        session=mpesa_session,
+    )
+
+    assert paystack_sent.sent[0].headers["Authorization"] == "Bearer sk_live_new"
+    assert mpesa_sent.sent[-1].json()["CallBackURL"].endswith("/api/payments/webhooks/mpesa/?token=cb-new")
+
+
+@pytest.mark.django_db
 def test_mpesa_checkout_never_asks_for_a_different_amount_than_is_due(payment_for):
     """STK push takes whole shillings: KES 1,500.50 is refused rather than pushed as 1,500 or 1,501."""
     from finance.providers.base import CheckoutInputError

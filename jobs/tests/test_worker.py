@@ -16,6 +16,7 @@ from jobs.services import retry_job
 from jobs.worker import Worker
 from testing import jobs as test_jobs
 from testing.jobs import run_ready_jobs
+from testing.log_capture import captured_logs
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +70,21 @@ def test_a_job_that_keeps_failing_stops_at_its_maximum_and_shows_why():
     assert "the far end refused" in failed.traceback
     make_due(result)
     assert run_ready_jobs() == 0  # failed stays failed
+
+
+def test_each_attempt_logs_under_the_jobs_own_id():
+    result = test_jobs.always_fail.enqueue()
+    with captured_logs("json") as logs:
+        for _ in range(3):
+            make_due(result)
+            run_ready_jobs()
+
+    failures = [(line["level"], line["request_id"]) for line in logs.from_logger("jobs") if "failed" in line["message"]]
+    assert failures == [
+        ("WARNING", f"job:{result.id}:1"),
+        ("WARNING", f"job:{result.id}:2"),
+        ("ERROR", f"job:{result.id}:3"),
+    ]
 
 
 def test_a_permanent_error_fails_at_once():

@@ -2,18 +2,21 @@
 
 The broadcast fan-out job's retries and fallback: test_tasks.py."""
 
+import re
 import time
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
-from messaging.erlang import ErlangMessagingClient, ErlangUnavailable, erlang_client
+from messaging.erlang import ErlangMessagingClient, ErlangRejected, ErlangUnavailable, erlang_client
 from messaging.models import Broadcast, Message
 from messaging.services import create_broadcast
 from testing.erlang_node import ErlangNode
 from testing.jobs import run_ready_jobs
+from testing.log_capture import captured_logs
 from testing.processes import free_port
 from testing.waiting import wait_until
 
@@ -88,6 +91,67 @@ def test_client_errors_are_clear_exceptions_not_hangs():
     with pytest.raises(ErlangUnavailable):
         dead.send_message(1, 1, 2, "hi")
     assert dead.health_check() is False
+
+
+# --- what each call carries: the request id, and the secret while it rotates --------------------
+
+
+@contextmanager
+def request_ids_sent(client):
+    """The X-Request-Id of every call `client` makes in this thread, in order."""
+    sent = []
+
+    def note(response, **kwargs):
+        sent.append(response.request.headers.get("X-Request-Id"))
+
+    client.session.hooks["response"].append(note)
+    try:
+        yield sent
+    finally:
+        client.session.hooks["response"].remove(note)
+
+
+def test_a_message_sent_in_a_portal_request_carries_that_requests_id_to_the_messaging_service(
+    messaging_settings, conversation, guest
+):
+    with request_ids_sent(erlang_client) as sent:
+        response = as_user(guest).post(
+            f"/api/messaging/conversations/{conversation.pk}/messages/", {"text": "Hi"}, HTTP_X_REQUEST_ID="req-msg-1"
+        )
+        erlang_client.stats()  # outside any request: an id of its own
+        erlang_client.stats()
+
+    assert response.status_code == 201 and response.json()["via"] == "erlang"
+    assert response["X-Request-Id"] == "req-msg-1"
+    assert sent[0] == "req-msg-1"
+    assert all(re.fullmatch(r"[0-9a-f]{32}", request_id) for request_id in sent[1:])
+    assert len(set(sent)) == 3
+
+
+def test_a_node_still_on_the_previous_secret_is_called_again_with_it_and_the_message_is_stored(
+    settings, live_server, conversation, host, guest
+):
+    settings.MESSAGING_SHARED_SECRET, settings.MESSAGING_SHARED_SECRET_PREVIOUS = "secret-new", ""
+    # The node has not been restarted with the new secret yet.
+    with ErlangNode(django_url=live_server.url, secret="secret-old") as node:
+        settings.ERLANG_MESSAGING_URL = node.url
+        with pytest.raises(ErlangRejected) as refused:
+            erlang_client.stats()
+        settings.MESSAGING_SHARED_SECRET_PREVIOUS = "secret-old"
+        with captured_logs("json") as logs:
+            response = as_user(guest).post(
+                f"/api/messaging/conversations/{conversation.pk}/messages/", {"text": "Key under the mat"}
+            )
+        # The node's persistence callback, made with the old secret, is accepted too.
+        assert wait_until(lambda: Message.objects.filter(pk=response.json().get("id")).exists(), seconds=30)
+
+    assert refused.value.status == 401  # without the previous secret: refused, no retry
+    assert response.status_code == 201 and response.json()["via"] == "erlang"
+    assert Message.objects.get(pk=response.json()["id"]).via == "erlang"
+    [retry] = logs.from_logger("messaging.erlang")
+    assert retry["level"] == "WARNING"
+    assert "retrying POST /messages with MESSAGING_SHARED_SECRET_PREVIOUS" in retry["message"]
+    assert "secret-old" not in logs.text() and "secret-new" not in logs.text()
 
 
 def test_non_participants_cannot_see_or_post_to_a_conversation(messaging_settings, conversation, other_host):

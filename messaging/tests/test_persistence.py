@@ -16,11 +16,12 @@ from rest_framework.test import APIClient
 
 from messaging import services
 from messaging.models import DeadLetterMessage, Message
+from testing.log_capture import captured_logs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def persist(messages):
+def persist(messages, *, token=None, **headers):
     """POST a batch as the Erlang service does: JSON with non-ASCII escaped, so a lone surrogate
     travels as the six characters \\ud800 (the test client's own encoder could not send it)."""
     client = APIClient(raise_request_exception=False)  # a crash must show as the 500 Erlang would get
@@ -29,7 +30,8 @@ def persist(messages):
         "/api/messaging/erlang/persist/",
         json.dumps({"messages": messages}),
         content_type="application/json",
-        HTTP_X_MESSAGING_TOKEN=django_settings.MESSAGING_SHARED_SECRET,
+        HTTP_X_MESSAGING_TOKEN=django_settings.MESSAGING_SHARED_SECRET if token is None else token,
+        **headers,
     )
 
 
@@ -161,3 +163,49 @@ def test_a_failing_dead_letter_write_does_not_fail_the_batch(host, guest, monkey
 
     assert answer["stored"] == [good["id"]]
     assert rejected_ids(answer) == {poison["id"]}
+
+
+# --- the shared secret's rotation, and the log line that ties a stored message to its request -------
+
+
+def test_the_callback_accepts_the_previous_secret_while_it_rotates_and_no_other(settings, host, guest):
+    settings.MESSAGING_SHARED_SECRET, settings.MESSAGING_SHARED_SECRET_PREVIOUS = "secret-new", "secret-old"
+    batches = {token: [item(host, guest)] for token in ("secret-new", "secret-old", "a-guess")}
+
+    answers = {token: persist(batch, token=token) for token, batch in batches.items()}
+
+    assert {token: answer.status_code for token, answer in answers.items()} == {
+        "secret-new": 200,
+        "secret-old": 200,  # a node not restarted with the new secret yet
+        "a-guess": 401,
+    }
+    assert answers["a-guess"].json()["error"]["code"] == "authentication_failed"
+    stored = set(Message.objects.values_list("id", flat=True))
+    assert stored == {uuid.UUID(batches[token][0]["id"]) for token in ("secret-new", "secret-old")}
+
+
+def test_each_callback_logs_one_line_pairing_each_stored_message_with_the_request_that_sent_it(host, guest):
+    stored_before = item(host, guest)
+    persist([stored_before])
+    sent = [
+        item(host, guest, request_id="portal-req-1"),
+        item(guest, host, request_id="job:3f1c:1"),
+        item(host, guest, request_id="not\nan id"),  # never written as given: it could forge a line
+        item(host, guest),  # from before the messaging service passed request ids on
+    ]
+    batch = [*sent, stored_before, item(host, 987654321, request_id="portal-req-3")]
+
+    with captured_logs("json") as logs:
+        response = persist(batch, HTTP_X_REQUEST_ID="erlang-batch-42")
+
+    assert response.status_code == 200
+    [line] = logs.from_logger("messaging")
+    assert line["message"] == "persistence callback: 4 stored, 1 duplicates, 1 rejected"
+    assert line["request_id"] == "erlang-batch-42"  # the callback's own id
+    assert line["stored"] == {
+        sent[0]["id"]: "portal-req-1",
+        sent[1]["id"]: "job:3f1c:1",
+        sent[2]["id"]: None,
+        sent[3]["id"]: None,
+    }
+    assert (line["duplicates"], line["rejected"]) == (1, 1)

@@ -21,7 +21,15 @@ from testing import jobs as test_jobs
 from testing.processes import free_port, stop_process
 from testing.wagtail_site import ensure_wagtail_site
 from testing.waiting import wait_until
-from testing.web_server import BEHIND_TLS, ROOT, SERVE_SCRIPT, Gunicorn, collect_static, production_environment
+from testing.web_server import (
+    BEHIND_TLS,
+    PRODUCTION_SECRETS,
+    ROOT,
+    SERVE_SCRIPT,
+    Gunicorn,
+    collect_static,
+    production_environment,
+)
 
 WEBHOOK = "/api/payments/webhooks/paystack/"
 
@@ -40,8 +48,15 @@ def forge_webhook(server, forwarded_for=None) -> int:
         return session.post(server.url + WEBHOOK, data=b'{"event": "charge.success"}', headers=headers).status_code
 
 
-def workers_that_served(server, path: str) -> set[str]:
-    return set(re.findall(rf'"POST {re.escape(path)} [^"]*" \d+ .* worker=<(\d+)>', server.log()))
+def access_lines(server) -> list[dict]:
+    """gunicorn's access log lines (JSON: the production profile's LOG_FORMAT), whole lines only."""
+    log = server.log()
+    lines = [json.loads(line) for line in log[: log.rfind("\n") + 1].splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "gunicorn.access"]
+
+
+def workers_that_served(server, path: str) -> set[int]:
+    return {line["worker_pid"] for line in access_lines(server) if (line["method"], line["path"]) == ("POST", path)}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +117,70 @@ def test_nobody_picks_their_own_address_without_a_trusted_proxy(database, static
         statuses = [forge_webhook(server, f"203.0.113.{n}") for n in range(1, 6)]
 
     assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_gunicorn_and_django_write_json_lines_traced_by_the_request_id_with_no_secret(database, static_root):
+    mpesa_token = PRODUCTION_SECRETS["MPESA_CALLBACK_TOKEN"]
+    mpesa = "/api/payments/webhooks/mpesa/"
+    with Gunicorn(STATIC_ROOT=static_root) as server:
+        traced = requests.post(
+            server.url + WEBHOOK,
+            data=b'{"event": "charge.success"}',
+            headers={**BEHIND_TLS, "X-Paystack-Signature": "0" * 128, "X-Request-Id": "lb-4f1c9e"},
+        )
+        untraced = requests.get(server.url + "/admin/login/?next=/admin/", headers=BEHIND_TLS)
+        # The right token with an unreadable body (400), then a wrong one (401): the token is in the URL.
+        callbacks = [
+            requests.post(f"{server.url}{mpesa}?token={token}", data=b"{}", headers=BEHIND_TLS).status_code
+            for token in (mpesa_token, "guessed")
+        ]
+        # gunicorn writes an access line after the answer has gone: wait for the last one.
+        assert wait_until(lambda: [line["path"] for line in access_lines(server)].count(mpesa) == 2, seconds=30), (
+            server.log()[-3000:]
+        )
+        log = server.log()
+
+    assert (traced.status_code, untraced.status_code, callbacks) == (401, 200, [400, 401])
+    lines = [json.loads(line) for line in log.splitlines()]  # every line is one JSON object
+    assert {"gunicorn.error", "gunicorn.access", "finance.payments", "django.request"} <= {
+        line["logger"] for line in lines
+    }
+    # The id the load balancer gave, answered, on Django's lines and on the access line.
+    assert traced.headers["X-Request-Id"] == "lb-4f1c9e"
+    traced_lines = [line for line in lines if line["request_id"] == "lb-4f1c9e"]
+    assert [line["logger"] for line in traced_lines] == ["finance.payments", "django.request", "gunicorn.access"]
+    access = traced_lines[-1]
+    assert (access["method"], access["path"], access["status"], access["remote_addr"]) == (
+        "POST",
+        WEBHOOK,
+        401,
+        "127.0.0.1",
+    )
+    assert access["worker_pid"] > 0 and access["duration_ms"] > 0
+    # A request without an id gets one, answered and logged.
+    [page] = [line for line in lines if line.get("query") == "next=/admin/"]
+    assert page["path"] == "/admin/login/"
+    assert page["request_id"] == untraced.headers["X-Request-Id"]
+    assert page["query"] == "next=/admin/"
+    # The M-Pesa token is redacted from the access log; no secret appears anywhere.
+    assert [line["query"] for line in lines if line.get("path") == mpesa] == ["token=[redacted]"] * 2
+    leaked = [name for name, value in PRODUCTION_SECRETS.items() if value in log]
+    assert leaked == []
+
+
+def test_the_plain_access_log_carries_the_request_id_and_redacts_the_callback_token(database, static_root):
+    mpesa_token = PRODUCTION_SECRETS["MPESA_CALLBACK_TOKEN"]
+    with Gunicorn(STATIC_ROOT=static_root, LOG_FORMAT="plain") as server:
+        requests.post(
+            f"{server.url}/api/payments/webhooks/mpesa/?token={mpesa_token}&x=1",
+            data=b"{}",
+            headers={**BEHIND_TLS, "X-Request-Id": "lb-plain-1"},
+        )
+        assert wait_until(lambda: "request_id=lb-plain-1" in server.log(), seconds=30), server.log()[-3000:]
+        log = server.log()
+
+    assert '"POST /api/payments/webhooks/mpesa/?token=[redacted]&x=1 HTTP/1.1" 400' in log
+    assert mpesa_token not in log
 
 
 TOKEN = "/api/payments/auth/token/"

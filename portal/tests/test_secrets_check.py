@@ -12,12 +12,20 @@ from portal.secrets_check import (
     ALWAYS_REQUIRED,
     DEVELOPMENT_SECRETS,
     PROVIDER_SECRETS,
+    ROTATED_SECRETS,
     required_secrets,
     settings_problems,
 )
 from testing.web_server import PRODUCTION_SECRETS, ROOT
 
-CONFIGURATION = {*DEVELOPMENT_SECRETS, "DEBUG", "PAYMENT_PROVIDERS", "SANDBOX_PAYMENTS_ENABLED"}
+CONFIGURATION = {
+    *DEVELOPMENT_SECRETS,
+    *(f"{name}_PREVIOUS" for name in ROTATED_SECRETS),
+    "SECRET_KEY_FALLBACKS",
+    "DEBUG",
+    "PAYMENT_PROVIDERS",
+    "SANDBOX_PAYMENTS_ENABLED",
+}
 
 
 def manage(*args, **env) -> subprocess.CompletedProcess:
@@ -132,3 +140,53 @@ def test_the_sandbox_webhook_secret_is_not_derived_from_the_secret_key():
 
     assert result.returncode == 0, result.stderr
     assert secret_key[:8] not in printed(result)
+
+
+# --- rotation: previous values still accepted must be private too ---------------------------------------
+
+
+@pytest.mark.parametrize("name", [name for name in required_secrets(PROVIDER_SECRETS) if name in ROTATED_SECRETS])
+def test_a_previous_secret_that_is_a_published_development_value_is_refused(name):
+    values = {**PRODUCTION_SECRETS, f"{name}_PREVIOUS": DEVELOPMENT_SECRETS[name]}
+
+    problems = settings_problems(values, enabled_providers=PROVIDER_SECRETS)
+
+    assert len(problems) == 1 and problems[0].startswith(f"{name}_PREVIOUS is a development value"), problems
+
+
+def test_previous_secrets_that_are_private_or_empty_are_accepted():
+    values = {
+        **PRODUCTION_SECRETS,
+        "MESSAGING_SHARED_SECRET_PREVIOUS": "a-private-value-from-before-the-rotation",
+        "PAYSTACK_SECRET_KEY_PREVIOUS": "",
+        "SECRET_KEY_FALLBACKS": ["an-old-private-key"],
+    }
+
+    assert settings_problems(values, enabled_providers=PROVIDER_SECRETS) == []
+
+
+def test_debug_off_refuses_a_published_key_among_the_secret_key_fallbacks():
+    fallbacks = f"an-old-private-key,{DEVELOPMENT_SECRETS['SECRET_KEY']}"
+
+    result = manage("check", DEBUG="false", SECRET_KEY_FALLBACKS=fallbacks, **PRODUCTION_SECRETS)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY_FALLBACKS holds a development value" in result.stderr
+
+
+def test_debug_off_refuses_a_published_previous_value_at_start():
+    result = manage(
+        "check", DEBUG="false", MESSAGING_SHARED_SECRET_PREVIOUS="dev-messaging-secret", **PRODUCTION_SECRETS
+    )
+
+    assert result.returncode != 0
+    assert "MESSAGING_SHARED_SECRET_PREVIOUS is a development value" in result.stderr
+
+
+def test_secret_key_fallbacks_come_from_the_environment_comma_separated():
+    result = print_setting(
+        "SECRET_KEY_FALLBACKS", DEBUG="false", SECRET_KEY_FALLBACKS="old-1, old-2", **PRODUCTION_SECRETS
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert printed(result) == "['old-1', 'old-2']"

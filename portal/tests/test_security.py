@@ -111,3 +111,21 @@ def test_the_login_lockout_lifts_when_the_window_has_passed(host, settings):
     client = Client()
     assert sign_in(client, host.username, PASSWORD).status_code == 302
     assert signed_in(client)
+
+
+# --- SECRET_KEY rotation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fallbacks, stays_signed_in", [(["old-key"], True), ([], False)], ids=["listed", "dropped"])
+def test_a_host_signed_in_before_secret_key_rotated_stays_signed_in_while_the_old_key_is_a_fallback(
+    settings, host, fallbacks, stays_signed_in
+):
+    settings.SECRET_KEY = "old-key"
+    client = Client()
+    assert sign_in(client, host.username, PASSWORD).status_code == 302
+
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "new-key", fallbacks
+    statement = client.get("/statement/")
+
+    assert (statement.status_code == 200) is stays_signed_in
+    assert signed_in(client) is stays_signed_in
