@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.stack import Stack
+from deploy.stack import RELEASE, Stack
 from messaging.models import Conversation, Message
 from testing import web_server  # its test_database_url() is no test: keep it out of this module
 from testing.alert_rules import exported_metric_names
@@ -79,9 +79,16 @@ def guest(stack, make_user):
     return Guest(stack, guest, conversation)
 
 
+def launcher_line(line: str) -> bool:
+    """The three lines the release's start script (relx) prints before the VM boots: what it
+    runs and from where. Not the service's log, and no setting turns them off."""
+    return line.startswith(("Exec: ", "Root: ")) or line == str(RELEASE)
+
+
 def json_lines(path: Path) -> list[dict]:
     """A service's log: every line must be one JSON object (LOG_FORMAT=json)."""
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    text = path.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.strip() and not launcher_line(line)]
     parsed = []
     for line in lines:
         try:
@@ -124,10 +131,14 @@ def series_names(exposition: str) -> set[str]:
 
 
 def check_readiness_and_node_health(stack):
-    ready = requests.get(f"{stack.url}/health/ready/", verify=str(stack.tls_certificate), timeout=10)
+    def readiness():
+        return requests.get(f"{stack.url}/health/ready/", verify=str(stack.tls_certificate), timeout=10)
+
+    # The job worker has no port: it counts once its first heartbeat is in, seconds after start.
+    assert wait_until(lambda: readiness().json()["status"] == "ready", seconds=30), readiness().text
+    ready = readiness()
     assert ready.status_code == 200, ready.text
     body = ready.json()
-    assert body["status"] == "ready", body
     states = {name: check["state"] for name, check in body["checks"].items()}
     assert states == dict.fromkeys(("database", "cache", "migrations", "messaging", "job_worker"), "ok")
     for leak in ("127.0.0.1", stack.env["SECRET_KEY"], stack.env["MESSAGING_SHARED_SECRET"], "postgres"):

@@ -93,6 +93,20 @@ def count_webhook(provider: str, outcome: str) -> None:
     WEBHOOK_EVENTS.labels(provider=provider, outcome=outcome).inc()
 
 
+def start_counters_at_zero(operations: list[str], providers: list[str]) -> None:
+    """Expose each operation's ok and error series, and each enabled provider's outcomes, at 0
+    from the start. A labelled series otherwise appears only with its first event, at 1, and
+    Prometheus' increase() cannot see that first step: the first unexpected error would never
+    fire an alert, and a scrape before any event would lack the series the rules read."""
+    for operation in operations:
+        for outcome in (OK, ERROR):
+            LEDGER_OPERATIONS.labels(operation=operation, outcome=outcome)
+    outcomes = [value for name, value in vars(WebhookOutcome).items() if not name.startswith("_")]
+    for provider in providers:
+        for outcome in outcomes:
+            WEBHOOK_EVENTS.labels(provider=provider, outcome=outcome)
+
+
 # --- the scrape-time reads -----------------------------------------------------------------
 
 

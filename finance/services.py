@@ -96,6 +96,10 @@ Direction = WalletTransaction.Direction
 _running_operation: contextvars.ContextVar[str | None] = contextvars.ContextVar("running_operation", default=None)
 
 
+# Every operation _money_operation wraps, by name: their counters start at 0 (finance/apps.py).
+MONEY_OPERATIONS: list[str] = []
+
+
 def _money_operation(name: str, *, single_statement: bool = False, atomic: bool = True):
     """Run an operation in one database transaction, then count and log its outcome.
 
@@ -115,6 +119,8 @@ def _money_operation(name: str, *, single_statement: bool = False, atomic: bool 
     statement fails), it opens its own transaction. `atomic=False`: the operation manages
     its own transaction (create_wallet).
     """
+
+    MONEY_OPERATIONS.append(name)
 
     def decorate(func):
         signature = inspect.signature(func)

@@ -4,6 +4,7 @@ Both run as our own child processes on free loopback ports, against the test dat
 pytest-django created and a Redis key prefix of their own, and are stopped by PID.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -113,3 +114,15 @@ class Gunicorn:
 
     def log(self) -> str:
         return self.log_path.read_text()
+
+
+def access_lines(server: "Gunicorn") -> list[dict]:
+    """gunicorn's access log lines (JSON: the production profile's LOG_FORMAT), whole lines only."""
+    log = server.log()
+    lines = [json.loads(line) for line in log[: log.rfind("\n") + 1].splitlines() if line.startswith("{")]
+    return [line for line in lines if line["logger"] == "gunicorn.access"]
+
+
+def workers_that_served(server: "Gunicorn", method: str, path: str) -> set[int]:
+    """The PIDs of the gunicorn workers whose access lines show `method path`."""
+    return {line["worker_pid"] for line in access_lines(server) if (line["method"], line["path"]) == (method, path)}

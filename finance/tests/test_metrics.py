@@ -26,6 +26,28 @@ def webhooks(provider: str, outcome: str) -> float:
 # --- ledger_operations_total -------------------------------------------------------------------
 
 
+def test_every_operation_and_enabled_provider_is_exposed_at_zero_before_its_first_event():
+    """So a scrape finds every series the alerts read, and increase() sees the first error."""
+    from finance.providers import PROVIDERS, is_enabled
+    from finance.services import MONEY_OPERATIONS
+
+    assert {"credit_wallet", "debit_wallet", "complete_withdrawal", "process_refund"} <= set(MONEY_OPERATIONS)
+    for operation in MONEY_OPERATIONS:
+        for outcome in ("ok", "error"):
+            assert (
+                REGISTRY.get_sample_value("ledger_operations_total", {"operation": operation, "outcome": outcome})
+                is not None
+            )
+    enabled = [name for name in PROVIDERS if is_enabled(name)]
+    assert enabled
+    for provider in enabled:
+        for outcome in ("processed", "duplicate", "invalid_signature", "rejected", "error"):
+            assert (
+                REGISTRY.get_sample_value("webhook_events_total", {"provider": provider, "outcome": outcome})
+                is not None
+            )
+
+
 def test_a_refused_debit_counts_under_its_error_code_and_a_credit_as_ok(funded_wallet):
     refused_before, ok_before = operations("debit_wallet", "insufficient_balance"), operations("credit_wallet", "ok")
 

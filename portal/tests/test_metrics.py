@@ -24,7 +24,7 @@ from jobs.tasks import check_ledger
 from testing import jobs as test_jobs
 from testing.production_secrets import PRODUCTION_SECRETS
 from testing.waiting import wait_until
-from testing.web_server import Gunicorn
+from testing.web_server import Gunicorn, workers_that_served
 
 TOKEN = "a-token-for-prometheus"
 
@@ -224,12 +224,6 @@ def database(django_db_setup, django_db_blocker):
         yield
 
 
-def served_by(server) -> set[str]:
-    """The gunicorn workers (PIDs) that served GET /health/live/, from the access log."""
-    lines = [line for line in server.log().splitlines() if '"GET /health/live/ ' in line]
-    return {line.rsplit("worker=", 1)[1].strip("<> ") for line in lines}
-
-
 def test_a_scrape_sums_what_every_gunicorn_worker_counted_and_promtool_finds_nothing_wrong(database):
     token = PRODUCTION_SECRETS["METRICS_TOKEN"]
     sent = 0
@@ -245,7 +239,7 @@ def test_a_scrape_sums_what_every_gunicorn_worker_counted_and_promtool_finds_not
             statuses = list(clients.map(live, range(20)))
             assert statuses == [200] * 20
             sent += 20
-            return len(served_by(server)) >= 2
+            return len(workers_that_served(server, "GET", "/health/live/")) >= 2
 
         assert wait_until(both_workers_served, seconds=120, interval=0), server.log()[-3000:]
         # Prometheus asks each app server directly, over plain HTTP: no redirect to HTTPS.

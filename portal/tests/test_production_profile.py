@@ -27,8 +27,10 @@ from testing.web_server import (
     ROOT,
     SERVE_SCRIPT,
     Gunicorn,
+    access_lines,
     collect_static,
     production_environment,
+    workers_that_served,
 )
 
 WEBHOOK = "/api/payments/webhooks/paystack/"
@@ -46,17 +48,6 @@ def forge_webhook(server, forwarded_for=None) -> int:
         headers["X-Forwarded-For"] = forwarded_for
     with requests.Session() as session:
         return session.post(server.url + WEBHOOK, data=b'{"event": "charge.success"}', headers=headers).status_code
-
-
-def access_lines(server) -> list[dict]:
-    """gunicorn's access log lines (JSON: the production profile's LOG_FORMAT), whole lines only."""
-    log = server.log()
-    lines = [json.loads(line) for line in log[: log.rfind("\n") + 1].splitlines() if line.startswith("{")]
-    return [line for line in lines if line["logger"] == "gunicorn.access"]
-
-
-def workers_that_served(server, path: str) -> set[int]:
-    return {line["worker_pid"] for line in access_lines(server) if (line["method"], line["path"]) == ("POST", path)}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +84,7 @@ def alternating(servers, count: int):
 def test_every_app_server_shares_the_webhook_verification_limit(database, static_root):
     with two_app_servers(STATIC_ROOT=static_root, WEBHOOK_FAILED_VERIFICATION_LIMIT=10) as servers:
         statuses = [forge_webhook(server) for server in alternating(servers, 25)]
-        served = [len(workers_that_served(server, WEBHOOK)) for server in servers]
+        served = [len(workers_that_served(server, "POST", WEBHOOK)) for server in servers]
 
     assert statuses == [401] * 10 + [429] * 15
     # The limit held although the forgeries landed on two servers.
@@ -215,7 +206,10 @@ def test_every_app_server_shares_the_sign_in_lockouts(database, static_root):
     with two_app_servers(STATIC_ROOT=static_root, LOGIN_FAILURE_LIMIT=4) as servers:
         api = [wrong_token_request(server) for server in alternating(servers, 8)]
         pages = [wrong_sign_in(server) for server in alternating(servers, 8)]
-        served = [(workers_that_served(server, TOKEN), workers_that_served(server, LOGIN)) for server in servers]
+        served = [
+            (workers_that_served(server, "POST", TOKEN), workers_that_served(server, "POST", LOGIN))
+            for server in servers
+        ]
 
     assert api == [400] * 4 + [429] * 4
     assert pages == [200] * 3 + [429] * 5  # the fourth failure already answers "locked"
