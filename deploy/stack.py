@@ -37,6 +37,9 @@ RELEASE = ROOT / "erlang_messaging" / "_build" / "prod" / "rel" / "messaging_ser
 NODE_NAMES = ("a", "b")
 REQUIRED_SECRETS = ("SECRET_KEY", "MESSAGING_COOKIE", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN")
 START_TIMEOUT_SECONDS = 60
+# nginx rests a server this long after it failed a request (passive health checks: the only
+# kind open-source nginx has). A planned restart drains the server instead (restart()).
+NGINX_FAIL_TIMEOUT_SECONDS = 10
 
 
 def free_port() -> int:
@@ -116,6 +119,19 @@ class Service:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+def _children(pid: int | None) -> set[int]:
+    """The PIDs of a process's children (nginx's workers), from /proc."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if pid is not None and int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
 def _port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
@@ -189,6 +205,7 @@ class Stack:
         self.app_ports = {name: free_port() for name in NODE_NAMES}
         self.node_ports = {name: free_port() for name in NODE_NAMES}
         self.nginx_workers = nginx_workers
+        self.drained: set[str] = set()  # servers rolled out of nginx's upstreams (restart())
         self.access_log = access_log
         messaging_path = f"/messaging/node-{django_messaging_node}" if django_messaging_node else "/messaging"
         # Only the app servers count into a Prometheus directory, each its own (below).
@@ -285,9 +302,11 @@ class Stack:
     # --- nginx ------------------------------------------------------------------------------
 
     def render_nginx_site(self, certificate: Path, key: Path) -> str:
-        def server_lines(ports: dict) -> str:
+        def server_lines(kind: str, ports: dict) -> str:
+            health = f"max_fails=1 fail_timeout={NGINX_FAIL_TIMEOUT_SECONDS}s"
             return "\n".join(
-                f"    server 127.0.0.1:{port} max_fails=1 fail_timeout=10s;  # {name}" for name, port in ports.items()
+                f"    server 127.0.0.1:{port} {health}{' down' if f'{kind}-{name}' in self.drained else ''};  # {name}"
+                for name, port in ports.items()
             )
 
         node_upstreams = "\n".join(
@@ -308,8 +327,8 @@ class Stack:
             for name in self.node_ports
         )
         values = {
-            "APP_SERVERS": server_lines(self.app_ports),
-            "MESSAGING_NODES": server_lines(self.node_ports),
+            "APP_SERVERS": server_lines("app", self.app_ports),
+            "MESSAGING_NODES": server_lines("erlang", self.node_ports),
             "MESSAGING_NODE_UPSTREAMS": node_upstreams,
             "PINNED_WEBSOCKET_LOCATIONS": pinned_ws,
             "PINNED_API_LOCATIONS": pinned_api,
@@ -420,11 +439,44 @@ class Stack:
         self.services[name].kill()
 
     def restart(self, name: str, **env) -> Service:
-        """A rolling restart of one service: a clean stop (SIGTERM: gunicorn finishes the
-        requests it holds, the Erlang node flushes its log), then a start with `env` changed,
-        waiting until it answers. nginx sends the others' traffic meanwhile."""
+        """One step of a rolling restart, with nothing failed: a server behind nginx is first
+        drained (marked `down` and nginx reloaded, so no request is sent to it and none is
+        cut off on a kept-alive connection), then stopped cleanly (SIGTERM: gunicorn finishes
+        its requests, the Erlang node syncs its log), started with `env` changed, and put back
+        once it answers. A job worker is simply stopped and started."""
+        behind_nginx = self._upstream_name(name) is not None
+        if behind_nginx:
+            self.drain(name)
         self.services[name].stop()
-        return self.start_service(name, **env)
+        service = self.start_service(name, **env)
+        if behind_nginx:
+            self.undrain(name)
+        return service
+
+    def drain(self, name: str) -> None:
+        """Take an app server or an Erlang node out of nginx's shared upstream."""
+        self.drained.add(self._upstream_name(name))
+        self.reload_nginx()
+
+    def undrain(self, name: str) -> None:
+        self.drained.discard(self._upstream_name(name))
+        self.reload_nginx()
+
+    @staticmethod
+    def _upstream_name(service: str) -> str | None:
+        """The service's key in the drained set ('app-a', 'erlang-b'); None for the others."""
+        kind, _, node = service.partition("-")
+        return f"{kind}-{node}" if kind in ("app", "erlang") and node in NODE_NAMES else None
+
+    def reload_nginx(self) -> None:
+        """Rewrite the site and reload nginx (SIGHUP), returning once every worker of the old
+        configuration has finished its requests and exited."""
+        nginx = self.services["nginx"]
+        (self.run_dir / "stayafrica.conf").write_text(self.render_nginx_site(*self._tls_certificate()))
+        old_workers = _children(nginx.pid)
+        nginx.signal(signal.SIGHUP)
+        if not wait_until(lambda: not (old_workers & _children(nginx.pid)), seconds=30):
+            raise RuntimeError("stack: nginx's old workers did not finish within 30 s of a reload")
 
     def stop(self) -> None:
         """Every service this stack started, in reverse order: nginx first, the nodes last."""
