@@ -49,18 +49,7 @@ send_all(Port, Msgs) ->
 
 %% Polls Fun every 50 ms until it returns true; ok | timeout.
 wait_until(Fun, TimeoutMs) ->
-    Deadline = erlang:monotonic_time(millisecond) + TimeoutMs,
-    wait_loop(Fun, Deadline).
-
-wait_loop(Fun, Deadline) ->
-    case catch Fun() of
-        true -> ok;
-        _ ->
-            case erlang:monotonic_time(millisecond) > Deadline of
-                true -> timeout;
-                false -> timer:sleep(50), wait_loop(Fun, Deadline)
-            end
-    end.
+    msg_test_util:wait_until(Fun, TimeoutMs).
 
 %% The log's generation numbers and total size, as the file system sees them.
 generations(Dir) ->

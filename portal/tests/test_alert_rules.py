@@ -9,6 +9,8 @@ cannot: that no alert was left without its cases or its runbook.
 import pytest
 
 from testing.alert_rules import (
+    MESSAGING_METRICS,
+    PORTAL_METRICS,
     alert_metric_names,
     alert_rules,
     exported_metric_names,
@@ -16,38 +18,6 @@ from testing.alert_rules import (
     runbook_anchor,
     unit_tests,
 )
-
-# The metric names the endpoints promise (the contract between them and the rules), as an
-# expression selects them: a histogram by its `_bucket` series.
-PORTAL_METRICS = {
-    "http_request_duration_seconds_bucket",
-    "http_responses_total",
-    "ledger_operations_total",
-    "webhook_events_total",
-    "withdrawals_pending",
-    "withdrawals_pending_oldest_age_seconds",
-    "approvals_pending",
-    "jobs_queue_depth",
-    "jobs_failed_total",
-    "ledger_check_ok",
-    "ledger_check_last_run_timestamp_seconds",
-    "portal_ready",
-}
-MESSAGING_METRICS = {
-    "messaging_messages_accepted_total",
-    "messaging_messages_routed_total",
-    "messaging_messages_delivered_total",
-    "messaging_messages_dropped_total",
-    "messaging_persistence_batches_total",
-    "messaging_persistence_lag_seconds",
-    "messaging_wal_bytes",
-    "messaging_messages_dead_lettered_total",
-    "messaging_websocket_connections",
-    "messaging_vm_memory_bytes",
-    "messaging_vm_processes",
-    "messaging_cluster_members",
-    "messaging_up",
-}
 
 ALERT_NAMES = [rule["alert"] for rule in alert_rules()]
 
