@@ -13,8 +13,9 @@ looks like a backup is a whole one.
 A restore goes only into an existing, empty database, and only after every checksum
 matches; then it runs `manage.py check_ledger` on the result.
 
-Only the standard library and PostgreSQL's client tools: pg_dump does not need Django's
-settings, so neither DEBUG nor any secret is required. The password in DATABASE_URL reaches
+The standard library and PostgreSQL's client tools (and the names of the secrets Django
+requires, for check_ledger): pg_dump does not need Django's settings, so neither DEBUG nor
+any secret is required. The password in DATABASE_URL reaches
 libpq through PGPASSWORD, never a command line (which `ps` shows) or the output.
 """
 
@@ -30,6 +31,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+# The secrets every deployment must set (read without loading Django's settings).
+from portal.secrets_check import ALWAYS_REQUIRED
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "manifest.json"
@@ -326,7 +330,7 @@ def check_ledger(environ: dict[str, str], database_url: str) -> subprocess.Compl
     value stands in, and no payment provider is switched on."""
     env = {**environ, "DATABASE_URL": database_url, "PAYMENT_PROVIDERS": "none", "SANDBOX_PAYMENTS_ENABLED": "false"}
     env.pop("DATABASE_POOLER", None)
-    for name in ("SECRET_KEY", "MESSAGING_SHARED_SECRET"):
+    for name in ALWAYS_REQUIRED:
         env.setdefault(name, secrets.token_urlsafe(50))
     return subprocess.run(
         [sys.executable, str(ROOT / "manage.py"), "check_ledger"], cwd=ROOT, env=env, capture_output=True, text=True
