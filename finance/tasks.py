@@ -1,22 +1,31 @@
 """Background jobs of the money domain (run by the jobs engine's workers, at least once each)."""
 
+import logging
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
 from jobs.policy import PermanentJobError, job
+from jobs.services import record_check
 from jobs.worker import current_attempt, describe
 
 # complete_withdrawal_batch and post_sandbox_webhook are declared beside the code they belong
 # to; imported here so that every process (the portal lists jobs it never runs) knows their
 # labels and retry policies.
 from .bulk import complete_withdrawal_batch  # noqa: F401
+from .ledger_checks import run_ledger_checks
 from .models import Payment
 from .money import format_money
 from .providers.sandbox import post_sandbox_webhook  # noqa: F401
 
 Receipt = Payment.ReceiptStatus
+
+logger = logging.getLogger("finance")
+
+# The periodic ledger check's name among the jobs engine's check results (GET /metrics reads it).
+LEDGER_CHECK = "ledger"
 
 
 @job(label="Receipt e-mail", max_attempts=6, base_delay=30, max_delay=3600)
@@ -71,3 +80,27 @@ def _set_receipt_state(payment: Payment, state: str, error: str) -> None:
             receipt_sent_at=timezone.now() if state == Receipt.SENT else None,
             updated_at=timezone.now(),
         )
+
+
+# One attempt: the next period runs it again. A run that cannot finish (the database away)
+# stays as a failed job, which jobs_failed_total shows; a finished run leaves no job row, its
+# result is the CheckResult row.
+@job(label="Ledger check", max_attempts=1, keep_result=False)
+def check_ledger() -> bool:
+    """Run every ledger invariant check (as `manage.py check_ledger` does) and record the result:
+    ok or not, when, and the names of the failing checks. Each failing check is logged as an
+    ERROR naming it; violations are the ledger's state, not the job's failure, so the job succeeds."""
+    results = run_ledger_checks()
+    failed = [result for result in results if not result.ok]
+    for result in failed:
+        logger.error(
+            "ledger check failed: %s (%s violations): %s. First: %s",
+            result.name,
+            result.violation_count,
+            result.description,
+            "; ".join(result.violations[:3]),
+        )
+    record_check(LEDGER_CHECK, ok=not failed, failures=[result.name for result in failed])
+    if not failed:
+        logger.info("ledger check passed: %s checks", len(results))
+    return not failed

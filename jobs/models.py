@@ -55,7 +55,7 @@ class PeriodicJob(models.Model):
 
 
 class CheckResult(models.Model):
-    """The last result of a periodic check (jobs.tasks.check_ledger: the ledger's invariants), one
+    """The last result of a periodic check (finance.tasks.check_ledger: the ledger's invariants), one
     row per check. In the database, so every process reports the same: GET /metrics reads it at
     each scrape (ledger_check_ok, ledger_check_last_run_timestamp_seconds)."""
 

@@ -29,8 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from finance import metrics as finance_metrics
+from finance.tasks import LEDGER_CHECK
 from jobs import selectors as job_selectors
-from jobs.tasks import LEDGER_CHECK
 
 from . import health
 

@@ -77,12 +77,10 @@ if not DEBUG:
                 "e.g. 'X-Forwarded-Proto: https', or set it empty when nothing terminates TLS in front."
             )
         SECURE_PROXY_SSL_HEADER = ("HTTP_" + _header.strip().upper().replace("-", "_"), _value.strip())
-    # Plain HTTP is redirected to HTTPS, except the messaging service's callbacks (they come
-    # from the Erlang nodes over the internal network, DJANGO_API_URL, not from browsers) and
-    # the liveness probe the load balancer and process manager ask each app server directly.
+    # Plain HTTP is redirected to HTTPS, except what comes over the internal network straight
+    # to each app server, not from browsers: the messaging service's callbacks (DJANGO_API_URL),
+    # the health probes (load balancer, process manager) and GET /metrics (Prometheus).
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
-    # The health probes and GET /metrics are asked of each app server directly, over the
-    # internal network (load balancer, process manager, Prometheus), not through TLS.
     SECURE_REDIRECT_EXEMPT = [r"^api/messaging/erlang/", r"^health/live/$", r"^health/ready/$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
@@ -463,7 +461,7 @@ JOB_POLL_SECONDS = float(os.environ.get("JOB_POLL_SECONDS", "1"))
 JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 14)
 # Periodic jobs and their period in seconds: each runs once per period for the whole
 # deployment, whatever the number of workers (jobs/scheduler.py).
-# The ledger check (jobs.tasks.check_ledger: what `manage.py check_ledger` checks) runs every
+# The ledger check (finance.tasks.check_ledger: what `manage.py check_ledger` checks) runs every
 # LEDGER_CHECK_EVERY_SECONDS (15 minutes); GET /metrics reports its last result.
 LEDGER_CHECK_EVERY_SECONDS = env_int("LEDGER_CHECK_EVERY_SECONDS", 900)
 if LEDGER_CHECK_EVERY_SECONDS < 1:
@@ -471,7 +469,7 @@ if LEDGER_CHECK_EVERY_SECONDS < 1:
 PERIODIC_JOBS = {
     "jobs.tasks.prune_finished_jobs": 3600,
     "messaging.tasks.sample_stats": 2,
-    "jobs.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
+    "finance.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
 }
 
 # --- Metrics -------------------------------------------------------------------------

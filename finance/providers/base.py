@@ -166,6 +166,12 @@ class Provider:
         names = (self.webhook_secret_setting, f"{self.webhook_secret_setting}_PREVIOUS")
         return [value for value in (getattr(settings, name, "") for name in names) if value]
 
+    def webhook_secret_matches(self, given: str, expected=lambda secret: secret) -> bool:
+        """Whether `given` (a header, a token, a signature) is `expected(secret)` for the current
+        or the previous webhook secret, compared in constant time. `expected` turns a secret into
+        what a delivery carries: the secret itself, or its signature over the body."""
+        return bool(given) and any(constant_time_equal(given, expected(secret)) for secret in self.webhook_secrets())
+
     def checkout(self, payment, *, email: str, phone: str = "", session=None) -> dict:
         """Open the provider's checkout for `payment`. Called outside any transaction."""
         raise NotImplementedError

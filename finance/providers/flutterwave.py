@@ -10,7 +10,6 @@ from .base import (
     ProviderClient,
     ProviderEvent,
     WebhookVerificationError,
-    constant_time_equal,
     expect,
     field,
     load_json,
@@ -56,8 +55,7 @@ class Flutterwave(Provider):
         return {"checkout_url": expect(data, "link")}
 
     def verify(self, raw: bytes, headers, query=None) -> None:
-        given = headers.get("verif-hash", "")
-        if not given or not any(constant_time_equal(given, secret) for secret in self.webhook_secrets()):
+        if not self.webhook_secret_matches(headers.get("verif-hash", "")):
             raise WebhookVerificationError("Bad or missing verif-hash.")
 
     def parse(self, raw: bytes) -> ProviderEvent:

@@ -23,7 +23,6 @@ from .base import (
     ProviderClient,
     ProviderEvent,
     WebhookVerificationError,
-    constant_time_equal,
     expect,
     field,
     load_json,
@@ -112,8 +111,7 @@ class Mpesa(Provider):
         return {"checkout_request_id": checkout_request_id, "provider_reference": checkout_request_id}
 
     def verify(self, raw: bytes, headers, query=None) -> None:
-        token = (query or {}).get("token", "")
-        if not token or not any(constant_time_equal(token, secret) for secret in self.webhook_secrets()):
+        if not self.webhook_secret_matches((query or {}).get("token", "")):
             raise WebhookVerificationError("Bad or missing callback token.")
 
     def parse(self, raw: bytes) -> ProviderEvent:

@@ -14,7 +14,6 @@ from .base import (
     ProviderClient,
     ProviderEvent,
     WebhookVerificationError,
-    constant_time_equal,
     expect,
     field,
     load_json,
@@ -59,7 +58,7 @@ class Paystack(Provider):
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get("x-paystack-signature", "").lower()
-        if not given or not any(constant_time_equal(given, signature(s, raw)) for s in self.webhook_secrets()):
+        if not self.webhook_secret_matches(given, lambda secret: signature(secret, raw)):
             raise WebhookVerificationError("Bad or missing x-paystack-signature.")
 
     def parse(self, raw: bytes) -> ProviderEvent:

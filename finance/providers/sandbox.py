@@ -24,7 +24,6 @@ from .base import (
     Provider,
     ProviderEvent,
     WebhookVerificationError,
-    constant_time_equal,
     field,
     load_json,
     major_amount,
@@ -93,7 +92,7 @@ class Sandbox(Provider):
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get(SIGNATURE_HEADER, "").lower()
-        if not given or not any(constant_time_equal(given, sign(raw, secret)) for secret in self.webhook_secrets()):
+        if not self.webhook_secret_matches(given, lambda secret: sign(raw, secret)):
             raise WebhookVerificationError(f"Bad or missing {SIGNATURE_HEADER}.")
 
     def parse(self, raw: bytes) -> ProviderEvent:

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 from finance.errors import InsufficientBalanceError
 from finance.models import ApprovalRequest, Withdrawal
 from finance.services import TransactionService
-from jobs.tasks import check_ledger
+from finance.tasks import check_ledger
 from testing import jobs as test_jobs
 from testing.alert_rules import PORTAL_METRICS
 from testing.production_secrets import PRODUCTION_SECRETS

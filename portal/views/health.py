@@ -8,6 +8,8 @@ Readiness (/health/ready/): may this server take traffic? Each dependency and it
 (portal/health.py): 200 while every required one is ok, 503 with the same body when one is not.
 """
 
+import functools
+
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -15,27 +17,32 @@ from django.views.decorators.csrf import csrf_exempt
 from portal import health
 
 
-def _method_not_allowed(path: str) -> JsonResponse:
-    refusal = {"code": "method_not_allowed", "message": f"GET {path} only."}
-    response = JsonResponse({"error": refusal}, status=405)
-    response["Allow"] = "GET, HEAD"
-    return response
+def read_only_endpoint(view):
+    """For the endpoints machines ask (probes, metrics): GET and HEAD only, any other method a
+    JSON 405 (not a CSRF page: they change nothing), never cached."""
+
+    @csrf_exempt
+    @never_cache
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method not in ("GET", "HEAD"):
+            refusal = {"code": "method_not_allowed", "message": f"GET {request.path} only."}
+            response = JsonResponse({"error": refusal}, status=405)
+            response["Allow"] = "GET, HEAD"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
-@csrf_exempt  # it changes nothing: any other method gets the JSON 405 below, not a CSRF page
-@never_cache
+@read_only_endpoint
 def live(request):
-    if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed("/health/live/")
     return JsonResponse({"status": "ok"})
 
 
-@csrf_exempt
-@never_cache
+@read_only_endpoint
 def ready(request):
     """{"status": "ready" | "degraded" | "not_ready", "checks": {name: {"state", "required"}}}."""
-    if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed("/health/ready/")
     readiness = health.readiness()
     return JsonResponse(
         {"status": readiness.status, "checks": readiness.states}, status=200 if readiness.ready else 503

@@ -8,11 +8,11 @@ money waits and what fails, which is nobody else's business.
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
 from django.utils.crypto import constant_time_compare
-from django.views.decorators.cache import never_cache
-from django.views.decorators.csrf import csrf_exempt
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from portal.metrics import exposition
+
+from .health import read_only_endpoint
 
 
 def _bearer_token(request) -> str:
@@ -24,13 +24,8 @@ def _refusal(status: int, code: str, message: str) -> JsonResponse:
     return JsonResponse({"error": {"code": code, "message": message}}, status=status)
 
 
-@csrf_exempt  # read-only: any other method gets the JSON 405 below, not a CSRF page
-@never_cache
+@read_only_endpoint
 def metrics(request):
-    if request.method not in ("GET", "HEAD"):
-        response = _refusal(405, "method_not_allowed", "GET /metrics only.")
-        response["Allow"] = "GET, HEAD"
-        return response
     token = _bearer_token(request)
     # An empty METRICS_TOKEN (possible only with DEBUG on and the variable set empty) opens nothing.
     if not (token and settings.METRICS_TOKEN and constant_time_compare(token, settings.METRICS_TOKEN)):

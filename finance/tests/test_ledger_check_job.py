@@ -1,4 +1,4 @@
-"""The periodic ledger check (jobs.tasks.check_ledger): scheduled like every periodic job, it runs
+"""The periodic ledger check (finance.tasks.check_ledger): scheduled like every periodic job, it runs
 what `manage.py check_ledger` runs and leaves its result where every process reads it."""
 
 import logging
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.django_db
 
 def run_the_periodic_ledger_check() -> None:
     """What a worker does when the check's period comes: enqueue it once, run it."""
-    assert "jobs.tasks.check_ledger" in enqueue_due_periodic_jobs(
-        {"jobs.tasks.check_ledger": settings.LEDGER_CHECK_EVERY_SECONDS}
+    assert "finance.tasks.check_ledger" in enqueue_due_periodic_jobs(
+        {"finance.tasks.check_ledger": settings.LEDGER_CHECK_EVERY_SECONDS}
     )
     assert run_ready_jobs() == 1
 
@@ -38,14 +38,14 @@ def test_a_healthy_ledger_is_recorded_as_ok_and_leaves_no_job_row(funded_wallet)
     result = selectors.last_check("ledger")
     assert result.ok and result.failures == []
     assert before <= result.ran_at <= timezone.now()
-    assert not DBTaskResult.objects.filter(task_path="jobs.tasks.check_ledger").exists()
+    assert not DBTaskResult.objects.filter(task_path="finance.tasks.check_ledger").exists()
 
 
 def test_a_broken_ledger_is_recorded_with_the_failing_checks_and_logged_as_errors(funded_wallet, caplog):
     # A balance changed behind the ledger's back: it no longer equals its journal entries.
     Wallet.objects.filter(pk=funded_wallet.pk).update(balance=funded_wallet.balance + Decimal("5.00"))
 
-    with caplog.at_level(logging.ERROR, logger="jobs"):
+    with caplog.at_level(logging.ERROR, logger="finance"):
         run_the_periodic_ledger_check()
 
     result = CheckResult.objects.get(name="ledger")
@@ -61,7 +61,7 @@ def test_a_later_healthy_run_replaces_the_failed_result(funded_wallet):
     Wallet.objects.filter(pk=funded_wallet.pk).update(balance=funded_wallet.balance + Decimal("5.00"))
     run_the_periodic_ledger_check()
     Wallet.objects.filter(pk=funded_wallet.pk).update(balance=funded_wallet.balance)
-    reschedule_now("jobs.tasks.check_ledger")
+    reschedule_now("finance.tasks.check_ledger")
     run_the_periodic_ledger_check()
 
     assert CheckResult.objects.get(name="ledger").ok
@@ -69,9 +69,9 @@ def test_a_later_healthy_run_replaces_the_failed_result(funded_wallet):
 
 
 def test_it_runs_every_15_minutes_unless_ledger_check_every_seconds_says_otherwise():
-    assert settings.PERIODIC_JOBS["jobs.tasks.check_ledger"] == 900
+    assert settings.PERIODIC_JOBS["finance.tasks.check_ledger"] == 900
     env = {**os.environ, "DEBUG": "true", "LEDGER_CHECK_EVERY_SECONDS": "60"}
-    script = "from django.conf import settings; print(settings.PERIODIC_JOBS['jobs.tasks.check_ledger'])"
+    script = "from django.conf import settings; print(settings.PERIODIC_JOBS['finance.tasks.check_ledger'])"
 
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
