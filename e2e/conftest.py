@@ -27,6 +27,8 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 TIMEOUT_MS = 10_000
+# Screenshots are taken at the width finance staff work at.
+DESKTOP = {"width": 1440, "height": 900}
 
 
 @pytest.fixture(scope="session")
@@ -62,9 +64,7 @@ def open_as(browser, live):
         client = Client()
         client.force_login(user)
         cookie = client.cookies[django_settings.SESSION_COOKIE_NAME].value
-        context = browser.new_context(
-            base_url=live, viewport=viewport or {"width": 1366, "height": 900}, accept_downloads=True
-        )
+        context = browser.new_context(base_url=live, viewport=viewport or DESKTOP, accept_downloads=True)
         context.set_default_timeout(TIMEOUT_MS)
         context.add_cookies([{"name": django_settings.SESSION_COOKIE_NAME, "value": cookie, "url": live}])
         contexts.append(context)

@@ -34,7 +34,7 @@ from messaging.models import Conversation, Message
 from testing import web_server  # its test_database_url() is no test: keep it out of this module
 from testing.waiting import wait_until
 
-from .conftest import TIMEOUT_MS, shot
+from .conftest import DESKTOP, TIMEOUT_MS, shot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -72,9 +72,7 @@ def browser_context(browser, stack):
     contexts = []
 
     def new_context():
-        context = browser.new_context(
-            base_url=stack.url, ignore_https_errors=True, viewport={"width": 1366, "height": 900}
-        )
+        context = browser.new_context(base_url=stack.url, ignore_https_errors=True, viewport=DESKTOP)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         return context

@@ -6,7 +6,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import TIMEOUT_MS, shot
+from .conftest import DESKTOP, TIMEOUT_MS, shot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,7 +18,7 @@ def new_page(browser, live):
     contexts = []
 
     def new_page():
-        context = browser.new_context(base_url=live, viewport={"width": 1366, "height": 900})
+        context = browser.new_context(base_url=live, viewport=DESKTOP)
         context.set_default_timeout(TIMEOUT_MS)
         contexts.append(context)
         return context.new_page()

@@ -11,7 +11,7 @@ from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 
 from finance import permissions
 
-from .views import approvals, audit, broadcasts, dead_letters, finance, jobs, messaging, webhooks
+from .views import approvals, audit, broadcasts, dead_letters, finance, jobs, messaging, transactions, webhooks
 
 
 class PermissionMenuItem(MenuItem):
@@ -80,6 +80,7 @@ class TransactionSection(OperationsSection):
     permission_required = permissions.VIEW_TRANSACTIONS
     routes = [
         ("", finance.TransactionListView.as_view(), "index"),
+        ("<str:reference>/", transactions.TransactionDetailView.as_view(), "detail"),
         ("<str:reference>/reverse/", finance.ReversalView.as_view(), "reverse"),
         ("<str:reference>/reverse/confirm/", finance.ReversalView.as_view(confirming=True), "reverse_confirm"),
     ]
