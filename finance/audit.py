@@ -10,6 +10,8 @@ from decimal import Decimal
 from wagtail.log_actions import log
 from wagtail.models import ModelLogEntry
 
+import request_context
+
 from .money import quantum
 
 # Registered with Wagtail's log action registry by finance/wagtail_hooks.py.
@@ -23,6 +25,7 @@ ACTIONS = {
     "stayafrica.approval.approve": ("Approve", "Approved a request"),
     "stayafrica.approval.reject": ("Reject", "Rejected a request"),
     "stayafrica.webhook.replay": ("Replay webhook", "Replayed a webhook event"),
+    "stayafrica.access.denied": ("Access denied", "Was refused a page or an action for lack of permission"),
 }
 
 
@@ -31,6 +34,29 @@ def log_once(instance, action: str, *, actor, key: str | None, data: dict) -> No
     if key and ModelLogEntry.objects.filter(action=action, data__idempotency_key=key).exists():
         return
     log(instance, action, user=actor, data={**data, "idempotency_key": key or ""})
+
+
+def log_denied(actor, *, permission: str = "", path: str = "", method: str = "", what: str = "") -> None:
+    """Record that `actor` (a signed-in person) was refused a page or an action for lack of a
+    permission: who (the entry's user, and its object), what (`path` and `method`, or the action
+    `what`, and the `permission` missing), when (the entry's timestamp). One row per refusal.
+
+    Anonymous visitors are not recorded: they are sent to sign in, and their requests name nobody.
+    A refusal inside a transaction that then rolls back loses its record with it (the staff actions
+    check permissions before they open their transaction, so theirs are kept)."""
+    if actor is None or not getattr(actor, "is_authenticated", False):
+        return
+    actor = getattr(actor, "_wrapped", actor)  # request.user is a lazy object
+    request = request_context.current_request()
+    if request is not None and not path:  # a staff action refused while serving a request: which one
+        path, method = request.path, request.method
+    log(
+        actor,
+        "stayafrica.access.denied",
+        user=actor,
+        title=path or what or permission,
+        data={"username": actor.get_username(), "permission": permission, "path": path, "method": method, "what": what},
+    )
 
 
 def money_data(amount, currency: str, **extra) -> dict:

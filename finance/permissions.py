@@ -48,4 +48,7 @@ def require(actor, permission: str) -> None:
     if actor is None:
         raise PermissionDeniedError("A staff action needs a signed-in person to perform it.")
     if not allows(actor, permission):
+        from .audit import log_denied  # here: the audit imports Wagtail, which needs the apps loaded
+
+        log_denied(actor, permission=permission, what=permission)
         raise PermissionDeniedError(f"You do not have permission for this action ({permission}).")

@@ -121,16 +121,38 @@ class TransactionFilter(django_filters.FilterSet):
         fields = []
 
 
+class AuditFilterForm(forms.Form):
+    """The audit log's filters: a reversed date range is an error the page shows, not an empty list."""
+
+    def clean(self):
+        data = super().clean()
+        start, end = data.get("date_from"), data.get("date_to")
+        if start and end and start > end:
+            raise forms.ValidationError("The start date is after the end date.", code="reversed_range")
+        return data
+
+
 class AuditFilter(django_filters.FilterSet):
-    user = django_filters.CharFilter(label="User", field_name="user__username", lookup_expr="iexact")
+    # type=search: the shared filter form applies these as you type (filter_form.html).
+    user = django_filters.CharFilter(
+        label="User",
+        field_name="user__username",
+        lookup_expr="istartswith",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Username"}),
+    )
     action = django_filters.ChoiceFilter(label="Action", choices=staff_action_choices, empty_label="Any action")
-    object = django_filters.CharFilter(label="Object", method="filter_object")
+    object = django_filters.CharFilter(
+        label="Object",
+        method="filter_object",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Reference, name or id"}),
+    )
     date_from = DayFromFilter(label="From", field_name="timestamp", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = DayToFilter(label="To", field_name="timestamp", widget=forms.DateInput(attrs={"type": "date"}))
 
     class Meta:
         model = ModelLogEntry
         fields = []
+        form = AuditFilterForm
 
     def filter_object(self, queryset, name, value):
         value = value.strip()

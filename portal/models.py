@@ -23,3 +23,14 @@ class User(AbstractUser):
 
     def __str__(self):
         return self.get_full_name() or self.username
+
+
+class AuditTarget(models.Model):
+    """What an audit entry is about when no row of the database is: "Sign-in", for a failed
+    sign-in under a username no account has. Wagtail's ModelLogEntry points to an instance
+    (content type and id), so such entries point to one of these few fixed rows."""
+
+    name = models.CharField(max_length=100, unique=True)
+
+    def __str__(self):
+        return self.name

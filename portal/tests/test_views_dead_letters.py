@@ -113,6 +113,6 @@ def test_a_long_list_is_paginated(support_user):
 def test_the_export_lists_every_entry_with_its_text(support_user, nul_message):
     response = signed_in(support_user).get(URL, {"export": "csv"})
 
-    body = b"".join(response.streaming_content).decode()
+    body = b"".join(response.streaming_content).decode("utf-8-sig")  # the export starts with a byte-order mark
     assert body.splitlines()[0].startswith("Last seen,First seen,Times seen,Message id,Reason")
     assert nul_message.message_id in body and "Your key is in the \u2400 box" in body

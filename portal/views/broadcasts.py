@@ -15,7 +15,8 @@ from messaging.models import Broadcast, Priority
 from messaging.selectors import with_fan_out_state
 from messaging.services import MessagingError, audience_users, create_broadcast
 
-from ..csv_export import stream_csv
+from ..audit_events import record_export
+from ..csv_export import column_value, label, person, stream_csv
 from .base import OperationsView, PermissionRequiredMixin
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
 
@@ -28,6 +29,21 @@ COUNTRIES = [
     ("RW", "Rwanda"),
     ("TZ", "Tanzania"),
     ("TN", "Tunisia"),
+]
+
+
+# The broadcasts' CSV export (GET ?export=csv): one row per broadcast.
+BROADCAST_EXPORT_COLUMNS = [
+    ("Sent", "created_at"),
+    ("By", person("author")),
+    ("By username", "author.username"),
+    ("Audience", "audience_label"),
+    ("Priority", label("priority")),
+    ("Message", "text"),
+    ("Delivered", "delivered"),
+    ("Total", "total"),
+    ("Status", label("status")),
+    ("Stored directly", "via_fallback"),
 ]
 
 
@@ -80,21 +96,14 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
     def get(self, request, *args, **kwargs):
         if request.GET.get("export") == "csv" and not self.confirming:
             return stream_csv(
-                "broadcasts.csv",
-                ["Sent", "By", "Audience", "Priority", "Message", "Delivered", "Total", "Status", "Stored directly"],
+                "broadcasts",
+                [h for h, _ in BROADCAST_EXPORT_COLUMNS],
                 (
-                    [
-                        b.created_at.isoformat(),
-                        b.author.username,
-                        b.audience_label,
-                        b.priority,
-                        b.text,
-                        b.delivered,
-                        b.total,
-                        b.status,
-                        "yes" if b.via_fallback else "no",
-                    ]
+                    [column_value(b, spec) for _, spec in BROADCAST_EXPORT_COLUMNS]
                     for b in Broadcast.objects.select_related("author").iterator(chunk_size=1000)
+                ),
+                on_finish=lambda rows, complete: record_export(
+                    request, list_name="Broadcasts", rows=rows, complete=complete
                 ),
             )
         return super().get(request, *args, **kwargs)

@@ -94,7 +94,7 @@ class DeadLetterListView(TableListView):
     template_name = "portal/dead_letters.html"
     table_class = DeadLetterTable
     filterset_class = DeadLetterFilter
-    export_filename = "undeliverable-messages.csv"
+    export_filename = "undeliverable-messages"
     export_columns = [
         ("Last seen", "last_seen"),
         ("First seen", "first_seen"),
@@ -102,7 +102,9 @@ class DeadLetterListView(TableListView):
         ("Message id", "message_id"),
         ("Reason", "reason"),
         ("Sender id", "sender_id"),
+        ("Sender username", "sender_name"),
         ("Receiver id", "receiver_id"),
+        ("Receiver username", "receiver_name"),
         ("Conversation id", "conversation_id"),
         ("Text", "payload.text"),
     ]

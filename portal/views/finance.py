@@ -22,6 +22,7 @@ from finance.models import ApprovalRequest, Booking, Payment, Wallet, WalletTran
 from finance.money import format_money, parse_amount
 
 from .. import selectors
+from ..csv_export import label, money, person
 from ..filters import TransactionFilter, WalletFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView
@@ -80,15 +81,16 @@ class WalletListView(TableListView):
     header_icon = "list-ul"
     table_class = WalletTable
     filterset_class = WalletFilter
-    export_filename = "wallets.csv"
+    export_filename = "wallets"
     export_columns = [
-        ("Owner", "user.username"),
+        ("Owner", person("user")),
+        ("Username", "user.username"),
         ("Email", "user.email"),
         ("Currency", "currency"),
-        ("Status", "status"),
-        ("Balance", "balance"),
-        ("Held", "held_balance"),
-        ("Available", "available_balance"),
+        ("Status", label("status")),
+        ("Balance", money("balance")),
+        ("Held", money("held_balance")),
+        ("Available", money("available_balance")),
     ]
 
     def get_queryset(self):
@@ -103,14 +105,17 @@ class WalletTransactionsMixin:
     export_columns = [
         ("Date", "created_at"),
         ("Reference", "reference"),
-        ("Type", "type"),
-        ("Status", "status"),
-        ("Direction", "direction"),
-        ("Amount", "amount"),
+        ("Owner", person("wallet.user")),
+        ("Owner username", "wallet.user.username"),
+        ("Type", label("type")),
+        ("Status", label("status")),
+        ("Direction", label("direction")),
+        ("Amount", money("amount")),
         ("Currency", "currency"),
-        ("Balance after", "balance_after"),
+        ("Balance after", money("balance_after")),
         ("Description", "description"),
     ]
+    export_related = ("wallet__user",)
 
 
 class WalletDetailView(WalletTransactionsMixin, TableListView):
@@ -120,7 +125,7 @@ class WalletDetailView(WalletTransactionsMixin, TableListView):
 
     def dispatch(self, request, pk, *args, **kwargs):
         self.wallet = get_object_or_404(Wallet.objects.select_related("user"), pk=pk)
-        self.export_filename = f"wallet-{pk}-transactions.csv"
+        self.export_filename = f"wallet-{pk}-transactions"
         return super().dispatch(request, *args, **kwargs)
 
     def get_page_title(self):
@@ -147,7 +152,7 @@ class TransactionListView(WalletTransactionsMixin, TableListView):
     permission_required = permissions.VIEW_TRANSACTIONS
     page_title = "Transactions"
     header_icon = "list-ol"
-    export_filename = "transactions.csv"
+    export_filename = "transactions"
 
     def get_queryset(self):
         return WalletTransaction.objects.all()
@@ -243,15 +248,16 @@ class WithdrawalQueueView(TableListView):
     template_name = "portal/withdrawals.html"
     partial_template_name = "portal/includes/withdrawal_results.html"
     table_class = WithdrawalTable
-    export_filename = "withdrawals.csv"
+    export_filename = "withdrawals"
     export_columns = [
         ("Reference", "reference"),
         ("Requested", "created_at"),
-        ("Host", "wallet.user.username"),
+        ("Host", person("wallet.user")),
+        ("Host username", "wallet.user.username"),
         ("Bank account", "bank_account"),
-        ("Amount", "amount"),
+        ("Amount", money("amount")),
         ("Currency", "currency"),
-        ("Status", "status"),
+        ("Status", label("status")),
     ]
 
     class filterset_class:  # noqa: N801 - a tiny stand-in: the queue has no filters

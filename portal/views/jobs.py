@@ -92,13 +92,15 @@ class JobListView(TableListView):
     template_name = "portal/jobs.html"
     table_class = JobTable
     filterset_class = JobFilter
-    export_filename = "background-jobs.csv"
+    export_filename = "background-jobs"
     export_columns = [
         ("Enqueued", "enqueued_at"),
         ("Job id", "id"),
-        ("Job", "task_path"),
-        ("Status", "status"),
+        ("Job", lambda job: label_for(job.task_path)),
+        ("Task", "task_path"),
+        ("Status", selectors.status_in_words),
         ("Attempts", "record.attempts"),
+        ("Max attempts", "record.max_attempts"),
         ("Last error", "record.last_error"),
         ("Started", "started_at"),
         ("Finished", "finished_at"),

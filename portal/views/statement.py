@@ -9,9 +9,11 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+import request_context
 from finance.money import quantum
 from messaging.erlang import issue_websocket_token, websocket_url
 
+from ..audit_events import record_export
 from ..csv_export import stream_csv
 from ..selectors import host_statement
 
@@ -71,18 +73,20 @@ def _ws_context(user) -> dict:
 
 
 def _csv(host, statements, start: date, end: date):
+    request = request_context.current_request()  # now: the export is recorded once the stream ends
+
     def rows():
         for s in statements:
             places = quantum(s.currency)  # the currency's precision, e.g. 150.00 for NGN
 
             def money(value, places=places):
-                return "" if value is None else str(value.quantize(places))
+                return "" if value is None else format(value.quantize(places), "f")
 
             yield [s.currency, start, "", "Opening balance", "", "", "", "", money(s.opening)]
             for line in s.lines:
                 yield [
                     s.currency,
-                    line.date.strftime("%Y-%m-%d %H:%M"),
+                    line.date,  # a datetime: ISO 8601 to the second (portal.csv_export.cell)
                     line.reference,
                     line.description,
                     line.kind,
@@ -94,9 +98,12 @@ def _csv(host, statements, start: date, end: date):
             yield [s.currency, end, "", "Closing balance", "", "", "", "", money(s.closing)]
 
     return stream_csv(
-        f"statement-{start}-{end}.csv",
+        f"statement-{start}-{end}",
         ["Currency", "Date", "Reference", "Description", "Type", "Gross", "Commission", "Amount", "Balance"],
         rows(),
+        on_finish=lambda count, complete: record_export(
+            request, list_name=f"Statement {start} – {end}", rows=count, complete=complete
+        ),
     )
 
 
