@@ -157,8 +157,9 @@ def stream_csv(
         try:
             yield BOM + writer.writerow([neutralise(h) for h in header])
             for row in rows:
-                yield writer.writerow([neutralise(cell(value)) for value in row])
-                sent += 1
+                line = writer.writerow([neutralise(cell(value)) for value in row])
+                sent += 1  # handed to the server (counted before the yield: the client may go away there)
+                yield line
             complete = True
         finally:
             if on_finish is not None:
