@@ -130,6 +130,8 @@ class AuditTable(tables.Table):
         if record.action == "stayafrica.export":
             url = data.get("url") or ""
             return url if url.startswith("/") and not url.startswith("//") else None
+        if record.action == "stayafrica.access.denied":
+            return None  # the object is the page or action refused: shown as text
         model = record.content_type.model_class() if record.content_type_id else None
         if model is WalletTransaction:
             return "transaction"
