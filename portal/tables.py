@@ -77,7 +77,20 @@ class TransactionTable(tables.Table):
         return f"{sign}{format_money(value, record.currency)}"
 
     def render_actions(self, record):
-        if self.can_reverse and staff_actions.can_be_reversed(record):
+        state = self.reversal_states.get(record.pk)
+        if state is not None and state.pending is not None:
+            label = f"Reversal pending #{state.pending}"
+            if not self.can_see_approvals:
+                return format_html('<span class="status-tag">{}</span>\n', label)
+            return format_html(
+                '<a class="status-tag" href="{}#approval-{}" aria-label="{} (reversal of {})">{}</a>\n',
+                reverse("ops_approvals:index"),
+                state.pending,
+                label,
+                record.reference,
+                label,
+            )
+        if state is not None and state.reversible and self.can_reverse:
             return format_html(
                 '\n<a class="button button-small button-secondary" href="{}" aria-label="Reverse {}">Reverse</a>\n\n',
                 reverse("ops_transactions:reverse", args=[record.reference]),
@@ -88,9 +101,22 @@ class TransactionTable(tables.Table):
         return "—\n"
 
     @cached_property
+    def reversal_states(self) -> dict:
+        """Reverse, or the pending request, for each row of the page: one query for the page
+        (staff_actions.reversal_states), built on the first row rendered."""
+        page = getattr(self, "page", None)
+        rows = page.object_list if page is not None else self.rows
+        return staff_actions.reversal_states([row.record for row in rows])
+
+    @cached_property
     def can_reverse(self) -> bool:
         request = getattr(self, "request", None)
         return request is not None and permissions.allows(request.user, permissions.REVERSE_TRANSACTION)
+
+    @cached_property
+    def can_see_approvals(self) -> bool:
+        request = getattr(self, "request", None)
+        return request is not None and permissions.allows(request.user, permissions.VIEW_APPROVALS)
 
 
 class WithdrawalTable(tables.Table):

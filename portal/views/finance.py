@@ -1,7 +1,7 @@
 """Finance staff pages: dashboard, wallets, transactions, withdrawals, refunds, reversals."""
 
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 from django.contrib import messages
 from django.db.models import Q
@@ -14,12 +14,9 @@ from django.utils.functional import cached_property
 from django.views import View
 
 from finance import approvals, bulk, permissions, staff_actions
-from finance.errors import (
-    InvalidAmountError,
-    TransactionError,
-)
+from finance.errors import TransactionError
 from finance.models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
-from finance.money import format_money, parse_amount
+from finance.money import format_money, parse_typed_amount
 
 from .. import selectors
 from ..filters import TransactionFilter, WalletFilter
@@ -175,6 +172,11 @@ class ReversalView(ConfirmationMixin, OperationsView):
         context = super().get_context_data(**kwargs)
         wallet = self.txn.wallet
         context.update(txn=self.txn, wallet=wallet, balance_after=wallet.balance - self.txn.signed_amount)
+        if "confirmation" not in context:
+            try:  # say so before anyone types a reason for a reversal that cannot be requested
+                staff_actions.check_reversible(self.txn)
+            except TransactionError as refusal:
+                context.update(refusal=refusal.message, pending_approval=refusal.details.get("approval"))
         return context
 
     def get_confirmation_params(self):
@@ -560,7 +562,11 @@ def batch_context(batch, *, seen: int) -> dict:
 
 
 class RefundView(ConfirmationMixin, OperationsView):
-    """Find a booking, see what was paid and refunded, refund part or all with a reason."""
+    """Find a booking, see what was paid and refunded, refund part or all with a reason.
+
+    The review refuses whatever "Yes" would refuse (`staff_actions.check_refund`: more than
+    is left of the payment, or a host share the host's wallet cannot give back now), and
+    shows every figure that moves (`refund_split`, the figures the service posts)."""
 
     permission_required = permissions.REFUND_BOOKING
     page_title = "Refunds"
@@ -590,11 +596,22 @@ class RefundView(ConfirmationMixin, OperationsView):
         booking_id = self.request.GET.get("booking") or kwargs.get("booking_id")
         if booking_id and str(booking_id).isdigit():
             booking = get_object_or_404(Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id)
-            payment = Payment.objects.refundable_for(booking).first()
+            payment = (
+                Payment.objects.select_related("booking", "ledger_transaction__wallet__user")
+                .refundable_for(booking)
+                .first()
+            )
             context["booking"] = booking
             context["payment"] = payment
             if payment:
-                context["refundable"] = payment.refundable_amount
+                refundable = payment.refundable_amount
+                context["refundable"] = refundable
+                if refundable > 0:
+                    # What the host's wallet can give back now may limit it further.
+                    wallet = payment.ledger_transaction.wallet
+                    limit = staff_actions.refund_limit(payment, wallet) if wallet.is_active else Decimal(0)
+                    context["refund_limit"] = limit
+                    context["host_wallet"] = wallet
         return context
 
     def get_confirmation_params(self):
@@ -604,14 +621,10 @@ class RefundView(ConfirmationMixin, OperationsView):
         self.booking = get_object_or_404(
             Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id
         )
-        raw = self.request.POST.get("amount", "").strip()
-        try:
-            Decimal(raw)
-        except InvalidOperation:
-            raise InvalidAmountError("Enter the amount as a number, e.g. 2500.00.") from None
-        amount = parse_amount(raw, self.booking.currency)
+        # As people type it ("50,000", "NGN 1,234.50"); the API keeps the strict parse_amount.
+        amount = parse_typed_amount(self.request.POST.get("amount", ""), self.booking.currency)
         reason = staff_actions.clean_refund_reason(clean_text(self.request.POST.get("reason")))
-        self.payment = staff_actions.check_refund(self.booking, amount)
+        self.payment, self.split = staff_actions.check_refund(self.booking, amount)
         return {"amount": str(amount), "currency": self.booking.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -620,13 +633,19 @@ class RefundView(ConfirmationMixin, OperationsView):
     def describe_confirmation(self, params):
         booking, currency = self.booking, self.booking.currency
         amount = Decimal(params["amount"])
+        split, wallet = self.split, self.payment.ledger_transaction.wallet
+        host = booking.rental_property.host
         left = self.payment.refundable_amount - amount
         return Confirmation(
             label="Confirm refund",
             question=f"Refund {format_money(amount, currency)} to {booking.guest}?",
             effects=[
-                f"Booking #{booking.pk} · {booking.rental_property}. The host, {booking.rental_property.host}, "
-                "gives back their share from their wallet; the platform's commission is returned in proportion.",
+                f"Booking #{booking.pk} · {booking.rental_property}.",
+                f"Guest refund: {format_money(split.guest_refund, currency)} to {booking.guest}.",
+                f"Commission clawed back: {format_money(split.commission_back, currency)} from platform revenue.",
+                f"Host debit: {format_money(split.host_debit, currency)} from {host}'s wallet "
+                f"(balance {format_money(wallet.balance, currency)} → "
+                f"{format_money(wallet.balance - split.host_debit, currency)}).",
                 "This refunds the full remaining amount."
                 if not left
                 else f"Afterwards {format_money(left, currency)} can still be refunded.",
@@ -638,7 +657,7 @@ class RefundView(ConfirmationMixin, OperationsView):
                     kind=ApprovalRequest.Kind.REFUND,
                     amount=amount,
                     currency=currency,
-                    wallet=self.payment.ledger_transaction.wallet,
+                    wallet=wallet,
                 )
             ),
             yes="Yes, refund",
@@ -657,6 +676,7 @@ class RefundView(ConfirmationMixin, OperationsView):
             booking_id=post.get("booking", ""), amount=post.get("amount", ""), reason=post.get("reason", "")
         )
         context["error"] = error.message
+        context["error_field"] = error.details.get("field", "amount")
         return self.render_to_response(context, status=400)
 
     def perform(self, params, key):
@@ -679,4 +699,5 @@ class RefundView(ConfirmationMixin, OperationsView):
                 f"Refunded {format_money(amount, booking.currency)} for booking #{booking.pk} "
                 f"({outcome.result.reference}).",
             )
+        # The booking again, with an empty amount: nothing is armed for a second refund.
         return redirect(f"{reverse('ops_refunds:index')}?booking={booking.pk}")
