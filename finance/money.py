@@ -122,7 +122,7 @@ def parse_typed_amount(value, currency: str) -> Decimal:
         raise InvalidAmountError(f"Enter an amount, {_TYPED_EXAMPLE}.")
     match = _TYPED_AMOUNT.fullmatch(text)
     if match is None:
-        if re.fullmatch(r"[\d,]*\.?\d*", text, re.ASCII) and "," in text:
+        if "," in text and re.fullmatch(r"[\d,.]+", text, re.ASCII):
             raise InvalidAmountError(
                 f"“{text}” is not an amount: use a comma only between groups of three digits "
                 "(50,000 or 1,234,567.50), and a point for decimals."
