@@ -406,7 +406,7 @@ def test_the_transaction_list_offers_reverse_only_where_it_can_be_and_shows_pend
     assert f"Reversal pending #{filed.approval.pk}" in page
     assert f"/admin/operations/approvals/#approval-{filed.approval.pk}" in page
     # one query for the page's reversal states, whatever the number of rows
-    for i in range(30):
+    for _ in range(30):
         TransactionService.credit_wallet(funded_wallet, Decimal("1.00"))
     with django_assert_max_num_queries(20) as queries:
         client.get("/admin/operations/transactions/")
