@@ -49,6 +49,11 @@ class Effect:
     after: Decimal
     sentence: str
 
+    @property
+    def covered(self) -> bool:
+        """Whether the wallet can take it now (what it holds for open withdrawals stays)."""
+        return self.after >= self.wallet.held_balance
+
 
 def refund_payments(requests) -> dict[int, Payment]:
     """The payment each refund request would draw on (the booking's first settled one), by
