@@ -97,6 +97,14 @@ def ensure_large_seed():
         sys.exit(f"The large seed is incomplete: {wallets:,} wallets, {entries:,} journal entries.")
 
 
+def collect_static():
+    """With DEBUG off, pages name static files by their hashed copies in STATIC_ROOT (as `make
+    serve` and deploy/stack.py collect them): without the manifest every page is an error."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", "--noinput", verbosity=0)
+
+
 class QueryCounter:
     """Counts SQL statements per request with DEBUG off (a wrapper, not connection.queries)."""
 
@@ -170,8 +178,8 @@ def subjects():
 
 
 def search_subjects():
-    """A transaction half-way through the ledger, six characters from the middle of its reference
-    (lower case, as people type them), and the first word plus a prefix of its owner's last name."""
+    """A transaction half-way through the ledger, the last six characters of its reference (lower
+    case, as people type them), and the first word plus a prefix of its owner's last name."""
     from finance.models import WalletTransaction
 
     sample = (
@@ -179,9 +187,7 @@ def search_subjects():
         .order_by("created_at", "id")[WalletTransaction.objects.count() // 2 :]
         .first()
     )
-    reference = sample.reference
-    middle = len(reference) // 2
-    fragment = reference[middle - 3 : middle + 3].lower()
+    fragment = sample.reference[-6:].lower()  # the large seed's references differ in their tails
     user = sample.wallet.user
     owner = user.last_name[: max(3, len(user.last_name) - 1)] if user.last_name else user.username[:6]
     return sample, fragment, owner
@@ -192,6 +198,7 @@ def main():
     ensure_database(url)
     setup_django(url)
     ensure_large_seed()
+    collect_static()
 
     from django.conf import settings
     from django.db.models import Count

@@ -203,17 +203,21 @@ class TransactionFilterForm(forms.Form):
         period = cleaned.get("period")
         if period:
             first, last = Period.days(period)
-            self.fields["period"].help_text = f"{_day(first)} – {_day(last)}"
+            self._note("period", f"{_day(first)} – {_day(last)}")
             for name in ("date_from", "date_to"):
                 if cleaned.get(name):
-                    label = dict(Period.choices)[period]
-                    self.fields[name].help_text = f"Not applied: the period “{label}” sets the dates."
+                    self._note(name, f"Not applied: the period “{dict(Period.choices)[period]}” sets the dates.")
                 cleaned[name] = None
             return cleaned
         start, end = cleaned.get("date_from"), cleaned.get("date_to")
         if start and end and start > end:
             self.add_error("date_from", f"“From” ({start:%Y-%m-%d}) is after “To” ({end:%Y-%m-%d}).")
         return cleaned
+
+    def _note(self, name: str, text: str) -> None:
+        """A field's help text, set after cleaning (its bound field, made while cleaning, copied the old one)."""
+        self.fields[name].help_text = text
+        self[name].help_text = text
 
 
 class TransactionFilter(ActiveFiltersMixin, django_filters.FilterSet):
@@ -249,7 +253,14 @@ class TransactionFilter(ActiveFiltersMixin, django_filters.FilterSet):
 
     def filter_reference(self, queryset, name, value):
         value = value.strip()
-        return queryset.filter(reference__icontains=value) if value else queryset
+        if not value:
+            return queryset
+        # A whole reference (pasted from an email or a statement) is found by the unique index at once;
+        # the trigram index would read the long posting lists of its commonest trigrams. References
+        # all have one length, so a whole one is no part of another.
+        if WalletTransaction.objects.filter(reference=value.upper()).exists():
+            return queryset.filter(reference=value.upper())
+        return queryset.filter(reference__icontains=value)
 
     def filter_owner(self, queryset, name, value):
         value = value.strip()

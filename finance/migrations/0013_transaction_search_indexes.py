@@ -39,6 +39,10 @@ def forwards(apps, schema_editor):
             ),
             (f"CREATE INDEX {{c}}IF NOT EXISTS txn_currency_amount ON {TABLE} (currency, amount, id)", False),
             ("DROP INDEX {c}IF EXISTS txn_amount", False),
+            # Statistics on UPPER(reference) (an expression index's are gathered by ANALYZE): without
+            # them the planner guesses a fragment such as "TXN-" rare and reads every match through the
+            # trigram index instead of the newest rows first. A sample: seconds on a large table.
+            (f"ANALYZE {TABLE}", True),
         ],
     )
 
