@@ -75,12 +75,13 @@ def _currency_choices():
 
 
 def owner_condition(value: str, prefix: str = "") -> Q:
-    """People whose username, last name or email starts with `value` (an email in full: that
-    address), or whose first and last names start with its two parts ("Amara Oka")."""
+    """People whose username, first name, last name or email starts with `value` (an email in
+    full: that address), or whose first and last names start with its two parts ("Amara Oka")."""
     if "@" in value:
         return Q(**{f"{prefix}email__iexact": value})
     condition = (
         Q(**{f"{prefix}username__istartswith": value})
+        | Q(**{f"{prefix}first_name__istartswith": value})
         | Q(**{f"{prefix}last_name__istartswith": value})
         | Q(**{f"{prefix}email__istartswith": value})
     )

@@ -1,7 +1,7 @@
 """Indexes for "find a person by the start of their name, username or email" (issue 15).
 
 The portal's owner searches (portal/filters.py owner_condition: the wallets list, the
-transactions list) match `istartswith` on username, last name and email, which Django writes
+transactions list) match `istartswith` on username, first and last name, and email, which Django writes
 as UPPER(column::text) LIKE 'PREFIX%'. Without these, each search reads every user (about
 150 ms at 100,000 users, `make bench-portal`); with them, a few index pages per column
 (text_pattern_ops: prefix LIKE in any collation; equality too, for a whole email address).
@@ -15,7 +15,7 @@ it has no operator classes.
 from django.db import migrations
 
 TABLE = "portal_user"
-COLUMNS = ("username", "last_name", "email")
+COLUMNS = ("username", "first_name", "last_name", "email")
 
 
 def forwards(apps, schema_editor):
