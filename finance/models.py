@@ -143,9 +143,12 @@ class WalletTransaction(models.Model):
         ]
         indexes = [
             models.Index(fields=["wallet", "-created_at", "-id"], name="txn_wallet_newest"),
-            # The portal's transactions list: newest first with deep pages, and "largest first".
+            # The portal's transactions list: newest first with deep pages, and "largest first"
+            # within each currency (amounts in different currencies are never compared).
             models.Index(fields=["created_at", "id"], name="txn_created_id"),
-            models.Index(fields=["amount"], name="txn_amount"),
+            models.Index(fields=["currency", "amount", "id"], name="txn_currency_amount"),
+            # Also, on PostgreSQL only, txn_reference_trgm: a pg_trgm GIN index on UPPER(reference) for
+            # the list's search by part of a reference (migration 0013, which says why it is not here).
         ]
 
     def __str__(self):

@@ -11,6 +11,31 @@ from django.utils.timezone import template_localtime
 from finance import permissions, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
+from portal.links import transaction_link
+
+# Amounts in different currencies are never compared: a sort by an amount orders by currency first,
+# so each currency's rows stay together (and with a currency chosen, only that one is listed).
+CURRENCY_FIRST_HINT = (
+    "Sorted by currency first, then by {what}: amounts in different currencies are never compared. "
+    "Choose a currency to see one currency only."
+)
+
+
+class CurrencyFirstHintMixin:
+    """`hint`: a sentence under the table's header when it is sorted by an amount across currencies."""
+
+    amount_columns: dict[str, str] = {}  # column name -> what the hint calls it
+
+    @property
+    def hint(self) -> str:
+        request = getattr(self, "request", None)
+        if request is None or request.GET.get("currency") or "currency" in (self.exclude or ()):
+            return ""  # one currency listed (chosen, or one wallet's page)
+        for alias in self.order_by or ():
+            name = alias.lstrip("-")
+            if name in self.amount_columns:
+                return CURRENCY_FIRST_HINT.format(what=self.amount_columns[name])
+        return ""
 
 
 class MoneyColumn(tables.Column):
@@ -36,12 +61,12 @@ class DateTimeColumn(tables.DateTimeColumn):
         return date_filter(template_localtime(value), self.date_format) or self.default
 
 
-class WalletTable(tables.Table):
+class WalletTable(CurrencyFirstHintMixin, tables.Table):
     owner = tables.Column(accessor="user__username", verbose_name="Owner", order_by=("user__username",))
     currency = tables.Column()
     status = tables.Column()
-    balance = MoneyColumn()
-    held_balance = MoneyColumn(verbose_name="Held")
+    balance = MoneyColumn(order_by=("currency", "balance", "id"))
+    held_balance = MoneyColumn(verbose_name="Held", order_by=("currency", "held_balance", "id"))
     available = MoneyColumn(accessor="available_balance", verbose_name="Available", orderable=False)
 
     class Meta:
@@ -49,28 +74,56 @@ class WalletTable(tables.Table):
         fields = ("owner", "currency", "status", "balance", "held_balance", "available")
         order_by = ("-id",)
 
+    amount_columns = {"balance": "balance", "held_balance": "held amount"}
+
     def render_owner(self, value, record):
         url = reverse("ops_wallets:detail", args=[record.pk])
         return format_html('<a href="{}">{}</a><br><small>{}</small>', url, record.user, record.user.email)
 
 
-class TransactionTable(tables.Table):
+class TransactionTable(CurrencyFirstHintMixin, tables.Table):
     # Ties on created_at broken by id, as in the model's ordering: pages stay stable, and the order
     # is that of the (created_at, id) and (wallet, -created_at, -id) indexes.
     created_at = DateTimeColumn(verbose_name="Date", format="Y-m-d H:i", order_by=("created_at", "id"))
     reference = tables.Column()
+    # The wallet's owner (select_related("wallet__user") in the views: no query per row).
+    owner = tables.Column(accessor="wallet__user", verbose_name="Owner", orderable=False)
+    currency = tables.Column(orderable=False)
     type = tables.Column()
     status = tables.Column()
-    amount = tables.Column(attrs={"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
-    balance_after = MoneyColumn(verbose_name="Balance after")
+    # Currency first (index txn_currency_amount): amounts in different currencies are never compared.
+    amount = tables.Column(
+        attrs={"td": {"class": "ops-num"}, "th": {"class": "ops-num"}}, order_by=("currency", "amount", "id")
+    )
+    # A running balance of one wallet: not comparable across wallets, so not a sort key.
+    balance_after = MoneyColumn(verbose_name="Balance after", orderable=False)
     # Rendered by render_actions, not a TemplateColumn: a TemplateColumn renders a template with
     # every context processor once per row, the biggest cost of the list's page.
     actions = tables.Column(empty_values=(), verbose_name="Actions", orderable=False)
 
     class Meta:
         model = WalletTransaction
-        fields = ("created_at", "reference", "type", "status", "amount", "balance_after", "actions")
+        fields = (
+            "created_at",
+            "reference",
+            "owner",
+            "currency",
+            "type",
+            "status",
+            "amount",
+            "balance_after",
+            "actions",
+        )
         order_by = ("-created_at",)
+
+    amount_columns = {"amount": "amount"}
+
+    def render_reference(self, value, record):
+        request = getattr(self, "request", None)
+        return transaction_link(value, user=request.user) if request is not None else value
+
+    def render_owner(self, value, record):
+        return format_html('<a href="{}">{}</a>', reverse("ops_wallets:detail", args=[record.wallet_id]), value)
 
     def render_amount(self, value, record):
         sign = "+" if record.direction == "in" else "−"

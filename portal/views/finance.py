@@ -133,6 +133,16 @@ class WalletDetailView(WalletTransactionsMixin, TableListView):
     def get_queryset(self):
         return self.wallet.transactions.all()
 
+    # One wallet: its owner and currency are in the page's header, not columns or filters.
+    def get_table_kwargs(self):
+        return {"exclude": ("owner", "currency")}
+
+    def get_filterset(self):
+        filterset = super().get_filterset()
+        for name in ("owner", "currency"):
+            filterset.filters.pop(name)  # before the form is built from them
+        return filterset
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["wallet"] = self.wallet
@@ -147,7 +157,8 @@ class TransactionListView(WalletTransactionsMixin, TableListView):
     export_filename = "transactions.csv"
 
     def get_queryset(self):
-        return WalletTransaction.objects.all()
+        # The owner column: the page's rows come with their wallet and user in one query.
+        return WalletTransaction.objects.select_related("wallet__user")
 
 
 # --- reversals -------------------------------------------------------------------------------
