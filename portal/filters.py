@@ -143,7 +143,7 @@ class AuditFilter(django_filters.FilterSet):
 
 # --- work queues: withdrawals and the webhook inbox ------------------------------------------
 
-AGE_CHOICES = [("1", "Older than 1 day"), ("3", "Older than 3 days"), ("7", "Older than 7 days")]
+AGE_CHOICES = [("1", "Requested over 1 day ago"), ("3", "Requested over 3 days ago"), ("7", "Requested over 7 days ago")]
 
 
 class WithdrawalFilterForm(forms.Form):
@@ -178,7 +178,7 @@ class WithdrawalFilter(django_filters.FilterSet):
     currency = django_filters.ChoiceFilter(label="Currency", choices=_currency_choices, empty_label="Any currency")
     amount_min = BalanceFilter(label="Amount from", field_name="amount", lookup_expr="gte")
     amount_max = BalanceFilter(label="Amount up to", field_name="amount", lookup_expr="lte")
-    age = AgeFilter(label="Waiting", field_name="created_at", choices=AGE_CHOICES, empty_label="Any age")
+    age = AgeFilter(label="Age", field_name="created_at", choices=AGE_CHOICES, empty_label="Any age")
     requested_from = DayFromFilter(
         label="Requested from", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"})
     )
