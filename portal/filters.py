@@ -143,7 +143,7 @@ class AuditFilter(django_filters.FilterSet):
 
 # --- work queues: withdrawals and the webhook inbox ------------------------------------------
 
-AGE_CHOICES = [("1", "Requested over 1 day ago"), ("3", "Requested over 3 days ago"), ("7", "Requested over 7 days ago")]
+AGE_CHOICES = [(str(days), f"Requested over {days} day{'s' if days > 1 else ''} ago") for days in (1, 3, 7)]
 
 
 class WithdrawalFilterForm(forms.Form):
@@ -154,9 +154,7 @@ class WithdrawalFilterForm(forms.Form):
         if not cleaned.get("currency"):
             for name in ("amount_min", "amount_max"):
                 if cleaned.get(name) is not None:
-                    self.add_error(
-                        name, "Choose a currency first: amounts in different currencies cannot be compared."
-                    )
+                    self.add_error(name, "Choose a currency first: amounts in different currencies cannot be compared.")
         return cleaned
 
 
