@@ -260,7 +260,11 @@ class Withdrawal(models.Model):
             ("fail_withdrawal", "Can fail a withdrawal"),
         ]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive")]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        # (status, processed_at): the queue's Completed and Failed tabs, newest first.
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["status", "processed_at"], name="withdrawal_status_processed"),
+        ]
 
     def __str__(self):
         return self.reference
@@ -475,9 +479,30 @@ class WebhookEvent(models.Model):
         ordering = ["-received_at", "-id"]
         permissions = [("replay_webhookevent", "Can replay a webhook event")]
         constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once_per_provider")]
+        # The inbox's search by event id, whichever the provider (the unique index leads with the provider).
+        indexes = [models.Index(fields=["event_id"], name="webhook_event_id")]
 
     def __str__(self):
         return f"{self.provider} {self.event_id}"
+
+
+class WebhookRejectionCount(models.Model):
+    """How many webhook posts failed signature verification, per provider and day (the current
+    time zone's). Such a post is never stored: only this number grows, by one atomic upsert per
+    post (finance.payments.count_refused_post), so every app server adds to the same row and a
+    forged flood updates one row instead of writing one per post."""
+
+    provider = models.CharField(max_length=20)
+    day = models.DateField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "day"], name="webhook_rejection_count_per_provider_day")
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.day}: {self.count}"
 
 
 class ApiIdempotencyRecord(models.Model):

@@ -11,7 +11,8 @@ from django.utils.timezone import template_localtime
 from finance import permissions, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
-from portal.links import transaction_link
+
+from .links import transaction_link
 
 # Amounts in different currencies are never compared: a sort by an amount orders by currency first,
 # so each currency's rows stay together (and with a currency chosen, only that one is listed).
@@ -173,24 +174,58 @@ class TransactionTable(CurrencyFirstHintMixin, tables.Table):
 
 
 class WithdrawalTable(tables.Table):
+    """Every tab of the withdrawal queue (portal.views.finance.WithdrawalQueueView): the open tab
+    excludes the history's columns (HISTORY_COLUMNS), the history tabs the open tab's
+    (OPEN_COLUMNS). The open tab's row is also rendered alone by includes/withdrawal_row.html:
+    keep the two in step."""
+
+    OPEN_COLUMNS = ("select", "available", "actions")
+    HISTORY_COLUMNS = ("processed_at", "processed_by", "failure_reason")
+
+    # The header's select-all checkbox is added by static/portal/portal.js (th[data-select-all]).
     select = tables.TemplateColumn(
-        template_name="portal/includes/withdrawal_select.html", verbose_name="Select", orderable=False
+        template_name="portal/includes/withdrawal_select.html",
+        verbose_name="Select",
+        orderable=False,
+        attrs={"th": {"data-select-all": ""}},
     )
+    reference = tables.Column(verbose_name="Reference")
     created_at = DateTimeColumn(verbose_name="Requested", format="Y-m-d H:i")
     host = tables.Column(accessor="wallet__user__username", verbose_name="Host", order_by=("wallet__user__username",))
     bank_account = tables.Column(verbose_name="Bank account", orderable=False)
     amount = MoneyColumn()
     available = MoneyColumn(accessor="wallet__available_balance", verbose_name="Wallet available", orderable=False)
     status = tables.Column()
+    processed_at = DateTimeColumn(verbose_name="When", format="Y-m-d H:i", order_by=("processed_at", "id"))
+    processed_by = tables.Column(verbose_name="By", order_by=("processed_by__username",))
+    failure_reason = tables.Column(verbose_name="Reason", orderable=False)
     actions = tables.TemplateColumn(
         template_name="portal/includes/withdrawal_actions.html", verbose_name="Actions", orderable=False
     )
 
     class Meta:
         model = Withdrawal
-        fields = ("select", "created_at", "host", "bank_account", "amount", "available", "status", "actions")
+        fields = (
+            "select",
+            "reference",
+            "created_at",
+            "host",
+            "bank_account",
+            "amount",
+            "available",
+            "status",
+            "processed_at",
+            "processed_by",
+            "failure_reason",
+            "actions",
+        )
         order_by = ("created_at",)
         row_attrs = {"id": lambda record: f"withdrawal-{record.pk}"}
+
+    def render_reference(self, value, record):
+        """The WD reference, and under it its ledger transaction, linked for those who may open it."""
+        txn = transaction_link(record.transaction.reference, user=self.request.user)
+        return format_html('<span class="ops-ref">{}</span><br><small>{}</small>', value, txn)
 
     def render_host(self, value, record):
         url = reverse("ops_wallets:detail", args=[record.wallet_id])

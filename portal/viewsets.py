@@ -114,6 +114,8 @@ class WithdrawalSection(OperationsSection):
     permission_required = permissions.VIEW_WITHDRAWALS
     routes = [
         ("", finance.WithdrawalQueueView.as_view(), "index"),
+        ("completed/", finance.WithdrawalQueueView.as_view(tab="completed"), "completed"),
+        ("failed/", finance.WithdrawalQueueView.as_view(tab="failed"), "failed"),
         ("<int:pk>/row/", finance.WithdrawalRowView.as_view(), "row"),
         ("<int:pk>/<str:action>/confirm/", finance.WithdrawalActionView.as_view(confirming=True), "confirm"),
         ("<int:pk>/<str:action>/", finance.WithdrawalActionView.as_view(), "act"),

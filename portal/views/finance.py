@@ -3,6 +3,7 @@
 import json
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Q
 from django.http import Http404
@@ -16,10 +17,10 @@ from django.views import View
 from finance import approvals, bulk, permissions, staff_actions
 from finance.errors import TransactionError
 from finance.models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
-from finance.money import format_money, parse_typed_amount
+from finance.money import currency_decimals, format_money, parse_typed_amount
 
 from .. import selectors
-from ..filters import TransactionFilter, WalletFilter
+from ..filters import TransactionFilter, WalletFilter, WithdrawalFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
@@ -249,13 +250,30 @@ class ReversalView(ConfirmationMixin, OperationsView):
 WITHDRAWAL_ACTIONS = {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}
 
 
+# The queue's tabs: name -> (label, statuses, order). Open withdrawals oldest first (who has waited
+# longest comes first); the history newest first, by when it was processed.
+WITHDRAWAL_TABS = {
+    "open": ("Pending", Withdrawal.OPEN_STATUSES, ("created_at", "id")),
+    "completed": ("Completed", (Withdrawal.Status.COMPLETED,), ("-processed_at", "-id")),
+    "failed": ("Failed", (Withdrawal.Status.FAILED,), ("-processed_at", "-id")),
+}
+WITHDRAWAL_SELECT_RELATED = ("wallet__user", "bank_account", "transaction")
+
+
 class WithdrawalQueueView(TableListView):
+    """The withdrawal queue, one route per tab (`tab`): Pending (open: pending or processing,
+    with the row actions and bulk completion), Completed and Failed (who processed it, when,
+    and why it failed). Each tab has the same filters; the tab is in the path, so filtering
+    keeps it."""
+
     permission_required = permissions.VIEW_WITHDRAWALS
     page_title = "Withdrawal queue"
     header_icon = "upload"
     template_name = "portal/withdrawals.html"
     partial_template_name = "portal/includes/withdrawal_results.html"
     table_class = WithdrawalTable
+    filterset_class = WithdrawalFilter
+    tab = "open"
     export_filename = "withdrawals.csv"
     export_columns = [
         ("Reference", "reference"),
@@ -267,27 +285,38 @@ class WithdrawalQueueView(TableListView):
         ("Status", "status"),
     ]
 
-    class filterset_class:  # noqa: N801 - a tiny stand-in: the queue has no filters
-        def __init__(self, data, queryset, request):
-            self.queryset = self.qs = queryset
-            self.is_bound = False
-            self.form = None
-
     def get_queryset(self):
-        return Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES).select_related(
-            "wallet__user", "bank_account"
-        )
+        _, statuses, _ = WITHDRAWAL_TABS[self.tab]
+        related = WITHDRAWAL_SELECT_RELATED if self.tab == "open" else (*WITHDRAWAL_SELECT_RELATED, "processed_by")
+        return Withdrawal.objects.filter(status__in=statuses).select_related(*related)
+
+    def get_table_kwargs(self):
+        _, _, order = WITHDRAWAL_TABS[self.tab]
+        if self.tab == "open":
+            return {"exclude": WithdrawalTable.HISTORY_COLUMNS}
+        exclude = WithdrawalTable.OPEN_COLUMNS
+        if self.tab != "failed":
+            exclude = (*exclude, "failure_reason")
+        return {"exclude": exclude, "order_by": order}
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        # Bulk completions running or finished lately, whoever started them, followed live.
-        context["batches"] = [batch_context(batch, seen=batch.done) for batch in bulk.recent_batches()]
+        context["tab"] = self.tab
+        context["tabs"] = [
+            {"name": name, "label": label, "url": reverse(f"ops_withdrawals:{name if name != 'open' else 'index'}")}
+            for name, (label, _, _) in WITHDRAWAL_TABS.items()
+        ]
+        if self.tab == "open":
+            # Bulk completions running or finished lately, whoever started them, followed live.
+            context["batches"] = [batch_context(batch, seen=batch.done) for batch in bulk.recent_batches()]
+            # What the selected total is written with (static/portal/portal.js): each currency's decimals.
+            context["currency_decimals"] = {c: currency_decimals(c) for c in settings.MINIMUM_WITHDRAWAL}
         return context
 
 
 class WithdrawalMixin(PermissionRequiredMixin):
     def get_withdrawal(self, pk):
-        return get_object_or_404(Withdrawal.objects.select_related("wallet__user", "bank_account"), pk=pk)
+        return get_object_or_404(Withdrawal.objects.select_related(*WITHDRAWAL_SELECT_RELATED), pk=pk)
 
     def row(self, request, withdrawal, *, message=None, level="success", status=200, extra=None):
         """The withdrawal's row, re-rendered in place, and a Wagtail message (its own w-messages:add event)."""
