@@ -383,6 +383,11 @@ class HostTransaction:
         return self.txn.booking
 
     @property
+    def commission_amount(self) -> Decimal | None:
+        """The commission as a positive amount: kept (payouts) or given back (refunds)."""
+        return None if self.commission is None else abs(self.commission)
+
+    @property
     def guest_name(self) -> str:
         guest = self.txn.booking.guest if self.txn.booking else None
         return (guest.first_name or guest.username) if guest else ""

@@ -71,7 +71,7 @@ def test_host_transaction_page_shows_a_refund_and_a_withdrawal(client, host, pai
     login(client, host)
     html = client.get(f"/statement/{refund.reference}/").content.decode()
     assert "NGN -170.00" in html and "Refunded to the guest" in html and "NGN 200.00" in html
-    assert "Commission returned by StayAfrica" in html and "NGN -30.00" in html
+    assert "Commission returned by StayAfrica" in html and "NGN 30.00" in html
     html = client.get(f"/statement/{withdrawal.transaction.reference}/").content.decode()
     assert withdrawal.reference in html and "GTBank •••• 4321" in html and "Pending" in html
 
