@@ -444,6 +444,12 @@ class LedgerAudit(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The transaction page reads a transaction's audit rows (portal.selectors.transaction_trail).
+        indexes = [
+            models.Index(
+                fields=["transaction"], name="ledger_audit_transaction", condition=Q(transaction__isnull=False)
+            )
+        ]
 
     def __str__(self):
         return f"{self.action} by {self.actor or 'system'}"
