@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from bench_database import psql_args  # bench/, this script's directory
 
@@ -52,6 +52,9 @@ def setup_django(url: str):
     from testing.production_secrets import PRODUCTION_SECRETS
 
     os.environ.update(PRODUCTION_SECRETS, SANDBOX_PAYMENTS_ENABLED="false")
+    # django.test.Client's host; its requests come as from behind the HTTPS load balancer
+    # (X-Forwarded-Proto, see clients()), so the production profile serves them, no redirect.
+    os.environ["ALLOWED_HOSTS"] = "testserver"
     os.environ["FINANCE_LOG_LEVEL"] = "WARNING"
     import django
 
@@ -92,6 +95,14 @@ def ensure_large_seed():
     wallets, entries = Wallet.objects.count(), LedgerEntry.objects.count()
     if wallets < LARGE_WALLETS or entries < LARGE_ENTRIES:
         sys.exit(f"The large seed is incomplete: {wallets:,} wallets, {entries:,} journal entries.")
+
+
+def collect_static():
+    """With DEBUG off, pages name static files by their hashed copies in STATIC_ROOT (as `make
+    serve` and deploy/stack.py collect them): without the manifest every page is an error."""
+    from django.core.management import call_command
+
+    call_command("collectstatic", "--noinput", verbosity=0)
 
 
 class QueryCounter:
@@ -166,11 +177,28 @@ def subjects():
     return staff, wallet, host
 
 
+def search_subjects():
+    """A transaction half-way through the ledger, the last six characters of its reference (lower
+    case, as people type them), and the first word plus a prefix of its owner's last name."""
+    from finance.models import WalletTransaction
+
+    sample = (
+        WalletTransaction.objects.select_related("wallet__user")
+        .order_by("created_at", "id")[WalletTransaction.objects.count() // 2 :]
+        .first()
+    )
+    fragment = sample.reference[-6:].lower()  # the large seed's references differ in their tails
+    user = sample.wallet.user
+    owner = user.last_name[: max(3, len(user.last_name) - 1)] if user.last_name else user.username[:6]
+    return sample, fragment, owner
+
+
 def main():
     url = database_url()
     ensure_database(url)
     setup_django(url)
     ensure_large_seed()
+    collect_static()
 
     from django.conf import settings
     from django.db.models import Count
@@ -197,11 +225,12 @@ def main():
     print(f"Staff: {staff.username} (superuser); busiest wallet #{wallet.pk} ({wallet_rows} rows); ", end="")
     print(f"busiest host {host.username} ({host_rows} rows)\n")
 
-    staff_client, host_client = Client(), Client()
+    staff_client, host_client = Client(HTTP_X_FORWARDED_PROTO="https"), Client(HTTP_X_FORWARDED_PROTO="https")
     staff_client.force_login(staff)
     host_client.force_login(host)
 
     tx = reverse("ops_transactions:index")
+    sample, fragment, owner = search_subjects()
     pages = [
         # (name, client, url); the first is the anchor
         ("Django admin changelist (anchor)", staff_client, "/django-admin/finance/wallettransaction/"),
@@ -210,7 +239,23 @@ def main():
         ("transactions ?date_to (60 days ago)", staff_client, f"{tx}?date_to={_days_ago(60)}"),
         ("transactions page 2", staff_client, f"{tx}?page=2"),
         (f"transactions page {DEEP_PAGE:,}", staff_client, f"{tx}?page={DEEP_PAGE}"),
+        # Issue 15: the owner and currency columns, search, presets, sorts within a currency.
+        ("transactions ?currency=NGN", staff_client, f"{tx}?currency=NGN"),
+        (f"transactions ?reference={fragment}", staff_client, f"{tx}?reference={fragment}"),
+        (f"transactions ?owner={owner}", staff_client, f"{tx}?owner={quote(owner)}"),
+        ("transactions ?period=this_month", staff_client, f"{tx}?period=this_month"),
+        ("transactions ?currency=NGN&sort=-amount", staff_client, f"{tx}?currency=NGN&sort=-amount"),
+        (
+            f"transaction page {sample.reference}",
+            staff_client,
+            reverse("ops_transactions:detail", args=[sample.reference]),
+        ),
         ("wallets list", staff_client, reverse("ops_wallets:index")),
+        (
+            "wallets ?currency=NGN&sort=-balance",
+            staff_client,
+            f"{reverse('ops_wallets:index')}?currency=NGN&sort=-balance",
+        ),
         (f"wallet detail #{wallet.pk}", staff_client, reverse("ops_wallets:detail", args=[wallet.pk])),
         ("dashboard", staff_client, reverse("ops_dashboard:index")),
         ("withdrawals queue", staff_client, reverse("ops_withdrawals:index")),

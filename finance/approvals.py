@@ -14,11 +14,15 @@ can (refused here, and by the `approval_not_by_requester` database constraint).
 Carrying out an approved request is a staff action: `finance.staff_actions.approve_request`.
 """
 
+import logging
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from wagtail.log_actions import log
 
@@ -28,6 +32,11 @@ from .models import ApprovalRequest, IdempotencyRecord, Payment, Wallet, WalletT
 from .money import format_money
 
 EVERY_REVERSAL = "Every reversal needs a second approver."
+
+# What the requester is told happened to their request (notify_requester).
+APPROVED, REJECTED, NOT_CARRIED_OUT = "approved", "rejected", "not carried out"
+
+logger = logging.getLogger("finance")
 
 
 def window() -> timedelta:
@@ -210,3 +219,62 @@ def record_decision(request: ApprovalRequest, *, status: str, actor, note: str, 
     request.decision_note = note
     request.result_reference = reference
     request.save(update_fields=["status", "approved_by", "decided_at", "decision_note", "result_reference"])
+
+
+def waiting_count() -> int:
+    """How many requests wait for a second approver (the Operations menu's badge): one COUNT
+    on the (status, created_at) index; the pending requests are few."""
+    return ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count()
+
+
+def describe(request: ApprovalRequest) -> str:
+    """What the request is for, in a few words: "refund of NGN 400.00 for booking #12"."""
+    amount = format_money(request.amount, request.currency)
+    if request.kind == ApprovalRequest.Kind.REVERSAL:
+        return f"reversal of {request.transaction.reference} ({amount})"
+    if request.kind == ApprovalRequest.Kind.WITHDRAWAL:
+        return f"completion of withdrawal {request.withdrawal.reference} ({amount})"
+    return f"refund of {amount} for booking #{request.booking_id}"
+
+
+def queue_url(request: ApprovalRequest) -> str:
+    """The request's row on the approvals page, as a full address for an e-mail."""
+    try:
+        path = reverse("ops_approvals:index")
+    except NoReverseMatch:  # a URL configuration without the portal
+        path = "/admin/operations/approvals/"
+    return f"{settings.WAGTAILADMIN_BASE_URL.rstrip('/')}{path}#approval-{request.pk}"
+
+
+def notify_requester(request: ApprovalRequest, *, outcome: str, decider, note: str = "", why: str = "") -> None:
+    """E-mail the requester what became of their request (`outcome`: APPROVED, REJECTED, or
+    NOT_CARRIED_OUT with `why`), once the decision is committed: inside a transaction the
+    mail waits for its commit and is never sent for one rolled back. A requester without an
+    e-mail address is skipped; a mail failure is logged, never undoes the decision."""
+    requester = request.requested_by
+    if not requester.email:
+        return
+    what = describe(request)
+    subject = f"Request #{request.pk} {outcome}: {what}"
+    body = render_to_string(
+        "finance/email/approval_outcome.txt",
+        {
+            "request": request,
+            "requester": requester,
+            "what": what,
+            "outcome": outcome,
+            "not_carried_out": outcome == NOT_CARRIED_OUT,
+            "decider": decider,
+            "note": note,
+            "why": why,
+            "url": queue_url(request),
+        },
+    )
+
+    def send():
+        try:
+            send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, [requester.email])
+        except Exception:
+            logger.exception("Could not e-mail %s the outcome of approval request #%s", requester, request.pk)
+
+    transaction.on_commit(send)

@@ -143,9 +143,12 @@ class WalletTransaction(models.Model):
         ]
         indexes = [
             models.Index(fields=["wallet", "-created_at", "-id"], name="txn_wallet_newest"),
-            # The portal's transactions list: newest first with deep pages, and "largest first".
+            # The portal's transactions list: newest first with deep pages, and "largest first"
+            # within each currency (amounts in different currencies are never compared).
             models.Index(fields=["created_at", "id"], name="txn_created_id"),
-            models.Index(fields=["amount"], name="txn_amount"),
+            models.Index(fields=["currency", "amount", "id"], name="txn_currency_amount"),
+            # Also, on PostgreSQL only, txn_reference_trgm: a pg_trgm GIN index on UPPER(reference) for
+            # the list's search by part of a reference (migration 0013, which says why it is not here).
         ]
 
     def __str__(self):
@@ -257,7 +260,11 @@ class Withdrawal(models.Model):
             ("fail_withdrawal", "Can fail a withdrawal"),
         ]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive")]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        # (status, processed_at): the queue's Completed and Failed tabs, newest first.
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["status", "processed_at"], name="withdrawal_status_processed"),
+        ]
 
     def __str__(self):
         return self.reference
@@ -437,6 +444,12 @@ class LedgerAudit(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The transaction page reads a transaction's audit rows (portal.selectors.transaction_trail).
+        indexes = [
+            models.Index(
+                fields=["transaction"], name="ledger_audit_transaction", condition=Q(transaction__isnull=False)
+            )
+        ]
 
     def __str__(self):
         return f"{self.action} by {self.actor or 'system'}"
@@ -472,9 +485,30 @@ class WebhookEvent(models.Model):
         ordering = ["-received_at", "-id"]
         permissions = [("replay_webhookevent", "Can replay a webhook event")]
         constraints = [models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once_per_provider")]
+        # The inbox's search by event id, whichever the provider (the unique index leads with the provider).
+        indexes = [models.Index(fields=["event_id"], name="webhook_event_id")]
 
     def __str__(self):
         return f"{self.provider} {self.event_id}"
+
+
+class WebhookRejectionCount(models.Model):
+    """How many webhook posts failed signature verification, per provider and day (the current
+    time zone's). Such a post is never stored: only this number grows, by one atomic upsert per
+    post (finance.payments.count_refused_post), so every app server adds to the same row and a
+    forged flood updates one row instead of writing one per post."""
+
+    provider = models.CharField(max_length=20)
+    day = models.DateField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "day"], name="webhook_rejection_count_per_provider_day")
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.day}: {self.count}"
 
 
 class ApiIdempotencyRecord(models.Model):

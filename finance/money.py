@@ -38,6 +38,11 @@ MAX_AMOUNT = Decimal(10) ** (COLUMN_DIGITS - COLUMN_DECIMALS) - 1
 # exponent. No underscores, no other scripts' digits, no NaN or Infinity spelled any way.
 _AMOUNT_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 _LONGEST_TEXT = 64
+# An amount as a person types it in the portal: digits with commas only between groups of
+# three ("1,234,567.50"), or none ("50000.5"); an optional point and decimals; an optional
+# currency code in front ("NGN 50,000", as the portal shows amounts).
+_TYPED_AMOUNT = re.compile(r"(?:(\d{1,3}(?:,\d{3})+)|(\d+))(\.\d*)?|(\.\d+)", re.ASCII)
+_TYPED_EXAMPLE = "e.g. 50,000 or 2500.50"
 
 
 def currency_decimals(currency: str) -> int:
@@ -94,6 +99,39 @@ def parse_amount(value, currency: str, *, allow_zero: bool = False) -> Decimal:
     if exact != amount:
         raise InvalidAmountError(f"{currency} amounts have at most {places} decimal places.")
     return exact
+
+
+def parse_typed_amount(value, currency: str) -> Decimal:
+    """An amount typed by staff in a portal form, or InvalidAmountError saying what to fix.
+
+    Lenient only about how people write numbers: "50,000" and "1,234,567.50" (a comma only
+    as the thousands separator, in groups of three), "50000.5", surrounding blanks, and the
+    currency's own code in front. Anything else ("50,00", "5,0000", "1,2", "abc") is refused
+    with a sentence; the canonical digits then go through `parse_amount`, the one rule for
+    every amount (precision, size, positive). The REST API calls `parse_amount` directly and
+    stays strict: "50,000" is refused there.
+    """
+    if not isinstance(value, str):
+        raise InvalidAmountError(f"Enter the amount as a number, {_TYPED_EXAMPLE}.")
+    text = value.strip()
+    if len(text) > _LONGEST_TEXT:
+        raise InvalidAmountError("That amount is too long to be an amount.")
+    if text[:3].upper() == currency and text[3:4] in ("", " ", "\u00a0"):
+        text = text[3:].strip()
+    if not text:
+        raise InvalidAmountError(f"Enter an amount, {_TYPED_EXAMPLE}.")
+    match = _TYPED_AMOUNT.fullmatch(text)
+    if match is None:
+        if "," in text and re.fullmatch(r"[\d,.]+", text, re.ASCII):
+            raise InvalidAmountError(
+                f"“{text}” is not an amount: use a comma only between groups of three digits "
+                "(50,000 or 1,234,567.50), and a point for decimals."
+            )
+        raise InvalidAmountError(f"“{text}” is not an amount: enter a number, {_TYPED_EXAMPLE}.")
+    grouped, plain, decimals, only_decimals = match.groups()
+    whole = grouped.replace(",", "") if grouped else plain
+    canonical = only_decimals or f"{whole}{decimals or ''}"
+    return parse_amount(canonical.rstrip("."), currency)
 
 
 def round_money(amount: Decimal, currency: str) -> Decimal:

@@ -4,8 +4,9 @@ Money moves only through `TransactionService`; this module decides *whether* a p
 event may move it. The webhook path runs in this order, and each step's failure stops
 it before the next:
 
-  1. verify the signature over the raw bytes (bad, missing or stale → 401, nothing stored;
-     too many failures from one source → 429 for that source only),
+  1. verify the signature over the raw bytes (bad, missing or stale → 401, nothing stored,
+     only counted per provider and day in WebhookRejectionCount; too many failures from one
+     source → 429 for that source only, counted the same way),
   2. parse the event (malformed → 400, stored as rejected),
   3. store it in the inbox once per provider event id (a replay answers 200, changes nothing),
   4. match it against the payment (unknown reference, other amount or currency → flagged),
@@ -21,7 +22,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from jobs.worker import describe
@@ -29,7 +31,7 @@ from jobs.worker import describe
 from . import db, ledger
 from .errors import InvalidStateError, NotFoundError, TransactionError
 from .metrics import WebhookOutcome, count_webhook
-from .models import Booking, Payment, WebhookEvent
+from .models import Booking, Payment, WebhookEvent, WebhookRejectionCount
 from .money import format_money
 from .providers import PROVIDERS, choose_provider, enabled_provider, get_provider
 from .providers.base import (
@@ -320,7 +322,12 @@ def _apply_success(inbox, event, payment, actor) -> None:
     payment.failure_reason = ""
     payment.save(update_fields=["status", "provider_reference", "failure_reason", "updated_at"])
     txn = TransactionService.process_booking_payment(booking, payment, actor=actor)
-    _record(inbox, Outcome.APPLIED, f"Paid out as {txn.reference}.", actor=actor)
+    _record(
+        inbox,
+        Outcome.APPLIED,
+        f"Guest payment applied as {txn.reference}: booking #{booking.pk} confirmed, the host's share credited.",
+        actor=actor,
+    )
     _queue_receipt(payment)
 
 
@@ -409,7 +416,9 @@ def _store_rejected(provider_name: str, raw: bytes, reason: str) -> None:
 
 
 def _refuse_unverified(provider_name: str, source: str, reason: str) -> WebhookResult:
-    """401, or 429 once this source has failed verification too often this hour."""
+    """401, or 429 once this source has failed verification too often this hour. Nothing of
+    the post is stored; it is only counted (count_refused_post)."""
+    count_refused_post(provider_name)
     window = int(timezone.now().timestamp()) // 3600
     key = f"webhook-unverified:{source}:{window}"
     cache.add(key, 0, timeout=3600)
@@ -425,6 +434,39 @@ def _refuse_unverified(provider_name: str, source: str, reason: str) -> WebhookR
         result.retry_after = retry_after
         return result
     return _error(401, "invalid_signature", reason)
+
+
+def count_refused_post(provider_name: str) -> None:
+    """Add one to today's count of posts refused for `provider_name`: one statement, atomic, so
+    concurrent posts on any number of app servers each add exactly one, and a flood updates one
+    row per provider and day. The day is the current time zone's, as the inbox shows it."""
+    table = connection.ops.quote_name(WebhookRejectionCount._meta.db_table)
+    count = connection.ops.quote_name("count")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (provider, day, {count}) VALUES (%s, %s, 1) "
+            f"ON CONFLICT (provider, day) DO UPDATE SET {count} = {table}.{count} + 1",
+            [provider_name, timezone.localdate()],
+        )
+
+
+@dataclass
+class RefusedPosts:
+    provider: str
+    today: int
+    last_7_days: int
+
+
+def refused_post_counts(days: int = 7) -> list[RefusedPosts]:
+    """Per provider with any, the posts refused today and in the last `days` days (today included)."""
+    today = timezone.localdate()
+    rows = (
+        WebhookRejectionCount.objects.filter(day__gt=today - timedelta(days=days))
+        .values("provider")
+        .annotate(total=Sum("count"), today=Sum("count", filter=Q(day=today)))
+        .order_by("provider")
+    )
+    return [RefusedPosts(r["provider"], r["today"] or 0, r["total"] or 0) for r in rows]
 
 
 def _error(status: int, code: str, message: str) -> WebhookResult:

@@ -31,6 +31,7 @@ import functools
 import inspect
 import weakref
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -459,7 +460,8 @@ class TransactionService:
             )
         check_refundable(payment, amount)
         booking = payment.booking
-        commission_back = _commission_clawback(booking, payment, amount)
+        split = refund_split(payment, amount)  # what the portal's confirmation showed
+        commission_back = split.commission_back
         followup = ledger.refund_followup(
             payment,
             refunded=payment.refunded_amount + amount,
@@ -470,8 +472,8 @@ class TransactionService:
             wallet=payment.ledger_transaction.wallet,
             type=Type.REFUND,
             direction=Direction.OUT,
-            amount=amount - commission_back,
-            balance_delta=-(amount - commission_back),
+            amount=split.host_debit,
+            balance_delta=-split.host_debit,
             legs=[
                 (SystemAccount.PLATFORM_REVENUE, -commission_back),
                 (SystemAccount.REFUNDS_PAYABLE, amount),
@@ -722,6 +724,22 @@ def _lock_open_withdrawal(withdrawal_id: int) -> Withdrawal:
     if not withdrawal.is_open:
         raise InvalidStateError(f"Withdrawal {withdrawal.reference} is already {withdrawal.status}.")
     return withdrawal
+
+
+class RefundSplit(NamedTuple):
+    """Who gives back what in a refund: the guest gets `guest_refund`; `commission_back` comes
+    out of platform revenue and `host_debit` out of the host's wallet (they add up to it)."""
+
+    guest_refund: Decimal
+    commission_back: Decimal
+    host_debit: Decimal
+
+
+def refund_split(payment: Payment, amount: Decimal) -> RefundSplit:
+    """How a refund of `amount` against `payment` (as it stands: earlier refunds counted) is
+    split. process_refund posts exactly this, and the portal's confirmation shows it."""
+    commission_back = _commission_clawback(payment.booking, payment, amount)
+    return RefundSplit(amount, commission_back, amount - commission_back)
 
 
 def _commission_clawback(booking: Booking, payment: Payment, amount: Decimal) -> Decimal:

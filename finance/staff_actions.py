@@ -21,16 +21,18 @@ hand back another person's result nor take the place of their request.
 import hashlib
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 
 from django.db import transaction
+from django.db.models import Exists, OuterRef, Subquery
 from wagtail.log_actions import log
 
 from . import approvals, permissions
 from .audit import log_once, money_data
-from .errors import InvalidStateError, require_reason
-from .models import ApprovalRequest, Booking, Payment, WalletTransaction, Withdrawal
-from .money import parse_amount
-from .services import TransactionService, check_refundable
+from .errors import InsufficientBalanceError, InvalidStateError, TransactionError, WalletNotActiveError, require_reason
+from .models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
+from .money import format_money, parse_amount, quantum
+from .services import RefundSplit, TransactionService, check_refundable, refund_split
 from .services import check_reversible as check_reversal_allowed
 
 
@@ -65,9 +67,43 @@ def clean_rejection_note(note: str | None) -> str:
 
 
 def can_be_reversed(txn: WalletTransaction) -> bool:
-    """Only a completed transaction that is not itself a reversal can be reversed (a quick look
-    for the lists; `check_reversible` is the full check)."""
+    """Only a completed transaction that is not itself a reversal can be reversed (what the
+    row alone says; `reversal_states` adds what other rows say, `check_reversible` is the
+    full check)."""
     return txn.status == WalletTransaction.Status.COMPLETED and txn.type != WalletTransaction.Type.REVERSAL
+
+
+@dataclass(frozen=True)
+class ReversalState:
+    """What a list shows in a transaction's row: Reverse (`reversible`), or the request
+    already waiting for approval (`pending`, its number)."""
+
+    reversible: bool = False
+    pending: int | None = None
+
+
+def reversal_states(txns) -> dict[int, ReversalState]:
+    """`check_reversible`'s answer for each of `txns` (a page of a list), by primary key, in
+    one query whatever their number: the pending reversal request of each, and whether a
+    booking payment has refunds against it (refunds must be reversed first)."""
+    candidates = [t.pk for t in txns if can_be_reversed(t)]
+    if not candidates:
+        return {}
+    pending = ApprovalRequest.objects.filter(
+        kind=ApprovalRequest.Kind.REVERSAL, status=ApprovalRequest.Status.PENDING, transaction_id=OuterRef("pk")
+    ).values("pk")[:1]
+    refunded = Payment.objects.filter(ledger_transaction_id=OuterRef("pk"), refunded_amount__gt=0)
+    rows = (
+        WalletTransaction.objects.filter(pk__in=candidates)
+        .annotate(pending=Subquery(pending), refunded=Exists(refunded))
+        .values_list("pk", "type", "pending", "refunded")
+        .order_by()
+    )
+    states = {}
+    for pk, txn_type, pending_pk, has_refunds in rows:
+        blocked = has_refunds and txn_type == WalletTransaction.Type.BOOKING_PAYMENT
+        states[pk] = ReversalState(reversible=not blocked and pending_pk is None, pending=pending_pk)
+    return states
 
 
 def check_reversible(txn: WalletTransaction) -> None:
@@ -83,15 +119,65 @@ def check_reversible(txn: WalletTransaction) -> None:
     ).first()
     if pending is not None:
         raise InvalidStateError(
-            f"A reversal of {txn.reference} is already waiting for approval (request #{pending.pk})."
+            f"A reversal of {txn.reference} is already waiting for approval (request #{pending.pk}).",
+            approval=pending.pk,
         )
 
 
-def check_refund(booking: Booking, amount) -> Payment:
-    """The booking's settled payment, if `amount` can be refunded from it (read, not locked)."""
-    payment = Payment.objects.select_related("ledger_transaction").refundable_for(booking).first()
-    check_refundable(payment, parse_amount(amount, booking.currency))
-    return payment
+def check_refund(booking: Booking, amount) -> tuple[Payment, RefundSplit]:
+    """The booking's settled payment and how a refund of `amount` would be split, if the refund
+    can be carried out now (read, not locked): everything "Yes" would refuse is refused here,
+    the payment's refundable amount and the host's wallet covering their share alike."""
+    payment = (
+        Payment.objects.select_related("booking", "ledger_transaction__wallet__user").refundable_for(booking).first()
+    )
+    amount = parse_amount(amount, booking.currency)
+    check_refundable(payment, amount)
+    return payment, check_host_covers(payment, payment.ledger_transaction.wallet, amount)
+
+
+def check_host_covers(payment: Payment, wallet: Wallet, amount: Decimal) -> RefundSplit:
+    """Refuse a refund whose host share the host's `wallet` cannot give back now (the ledger
+    would refuse the posting: a frozen wallet, or less available than the share). Returns the split."""
+    if not wallet.is_active:
+        raise WalletNotActiveError(
+            f"The host {wallet.user}'s wallet is {wallet.get_status_display().lower()}: nothing can be taken "
+            "from it, so no refund can be made until it is active again.",
+            wallet=wallet.pk,
+        )
+    split = refund_split(payment, amount)
+    if split.host_debit > wallet.available_balance:
+        currency = payment.currency
+        limit = refund_limit(payment, wallet)
+        most = (
+            f"At most {format_money(limit, currency)} can be refunded now"
+            if limit > 0
+            else "Nothing can be refunded now"
+        )
+        raise InsufficientBalanceError(
+            f"{most}: the host {wallet.user}'s wallet has {format_money(wallet.available_balance, currency)} "
+            f"available, and this refund would take {format_money(split.host_debit, currency)} from it.",
+            refundable=str(limit),
+            available=str(wallet.available_balance),
+        )
+    return split
+
+
+def refund_limit(payment: Payment, wallet: Wallet) -> Decimal:
+    """The most that can be refunded against `payment` now: what is left of it, or less when the
+    host's `wallet` cannot cover their share of that (their available balance)."""
+    most = payment.refundable_amount
+    available = max(wallet.available_balance, Decimal(0))
+    if most <= 0 or refund_split(payment, most).host_debit <= available:
+        return max(most, Decimal(0))
+    # The host's share is the amount less a proportional commission: start from the exact
+    # proportion, then step down a minor unit at a time past any rounding.
+    booking, step = payment.booking, quantum(payment.currency)
+    host_part = (booking.grand_total - booking.commission_fee) / booking.grand_total if booking.grand_total else 1
+    guess = min(most, (available / host_part).quantize(step, rounding="ROUND_DOWN")) if host_part else most
+    while guess > 0 and refund_split(payment, guess).host_debit > available:
+        guess -= step
+    return max(guess, Decimal(0))
 
 
 @dataclass
@@ -197,8 +283,13 @@ def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_
         if earlier is not None:
             return Outcome(approval=earlier)
         payment, wallet = approvals.lock_refund(booking)
-        if approved_by is None and not approvals.already_moved(key, "refund"):
-            check_refundable(payment, amount)  # never file a request that could not be carried out
+        replay = approvals.already_moved(key, "refund")
+        if not replay:
+            # What the confirmation checked, again under the locks: never file a request that
+            # could not be carried out now, and say why a refund cannot be in the portal's words.
+            check_refundable(payment, amount)
+            check_host_covers(payment, wallet, amount)
+        if approved_by is None and not replay:
             filed = _request_instead(
                 kind=ApprovalRequest.Kind.REFUND,
                 actor=actor,
@@ -255,25 +346,40 @@ def approve_request(*, request: ApprovalRequest, actor, note: str = "") -> Appro
     """Approve and carry out the request, as one transaction. The requester cannot approve.
 
     The action runs as its requester (whose permission is checked again: it may have been
-    withdrawn since), with the approver recorded in the audit entry."""
+    withdrawn since), with the approver recorded in the audit entry. When carrying it out is
+    refused (the host's balance no longer covers it, say), nothing changes: the request stays
+    pending, the error goes up to the caller, and the requester is told why by e-mail."""
     permissions.require(actor, permissions.APPROVE_REQUEST)
-    with transaction.atomic():
-        request = approvals.lock_for_decision(request, actor)
-        reference = _carry_out(request, approver=actor)
-        approvals.record_decision(
-            request, status=ApprovalRequest.Status.APPROVED, actor=actor, note=note, reference=reference
-        )
-        log(
-            request,
-            "stayafrica.approval.approve",
-            user=actor,
-            data=money_data(request.amount, request.currency, kind=request.kind, reference=reference, note=note),
-        )
+    failure = None
+    try:
+        with transaction.atomic():
+            request = approvals.lock_for_decision(request, actor)
+            try:
+                reference = _carry_out(request, approver=actor)
+            except TransactionError as error:
+                failure = error
+                raise
+            approvals.record_decision(
+                request, status=ApprovalRequest.Status.APPROVED, actor=actor, note=note, reference=reference
+            )
+            log(
+                request,
+                "stayafrica.approval.approve",
+                user=actor,
+                data=money_data(request.amount, request.currency, kind=request.kind, reference=reference, note=note),
+            )
+            approvals.notify_requester(request, outcome=approvals.APPROVED, decider=actor, note=note)
+    except TransactionError as error:
+        if error is failure:  # rolled back; the attempt is worth telling (a refusal to decide is not)
+            approvals.notify_requester(
+                request, outcome=approvals.NOT_CARRIED_OUT, decider=actor, note=note, why=error.message
+            )
+        raise
     return request
 
 
 def reject_request(*, request: ApprovalRequest, actor, note: str) -> ApprovalRequest:
-    """Reject the request with a note; nothing moves."""
+    """Reject the request with a note; nothing moves. The requester is told by e-mail."""
     permissions.require(actor, permissions.APPROVE_REQUEST)
     note = clean_rejection_note(note)
     with transaction.atomic():
@@ -285,6 +391,7 @@ def reject_request(*, request: ApprovalRequest, actor, note: str) -> ApprovalReq
             user=actor,
             data=money_data(request.amount, request.currency, kind=request.kind, note=note),
         )
+        approvals.notify_requester(request, outcome=approvals.REJECTED, decider=actor, note=note)
     return request
 
 

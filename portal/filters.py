@@ -11,7 +11,7 @@ from django.utils import timezone
 from django_filters.constants import EMPTY_VALUES
 from wagtail.models import ModelLogEntry
 
-from finance.models import Wallet, WalletTransaction
+from finance.models import Payment, Wallet, WalletTransaction, WebhookEvent, Withdrawal
 from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS
 
 
@@ -74,7 +74,73 @@ def _currency_choices():
     return [(c, c) for c in sorted(settings.MINIMUM_WITHDRAWAL)]
 
 
-class WalletFilter(django_filters.FilterSet):
+def owner_condition(value: str, prefix: str = "") -> Q:
+    """People whose username, first name, last name or email starts with `value` (an email in
+    full: that address), or whose first and last names start with its two parts ("Amara Oka")."""
+    if "@" in value:
+        return Q(**{f"{prefix}email__iexact": value})
+    condition = (
+        Q(**{f"{prefix}username__istartswith": value})
+        | Q(**{f"{prefix}first_name__istartswith": value})
+        | Q(**{f"{prefix}last_name__istartswith": value})
+        | Q(**{f"{prefix}email__istartswith": value})
+    )
+    first, _, last = value.partition(" ")
+    if last.strip():
+        condition |= Q(**{f"{prefix}first_name__istartswith": first}) & Q(
+            **{f"{prefix}last_name__istartswith": last.strip()}
+        )
+    return condition
+
+
+class ActiveFiltersMixin:
+    """`active_filters`: the filters a person set, as (label, value shown), for an empty list to say
+    which of them matched nothing."""
+
+    @property
+    def active_filters(self) -> list[tuple[str, str]]:
+        form = self.form
+        if not self.is_bound:
+            return []
+        shown = []
+        for name, field in form.fields.items():
+            raw = form.data.get(name, "")
+            if isinstance(raw, str):
+                raw = raw.strip()
+            if raw in EMPTY_VALUES:
+                continue
+            if form.is_valid() and form.cleaned_data.get(name) in EMPTY_VALUES:
+                continue  # set, but not applied (a period clears From and To)
+            if hasattr(field, "choices"):
+                raw = dict((str(k), v) for k, v in field.choices).get(str(raw), raw)
+            shown.append((str(form.fields[name].label), str(raw)))
+        return shown
+
+
+class WalletFilterForm(forms.Form):
+    """A balance bound compares amounts, so it needs one currency: wallets in different currencies
+    are never compared by number."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        currency = (self.data.get("currency") or "").strip()
+        if currency in dict(_currency_choices()):
+            for name in ("balance_min", "balance_max"):
+                self.fields[name].label = f"{self.fields[name].label} ({currency})"
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("currency"):
+            for name in ("balance_min", "balance_max"):
+                if cleaned.get(name) is not None:
+                    self.add_error(name, "Choose a currency to filter by balance.")
+        low, high = cleaned.get("balance_min"), cleaned.get("balance_max")
+        if low is not None and high is not None and low > high:
+            self.add_error("balance_min", f"“Balance from” ({low}) is more than “Balance up to” ({high}).")
+        return cleaned
+
+
+class WalletFilter(ActiveFiltersMixin, django_filters.FilterSet):
     owner = django_filters.CharFilter(
         label="Owner",
         method="filter_owner",
@@ -88,37 +154,139 @@ class WalletFilter(django_filters.FilterSet):
     class Meta:
         model = Wallet
         fields = []
+        form = WalletFilterForm
 
     def filter_owner(self, queryset, name, value):
         value = value.strip()
         if not value:
             return queryset
-        if "@" in value:
-            return queryset.filter(user__email__iexact=value)
-        return queryset.filter(
-            Q(user__username__istartswith=value)
-            | Q(user__last_name__istartswith=value)
-            | Q(user__email__istartswith=value)
-        )
+        return queryset.filter(owner_condition(value, "user__"))
 
 
-class TransactionFilter(django_filters.FilterSet):
+class Period:
+    """The date presets of a list: a range of days in the current time zone (weeks start on Monday)."""
+
+    TODAY, THIS_WEEK, THIS_MONTH, LAST_MONTH = "today", "this_week", "this_month", "last_month"
+    choices = [(TODAY, "Today"), (THIS_WEEK, "This week"), (THIS_MONTH, "This month"), (LAST_MONTH, "Last month")]
+
+    @classmethod
+    def days(cls, period: str, today=None) -> tuple:
+        """(first day, last day) of `period`, both included."""
+        today = today or timezone.localdate()
+        if period == cls.TODAY:
+            return today, today
+        if period == cls.THIS_WEEK:
+            monday = today - timedelta(days=today.weekday())
+            return monday, monday + timedelta(days=6)
+        first_of_month = today.replace(day=1)
+        if period == cls.THIS_MONTH:
+            next_month = (first_of_month + timedelta(days=32)).replace(day=1)
+            return first_of_month, next_month - timedelta(days=1)
+        if period == cls.LAST_MONTH:
+            last_day = first_of_month - timedelta(days=1)
+            return last_day.replace(day=1), last_day
+        raise ValueError(period)
+
+
+def _day(day) -> str:
+    return day.strftime("%-d %b %Y")
+
+
+OWNER_WALLETS_LISTED = 1000
+
+
+class TransactionFilterForm(forms.Form):
+    """A period sets the date range and wins over From and To (they say so); From after To is an
+    error, not an empty list."""
+
+    def clean(self):
+        cleaned = super().clean()
+        period = cleaned.get("period")
+        if period:
+            first, last = Period.days(period)
+            self._note("period", f"{_day(first)} – {_day(last)}")
+            for name in ("date_from", "date_to"):
+                if cleaned.get(name):
+                    self._note(name, f"Not applied: the period “{dict(Period.choices)[period]}” sets the dates.")
+                cleaned[name] = None
+            return cleaned
+        start, end = cleaned.get("date_from"), cleaned.get("date_to")
+        if start and end and start > end:
+            self.add_error("date_from", f"“From” ({start:%Y-%m-%d}) is after “To” ({end:%Y-%m-%d}).")
+        return cleaned
+
+    def _note(self, name: str, text: str) -> None:
+        """A field's help text, set after cleaning (its bound field, made while cleaning, copied the old one)."""
+        self.fields[name].help_text = text
+        self[name].help_text = text
+
+
+class TransactionFilter(ActiveFiltersMixin, django_filters.FilterSet):
     reference = django_filters.CharFilter(
         label="Reference",
-        field_name="reference",
-        lookup_expr="iexact",
-        widget=forms.TextInput(attrs={"type": "search"}),
+        method="filter_reference",
+        min_length=3,
+        # A trigram index (finance migration 0013) serves the substring search from three characters.
+        error_messages={"min_length": "Type at least 3 characters of the reference."},
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Part of a reference"}),
     )
+    owner = django_filters.CharFilter(
+        label="Owner",
+        method="filter_owner",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name, username or email"}),
+    )
+    currency = django_filters.ChoiceFilter(label="Currency", choices=_currency_choices, empty_label="Any currency")
     type = django_filters.ChoiceFilter(label="Type", choices=WalletTransaction.Type.choices, empty_label="Any type")
     status = django_filters.ChoiceFilter(
         label="Status", choices=WalletTransaction.Status.choices, empty_label="Any status"
     )
+    period = django_filters.ChoiceFilter(
+        label="Period", choices=Period.choices, empty_label="Any time", method="filter_period"
+    )
+    # With a period chosen, the form clears these (TransactionFilterForm.clean).
     date_from = DayFromFilter(label="From", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"}))
     date_to = DayToFilter(label="To", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"}))
 
     class Meta:
         model = WalletTransaction
         fields = []
+        form = TransactionFilterForm
+
+    def filter_reference(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        # A whole reference (pasted from an email or a statement) is found by the unique index at once;
+        # the trigram index would read the long posting lists of its commonest trigrams. References
+        # all have one length, so a whole one is no part of another.
+        if WalletTransaction.objects.filter(reference=value.upper()).exists():
+            return queryset.filter(reference=value.upper())
+        return queryset.filter(reference__icontains=value)
+
+    def filter_owner(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        # The owners' wallets first, from the users' prefix indexes (portal migration 0008), as a list
+        # the planner can count: the page then reads those wallets' rows (txn_wallet_newest). Asked as
+        # a subquery instead, the planner guesses far more matches than a narrow name has and walks
+        # the whole ledger newest first looking for them (seconds at 500,000 rows). A prefix so
+        # broad that it matches more wallets than OWNER_WALLETS_LISTED is asked as the subquery:
+        # then matches are everywhere and the walk finds a page at once.
+        from django.contrib.auth import get_user_model
+
+        users = get_user_model().objects.filter(owner_condition(value)).values("pk")
+        wallets = Wallet.objects.filter(user__in=users).values_list("pk", flat=True)
+        listed = list(wallets[: OWNER_WALLETS_LISTED + 1])
+        if len(listed) <= OWNER_WALLETS_LISTED:
+            return queryset.filter(wallet__in=listed)
+        return queryset.filter(wallet__in=wallets)
+
+    def filter_period(self, queryset, name, value):
+        if not value:
+            return queryset
+        first, last = Period.days(value)
+        return queryset.filter(created_at__gte=_start_of(first), created_at__lt=_start_of(last + timedelta(days=1)))
 
 
 class AuditFilterForm(forms.Form):
@@ -161,3 +329,126 @@ class AuditFilter(django_filters.FilterSet):
             if value
             else queryset
         )
+
+
+# --- work queues: withdrawals and the webhook inbox ------------------------------------------
+
+AGE_CHOICES = [(str(days), f"Requested over {days} day{'s' if days > 1 else ''} ago") for days in (1, 3, 7)]
+
+
+class WithdrawalFilterForm(forms.Form):
+    """Amounts are compared only within one currency: a bound without one is a field error."""
+
+    def clean(self):
+        cleaned = super().clean()
+        if not cleaned.get("currency"):
+            for name in ("amount_min", "amount_max"):
+                if cleaned.get(name) is not None:
+                    self.add_error(name, "Choose a currency first: amounts in different currencies cannot be compared.")
+        return cleaned
+
+
+class AgeFilter(django_filters.ChoiceFilter):
+    """Requested more than N days ago: `created_at < now - N days` (the (status, created_at) index)."""
+
+    def filter(self, qs, value):
+        if value in EMPTY_VALUES:
+            return qs
+        return qs.filter(**{f"{self.field_name}__lt": timezone.now() - timedelta(days=int(value))})
+
+
+class WithdrawalFilter(django_filters.FilterSet):
+    host = django_filters.CharFilter(
+        label="Host",
+        method="filter_host",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Name, username or email"}),
+    )
+    currency = django_filters.ChoiceFilter(label="Currency", choices=_currency_choices, empty_label="Any currency")
+    amount_min = BalanceFilter(label="Amount from", field_name="amount", lookup_expr="gte")
+    amount_max = BalanceFilter(label="Amount up to", field_name="amount", lookup_expr="lte")
+    age = AgeFilter(label="Age", field_name="created_at", choices=AGE_CHOICES, empty_label="Any age")
+    requested_from = DayFromFilter(
+        label="Requested from", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    requested_to = DayToFilter(
+        label="Requested up to", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    class Meta:
+        model = Withdrawal
+        fields = []
+        form = WithdrawalFilterForm
+
+    def filter_host(self, queryset, name, value):
+        value = value.strip()
+        if not value:
+            return queryset
+        if "@" in value:
+            return queryset.filter(wallet__user__email__iexact=value)
+        return queryset.filter(
+            Q(wallet__user__username__istartswith=value)
+            | Q(wallet__user__last_name__istartswith=value)
+            | Q(wallet__user__email__istartswith=value)
+        )
+
+
+def _provider_choices():
+    from finance.providers import PROVIDERS
+
+    return [(name, name.capitalize() if name != "mpesa" else "M-Pesa") for name in sorted(PROVIDERS)]
+
+
+# The inbox's landing view: what staff must look at (flagged or rejected).
+NEEDS_ATTENTION = "attention"
+ALL_EVENTS = "all"
+
+
+def _webhook_status_choices():
+    return [
+        (NEEDS_ATTENTION, "Needs attention (flagged or rejected)"),
+        (ALL_EVENTS, "Any status"),
+        *WebhookEvent.Outcome.choices,
+    ]
+
+
+class WebhookStatusFilter(django_filters.ChoiceFilter):
+    def filter(self, qs, value):
+        if value in EMPTY_VALUES or value == ALL_EVENTS:
+            return qs
+        if value == NEEDS_ATTENTION:
+            return qs.filter(outcome__in=WebhookEvent.NEEDS_ATTENTION)
+        return qs.filter(outcome=value)
+
+
+class WebhookEventFilter(django_filters.FilterSet):
+    """The webhook inbox. `show` keeps its name (links and bookmarks use ?show=attention|all)."""
+
+    q = django_filters.CharFilter(
+        label="Reference",
+        method="filter_reference",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Event id, PAY-… or provider reference"}),
+    )
+    provider = django_filters.ChoiceFilter(label="Provider", choices=_provider_choices, empty_label="Any provider")
+    show = WebhookStatusFilter(label="Status", choices=_webhook_status_choices, empty_label=None)
+    received_from = DayFromFilter(
+        label="Received from", field_name="received_at", widget=forms.DateInput(attrs={"type": "date"})
+    )
+    received_to = DayToFilter(
+        label="Received up to", field_name="received_at", widget=forms.DateInput(attrs={"type": "date"})
+    )
+
+    class Meta:
+        model = WebhookEvent
+        fields = []
+
+    def filter_reference(self, queryset, name, value):
+        """Exact matches on indexed columns: the event id, the payment's reference (PAY-…, any
+        case) or the provider's reference for the payment."""
+        value = value.strip()
+        if not value:
+            return queryset
+        # The payments first (two unique indexes), so the events' condition is an OR of two indexed
+        # columns (event id, payment id) rather than an OR across a join, which no index serves.
+        payments = Payment.objects.filter(Q(reference=value.upper()) | Q(provider_reference=value))
+        payment_ids = list(payments.values_list("pk", flat=True)[:20])
+        return queryset.filter(Q(event_id=value) | Q(payment_id__in=payment_ids))

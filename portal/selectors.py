@@ -1,21 +1,72 @@
-"""Read queries for the portal's pages: dashboard totals and the host statement."""
+"""Read queries for the portal's pages: dashboard totals, the transaction page and the host statement."""
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Q, Sum
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import ObjectDoesNotExist
+from django.db.models import Count, DecimalField, Q, Sum
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
 from django.utils import timezone
+from wagtail.models import ModelLogEntry
 
-from finance.models import ApprovalRequest, Wallet, WalletTransaction, WebhookEvent, Withdrawal
+from finance.models import (
+    ApprovalRequest,
+    Booking,
+    LedgerAudit,
+    Payment,
+    Wallet,
+    WalletTransaction,
+    WebhookEvent,
+    Withdrawal,
+)
+from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS
 
 Type = WalletTransaction.Type
 Status = WalletTransaction.Status
 
 
+def _metadata_amount(key: str):
+    """A money amount the services store as a decimal string in a transaction's metadata, summed in SQL."""
+    return Cast(
+        KeyTextTransform(key, "metadata"), DecimalField(max_digits=COLUMN_DIGITS, decimal_places=COLUMN_DECIMALS)
+    )
+
+
+# Today's figures per currency: (name, aggregate). Each names exactly what it adds up.
+_PAYOUT, _REFUND, _REVERSAL = Q(type=Type.BOOKING_PAYMENT), Q(type=Type.REFUND), Q(type=Type.REVERSAL)
+_TODAY_FIGURES = {
+    # A booking payout's metadata carries the guest's payment (gross) and the commission kept;
+    # its amount is the host's share, credited to the host's wallet.
+    "payment_count": Count("id", filter=_PAYOUT),
+    "guest_payments": Sum(_metadata_amount("gross"), filter=_PAYOUT),
+    "commission_earned": Sum(_metadata_amount("commission"), filter=_PAYOUT),
+    "host_payouts": Sum("amount", filter=_PAYOUT),
+    # A refund's amount is what the host gives back (the host's debit); the guest gets
+    # metadata["refund_amount"], the difference being the commission the platform returns.
+    "refund_count": Count("id", filter=_REFUND),
+    "refunded_to_guests": Sum(_metadata_amount("refund_amount"), filter=_REFUND),
+    "clawed_back": Sum("amount", filter=_REFUND),
+    "commission_returned": Sum(_metadata_amount("commission_clawback"), filter=_REFUND),
+    "reversal_count": Count("id", filter=_REVERSAL),
+    "reversals": Sum("amount", filter=_REVERSAL),
+}
+
+
+def today_start() -> datetime:
+    """Midnight today in the site's time zone: where the dashboard's "today" begins."""
+    return timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+
+
 def dashboard_totals() -> dict:
-    """Per currency: balances, held, pending withdrawals, today's payments/refunds/reversals."""
+    """Per currency: wallet balances, held, pending withdrawals; and today's payments, refunds, reversals.
+
+    Amounts are Decimals (never None): the template formats each at its currency's precision."""
     rows: dict[str, dict] = {}
+    zero = Decimal(0)
 
     def row(currency):
         return rows.setdefault(
@@ -23,40 +74,42 @@ def dashboard_totals() -> dict:
             {
                 "currency": currency,
                 "wallets": 0,
-                "balance": Decimal(0),
-                "held": Decimal(0),
-                "pending_withdrawals": Decimal(0),
+                "balance": zero,
+                "held": zero,
+                "pending_withdrawals": zero,
                 "pending_withdrawal_count": 0,
-                "payments": Decimal(0),
-                "refunds": Decimal(0),
-                "reversals": Decimal(0),
             },
         )
 
     for r in Wallet.objects.values("currency").annotate(n=Count("id"), b=Sum("balance"), h=Sum("held_balance")):
         entry = row(r["currency"])
-        entry.update(wallets=r["n"], balance=r["b"] or 0, held=r["h"] or 0)
+        entry.update(wallets=r["n"], balance=r["b"] or zero, held=r["h"] or zero)
     for r in (
         Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES)
         .values("currency")
         .annotate(n=Count("id"), total=Sum("amount"))
     ):
         entry = row(r["currency"])
-        entry.update(pending_withdrawals=r["total"] or 0, pending_withdrawal_count=r["n"])
-    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+        entry.update(pending_withdrawals=r["total"] or zero, pending_withdrawal_count=r["n"])
+    start = today_start()
+    # Today's rows only, found by the txn_created_id index.
     today = (
         WalletTransaction.objects.filter(
             created_at__gte=start, type__in=[Type.BOOKING_PAYMENT, Type.REFUND, Type.REVERSAL]
         )
-        .values("currency", "type")
-        .annotate(total=Sum("amount"))
+        .order_by()
+        .values("currency")
+        .annotate(**_TODAY_FIGURES)
     )
-    names = {Type.BOOKING_PAYMENT: "payments", Type.REFUND: "refunds", Type.REVERSAL: "reversals"}
-    for r in today:
-        row(r["currency"])[names[r["type"]]] = r["total"] or 0
+    today_rows = [
+        {name: (value if value is not None else zero) for name, value in r.items()}
+        for r in sorted(today, key=lambda r: r["currency"])
+    ]
     return {
         "currencies": sorted(rows.values(), key=lambda e: e["currency"]),
-        "queue_length": Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES).count(),
+        "today": today_rows,
+        "today_start": start,
+        "queue_length": sum(r["pending_withdrawal_count"] for r in rows.values()),
         "pending_approvals": ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count(),
     }
 
@@ -64,6 +117,175 @@ def dashboard_totals() -> dict:
 def flagged_webhook_events(limit: int = 5):
     """The webhook inbox's events that need staff: flagged (mismatch) or rejected (unreadable)."""
     return WebhookEvent.objects.filter(outcome__in=WebhookEvent.NEEDS_ATTENTION).order_by("-received_at", "-id")[:limit]
+
+
+# --- the transaction page -----------------------------------------------------------------
+
+# What a reference can look like: the column's length, and the characters references are made of.
+# Anything else cannot name a transaction, so it is not looked up at all (a 404, never a 500).
+_REFERENCE_LENGTH = WalletTransaction._meta.get_field("reference").max_length
+_REFERENCE = re.compile(rf"[A-Za-z0-9_-]{{1,{_REFERENCE_LENGTH}}}")
+
+
+def is_reference(value: str) -> bool:
+    return bool(_REFERENCE.fullmatch(value or ""))
+
+
+def _metadata_decimal(metadata: dict, key: str) -> Decimal | None:
+    """An amount the services stored as a decimal string in a transaction's metadata, or None."""
+    try:
+        return Decimal(str(metadata[key]))
+    except (KeyError, ArithmeticError, ValueError, TypeError):
+        return None
+
+
+def _one_to_one(instance, name: str):
+    """A reverse one-to-one (loaded with select_related) or None when there is none."""
+    try:
+        return getattr(instance, name)
+    except ObjectDoesNotExist:
+        return None
+
+
+@dataclass
+class TransactionTrail:
+    """Everything one movement of money touched, for the transaction page."""
+
+    txn: WalletTransaction
+    entries: list
+    entries_total: Decimal
+    ledger_audit: list
+    actor: object  # the person who moved it (the first ledger audit row's actor), or None: the system
+    withdrawal: Withdrawal | None
+    payment: Payment | None
+    payout: WalletTransaction | None  # for a refund: the booking payout it draws on
+    refunds: list  # refunds of the same booking (booking payouts and refunds)
+    reversal: WalletTransaction | None  # the reversal of this transaction
+    approvals: list
+    log_entries: list
+    webhook_events: list
+
+    @property
+    def booking(self) -> Booking | None:
+        return self.txn.booking
+
+    @property
+    def entries_balance(self) -> bool:
+        return self.entries_total == 0
+
+
+def transaction_trail(reference: str) -> TransactionTrail | None:
+    """The transaction `reference` and everything it touched, or None when there is none.
+
+    About a dozen indexed queries whatever the size of the ledger: the header with its wallet,
+    booking, withdrawal and payment in one; then the legs, the ledger audit rows, the reversal,
+    the booking's refunds, the approval requests, the webhook events and the staff log entries."""
+    if not is_reference(reference):
+        return None
+    txn = (
+        WalletTransaction.objects.select_related(
+            "wallet__user",
+            "reverses",
+            "booking__rental_property__host",
+            "booking__guest",
+            "withdrawal__bank_account",
+            "withdrawal__processed_by",
+            "payment",
+        )
+        .filter(reference=reference)
+        .first()
+    )
+    if txn is None:
+        return None
+    entries = list(txn.entries.select_related("wallet__user").order_by("id"))
+    ledger_audit = list(
+        LedgerAudit.objects.filter(transaction=txn).select_related("actor").order_by("created_at", "id")
+    )
+    withdrawal = _one_to_one(txn, "withdrawal")
+    reversal = txn.reversals.first()
+
+    # The payment behind it: a booking payout's own; a refund's is named in its metadata; a
+    # reversal belongs to the payment of the transaction it reverses.
+    subject = txn.reverses if txn.type == Type.REVERSAL and txn.reverses else txn
+    payment = payout = None
+    if subject.type == Type.BOOKING_PAYMENT:
+        payment = (
+            _one_to_one(txn, "payment")
+            if subject is txn
+            else Payment.objects.filter(ledger_transaction=subject).first()
+        )
+        payout = None if subject is txn else subject
+    elif subject.type == Type.REFUND and subject.metadata.get("payment_reference"):
+        payment = (
+            Payment.objects.select_related("ledger_transaction")
+            .filter(reference=str(subject.metadata["payment_reference"])[:32])
+            .first()
+        )
+        payout = payment.ledger_transaction if payment else None
+    refunds = []
+    if txn.booking_id and txn.type in (Type.BOOKING_PAYMENT, Type.REFUND):
+        refunds = list(
+            WalletTransaction.objects.filter(booking_id=txn.booking_id, type=Type.REFUND).order_by("created_at", "id")
+        )
+        for refund in refunds:  # what the guest got back (the refund's amount is the host's debit)
+            refund.guest_refund = _metadata_decimal(refund.metadata, "refund_amount")
+
+    # Approval requests about it: its reversal (or the reversal this is), its withdrawal, its booking's refunds.
+    about = Q(transaction_id__in=[pk for pk in (txn.pk, txn.reverses_id) if pk])
+    if withdrawal:
+        about |= Q(withdrawal_id=withdrawal.pk)
+    if txn.booking_id and subject.type in (Type.BOOKING_PAYMENT, Type.REFUND):
+        about |= Q(booking_id=txn.booking_id)
+    approvals = list(
+        ApprovalRequest.objects.filter(about).select_related("requested_by", "approved_by").order_by("-created_at")
+    )
+    webhook_events = list(payment.webhook_events.order_by("-received_at", "-id")) if payment else []
+
+    return TransactionTrail(
+        txn=txn,
+        entries=entries,
+        entries_total=sum((e.amount for e in entries), Decimal(0)),
+        ledger_audit=ledger_audit,
+        actor=next((a.actor for a in ledger_audit if a.actor_id), None),
+        withdrawal=withdrawal,
+        payment=payment,
+        payout=payout,
+        refunds=refunds,
+        reversal=reversal,
+        approvals=approvals,
+        log_entries=_log_entries(txn, withdrawal=withdrawal, approvals=approvals, webhook_events=webhook_events),
+        webhook_events=webhook_events,
+    )
+
+
+def _log_entries(txn, *, withdrawal, approvals, webhook_events) -> list:
+    """The staff log entries (Wagtail's ModelLogEntry) about the transaction, newest first.
+
+    What each staff action logs on (finance/staff_actions.py, finance/approvals.py): a reversal
+    on the original transaction (data: reference = the reversal, reverses = the original); a
+    refund on its booking (reference = the refund); a withdrawal's completion or failure on the
+    withdrawal; approval requests and decisions on the request; a webhook replay on the event.
+    Found by (content type, object id), both indexed: never a scan of the JSON data."""
+    types = ContentType.objects.get_for_models(WalletTransaction, Withdrawal, Booking, ApprovalRequest, WebhookEvent)
+    ref = txn.reference
+
+    def on(model, *ids, **data):
+        return Q(content_type=types[model], object_id__in=[str(pk) for pk in ids], **data)
+
+    about = on(WalletTransaction, txn.pk)
+    if txn.reverses_id:
+        about |= on(WalletTransaction, txn.reverses_id, data__reference=ref)
+    if txn.booking_id and txn.type == Type.BOOKING_PAYMENT:
+        about |= on(Booking, txn.booking_id)  # the refunds of the booking it paid out
+    elif txn.booking_id:
+        about |= on(Booking, txn.booking_id, data__reference=ref)
+    if withdrawal:
+        about |= on(Withdrawal, withdrawal.pk)
+    if approvals:
+        about |= on(ApprovalRequest, *(a.pk for a in approvals))
+    if webhook_events:
+        about |= on(WebhookEvent, *(e.pk for e in webhook_events))
+    return list(ModelLogEntry.objects.filter(about).select_related("user").order_by("-timestamp", "-id")[:100])
 
 
 # --- the host statement -------------------------------------------------------------------
@@ -144,3 +366,56 @@ def host_statement(user, start: date, end: date) -> list[CurrencyStatement]:
         statement.totals = totals
         statements.append(statement)
     return statements
+
+
+@dataclass
+class HostTransaction:
+    """One line of a host's statement, on a page of its own."""
+
+    txn: WalletTransaction
+    gross: Decimal | None  # what the guest paid (payouts) or is refunded (refunds)
+    commission: Decimal | None  # the commission kept (payouts) or returned (refunds, negative)
+    withdrawal: Withdrawal | None
+    reversal: WalletTransaction | None
+
+    @property
+    def booking(self) -> Booking | None:
+        return self.txn.booking
+
+    @property
+    def commission_amount(self) -> Decimal | None:
+        """The commission as a positive amount: kept (payouts) or given back (refunds)."""
+        return None if self.commission is None else abs(self.commission)
+
+    @property
+    def guest_name(self) -> str:
+        guest = self.txn.booking.guest if self.txn.booking else None
+        return (guest.first_name or guest.username) if guest else ""
+
+
+def host_transaction(user, reference: str) -> HostTransaction | None:
+    """The transaction `reference` of one of `user`'s own wallets, or None (someone else's, or none)."""
+    if not is_reference(reference):
+        return None
+    txn = (
+        WalletTransaction.objects.select_related(
+            "wallet", "reverses", "booking__rental_property", "booking__guest", "withdrawal__bank_account"
+        )
+        .filter(reference=reference, wallet__user=user)
+        .first()
+    )
+    if txn is None:
+        return None
+    gross = commission = None
+    if txn.type == Type.BOOKING_PAYMENT and txn.booking_id:
+        gross, commission = txn.booking.grand_total, txn.booking.commission_fee
+    elif txn.type == Type.REFUND:
+        gross = Decimal(txn.metadata.get("refund_amount") or txn.amount)
+        commission = -Decimal(txn.metadata.get("commission_clawback") or 0)
+    return HostTransaction(
+        txn=txn,
+        gross=gross,
+        commission=commission,
+        withdrawal=_one_to_one(txn, "withdrawal"),
+        reversal=txn.reversals.first(),
+    )

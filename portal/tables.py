@@ -12,6 +12,32 @@ from finance import permissions, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 
+from .links import transaction_link
+
+# Amounts in different currencies are never compared: a sort by an amount orders by currency first,
+# so each currency's rows stay together (and with a currency chosen, only that one is listed).
+CURRENCY_FIRST_HINT = (
+    "Sorted by currency first, then by {what}: amounts in different currencies are never compared. "
+    "Choose a currency to see one currency only."
+)
+
+
+class CurrencyFirstHintMixin:
+    """`hint`: a sentence under the table's header when it is sorted by an amount across currencies."""
+
+    amount_columns: dict[str, str] = {}  # column name -> what the hint calls it
+
+    @property
+    def hint(self) -> str:
+        request = getattr(self, "request", None)
+        if request is None or request.GET.get("currency") or "currency" in (self.exclude or ()):
+            return ""  # one currency listed (chosen, or one wallet's page)
+        for alias in self.order_by or ():
+            name = alias.lstrip("-")
+            if name in self.amount_columns:
+                return CURRENCY_FIRST_HINT.format(what=self.amount_columns[name])
+        return ""
+
 
 class MoneyColumn(tables.Column):
     def __init__(self, *args, currency_field="currency", **kwargs):
@@ -36,12 +62,12 @@ class DateTimeColumn(tables.DateTimeColumn):
         return date_filter(template_localtime(value), self.date_format) or self.default
 
 
-class WalletTable(tables.Table):
+class WalletTable(CurrencyFirstHintMixin, tables.Table):
     owner = tables.Column(accessor="user__username", verbose_name="Owner", order_by=("user__username",))
     currency = tables.Column()
     status = tables.Column()
-    balance = MoneyColumn()
-    held_balance = MoneyColumn(verbose_name="Held")
+    balance = MoneyColumn(order_by=("currency", "balance", "id"))
+    held_balance = MoneyColumn(verbose_name="Held", order_by=("currency", "held_balance", "id"))
     available = MoneyColumn(accessor="available_balance", verbose_name="Available", orderable=False)
 
     class Meta:
@@ -49,35 +75,76 @@ class WalletTable(tables.Table):
         fields = ("owner", "currency", "status", "balance", "held_balance", "available")
         order_by = ("-id",)
 
+    amount_columns = {"balance": "balance", "held_balance": "held amount"}
+
     def render_owner(self, value, record):
         url = reverse("ops_wallets:detail", args=[record.pk])
         return format_html('<a href="{}">{}</a><br><small>{}</small>', url, record.user, record.user.email)
 
 
-class TransactionTable(tables.Table):
+class TransactionTable(CurrencyFirstHintMixin, tables.Table):
     # Ties on created_at broken by id, as in the model's ordering: pages stay stable, and the order
     # is that of the (created_at, id) and (wallet, -created_at, -id) indexes.
     created_at = DateTimeColumn(verbose_name="Date", format="Y-m-d H:i", order_by=("created_at", "id"))
     reference = tables.Column()
+    # The wallet's owner (select_related("wallet__user") in the views: no query per row).
+    owner = tables.Column(accessor="wallet__user", verbose_name="Owner", orderable=False)
+    currency = tables.Column(orderable=False)
     type = tables.Column()
     status = tables.Column()
-    amount = tables.Column(attrs={"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
-    balance_after = MoneyColumn(verbose_name="Balance after")
+    # Currency first (index txn_currency_amount): amounts in different currencies are never compared.
+    amount = tables.Column(
+        attrs={"td": {"class": "ops-num"}, "th": {"class": "ops-num"}}, order_by=("currency", "amount", "id")
+    )
+    # A running balance of one wallet: not comparable across wallets, so not a sort key.
+    balance_after = MoneyColumn(verbose_name="Balance after", orderable=False)
     # Rendered by render_actions, not a TemplateColumn: a TemplateColumn renders a template with
     # every context processor once per row, the biggest cost of the list's page.
     actions = tables.Column(empty_values=(), verbose_name="Actions", orderable=False)
 
     class Meta:
         model = WalletTransaction
-        fields = ("created_at", "reference", "type", "status", "amount", "balance_after", "actions")
+        fields = (
+            "created_at",
+            "reference",
+            "owner",
+            "currency",
+            "type",
+            "status",
+            "amount",
+            "balance_after",
+            "actions",
+        )
         order_by = ("-created_at",)
+
+    amount_columns = {"amount": "amount"}
+
+    def render_reference(self, value, record):
+        request = getattr(self, "request", None)
+        return transaction_link(value, user=request.user) if request is not None else value
+
+    def render_owner(self, value, record):
+        return format_html('<a href="{}">{}</a>', reverse("ops_wallets:detail", args=[record.wallet_id]), value)
 
     def render_amount(self, value, record):
         sign = "+" if record.direction == "in" else "−"
         return f"{sign}{format_money(value, record.currency)}"
 
     def render_actions(self, record):
-        if self.can_reverse and staff_actions.can_be_reversed(record):
+        state = self.reversal_states.get(record.pk)
+        if state is not None and state.pending is not None:
+            label = f"Reversal pending #{state.pending}"
+            if not self.can_see_approvals:
+                return format_html('<span class="status-tag">{}</span>\n', label)
+            return format_html(
+                '<a class="status-tag" href="{}#approval-{}" aria-label="{} (reversal of {})">{}</a>\n',
+                reverse("ops_approvals:index"),
+                state.pending,
+                label,
+                record.reference,
+                label,
+            )
+        if state is not None and state.reversible and self.can_reverse:
             return format_html(
                 '\n<a class="button button-small button-secondary" href="{}" aria-label="Reverse {}">Reverse</a>\n\n',
                 reverse("ops_transactions:reverse", args=[record.reference]),
@@ -88,30 +155,77 @@ class TransactionTable(tables.Table):
         return "—\n"
 
     @cached_property
+    def reversal_states(self) -> dict:
+        """Reverse, or the pending request, for each row of the page: one query for the page
+        (staff_actions.reversal_states), built on the first row rendered."""
+        page = getattr(self, "page", None)
+        rows = page.object_list if page is not None else self.rows
+        return staff_actions.reversal_states([row.record for row in rows])
+
+    @cached_property
     def can_reverse(self) -> bool:
         request = getattr(self, "request", None)
         return request is not None and permissions.allows(request.user, permissions.REVERSE_TRANSACTION)
 
+    @cached_property
+    def can_see_approvals(self) -> bool:
+        request = getattr(self, "request", None)
+        return request is not None and permissions.allows(request.user, permissions.VIEW_APPROVALS)
+
 
 class WithdrawalTable(tables.Table):
+    """Every tab of the withdrawal queue (portal.views.finance.WithdrawalQueueView): the open tab
+    excludes the history's columns (HISTORY_COLUMNS), the history tabs the open tab's
+    (OPEN_COLUMNS). The open tab's row is also rendered alone by includes/withdrawal_row.html:
+    keep the two in step."""
+
+    OPEN_COLUMNS = ("select", "available", "actions")
+    HISTORY_COLUMNS = ("processed_at", "processed_by", "failure_reason")
+
+    # The header's select-all checkbox is added by static/portal/portal.js (th[data-select-all]).
     select = tables.TemplateColumn(
-        template_name="portal/includes/withdrawal_select.html", verbose_name="Select", orderable=False
+        template_name="portal/includes/withdrawal_select.html",
+        verbose_name="Select",
+        orderable=False,
+        attrs={"th": {"data-select-all": ""}},
     )
+    reference = tables.Column(verbose_name="Reference")
     created_at = DateTimeColumn(verbose_name="Requested", format="Y-m-d H:i")
     host = tables.Column(accessor="wallet__user__username", verbose_name="Host", order_by=("wallet__user__username",))
     bank_account = tables.Column(verbose_name="Bank account", orderable=False)
     amount = MoneyColumn()
     available = MoneyColumn(accessor="wallet__available_balance", verbose_name="Wallet available", orderable=False)
     status = tables.Column()
+    processed_at = DateTimeColumn(verbose_name="When", format="Y-m-d H:i", order_by=("processed_at", "id"))
+    processed_by = tables.Column(verbose_name="By", order_by=("processed_by__username",))
+    failure_reason = tables.Column(verbose_name="Reason", orderable=False)
     actions = tables.TemplateColumn(
         template_name="portal/includes/withdrawal_actions.html", verbose_name="Actions", orderable=False
     )
 
     class Meta:
         model = Withdrawal
-        fields = ("select", "created_at", "host", "bank_account", "amount", "available", "status", "actions")
+        fields = (
+            "select",
+            "reference",
+            "created_at",
+            "host",
+            "bank_account",
+            "amount",
+            "available",
+            "status",
+            "processed_at",
+            "processed_by",
+            "failure_reason",
+            "actions",
+        )
         order_by = ("created_at",)
         row_attrs = {"id": lambda record: f"withdrawal-{record.pk}"}
+
+    def render_reference(self, value, record):
+        """The WD reference, and under it its ledger transaction, linked for those who may open it."""
+        txn = transaction_link(record.transaction.reference, user=self.request.user)
+        return format_html('<span class="ops-ref">{}</span><br><small>{}</small>', value, txn)
 
     def render_host(self, value, record):
         url = reverse("ops_wallets:detail", args=[record.wallet_id])

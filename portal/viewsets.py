@@ -9,6 +9,7 @@ from django.utils.functional import cached_property
 from wagtail.admin.menu import MenuItem
 from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 
+from finance import approvals as four_eyes
 from finance import permissions
 
 from .views import approvals, audit, broadcasts, dead_letters, finance, jobs, messaging, transactions, webhooks
@@ -21,6 +22,24 @@ class PermissionMenuItem(MenuItem):
 
     def is_shown(self, request):
         return permissions.allows(request.user, self.permission)
+
+
+class ApprovalMenuItem(PermissionMenuItem):
+    """The Approvals item, with the number of requests waiting for people who can approve them:
+    "Approvals (3)", read out as "Approvals: 3 requests waiting". One COUNT on the
+    (status, created_at) index per admin page they open; the item itself is shared by every
+    request (Wagtail caches menu items), so the count goes only into this request's component."""
+
+    def render_component(self, request):
+        component = super().render_component(request)
+        if not permissions.allows(request.user, permissions.APPROVE_REQUEST):
+            return component
+        waiting = four_eyes.waiting_count()
+        if waiting:
+            noun = "request" if waiting == 1 else "requests"
+            component.label = f"{self.label} ({waiting})"
+            component.attrs = {**self.attrs, "aria-label": f"{self.label}: {waiting} {noun} waiting"}
+        return component
 
 
 class OperationsSection(ViewSet):
@@ -40,8 +59,10 @@ class OperationsSection(ViewSet):
     def get_urlpatterns(self):
         return [path(route, view, name=name) for route, view, name in self.routes]
 
+    menu_item_class = PermissionMenuItem
+
     def get_menu_item(self, order=None):
-        return PermissionMenuItem(
+        return self.menu_item_class(
             label=self.menu_label,
             url=self.menu_url,
             name=self.name,
@@ -93,6 +114,8 @@ class WithdrawalSection(OperationsSection):
     permission_required = permissions.VIEW_WITHDRAWALS
     routes = [
         ("", finance.WithdrawalQueueView.as_view(), "index"),
+        ("completed/", finance.WithdrawalQueueView.as_view(tab="completed"), "completed"),
+        ("failed/", finance.WithdrawalQueueView.as_view(tab="failed"), "failed"),
         ("<int:pk>/row/", finance.WithdrawalRowView.as_view(), "row"),
         ("<int:pk>/<str:action>/confirm/", finance.WithdrawalActionView.as_view(confirming=True), "confirm"),
         ("<int:pk>/<str:action>/", finance.WithdrawalActionView.as_view(), "act"),
@@ -118,6 +141,7 @@ class ApprovalSection(OperationsSection):
     menu_label = "Approvals"
     icon = "tick-inverse"
     permission_required = permissions.VIEW_APPROVALS
+    menu_item_class = ApprovalMenuItem
     routes = [
         ("", approvals.ApprovalQueueView.as_view(), "index"),
         ("<int:pk>/<str:decision>/", approvals.ApprovalDecisionView.as_view(), "decide"),

@@ -212,3 +212,155 @@ def test_two_people_filing_the_same_reversal_at_once_queue_one_request(make_user
     # is told the reversal is already waiting.
     assert len(refusals) == len(filers) - 1
     assert all("already waiting for approval" in refusal for refusal in refusals), refusals
+
+
+# --- issue 15: refunds reviewed as carried out, reversal states, the requester told ----------------
+
+
+@pytest.fixture
+def thin_host_booking(host, guest, make_booking, make_payment):
+    """A paid 300,000.00 NGN booking (30,000.00 commission) whose host kept 243,000.00 of the
+    270,000.00 payout: at most 270,000.00 can be refunded now (the host gives back 90% of it)."""
+    from finance.models import Wallet
+
+    booking = make_booking(host, guest, total="300000.00", commission="30000.00")
+    TransactionService.process_booking_payment(booking, make_payment(booking))
+    wallet = Wallet.objects.get(user=host, currency="NGN")
+    TransactionService.debit_wallet(wallet, Decimal("27000.00"))
+    return booking
+
+
+def test_refund_split_is_what_the_refund_posts(paid_booking):
+    from finance.models import Payment
+    from finance.services import refund_split
+
+    payment = Payment.objects.get(booking=paid_booking)
+    split = refund_split(payment, Decimal("333.33"))
+    assert split == (Decimal("333.33"), Decimal("50.00"), Decimal("283.33"))
+    assert split.guest_refund == split.commission_back + split.host_debit
+    txn = TransactionService.process_refund(paid_booking, Decimal("333.33"), "Pool closed")
+    assert txn.amount == split.host_debit
+    assert Decimal(txn.metadata["commission_clawback"]) == split.commission_back
+    payment.refresh_from_db()  # the last refund takes whatever commission is left
+    assert refund_split(payment, payment.refundable_amount).commission_back == Decimal("100.00")
+
+
+def test_a_refund_the_host_cannot_cover_is_refused_before_it_is_confirmed_or_filed(
+    thin_host_booking, finance_user, settings, unchanged
+):
+    from finance.errors import InsufficientBalanceError
+
+    with pytest.raises(InsufficientBalanceError) as refused:
+        staff_actions.check_refund(thin_host_booking, Decimal("300000.00"))
+    assert refused.value.message.startswith("At most NGN 270,000.00 can be refunded now")
+    assert "has NGN 243,000.00 available" in refused.value.message
+    payment, split = staff_actions.check_refund(thin_host_booking, Decimal("270000.00"))
+    assert split.host_debit == Decimal("243000.00")
+    assert staff_actions.refund_limit(payment, payment.ledger_transaction.wallet) == Decimal("270000.00")
+    settings.APPROVAL_THRESHOLDS = {}  # every refund would be a request: none filed that could not be carried out
+    with unchanged(), pytest.raises(InsufficientBalanceError):
+        refund(thin_host_booking, finance_user, "too-much", amount="300000.00")
+    assert not ApprovalRequest.objects.exists()
+
+
+def test_a_frozen_host_wallet_is_refused_at_review(paid_booking):
+    from finance.errors import WalletNotActiveError
+    from finance.models import Wallet
+
+    Wallet.objects.filter(user=paid_booking.rental_property.host).update(status=Wallet.Status.FROZEN)
+    with pytest.raises(WalletNotActiveError, match="wallet is frozen"):
+        staff_actions.check_refund(paid_booking, Decimal("10.00"))
+
+
+def test_reversal_states_say_what_check_reversible_says_in_one_query(
+    paid_booking, funded_wallet, finance_user, django_assert_num_queries
+):
+    credit = funded_wallet.transactions.get(type="credit")
+    payout = WalletTransaction.objects.get(type="booking_payment", booking=paid_booking)
+    filed = staff_actions.request_reversal(txn=credit, reason="Twice", actor=finance_user, idempotency_key="r1")
+    refund(paid_booking, finance_user, "rf", amount="100.00")
+    refunded = WalletTransaction.objects.get(type="refund")
+    txns = list(WalletTransaction.objects.all())
+    with django_assert_num_queries(1):
+        states = staff_actions.reversal_states(txns)
+    assert states[credit.pk] == staff_actions.ReversalState(reversible=False, pending=filed.approval.pk)
+    assert states[payout.pk] == staff_actions.ReversalState(reversible=False)  # refunds first
+    assert states[refunded.pk] == staff_actions.ReversalState(reversible=True)
+    for txn in txns:  # the same answer as the full check, row by row
+        try:
+            staff_actions.check_reversible(txn)
+            reversible = True
+        except (InvalidStateError, Exception):
+            reversible = False
+        assert states.get(txn.pk, staff_actions.ReversalState()).reversible == reversible
+
+
+def test_the_requester_is_emailed_the_outcome(
+    settings, paid_booking, finance_user, approver, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.APPROVAL_THRESHOLDS = {}
+    settings.WAGTAILADMIN_BASE_URL = "https://ops.example"
+    first = refund(paid_booking, finance_user, "k1", amount="100.00").approval
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_actions.approve_request(request=first, actor=approver, note="Checked the booking")
+    first.refresh_from_db()
+    (mail,) = mailoutbox
+    assert mail.to == [finance_user.email]
+    assert mail.subject == f"Request #{first.pk} approved: refund of NGN 100.00 for booking #{paid_booking.pk}"
+    assert f"was approved by {approver}" in mail.body
+    assert first.result_reference in mail.body and "Checked the booking" in mail.body
+    assert f"https://ops.example/admin/operations/approvals/#approval-{first.pk}" in mail.body
+
+    second = refund(paid_booking, finance_user, "k2", amount="100.00").approval
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_actions.reject_request(request=second, actor=approver, note="Guest already compensated")
+    assert mailoutbox[1].subject.startswith(f"Request #{second.pk} rejected")
+    assert "Guest already compensated" in mailoutbox[1].body and "Nothing was moved" in mailoutbox[1].body
+
+
+def test_an_approval_that_cannot_be_carried_out_changes_nothing_and_tells_the_requester(
+    settings, paid_booking, finance_user, approver, mailoutbox, django_capture_on_commit_callbacks, unchanged
+):
+    from finance.errors import InsufficientBalanceError
+    from finance.models import Wallet
+
+    settings.APPROVAL_THRESHOLDS = {}
+    request = refund(paid_booking, finance_user, "k1", amount="1000.00").approval
+    host_wallet = Wallet.objects.get(user=paid_booking.rental_property.host)
+    TransactionService.debit_wallet(host_wallet, Decimal("800.00"))  # the host spent it meanwhile
+    with unchanged(), django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(InsufficientBalanceError) as refused:
+            staff_actions.approve_request(request=request, actor=approver, note="Fine by me")
+    assert "can be refunded now" in refused.value.message
+    request.refresh_from_db()
+    assert request.status == ApprovalRequest.Status.PENDING and request.approved_by is None
+    assert not ModelLogEntry.objects.filter(action="stayafrica.approval.approve").exists()
+    (mail,) = mailoutbox
+    assert mail.subject.startswith(f"Request #{request.pk} not carried out")
+    assert refused.value.message in mail.body and "still waiting" in mail.body
+
+
+def test_refusing_to_decide_ones_own_request_sends_nothing(settings, paid_booking, finance_user, mailoutbox):
+    from finance.errors import PermissionDeniedError
+
+    settings.APPROVAL_THRESHOLDS = {}
+    request = refund(paid_booking, finance_user, "k1", amount="10.00").approval
+    finance_user.groups.add(*approvals_group())
+    with pytest.raises(PermissionDeniedError):
+        staff_actions.approve_request(request=request, actor=finance_user)
+    assert mailoutbox == []
+
+
+def approvals_group():
+    from django.contrib.auth.models import Group
+
+    return [Group.objects.get(name="Finance approver")]
+
+
+def test_waiting_count_counts_pending_requests_only(settings, paid_booking, finance_user, approver):
+    settings.APPROVAL_THRESHOLDS = {}
+    assert approvals.waiting_count() == 0
+    first = refund(paid_booking, finance_user, "k1", amount="10.00").approval
+    assert approvals.waiting_count() == 1
+    staff_actions.reject_request(request=first, actor=approver, note="No")
+    assert approvals.waiting_count() == 0

@@ -75,3 +75,56 @@ def test_examples(currency, text, expected):
 def test_unknown_currency():
     with pytest.raises(UnsupportedCurrencyError):
         parse_amount("1", "ABC")
+
+
+# --- amounts as staff type them in the portal (parse_typed_amount) ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "currency", "expected"),
+    [
+        ("50,000", "NGN", "50000"),
+        ("1,234,567.50", "NGN", "1234567.50"),
+        ("50000.5", "NGN", "50000.5"),
+        (" 270,000.00 ", "NGN", "270000.00"),
+        ("NGN 50,000", "NGN", "50000"),
+        ("ngn 1,000.25", "NGN", "1000.25"),
+        ("999", "NGN", "999"),
+        ("1,000", "UGX", "1000"),
+        (".5", "USD", "0.5"),
+    ],
+)
+def test_typed_amounts_accept_thousands_separators_in_groups_of_three(typed, currency, expected):
+    from finance.money import parse_typed_amount
+
+    assert parse_typed_amount(typed, currency) == Decimal(expected)
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("50,00", "use a comma only between groups of three digits"),
+        ("5,0000", "use a comma only between groups of three digits"),
+        ("1,2", "use a comma only between groups of three digits"),
+        (",500", "use a comma only between groups of three digits"),
+        ("1,000.5,0", "use a comma only between groups of three digits"),
+        ("abc", "is not an amount: enter a number"),
+        ("1e3", "is not an amount: enter a number"),
+        ("50 000", "is not an amount: enter a number"),
+        ("-5", "is not an amount: enter a number"),
+        ("USD 5", "is not an amount: enter a number"),
+        ("", "Enter an amount"),
+        ("0", "greater than zero"),
+        ("1.001", "at most 2 decimal places"),
+    ],
+)
+def test_typed_amounts_refuse_what_is_not_an_amount_with_a_sentence(typed, message):
+    from finance.money import parse_typed_amount
+
+    with pytest.raises(InvalidAmountError, match=message):
+        parse_typed_amount(typed, "NGN")
+
+
+def test_the_strict_parse_amount_still_refuses_a_thousands_separator():
+    with pytest.raises(InvalidAmountError):
+        parse_amount("50,000", "NGN")

@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 from finance.api.tokens import issue_api_token
 from finance.errors import InvalidAmountError
 from finance.models import BankAccount, Payment, WalletTransaction, WebhookEvent
-from finance.money import parse_amount
+from finance.money import parse_amount, parse_typed_amount
 from finance.services import TransactionService
 from testing.ledger import ledger_snapshot
 
@@ -71,9 +71,9 @@ EXAMPLES = settings(
 )
 
 
-def refused_by_the_rule(text: str, currency: str) -> bool:
+def refused_by_the_rule(text: str, currency: str, *, rule=parse_amount) -> bool:
     try:
-        parse_amount(text, currency)
+        rule(text, currency)
     except InvalidAmountError:
         return True
     return False
@@ -137,7 +137,8 @@ def test_portal_refund_form_and_balance_filter_show_bad_amounts_as_form_errors(c
     @EXAMPLES
     @given(text=amount_texts)
     def check(text):
-        assume(refused_by_the_rule(text, "NGN"))
+        # The portal reads amounts as people type them ("1,000" is a thousand); the API stays strict.
+        assume(refused_by_the_rule(text, "NGN", rule=parse_typed_amount))
         assume("\x00" not in text)  # a NUL never reaches a view: Django's test client refuses it
         data = {"booking": money_world["booking"].pk, "amount": text, "reason": "Guest cancelled"}
         review = client.post("/admin/operations/refunds/confirm/", data)

@@ -3,15 +3,19 @@
 import hashlib
 import hmac
 import json
+import threading
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.db import connection
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from finance.models import Booking, LedgerAudit, Payment, WebhookEvent, Withdrawal
-from finance.payments import replay_webhook
+from finance.models import Booking, LedgerAudit, Payment, WebhookEvent, WebhookRejectionCount, Withdrawal
+from finance.payments import refused_post_counts, replay_webhook
 from testing.jobs import run_ready_jobs
 
 URL = "/api/payments/webhooks/{}/"
@@ -217,6 +221,66 @@ def test_failed_verifications_are_rate_limited_per_source_but_real_events_still_
     # The provider's genuine event from the same address is never crowded out.
     assert send_paystack(paystack_event(payment)).status_code == 200
     assert wallet_balance(host) == Decimal("850.00")
+
+
+# --- forged posts: refused, never stored, counted per provider and day ------------------------
+
+
+def test_forged_posts_are_counted_per_provider_and_day_not_stored(db, settings, payment):
+    settings.WEBHOOK_FAILED_VERIFICATION_LIMIT = 2
+    statuses = [post("paystack", paystack_event(payment), {"HTTP_X_PAYSTACK_SIGNATURE": "bad"}).status_code]
+    statuses += [post("paystack", paystack_event(payment)).status_code for _ in range(3)]  # no signature
+    statuses.append(post("stripe", b"{}", {"HTTP_STRIPE_SIGNATURE": "t=1,v1=00"}).status_code)
+    assert statuses == [401, 401, 429, 429, 429]  # the rate-limited ones (per address) are counted too
+    assert WebhookEvent.objects.count() == 0
+    today = timezone.localdate()
+    assert {(r.provider, r.day, r.count) for r in WebhookRejectionCount.objects.all()} == {
+        ("paystack", today, 4),
+        ("stripe", today, 1),
+    }
+    assert send_paystack(paystack_event(payment)).status_code == 200  # a genuine one is not counted
+    assert WebhookRejectionCount.objects.get(provider="paystack").count == 4
+
+
+def test_refused_post_counts_today_and_the_last_seven_days(db):
+    today = timezone.localdate()
+    for days_ago, count in [(0, 12), (3, 20), (6, 8), (7, 99)]:
+        WebhookRejectionCount.objects.create(provider="paystack", day=today - timedelta(days=days_ago), count=count)
+    WebhookRejectionCount.objects.create(provider="stripe", day=today - timedelta(days=1), count=2)
+    counts = {c.provider: (c.today, c.last_7_days) for c in refused_post_counts()}
+    assert counts == {"paystack": (12, 40), "stripe": (0, 2)}  # eight days ago is out of the window
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_forged_posts_are_each_counted_exactly_once(settings, payment):
+    """Threads, each with its own PostgreSQL connection, post forged webhooks at once: the
+    upsert adds exactly one per post, with no lost update and no duplicate-key error."""
+    settings.WEBHOOK_FAILED_VERIFICATION_LIMIT = 10_000
+    threads_count, posts_each = 8, 10
+    start = threading.Barrier(threads_count)
+    statuses, errors = [], []
+
+    def forge():
+        try:
+            start.wait()
+            for _ in range(posts_each):
+                response = post("paystack", paystack_event(payment), {"HTTP_X_PAYSTACK_SIGNATURE": "forged"})
+                statuses.append(response.status_code)
+        except Exception as error:  # reported below: an exception in a thread would pass silently
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=forge) for _ in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert not errors
+    assert statuses == [401] * (threads_count * posts_each)
+    assert WebhookRejectionCount.objects.get().count == threads_count * posts_each
+    assert WebhookEvent.objects.count() == 0
 
 
 # --- Stripe ----------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def test_the_stream_starts_with_a_byte_order_mark_and_reports_how_it_ended():
     assert ended == [(2, True)]
 
 
+@pytest.mark.django_db  # closing a response sends request_finished, which tidies the database connections
 def test_a_stream_closed_early_reports_the_rows_sent():
     ended = []
     rows = (["row", n] for n in range(100))

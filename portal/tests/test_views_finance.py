@@ -307,3 +307,107 @@ def test_reversing_a_refunded_booking_payment_is_refused_before_confirming(clien
     assert "Refunds were issued against this payment" in page
     assert "Yes, request reversal" not in page
     assert not ApprovalRequest.objects.exists()
+
+
+# --- issue 15: refunds reviewed as carried out; Reverse only where it can be ------------------------
+
+
+@pytest.fixture
+def thin_host_booking(host, guest, make_booking, make_payment):
+    """300,000.00 paid (30,000.00 commission); the host kept 243,000.00 of the 270,000.00 payout."""
+    booking = make_booking(host, guest, total="300000.00", commission="30000.00")
+    TransactionService.process_booking_payment(booking, make_payment(booking))
+    TransactionService.debit_wallet(Wallet.objects.get(user=host, currency="NGN"), Decimal("27000.00"))
+    return booking
+
+
+def test_a_refund_yes_would_refuse_is_refused_at_review_with_the_typed_value_kept(
+    client, finance_user, thin_host_booking
+):
+    login(client, finance_user)
+    data = {"booking": thin_host_booking.pk, "amount": "300,000", "reason": "Flooded"}
+    review = client.post("/admin/operations/refunds/confirm/", data)
+    assert review.status_code == 400
+    page = review.content.decode()
+    assert "Refund NGN 300,000.00" not in page and "Yes, refund" not in page
+    assert "At most NGN 270,000.00 can be refunded now" in page
+    assert 'value="300,000"' in page and 'aria-invalid="true"' in page
+    assert not WalletTransaction.objects.filter(type="refund").exists()
+
+
+def test_typed_amounts_are_reviewed_at_currency_precision_with_every_figure_that_moves(
+    client, finance_user, thin_host_booking
+):
+    login(client, finance_user)
+    page = client.get(f"/admin/operations/refunds/?booking={thin_host_booking.pk}").content.decode()
+    assert 'name="amount" value=""' in page  # nothing armed
+    assert "At most NGN 270,000.00" in page and "0000.0000" not in page
+    data = {"booking": thin_host_booking.pk, "amount": "50,000", "reason": "Flooded"}
+    review = client.post("/admin/operations/refunds/confirm/", data)
+    text = html.unescape(review.content.decode())
+    assert "Refund NGN 50,000.00 to" in text
+    assert "Guest refund: NGN 50,000.00" in text
+    assert "Commission clawed back: NGN 5,000.00" in text
+    assert "Host debit: NGN 45,000.00" in text and "NGN 243,000.00 → NGN 198,000.00" in text
+    response = post_confirmation(client, review)
+    assert response.status_code == 302
+    refund = WalletTransaction.objects.get(type="refund")
+    assert refund.amount == Decimal("45000.00")  # the host debit shown is the one posted
+    after = client.get(response["Location"]).content.decode()
+    assert 'name="amount" value=""' in after
+    assert "Refunded NGN 50,000.00" in after
+
+
+@pytest.mark.parametrize(("typed", "message"), [("50,00", "groups of three"), ("abc", "is not an amount")])
+def test_a_mistyped_amount_is_refused_with_a_sentence(client, finance_user, paid_booking, typed, message):
+    login(client, finance_user)
+    data = {"booking": paid_booking.pk, "amount": typed, "reason": "Late"}
+    review = client.post("/admin/operations/refunds/confirm/", data)
+    assert review.status_code == 400
+    assert message in html.unescape(review.content.decode())
+
+
+def test_a_missing_reason_is_shown_at_the_reason(client, finance_user, paid_booking):
+    login(client, finance_user)
+    review = client.post("/admin/operations/refunds/confirm/", {"booking": paid_booking.pk, "amount": "10"})
+    page = review.content.decode()
+    assert 'id="id_reason-error"' in page and 'id="id_amount-error"' not in page
+
+
+def test_the_api_stays_strict_about_amounts(finance_user, paid_booking):
+    from rest_framework.test import APIClient
+
+    from finance.api.tokens import issue_api_token
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {issue_api_token(finance_user)}")
+    response = api.post(
+        f"/api/payments/bookings/{paid_booking.pk}/refund/", {"amount": "50,000", "reason": "Late"}, format="json"
+    )
+    assert response.status_code == 400
+    assert not WalletTransaction.objects.filter(type="refund").exists()
+
+
+def test_the_transaction_list_offers_reverse_only_where_it_can_be_and_shows_pending_requests(
+    client, finance_user, paid_booking, funded_wallet, django_assert_max_num_queries
+):
+    credit = funded_wallet.transactions.get(type="credit")
+    payout = WalletTransaction.objects.get(type="booking_payment", booking=paid_booking)
+    filed = staff_actions.request_reversal(txn=credit, reason="Twice", actor=finance_user, idempotency_key="r1")
+    staff_actions.refund_booking(
+        booking=paid_booking, amount="100.00", reason="Late", actor=finance_user, idempotency_key="rf"
+    )
+    refund = WalletTransaction.objects.get(type="refund")
+    login(client, finance_user)
+    page = client.get("/admin/operations/transactions/").content.decode()
+    assert f'aria-label="Reverse {refund.reference}"' in page
+    assert f'aria-label="Reverse {payout.reference}"' not in page  # refunds against it: reverse those first
+    assert f'aria-label="Reverse {credit.reference}"' not in page
+    assert f"Reversal pending #{filed.approval.pk}" in page
+    assert f"/admin/operations/approvals/#approval-{filed.approval.pk}" in page
+    # one query for the page's reversal states, whatever the number of rows
+    for _ in range(30):
+        TransactionService.credit_wallet(funded_wallet, Decimal("1.00"))
+    with django_assert_max_num_queries(20) as queries:
+        client.get("/admin/operations/transactions/")
+    assert sum("finance_approvalrequest" in q["sql"] for q in queries.captured_queries) == 1

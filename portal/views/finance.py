@@ -1,8 +1,9 @@
 """Finance staff pages: dashboard, wallets, transactions, withdrawals, refunds, reversals."""
 
 import json
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Q
 from django.http import Http404
@@ -14,16 +15,13 @@ from django.utils.functional import cached_property
 from django.views import View
 
 from finance import approvals, bulk, permissions, staff_actions
-from finance.errors import (
-    InvalidAmountError,
-    TransactionError,
-)
+from finance.errors import TransactionError
 from finance.models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
-from finance.money import format_money, parse_amount
+from finance.money import currency_decimals, format_money, parse_typed_amount
 
 from .. import selectors
 from ..csv_export import label, money, person
-from ..filters import TransactionFilter, WalletFilter
+from ..filters import TransactionFilter, WalletFilter, WithdrawalFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
@@ -141,6 +139,16 @@ class WalletDetailView(WalletTransactionsMixin, TableListView):
     def get_queryset(self):
         return self.wallet.transactions.all()
 
+    # One wallet: its owner and currency are in the page's header, not columns or filters.
+    def get_table_kwargs(self):
+        return {"exclude": ("owner", "currency")}
+
+    def get_filterset(self):
+        filterset = super().get_filterset()
+        for name in ("owner", "currency"):
+            filterset.filters.pop(name)  # before the form is built from them
+        return filterset
+
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
         context["wallet"] = self.wallet
@@ -155,7 +163,8 @@ class TransactionListView(WalletTransactionsMixin, TableListView):
     export_filename = "transactions"
 
     def get_queryset(self):
-        return WalletTransaction.objects.all()
+        # The owner column: the page's rows come with their wallet and user in one query.
+        return WalletTransaction.objects.select_related("wallet__user")
 
 
 # --- reversals -------------------------------------------------------------------------------
@@ -180,6 +189,11 @@ class ReversalView(ConfirmationMixin, OperationsView):
         context = super().get_context_data(**kwargs)
         wallet = self.txn.wallet
         context.update(txn=self.txn, wallet=wallet, balance_after=wallet.balance - self.txn.signed_amount)
+        if "confirmation" not in context:
+            try:  # say so before anyone types a reason for a reversal that cannot be requested
+                staff_actions.check_reversible(self.txn)
+            except TransactionError as refusal:
+                context.update(refusal=refusal.message, pending_approval=refusal.details.get("approval"))
         return context
 
     def get_confirmation_params(self):
@@ -241,14 +255,30 @@ class ReversalView(ConfirmationMixin, OperationsView):
 WITHDRAWAL_ACTIONS = {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}
 
 
+# The queue's tabs: name -> (label, statuses, order). Open withdrawals oldest first (who has waited
+# longest comes first); the history newest first, by when it was processed.
+WITHDRAWAL_TABS = {
+    "open": ("Pending", Withdrawal.OPEN_STATUSES, ("created_at", "id")),
+    "completed": ("Completed", (Withdrawal.Status.COMPLETED,), ("-processed_at", "-id")),
+    "failed": ("Failed", (Withdrawal.Status.FAILED,), ("-processed_at", "-id")),
+}
+WITHDRAWAL_SELECT_RELATED = ("wallet__user", "bank_account", "transaction")
+
+
 class WithdrawalQueueView(TableListView):
+    """The withdrawal queue, one route per tab (`tab`): Pending (open: pending or processing,
+    with the row actions and bulk completion), Completed and Failed (who processed it, when,
+    and why it failed). Each tab has the same filters; the tab is in the path, so filtering
+    keeps it."""
+
     permission_required = permissions.VIEW_WITHDRAWALS
     page_title = "Withdrawal queue"
     header_icon = "upload"
     template_name = "portal/withdrawals.html"
     partial_template_name = "portal/includes/withdrawal_results.html"
     table_class = WithdrawalTable
-    export_filename = "withdrawals"
+    filterset_class = WithdrawalFilter
+    tab = "open"
     export_columns = [
         ("Reference", "reference"),
         ("Requested", "created_at"),
@@ -258,29 +288,47 @@ class WithdrawalQueueView(TableListView):
         ("Amount", money("amount")),
         ("Currency", "currency"),
         ("Status", label("status")),
+        ("Processed", "processed_at"),
+        ("Processed by", person("processed_by")),
+        ("Failure reason", "failure_reason"),
     ]
 
-    class filterset_class:  # noqa: N801 - a tiny stand-in: the queue has no filters
-        def __init__(self, data, queryset, request):
-            self.queryset = self.qs = queryset
-            self.is_bound = False
-            self.form = None
+    @property
+    def export_filename(self) -> str:
+        return "withdrawals" if self.tab == "open" else f"withdrawals-{self.tab}"
 
     def get_queryset(self):
-        return Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES).select_related(
-            "wallet__user", "bank_account"
-        )
+        _, statuses, _ = WITHDRAWAL_TABS[self.tab]
+        related = WITHDRAWAL_SELECT_RELATED if self.tab == "open" else (*WITHDRAWAL_SELECT_RELATED, "processed_by")
+        return Withdrawal.objects.filter(status__in=statuses).select_related(*related)
+
+    def get_table_kwargs(self):
+        _, _, order = WITHDRAWAL_TABS[self.tab]
+        if self.tab == "open":
+            return {"exclude": WithdrawalTable.HISTORY_COLUMNS}
+        exclude = WithdrawalTable.OPEN_COLUMNS
+        if self.tab != "failed":
+            exclude = (*exclude, "failure_reason")
+        return {"exclude": exclude, "order_by": order}
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        # Bulk completions running or finished lately, whoever started them, followed live.
-        context["batches"] = [batch_context(batch, seen=batch.done) for batch in bulk.recent_batches()]
+        context["tab"] = self.tab
+        context["tabs"] = [
+            {"name": name, "label": label, "url": reverse(f"ops_withdrawals:{name if name != 'open' else 'index'}")}
+            for name, (label, _, _) in WITHDRAWAL_TABS.items()
+        ]
+        if self.tab == "open":
+            # Bulk completions running or finished lately, whoever started them, followed live.
+            context["batches"] = [batch_context(batch, seen=batch.done) for batch in bulk.recent_batches()]
+            # What the selected total is written with (static/portal/portal.js): each currency's decimals.
+            context["currency_decimals"] = {c: currency_decimals(c) for c in settings.MINIMUM_WITHDRAWAL}
         return context
 
 
 class WithdrawalMixin(PermissionRequiredMixin):
     def get_withdrawal(self, pk):
-        return get_object_or_404(Withdrawal.objects.select_related("wallet__user", "bank_account"), pk=pk)
+        return get_object_or_404(Withdrawal.objects.select_related(*WITHDRAWAL_SELECT_RELATED), pk=pk)
 
     def row(self, request, withdrawal, *, message=None, level="success", status=200, extra=None):
         """The withdrawal's row, re-rendered in place, and a Wagtail message (its own w-messages:add event)."""
@@ -566,7 +614,11 @@ def batch_context(batch, *, seen: int) -> dict:
 
 
 class RefundView(ConfirmationMixin, OperationsView):
-    """Find a booking, see what was paid and refunded, refund part or all with a reason."""
+    """Find a booking, see what was paid and refunded, refund part or all with a reason.
+
+    The review refuses whatever "Yes" would refuse (`staff_actions.check_refund`: more than
+    is left of the payment, or a host share the host's wallet cannot give back now), and
+    shows every figure that moves (`refund_split`, the figures the service posts)."""
 
     permission_required = permissions.REFUND_BOOKING
     page_title = "Refunds"
@@ -596,11 +648,22 @@ class RefundView(ConfirmationMixin, OperationsView):
         booking_id = self.request.GET.get("booking") or kwargs.get("booking_id")
         if booking_id and str(booking_id).isdigit():
             booking = get_object_or_404(Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id)
-            payment = Payment.objects.refundable_for(booking).first()
+            payment = (
+                Payment.objects.select_related("booking", "ledger_transaction__wallet__user")
+                .refundable_for(booking)
+                .first()
+            )
             context["booking"] = booking
             context["payment"] = payment
             if payment:
-                context["refundable"] = payment.refundable_amount
+                refundable = payment.refundable_amount
+                context["refundable"] = refundable
+                if refundable > 0:
+                    # What the host's wallet can give back now may limit it further.
+                    wallet = payment.ledger_transaction.wallet
+                    limit = staff_actions.refund_limit(payment, wallet) if wallet.is_active else Decimal(0)
+                    context["refund_limit"] = limit
+                    context["host_wallet"] = wallet
         return context
 
     def get_confirmation_params(self):
@@ -610,14 +673,10 @@ class RefundView(ConfirmationMixin, OperationsView):
         self.booking = get_object_or_404(
             Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id
         )
-        raw = self.request.POST.get("amount", "").strip()
-        try:
-            Decimal(raw)
-        except InvalidOperation:
-            raise InvalidAmountError("Enter the amount as a number, e.g. 2500.00.") from None
-        amount = parse_amount(raw, self.booking.currency)
+        # As people type it ("50,000", "NGN 1,234.50"); the API keeps the strict parse_amount.
+        amount = parse_typed_amount(self.request.POST.get("amount", ""), self.booking.currency)
         reason = staff_actions.clean_refund_reason(clean_text(self.request.POST.get("reason")))
-        self.payment = staff_actions.check_refund(self.booking, amount)
+        self.payment, self.split = staff_actions.check_refund(self.booking, amount)
         return {"amount": str(amount), "currency": self.booking.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -626,13 +685,19 @@ class RefundView(ConfirmationMixin, OperationsView):
     def describe_confirmation(self, params):
         booking, currency = self.booking, self.booking.currency
         amount = Decimal(params["amount"])
+        split, wallet = self.split, self.payment.ledger_transaction.wallet
+        host = booking.rental_property.host
         left = self.payment.refundable_amount - amount
         return Confirmation(
             label="Confirm refund",
             question=f"Refund {format_money(amount, currency)} to {booking.guest}?",
             effects=[
-                f"Booking #{booking.pk} · {booking.rental_property}. The host, {booking.rental_property.host}, "
-                "gives back their share from their wallet; the platform's commission is returned in proportion.",
+                f"Booking #{booking.pk} · {booking.rental_property}.",
+                f"Guest refund: {format_money(split.guest_refund, currency)} to {booking.guest}.",
+                f"Commission clawed back: {format_money(split.commission_back, currency)} from platform revenue.",
+                f"Host debit: {format_money(split.host_debit, currency)} from {host}'s wallet "
+                f"(balance {format_money(wallet.balance, currency)} → "
+                f"{format_money(wallet.balance - split.host_debit, currency)}).",
                 "This refunds the full remaining amount."
                 if not left
                 else f"Afterwards {format_money(left, currency)} can still be refunded.",
@@ -644,7 +709,7 @@ class RefundView(ConfirmationMixin, OperationsView):
                     kind=ApprovalRequest.Kind.REFUND,
                     amount=amount,
                     currency=currency,
-                    wallet=self.payment.ledger_transaction.wallet,
+                    wallet=wallet,
                 )
             ),
             yes="Yes, refund",
@@ -663,6 +728,7 @@ class RefundView(ConfirmationMixin, OperationsView):
             booking_id=post.get("booking", ""), amount=post.get("amount", ""), reason=post.get("reason", "")
         )
         context["error"] = error.message
+        context["error_field"] = error.details.get("field", "amount")
         return self.render_to_response(context, status=400)
 
     def perform(self, params, key):
@@ -685,4 +751,5 @@ class RefundView(ConfirmationMixin, OperationsView):
                 f"Refunded {format_money(amount, booking.currency)} for booking #{booking.pk} "
                 f"({outcome.result.reference}).",
             )
+        # The booking again, with an empty amount: nothing is armed for a second refund.
         return redirect(f"{reverse('ops_refunds:index')}?booking={booking.pk}")

@@ -1,4 +1,5 @@
-"""The host's payout statement at /statement/: own data only, HTML, CSV and PDF."""
+"""The host's payout statement at /statement/: own data only, HTML, CSV and PDF; and a page per
+statement line at /statement/<reference>/."""
 
 from datetime import date, timedelta
 
@@ -15,7 +16,7 @@ from messaging.erlang import issue_websocket_token, websocket_url
 
 from ..audit_events import record_export
 from ..csv_export import stream_csv
-from ..selectors import host_statement
+from ..selectors import host_statement, host_transaction
 
 
 class PeriodForm(forms.Form):
@@ -63,6 +64,16 @@ def statement(request, user_id=None):
         "host/statement.html",
         {"form": form, "statements": statements, "start": start, "end": end, "host": host, **_ws_context(host)},
     )
+
+
+@login_required
+def statement_transaction(request, reference):
+    """One transaction of the host's own wallets; anyone else's reference (or none) answers 404."""
+    host = _host_only(request)
+    line = host_transaction(host, reference)
+    if line is None:
+        raise Http404("No transaction with this reference on your statement.")
+    return render(request, "host/transaction.html", {"line": line, "txn": line.txn, "host": host, **_ws_context(host)})
 
 
 def _ws_context(user) -> dict:

@@ -106,3 +106,85 @@
     }
   });
 })();
+
+// The withdrawal queue's selection (templates/portal/withdrawals.html): a checkbox in the Select
+// column's header selects every open row on the page, and the line next to "Complete selected…"
+// says what is selected: "Selected: 3 — KES 1,000.00 · NGN 4,500.00". The amounts are added as
+// integers of minor units (BigInt), read from each box's data-amount string: no floating point
+// touches money. Each currency's decimals come from the page (#ops-currency-decimals).
+(function () {
+  "use strict";
+  var BOXES = 'input[name="ids"][form="bulk-form"]';
+
+  function decimalsFor(currency) {
+    var data = document.getElementById("ops-currency-decimals");
+    var map = data ? JSON.parse(data.textContent || "{}") : {};
+    return Object.prototype.hasOwnProperty.call(map, currency) ? map[currency] : 2;
+  }
+
+  // "1500.0000" at 2 decimals -> 150000n. Amounts are stored at their currency's precision, so
+  // the digits cut off beyond it are zeros.
+  function toMinor(text, decimals) {
+    var parts = String(text).trim().split(".");
+    var fraction = ((parts[1] || "") + "0".repeat(decimals)).slice(0, decimals);
+    return BigInt(parts[0] || "0") * BigInt(10) ** BigInt(decimals) + BigInt(fraction || "0");
+  }
+
+  // 150000n, "NGN", 2 -> "NGN 1,500.00" (as finance.money.format_money writes it).
+  function formatMinor(minor, currency, decimals) {
+    var digits = minor.toString().padStart(decimals + 1, "0");
+    var whole = decimals ? digits.slice(0, -decimals) : digits;
+    var fraction = decimals ? "." + digits.slice(-decimals) : "";
+    return currency + " " + whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",") + fraction;
+  }
+
+  function update() {
+    var line = document.querySelector("[data-selected-total]");
+    var boxes = Array.prototype.slice.call(document.querySelectorAll(BOXES));
+    var checked = boxes.filter(function (box) { return box.checked; });
+    var totals = {};
+    checked.forEach(function (box) {
+      var currency = box.dataset.currency;
+      totals[currency] = (totals[currency] || BigInt(0)) + toMinor(box.dataset.amount, decimalsFor(currency));
+    });
+    if (line) {
+      var parts = Object.keys(totals).sort().map(function (c) { return formatMinor(totals[c], c, decimalsFor(c)); });
+      line.textContent = checked.length ? "Selected: " + checked.length + " — " + parts.join(" · ") : "Selected: none";
+    }
+    document.querySelectorAll("[data-select-all-box]").forEach(function (all) {
+      all.checked = boxes.length > 0 && checked.length === boxes.length;
+      all.indeterminate = checked.length > 0 && checked.length < boxes.length;
+      all.disabled = boxes.length === 0;
+    });
+  }
+
+  function install() {
+    document.querySelectorAll("th[data-select-all]").forEach(function (th) {
+      if (th.querySelector("[data-select-all-box]")) return;
+      var label = document.createElement("label");
+      label.className = "ops-check ops-select-all";
+      var box = document.createElement("input");
+      box.type = "checkbox";
+      box.setAttribute("aria-label", "Select every open withdrawal on this page");
+      box.dataset.selectAllBox = "";
+      label.appendChild(box);
+      label.appendChild(document.createTextNode(" All"));
+      th.textContent = "";
+      th.appendChild(label);
+    });
+    update();
+  }
+
+  document.addEventListener("change", function (event) {
+    var target = event.target;
+    if (!target.matches) return;
+    if (target.matches("[data-select-all-box]")) {
+      document.querySelectorAll(BOXES).forEach(function (box) { box.checked = target.checked; });
+    }
+    if (target.matches("[data-select-all-box], " + BOXES)) update();
+  });
+  document.addEventListener("DOMContentLoaded", install);
+  // A filtered page, a row answered after its action, rows a bulk completion finished (out of band).
+  document.addEventListener("htmx:afterSettle", install);
+  document.addEventListener("htmx:oobAfterSwap", install);
+})();

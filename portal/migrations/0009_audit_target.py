@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('portal', '0007_roles_jobs'),
+        ('portal', '0008_user_name_search_indexes'),
     ]
 
     operations = [
