@@ -37,12 +37,11 @@ ACTIONS = {
 }
 
 SIGN_IN = "Sign-in"
-DEFAULT_FAILURES_PER_HOUR = 500
 USERNAME_LENGTH = 150  # what is kept of a username tried (the field's own length)
 
 
 def failures_per_hour() -> int:
-    return getattr(settings, "LOGIN_FAILURES_RECORDED_PER_HOUR", DEFAULT_FAILURES_PER_HOUR)
+    return settings.LOGIN_FAILURES_RECORDED_PER_HOUR
 
 
 def client_ip(request) -> str:

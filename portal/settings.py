@@ -340,6 +340,9 @@ SPECTACULAR_SETTINGS = {
 # (finance/api/throttling.py). Both keep their counters in the cache: Redis with REDIS_URL.
 LOGIN_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
 LOGIN_LOCKOUT_MINUTES = env_int("LOGIN_LOCKOUT_MINUTES", 15)
+# The audit log records failed sign-ins up to this many an hour across the site (portal/audit_events.py):
+# a flood of guesses cannot fill it; one row says how many went unrecorded.
+LOGIN_FAILURES_RECORDED_PER_HOUR = env_int("LOGIN_FAILURES_RECORDED_PER_HOUR", 500)
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out attempt before any password check
     "django.contrib.auth.backends.ModelBackend",

@@ -12,7 +12,7 @@ from finance import permissions, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 
-from .links import transaction_link
+from .links import transaction_link, url_for
 
 # Amounts in different currencies are never compared: a sort by an amount orders by currency first,
 # so each currency's rows stay together (and with a currency chosen, only that one is listed).
@@ -124,7 +124,7 @@ class TransactionTable(CurrencyFirstHintMixin, tables.Table):
         return transaction_link(value, user=request.user) if request is not None else value
 
     def render_owner(self, value, record):
-        return format_html('<a href="{}">{}</a>', reverse("ops_wallets:detail", args=[record.wallet_id]), value)
+        return format_html('<a href="{}">{}</a>', url_for("ops_wallets:detail", record.wallet_id), value)
 
     def render_amount(self, value, record):
         sign = "+" if record.direction == "in" else "−"
@@ -147,7 +147,7 @@ class TransactionTable(CurrencyFirstHintMixin, tables.Table):
         if state is not None and state.reversible and self.can_reverse:
             return format_html(
                 '\n<a class="button button-small button-secondary" href="{}" aria-label="Reverse {}">Reverse</a>\n\n',
-                reverse("ops_transactions:reverse", args=[record.reference]),
+                url_for("ops_transactions:reverse", record.reference),
                 record.reference,
             )
         if record.status == "reversed":
