@@ -93,6 +93,24 @@ def owner_condition(value: str, prefix: str = "") -> Q:
     return condition
 
 
+def refuse_reversed_range(form, cleaned: dict, start_name: str, end_name: str) -> None:
+    """A start date after the end date is an error on the start field, not an empty list."""
+    start, end = cleaned.get(start_name), cleaned.get(end_name)
+    if start and end and start > end:
+        form.add_error(
+            start_name,
+            f"“{form.fields[start_name].label}” ({start:%Y-%m-%d}) is after “{form.fields[end_name].label}” "
+            f"({end:%Y-%m-%d}).",
+        )
+
+
+class WebhookEventFilterForm(forms.Form):
+    def clean(self):
+        cleaned = super().clean()
+        refuse_reversed_range(self, cleaned, "received_from", "received_to")
+        return cleaned
+
+
 class ActiveFiltersMixin:
     """`active_filters`: the filters a person set, as (label, value shown), for an empty list to say
     which of them matched nothing."""
@@ -210,9 +228,7 @@ class TransactionFilterForm(forms.Form):
                     self._note(name, f"Not applied: the period “{dict(Period.choices)[period]}” sets the dates.")
                 cleaned[name] = None
             return cleaned
-        start, end = cleaned.get("date_from"), cleaned.get("date_to")
-        if start and end and start > end:
-            self.add_error("date_from", f"“From” ({start:%Y-%m-%d}) is after “To” ({end:%Y-%m-%d}).")
+        refuse_reversed_range(self, cleaned, "date_from", "date_to")
         return cleaned
 
     def _note(self, name: str, text: str) -> None:
@@ -300,7 +316,7 @@ class AuditFilterForm(forms.Form):
         return data
 
 
-class AuditFilter(django_filters.FilterSet):
+class AuditFilter(ActiveFiltersMixin, django_filters.FilterSet):
     # type=search: the shared filter form applies these as you type (filter_form.html).
     user = django_filters.CharFilter(
         label="User",
@@ -341,6 +357,7 @@ class WithdrawalFilterForm(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
+        refuse_reversed_range(self, cleaned, "requested_from", "requested_to")
         if not cleaned.get("currency"):
             for name in ("amount_min", "amount_max"):
                 if cleaned.get(name) is not None:
@@ -357,7 +374,7 @@ class AgeFilter(django_filters.ChoiceFilter):
         return qs.filter(**{f"{self.field_name}__lt": timezone.now() - timedelta(days=int(value))})
 
 
-class WithdrawalFilter(django_filters.FilterSet):
+class WithdrawalFilter(ActiveFiltersMixin, django_filters.FilterSet):
     host = django_filters.CharFilter(
         label="Host",
         method="filter_host",
@@ -381,15 +398,7 @@ class WithdrawalFilter(django_filters.FilterSet):
 
     def filter_host(self, queryset, name, value):
         value = value.strip()
-        if not value:
-            return queryset
-        if "@" in value:
-            return queryset.filter(wallet__user__email__iexact=value)
-        return queryset.filter(
-            Q(wallet__user__username__istartswith=value)
-            | Q(wallet__user__last_name__istartswith=value)
-            | Q(wallet__user__email__istartswith=value)
-        )
+        return queryset.filter(owner_condition(value, "wallet__user__")) if value else queryset
 
 
 def _provider_choices():
@@ -420,7 +429,7 @@ class WebhookStatusFilter(django_filters.ChoiceFilter):
         return qs.filter(outcome=value)
 
 
-class WebhookEventFilter(django_filters.FilterSet):
+class WebhookEventFilter(ActiveFiltersMixin, django_filters.FilterSet):
     """The webhook inbox. `show` keeps its name (links and bookmarks use ?show=attention|all)."""
 
     q = django_filters.CharFilter(
@@ -440,6 +449,7 @@ class WebhookEventFilter(django_filters.FilterSet):
     class Meta:
         model = WebhookEvent
         fields = []
+        form = WebhookEventFilterForm
 
     def filter_reference(self, queryset, name, value):
         """Exact matches on indexed columns: the event id, the payment's reference (PAY-…, any

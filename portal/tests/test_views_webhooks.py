@@ -177,3 +177,12 @@ def test_forged_posts_are_not_listed_but_counted_on_the_inbox(settings, finance_
     page = signed_in(finance_user).get(INBOX).content.decode()
     assert "paystack</strong>: Forged or unverifiable posts refused: 3 today, 3 in the last 7 days." in page
     assert "webhook secret" in page
+
+
+@pytest.mark.django_db
+def test_a_reversed_received_range_says_so(finance_user, applied_event):
+    page = signed_in(finance_user).get(
+        "/admin/operations/webhooks/", {"show": "all", "received_from": "2026-02-01", "received_to": "2026-01-01"}
+    )
+    assert page.status_code == 200
+    assert "“Received from” (2026-02-01) is after “Received up to” (2026-01-01)." in page.content.decode()

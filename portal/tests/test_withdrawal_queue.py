@@ -111,3 +111,17 @@ def test_filtering_with_htmx_answers_the_results_of_the_same_tab(client_for, fin
     )
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="results"') and ngn[0].reference in body and ngn[1].reference not in body
+
+
+def test_a_reversed_requested_range_says_so(client_for, finance_user, ngn):
+    page = client_for(finance_user).get(QUEUE, {"requested_from": "2026-02-01", "requested_to": "2026-01-01"})
+    assert page.status_code == 200
+    assert "“Requested from” (2026-02-01) is after “Requested up to” (2026-01-01)." in page.content.decode()
+
+
+def test_the_host_filter_finds_a_host_by_first_and_last_name(client_for, finance_user, ngn):
+    host = ngn[0].wallet.user
+    host.first_name, host.last_name = "Amara", "Okafor"
+    host.save()
+    found = client_for(finance_user).get(QUEUE, {"host": "Amara Oka"}).content.decode()
+    assert ngn[0].reference in found and ngn[1].reference in found
