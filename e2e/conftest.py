@@ -29,6 +29,8 @@ CHROMIUM_ARGS = [
 TIMEOUT_MS = 10_000
 # Screenshots are taken at the width finance staff work at.
 DESKTOP = {"width": 1440, "height": 900}
+# ...and at the width of a phone, where hosts read their statements and staff check a queue.
+PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +82,16 @@ def open_as(browser, live):
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def shots(page, name: str) -> None:
+    """Screenshots of the page at 1440 px (`name.png`) and 390 px (`name-390.png`); the
+    page's own viewport is restored afterwards."""
+    size = page.viewport_size
+    for viewport, suffix in ((DESKTOP, ""), (PHONE, "-390")):
+        page.set_viewport_size(viewport)
+        shot(page, name + suffix)
+    page.set_viewport_size(size)
 
 
 @pytest.fixture

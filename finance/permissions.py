@@ -26,6 +26,7 @@ VIEW_WEBHOOKS = "finance.view_webhookevent"
 
 # Messaging.
 SEND_BROADCAST = "messaging.send_broadcast"
+VIEW_BROADCASTS = "messaging.view_broadcast"
 VIEW_MESSAGING_STATS = "messaging.view_messaging_stats"
 VIEW_DEAD_LETTERS = "messaging.view_deadlettermessage"
 

@@ -39,6 +39,7 @@ ROLE_PERMISSIONS = {
     "Support": [
         ACCESS_ADMIN,
         "messaging.send_broadcast",
+        "messaging.view_broadcast",
         "messaging.view_messaging_stats",
         "messaging.view_deadlettermessage",
         "jobs.view_jobrecord",
@@ -58,6 +59,7 @@ ROLE_PERMISSIONS = {
         "portal.view_audit_log",
         "messaging.view_messaging_stats",
         "messaging.view_deadlettermessage",
+        "messaging.view_broadcast",
         "jobs.view_jobrecord",
     ],
 }

@@ -61,10 +61,10 @@ RENAMED = {
     "portal.view_messaging_stats": "messaging.view_messaging_stats",
 }
 
-# Granted by later migrations (portal 0006: the undeliverable messages).
+# Granted by later migrations (portal 0006: the undeliverable messages; 0010: reading broadcasts).
 GRANTED_SINCE = {
-    "Support": {"messaging.view_deadlettermessage"},
-    "Manager": {"messaging.view_deadlettermessage"},
+    "Support": {"messaging.view_deadlettermessage", "messaging.view_broadcast"},
+    "Manager": {"messaging.view_deadlettermessage", "messaging.view_broadcast"},
 }
 
 ABILITIES_NOW = {
