@@ -1,14 +1,10 @@
 """Finance staff fix a flagged provider event and replay it from the webhook inbox."""
 
-import hashlib
-import hmac
-import json
-
 import pytest
-from django.test import Client
 from playwright.sync_api import expect
 
 from finance.models import Payment, WebhookEvent
+from testing.paystack import post_paystack_charge
 
 from .conftest import shot
 
@@ -22,19 +18,7 @@ def test_finance_replays_a_flagged_webhook_after_fixing_its_cause(
     booking = make_booking(host, guest, total="1000.00", commission="100.00")
     payment = make_payment(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(amount="990.00")  # out of step with what was charged
-    raw = json.dumps(
-        {
-            "event": "charge.success",
-            "data": {"id": 4242, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
-        }
-    ).encode()
-    Client().generic(
-        "POST",
-        "/api/payments/webhooks/paystack/",
-        raw,
-        content_type="application/json",
-        HTTP_X_PAYSTACK_SIGNATURE=hmac.new(b"sk_e2e", raw, hashlib.sha512).hexdigest(),
-    )
+    post_paystack_charge(payment, amount_minor=100000, event_id=4242, secret="sk_e2e")
     event = WebhookEvent.objects.get()
     assert event.outcome == "flagged"
 

@@ -1,7 +1,5 @@
 """Work queues with history: withdrawals (tabs, filters, select-all) and the webhook inbox."""
 
-import hashlib
-import hmac
 import json
 import urllib.error
 import urllib.request
@@ -12,6 +10,7 @@ from playwright.sync_api import expect
 
 from finance.models import BankAccount, WebhookEvent, Withdrawal
 from finance.services import TransactionService
+from testing.paystack import post_paystack_charge
 
 from .conftest import shot
 
@@ -151,21 +150,7 @@ def test_webhook_inbox_describes_filters_and_counts_forged_posts(
     settings.PAYSTACK_SECRET_KEY = "sk_e2e"
     booking = make_booking(host, guest, total="30000.00", commission="3000.00")
     payment = make_payment(booking, provider="paystack")
-    raw = json.dumps(
-        {
-            "event": "charge.success",
-            "data": {"id": 5151, "reference": payment.reference, "amount": 3000000, "currency": "NGN"},
-        }
-    ).encode()
-    from django.test import Client
-
-    Client().generic(
-        "POST",
-        "/api/payments/webhooks/paystack/",
-        raw,
-        content_type="application/json",
-        HTTP_X_PAYSTACK_SIGNATURE=hmac.new(b"sk_e2e", raw, hashlib.sha512).hexdigest(),
-    )
+    post_paystack_charge(payment, amount_minor=3000000, event_id=5151, secret="sk_e2e")
     event = WebhookEvent.objects.get()
     assert event.outcome == "applied"
     payment.refresh_from_db()

@@ -27,7 +27,15 @@ def _start_of(day):
     return timezone.make_aware(datetime.combine(day, time.min))
 
 
-class DayFromFilter(django_filters.DateFilter):
+class DayFilter(django_filters.DateFilter):
+    """A day picked with the browser's date picker."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", forms.DateInput(attrs={"type": "date"}))
+        super().__init__(*args, **kwargs)
+
+
+class DayFromFilter(DayFilter):
     """`field__date >= day` written as `field >= midnight starting day`: the same rows, but a range
     an index on the datetime column can serve, where the `__date` cast reads every row."""
 
@@ -37,7 +45,7 @@ class DayFromFilter(django_filters.DateFilter):
         return qs.filter(**{f"{self.field_name}__gte": _start_of(value)})
 
 
-class DayToFilter(django_filters.DateFilter):
+class DayToFilter(DayFilter):
     """`field__date <= day` written as `field < midnight after day` (see DayFromFilter)."""
 
     def filter(self, qs, value):
@@ -260,8 +268,8 @@ class TransactionFilter(ActiveFiltersMixin, django_filters.FilterSet):
         label="Period", choices=Period.choices, empty_label="Any time", method="filter_period"
     )
     # With a period chosen, the form clears these (TransactionFilterForm.clean).
-    date_from = DayFromFilter(label="From", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = DayToFilter(label="To", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = DayFromFilter(label="From", field_name="created_at")
+    date_to = DayToFilter(label="To", field_name="created_at")
 
     class Meta:
         model = WalletTransaction
@@ -330,8 +338,8 @@ class AuditFilter(ActiveFiltersMixin, django_filters.FilterSet):
         method="filter_object",
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "Reference, name or id"}),
     )
-    date_from = DayFromFilter(label="From", field_name="timestamp", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = DayToFilter(label="To", field_name="timestamp", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = DayFromFilter(label="From", field_name="timestamp")
+    date_to = DayToFilter(label="To", field_name="timestamp")
 
     class Meta:
         model = ModelLogEntry
@@ -384,12 +392,8 @@ class WithdrawalFilter(ActiveFiltersMixin, django_filters.FilterSet):
     amount_min = BalanceFilter(label="Amount from", field_name="amount", lookup_expr="gte")
     amount_max = BalanceFilter(label="Amount up to", field_name="amount", lookup_expr="lte")
     age = AgeFilter(label="Age", field_name="created_at", choices=AGE_CHOICES, empty_label="Any age")
-    requested_from = DayFromFilter(
-        label="Requested from", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    requested_to = DayToFilter(
-        label="Requested up to", field_name="created_at", widget=forms.DateInput(attrs={"type": "date"})
-    )
+    requested_from = DayFromFilter(label="Requested from", field_name="created_at")
+    requested_to = DayToFilter(label="Requested up to", field_name="created_at")
 
     class Meta:
         model = Withdrawal
@@ -439,12 +443,8 @@ class WebhookEventFilter(ActiveFiltersMixin, django_filters.FilterSet):
     )
     provider = django_filters.ChoiceFilter(label="Provider", choices=_provider_choices, empty_label="Any provider")
     show = WebhookStatusFilter(label="Status", choices=_webhook_status_choices, empty_label=None)
-    received_from = DayFromFilter(
-        label="Received from", field_name="received_at", widget=forms.DateInput(attrs={"type": "date"})
-    )
-    received_to = DayToFilter(
-        label="Received up to", field_name="received_at", widget=forms.DateInput(attrs={"type": "date"})
-    )
+    received_from = DayFromFilter(label="Received from", field_name="received_at")
+    received_to = DayToFilter(label="Received up to", field_name="received_at")
 
     class Meta:
         model = WebhookEvent

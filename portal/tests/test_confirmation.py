@@ -7,9 +7,6 @@ showing the confirmation again. With the right one the action happens exactly on
 when the same confirmation is posted twice.
 """
 
-import hashlib
-import hmac
-import json
 import re
 import time
 from collections.abc import Callable
@@ -31,6 +28,7 @@ from messaging.models import Broadcast, Message
 from portal.tests.confirming import confirmed_fields, confirmed_url, reissue, token_data
 from portal.views.confirmation import MAX_AGE_SECONDS, TOKEN_FIELD
 from testing.jobs import run_jobs_with_retries, run_ready_jobs
+from testing.paystack import post_paystack_charge
 from testing.processes import free_port
 
 pytestmark = pytest.mark.django_db
@@ -244,19 +242,7 @@ def webhook_replay(request):
     booking = request.getfixturevalue("make_booking")(host, guest, total="1000.00", commission="100.00")
     payment = request.getfixturevalue("make_payment")(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(amount="999.00")
-    raw = json.dumps(
-        {
-            "event": "charge.success",
-            "data": {"id": 78, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
-        }
-    ).encode()
-    Client().generic(
-        "POST",
-        "/api/payments/webhooks/paystack/",
-        raw,
-        content_type="application/json",
-        HTTP_X_PAYSTACK_SIGNATURE=hmac.new(b"sk_confirm", raw, hashlib.sha512).hexdigest(),
-    )
+    post_paystack_charge(payment, amount_minor=100000, event_id=78, secret="sk_confirm")
     Payment.objects.filter(pk=payment.pk).update(amount="1000.00")  # staff fixed the cause
     event = WebhookEvent.objects.get()
     assert event.outcome == WebhookEvent.Outcome.FLAGGED

@@ -1,10 +1,7 @@
 """The webhook inbox (portal/views/webhooks.py): who may see it, replay, CSV."""
 
 import csv
-import hashlib
-import hmac
 import io
-import json
 
 import pytest
 from django.test import Client
@@ -13,6 +10,7 @@ from wagtail.models import ModelLogEntry
 
 from finance.models import Payment, WebhookEvent
 from portal.tests.confirming import post_confirmation
+from testing.paystack import post_paystack_charge
 
 pytestmark = pytest.mark.django_db
 
@@ -30,20 +28,7 @@ def flagged_event(settings, host, guest, make_booking, make_payment):
     booking = make_booking(host, guest, total="1000.00", commission="100.00")
     payment = make_payment(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(amount="999.00")
-    raw = json.dumps(
-        {
-            "event": "charge.success",
-            "data": {"id": 77, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
-        }
-    ).encode()
-    signature = hmac.new(b"sk_portal", raw, hashlib.sha512).hexdigest()
-    Client().generic(
-        "POST",
-        "/api/payments/webhooks/paystack/",
-        raw,
-        content_type="application/json",
-        HTTP_X_PAYSTACK_SIGNATURE=signature,
-    )
+    post_paystack_charge(payment, amount_minor=100000, event_id=77, secret="sk_portal")
     Payment.objects.filter(pk=payment.pk).update(amount="1000.00")  # staff fixed the cause
     return WebhookEvent.objects.get()
 
@@ -92,19 +77,7 @@ def applied_event(settings, host, guest, make_booking, make_payment):
     booking = make_booking(host, guest, total="30000.00", commission="3000.00")
     payment = make_payment(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(provider_reference="ps_ref_1")
-    raw = json.dumps(
-        {
-            "event": "charge.success",
-            "data": {"id": 88, "reference": payment.reference, "amount": 3000000, "currency": "NGN"},
-        }
-    ).encode()
-    Client().generic(
-        "POST",
-        "/api/payments/webhooks/paystack/",
-        raw,
-        content_type="application/json",
-        HTTP_X_PAYSTACK_SIGNATURE=hmac.new(b"sk_portal", raw, hashlib.sha512).hexdigest(),
-    )
+    post_paystack_charge(payment, amount_minor=3000000, event_id=88, secret="sk_portal")
     event = WebhookEvent.objects.get()
     assert event.outcome == WebhookEvent.Outcome.APPLIED
     return event
