@@ -427,9 +427,12 @@ def load_money(now: datetime) -> str:
     named = {username for username, *_ in MARKETS}
     weights = [NAMED_HOST_WEIGHT if p.host.username in named else 1 for p in properties]
 
+    # Every host's wallet, in the order of the hosts (the README's first): scripts that take
+    # "the first wallets" find the named hosts'.
+    wallets = {host.pk: TransactionService.create_wallet(host, COUNTRIES[host.country].currency) for host in _hosts()}
     bookings, payments = _book(rng, now, properties, weights, guests)
     timeline = Timeline()
-    wallets = _plan_payouts(timeline, rng, bookings, payments)
+    _plan_payouts(timeline, rng, bookings, payments, wallets)
     _plan_withdrawals(timeline, rng, now, wallets)
     timeline.run()
     timeline.date_rows(since=started)
@@ -500,15 +503,13 @@ def _book(rng, now, properties, weights, guests) -> tuple[list[Booking], list[Pa
     return bookings, [p for p in payments if p.provider != "sandbox"]
 
 
-def _plan_payouts(timeline: Timeline, rng, bookings, payments) -> dict[int, Wallet]:
+def _plan_payouts(timeline: Timeline, rng, bookings, payments, wallets: dict[int, Wallet]) -> None:
     """Each paid booking's payout a few minutes after booking, and a refund for a few."""
-    wallets: dict[int, Wallet] = {}  # host id -> wallet, filled as payouts create them
 
     def pay(payment):
         def run(when):
             txn = TransactionService.process_booking_payment(payment.booking, payment)
             timeline.transaction_dates[txn.pk] = when
-            wallets.setdefault(payment.booking.rental_property.host_id, txn.wallet)
 
         return run
 
@@ -532,7 +533,6 @@ def _plan_payouts(timeline: Timeline, rng, bookings, payments) -> dict[int, Wall
             later = paid + timedelta(days=rng.randint(1, 10))
             if later < timezone.now():
                 timeline.add(later, refund(payment, share, rng.choice(REFUND_REASONS)))
-    return wallets
 
 
 def _plan_withdrawals(timeline: Timeline, rng, now, wallets: dict[int, Wallet]) -> None:
@@ -542,9 +542,7 @@ def _plan_withdrawals(timeline: Timeline, rng, now, wallets: dict[int, Wallet]) 
 
     def withdraw(host_id):
         def run(when):
-            wallet = wallets.get(host_id)
-            if wallet is None:
-                return
+            wallet = wallets[host_id]
             wallet.refresh_from_db()
             minimum = settings.MINIMUM_WITHDRAWAL.get(wallet.currency, Decimal(0))
             share = Decimal(rng.randint(40, 80)) / 100
