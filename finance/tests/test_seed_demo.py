@@ -1,8 +1,43 @@
-"""seed_demo: the demo data and its logins (published password) exist only in development."""
+"""seed_demo: enough demo data for the portal's lists to be real, loaded once, with a ledger
+that balances; and the demo logins (published password) exist only in development."""
+
+import io
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db import connection
+
+from finance import demo
+from finance.ledger_checks import run_ledger_checks
+from finance.models import (
+    ApprovalRequest,
+    Booking,
+    Payment,
+    Property,
+    WalletTransaction,
+    WebhookEvent,
+    Withdrawal,
+)
+from messaging.models import Broadcast, Message
+
+User = get_user_model()
+SEVEN_MARKETS = {"NG", "KE", "ZA", "GH", "UG", "RW", "TN"}
+
+
+@pytest.fixture
+def development(settings):
+    settings.DEBUG = True  # the test runner turns it off; seed_demo runs only in development
+
+
+def row_counts() -> dict[str, int]:
+    """Rows in every table of the database."""
+    with connection.cursor() as cursor:
+        counts = {}
+        for table in connection.introspection.table_names(cursor):
+            cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)}")
+            counts[table] = cursor.fetchone()[0]
+    return counts
 
 
 @pytest.mark.django_db
@@ -13,3 +48,72 @@ def test_seed_demo_refuses_to_create_demo_logins_with_debug_off(settings):
         call_command("seed_demo")
 
     assert not get_user_model().objects.filter(username__in=["admin", "finance", "guest"]).exists()
+
+
+@pytest.mark.django_db
+def test_the_demo_has_a_marketplace_worth_of_data_and_loading_it_twice_adds_nothing(development):
+    assert connection.vendor == "postgresql"  # where the Django suites run (and --large needs)
+    call_command("seed_demo", stdout=io.StringIO())
+    loaded = row_counts()
+
+    # People: the README's logins, and a few hundred hosts and guests in the seven markets.
+    for username in ["admin", "finance", "approver", "support", "manager", "amara", "wanjiku", "guest"]:
+        assert User.objects.filter(username=username).exists(), username
+    hosts, guests = User.objects.filter(role="host"), User.objects.filter(role="guest")
+    assert hosts.count() >= 300 and guests.count() >= 400
+    assert set(hosts.values_list("country", flat=True)) == SEVEN_MARKETS
+    assert SEVEN_MARKETS <= set(guests.values_list("country", flat=True))
+    assert set(Property.objects.values_list("currency", flat=True)) == {"NGN", "KES", "ZAR", "GHS", "UGX", "RWF", "TND"}
+    assert not hosts.filter(properties__isnull=True).exists()
+
+    # Bookings and money over about six months, most paid, some not yet.
+    assert Booking.objects.count() >= 3000
+    assert Booking.objects.filter(status=Booking.Status.PENDING).count() >= 100
+    assert WalletTransaction.objects.count() >= 3000
+    dates = [t.date() for t in WalletTransaction.objects.values_list("created_at", flat=True)]
+    assert (max(dates) - min(dates)).days >= 150
+    assert len({(d.year, d.month) for d in dates}) >= 6
+    kinds = set(WalletTransaction.objects.values_list("type", "status").distinct())
+    for kind in [("booking_payment", "completed"), ("refund", "completed"), ("reversal", "completed")]:
+        assert kind in kinds
+    assert ("booking_payment", "reversed") in kinds
+
+    # Withdrawals, webhooks, approvals and broadcasts in every state.
+    assert set(Withdrawal.objects.values_list("status", flat=True)) == set(Withdrawal.Status.values)
+    outcomes = set(WebhookEvent.objects.values_list("outcome", flat=True))
+    assert {"applied", "payment_failed", "flagged", "rejected", "ignored"} <= outcomes
+    assert WebhookEvent.objects.filter(reason__contains="differs from the payment").exists()  # amount mismatch
+    assert {"pending", "approved", "rejected"} <= set(ApprovalRequest.objects.values_list("status", flat=True))
+    assert not ApprovalRequest.objects.exclude(requested_by__username="finance").exists()
+    assert not ApprovalRequest.objects.exclude(status="pending").exclude(approved_by__username="approver").exists()
+    assert Broadcast.objects.filter(author__username="support", status=Broadcast.Status.DELIVERED).count() >= 3
+    assert Message.objects.filter(broadcast__isnull=False).count() >= 300
+
+    # The ledger balances: every movement went through the services.
+    assert [check.name for check in run_ledger_checks() if not check.ok] == []
+    call_command("check_ledger", stdout=io.StringIO())
+
+    call_command("seed_demo", stdout=io.StringIO())
+
+    assert row_counts() == loaded
+
+
+@pytest.mark.django_db
+def test_a_demo_load_that_stopped_part_way_is_completed_by_the_next_run(development, monkeypatch):
+    # The first run stops after the money (the later parts never ran, or rolled back).
+    monkeypatch.setattr(demo, "PARTS", demo.PARTS[:3])
+    call_command("seed_demo", stdout=io.StringIO())
+    payments, withdrawals = Payment.objects.count(), Withdrawal.objects.count()
+    assert not WebhookEvent.objects.exists() and not Broadcast.objects.exists()
+    monkeypatch.undo()
+
+    call_command("seed_demo", stdout=io.StringIO())
+
+    assert WebhookEvent.objects.filter(outcome="flagged").exists()
+    assert ApprovalRequest.objects.filter(status="pending").exists()
+    assert Broadcast.objects.exists()
+    # Nothing loaded twice: the bookings part added no payments, the approvals part three
+    # large withdrawals of its own.
+    assert Payment.objects.count() == payments
+    assert Withdrawal.objects.count() == withdrawals + 3
+    assert [check.name for check in run_ledger_checks() if not check.ok] == []

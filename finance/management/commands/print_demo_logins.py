@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from finance.management.commands.seed_demo import DEMO_PASSWORD, GUESTS, MARKETS, STAFF
+from finance.demo import DEMO_PASSWORD, EXTRA_GUESTS, EXTRA_HOSTS, GUESTS, MARKETS, STAFF
 
 
 class Command(BaseCommand):
@@ -13,3 +13,7 @@ class Command(BaseCommand):
         hosts = ", ".join(m[0] for m in MARKETS)
         self.stdout.write(f"  hosts:     {hosts}  → /statement/")
         self.stdout.write(f"  guests:    {', '.join(g[0] for g in GUESTS)}")
+        self.stdout.write(
+            f"  (and {EXTRA_HOSTS} more hosts and {EXTRA_GUESTS} more guests, such as the hosts' "
+            "first.last names in the portal's lists, with the same password)"
+        )

@@ -1,60 +1,25 @@
-"""Demo data: hosts, guests, properties across African markets, bookings, payments,
-wallets with history, bank accounts, pending withdrawals and staff in every role.
+"""Demo data (finance/demo.py): staff in every role, a few hundred hosts and guests across
+the seven markets, six months of bookings, payouts, withdrawals in every state, refunds, a
+reversal, a webhook inbox, approvals and broadcasts.
 
-Idempotent: a second run finds the demo users and changes nothing. All money moves
-through TransactionService, so the ledger is consistent (`check_ledger` passes).
+Idempotent, part by part: a second run adds nothing, and a part that failed is loaded on the
+next run. All money moves through TransactionService, so the ledger is consistent
+(`check_ledger` passes).
 
 `--large` adds 100,000 wallets and 1,000,000 journal entries for the portal benchmark,
 written in bulk with SQL (PostgreSQL only).
 """
 
-import random
-from datetime import date, timedelta
-from decimal import Decimal
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
-from finance.models import BankAccount, Booking, Payment, Property
-from finance.money import round_money
-from finance.services import TransactionService
+from finance.demo import DEMO_PASSWORD, GUESTS, MARKETS, STAFF, load_demo
+
+__all__ = ["Command", "DEMO_PASSWORD", "GUESTS", "MARKETS", "STAFF", "load_large_dataset"]
 
 User = get_user_model()
-DEMO_PASSWORD = "stayafrica-demo"
-
-STAFF = [
-    # username, groups, description
-    ("admin", [], "superuser: everything"),
-    ("finance", ["Finance"], "finance staff: withdrawals, refunds, reversals"),
-    ("approver", ["Finance", "Finance approver"], "finance approver: second pair of eyes"),
-    ("support", ["Support"], "support agent: broadcasts, messaging stats"),
-    ("manager", ["Manager"], "manager: reads everything, the audit log"),
-]
-
-MARKETS = [
-    # host username, name, country, city, currency, nightly rate
-    ("amara", "Amara Okafor", "NG", "Lagos", "NGN", "45000.00"),
-    ("wanjiku", "Wanjiku Kamau", "KE", "Nairobi", "KES", "8500.00"),
-    ("thabo", "Thabo Nkosi", "ZA", "Cape Town", "ZAR", "1450.00"),
-    ("kwame", "Kwame Mensah", "GH", "Accra", "GHS", "650.00"),
-    ("nakato", "Nakato Ssempala", "UG", "Kampala", "UGX", "180000"),
-    ("uwase", "Uwase Mukamana", "RW", "Kigali", "RWF", "75000"),
-    ("yasmine", "Yasmine Ben Ali", "TN", "Tunis", "TND", "210.500"),
-]
-
-GUESTS = [
-    ("guest", "Grace Adeyemi", "NG"),
-    ("otieno", "Brian Otieno", "KE"),
-    ("lerato", "Lerato Dlamini", "ZA"),
-    ("abena", "Abena Asante", "GH"),
-    ("sophie", "Sophie Martin", "FR"),
-    ("james", "James Carter", "US"),
-]
-
-PROPERTY_NAMES = ["Ocean View Villa", "Garden Cottage", "City Loft", "Safari Lodge Suite"]
 
 
 class Command(BaseCommand):
@@ -70,103 +35,11 @@ class Command(BaseCommand):
                 "seed_demo creates demo logins with a published password, so it runs only in development: "
                 "DEBUG is off. For the demo, run it with DEBUG=true (make run does)."
             )
-        if User.objects.filter(username="finance").exists():
-            self.stdout.write("Demo data already loaded.")
-        else:
-            with transaction.atomic():
-                self._load_demo(random.Random(2026))
-            self.stdout.write(self.style.SUCCESS("Demo data loaded."))
+        self.stdout.write("Loading demo data (parts already loaded are skipped):")
+        load_demo(self.stdout.write)
+        self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         if large:
             load_large_dataset(self.stdout)
-
-    def _load_demo(self, rng: random.Random):
-        for username, groups, _ in STAFF:
-            user = _user(username, username.title(), "staff", "", superuser=username == "admin")
-            user.groups.set(Group.objects.filter(name__in=groups))
-        guests = [_user(u, name, "guest", country) for u, name, country in GUESTS]
-        finance = User.objects.get(username="finance")
-        for username, name, country, city, currency, rate in MARKETS:
-            host = _user(username, name, "host", country)
-            bank = BankAccount.objects.create(
-                owner=host,
-                bank_name=f"{city} Commercial Bank",
-                account_name=name,
-                account_number_last4=f"{rng.randrange(10000):04d}",
-                currency=currency,
-                country=country,
-                is_primary=True,
-            )
-            for title in rng.sample(PROPERTY_NAMES, 2):
-                prop = Property.objects.create(
-                    host=host,
-                    title=f"{title}, {city}",
-                    country=country,
-                    city=city,
-                    currency=currency,
-                    nightly_rate=Decimal(rate),
-                )
-                for _ in range(3):
-                    _paid_booking(prop, rng.choice(guests), rng)
-                _pending_booking(prop, rng.choice(guests), rng)
-            wallet = TransactionService.create_wallet(host, currency)
-            wallet.refresh_from_db()
-            if wallet.available_balance > 0:
-                first = round_money(wallet.available_balance * Decimal("0.3"), currency)
-                done = TransactionService.initiate_withdrawal(wallet=wallet, bank_account=bank, amount=first)
-                TransactionService.complete_withdrawal(done, actor=finance)
-                wallet.refresh_from_db()
-                TransactionService.initiate_withdrawal(
-                    wallet=wallet, bank_account=bank, amount=round_money(wallet.available_balance / 4, currency)
-                )
-        # A refund, so statements and the dashboard show one.
-        booking = Booking.objects.filter(status=Booking.Status.CONFIRMED).order_by("pk").first()
-        if booking:
-            TransactionService.process_refund(
-                booking, round_money(booking.grand_total / 5, booking.currency), "Guest left a night early"
-            )
-
-
-def _user(username, full_name, role, country, superuser=False) -> User:
-    first, _, last = full_name.partition(" ")
-    user = User.objects.create_user(
-        username=username,
-        email=f"{username}@stayafrica.example",
-        password=DEMO_PASSWORD,
-        first_name=first,
-        last_name=last,
-        role=role,
-        country=country,
-        is_staff=role == "staff",
-        is_superuser=superuser,
-    )
-    return user
-
-
-def _new_booking(prop: Property, guest: User, rng: random.Random) -> Booking:
-    nights = rng.randint(2, 6)
-    start = date.today() - timedelta(days=rng.randint(1, 60))
-    total = prop.nightly_rate * nights
-    return Booking.objects.create(
-        guest=guest,
-        rental_property=prop,
-        check_in=start,
-        check_out=start + timedelta(days=nights),
-        grand_total=total,
-        commission_fee=round_money(total * Decimal("0.12"), prop.currency),
-        currency=prop.currency,
-    )
-
-
-def _paid_booking(prop: Property, guest: User, rng: random.Random) -> None:
-    booking = _new_booking(prop, guest, rng)
-    payment = Payment.objects.create(
-        booking=booking, provider="sandbox", amount=booking.grand_total, currency=booking.currency
-    )
-    TransactionService.process_booking_payment(booking, payment)
-
-
-def _pending_booking(prop: Property, guest: User, rng: random.Random) -> None:
-    _new_booking(prop, guest, rng)
 
 
 # --- the large data set ----------------------------------------------------------------

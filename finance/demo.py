@@ -1,0 +1,782 @@
+"""The demo data set `manage.py seed_demo` loads: a marketplace a team would recognise.
+
+Staff in every role, the named demo hosts and guests of the README, and a few hundred more
+hosts and guests across the seven markets, with properties, bank accounts, about six months
+of bookings and payouts, withdrawals in every state, refunds, a reversal, a webhook inbox
+with flagged events, approvals pending and decided, and broadcasts.
+
+Loaded in parts (PARTS), each in its own transaction and each skipped when it is already
+there, so loading twice adds nothing and a database where a part failed half-way (rolled
+back) is completed on the next run. Every part draws from its own random.Random seeded with
+the part's name: the data is the same on every machine and does not depend on which parts
+ran before.
+
+All money moves through TransactionService (and the staff actions, the webhook pipeline and
+the broadcast service above it), so `check_ledger` passes. What the services stamp with the
+current time is then moved back into the past (created_at and the like, never an amount), in
+the order the money moved, so running balances read in date order.
+"""
+
+import functools
+import heapq
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.contrib.auth.models import Group
+from django.db import transaction
+from django.db.models import OuterRef, Subquery
+from django.test.utils import override_settings
+from django.utils import timezone
+
+from . import staff_actions
+from .models import (
+    ApprovalRequest,
+    BankAccount,
+    Booking,
+    LedgerAudit,
+    LedgerEntry,
+    Payment,
+    Property,
+    Wallet,
+    WalletTransaction,
+    WebhookEvent,
+    Withdrawal,
+)
+from .money import round_money
+from .payments import receive_webhook
+from .providers.sandbox import SIGNATURE_HEADER, sign
+from .services import TransactionService
+
+User = get_user_model()
+DEMO_PASSWORD = "stayafrica-demo"
+
+# --- who: the logins of the README (print_demo_logins lists them) --------------------------
+
+STAFF = [
+    # username, groups, description
+    ("admin", [], "superuser: everything"),
+    ("finance", ["Finance"], "finance staff: withdrawals, refunds, reversals"),
+    ("approver", ["Finance", "Finance approver"], "finance approver: second pair of eyes"),
+    ("support", ["Support"], "support agent: broadcasts, messaging stats"),
+    ("manager", ["Manager"], "manager: reads everything, the audit log"),
+]
+
+MARKETS = [
+    # host username, name, country, city, currency, nightly rate
+    ("amara", "Amara Okafor", "NG", "Lagos", "NGN", "45000.00"),
+    ("wanjiku", "Wanjiku Kamau", "KE", "Nairobi", "KES", "8500.00"),
+    ("thabo", "Thabo Nkosi", "ZA", "Cape Town", "ZAR", "1450.00"),
+    ("kwame", "Kwame Mensah", "GH", "Accra", "GHS", "650.00"),
+    ("nakato", "Nakato Ssempala", "UG", "Kampala", "UGX", "180000"),
+    ("uwase", "Uwase Mukamana", "RW", "Kigali", "RWF", "75000"),
+    ("yasmine", "Yasmine Ben Ali", "TN", "Tunis", "TND", "210.500"),
+]
+
+GUESTS = [
+    ("guest", "Grace Adeyemi", "NG"),
+    ("otieno", "Brian Otieno", "KE"),
+    ("lerato", "Lerato Dlamini", "ZA"),
+    ("abena", "Abena Asante", "GH"),
+    ("sophie", "Sophie Martin", "FR"),
+    ("james", "James Carter", "US"),
+]
+
+# --- how much -------------------------------------------------------------------------------
+
+EXTRA_HOSTS = 300
+EXTRA_GUESTS = 400
+BOOKINGS = 3000
+HISTORY_DAYS = 182  # about six months of bookings and payouts
+PENDING_SHARE = 0.08  # bookings not paid yet
+REFUND_SHARE = 0.02
+NAMED_HOST_WEIGHT = 8  # the README's hosts are busy: their statements have plenty to show
+COMMISSION = Decimal("0.12")
+FAILED_PAYOUT_REASONS = [
+    "Bank rejected the transfer: account name does not match",
+    "Account closed at the receiving bank",
+    "Invalid branch code",
+]
+REFUND_REASONS = ["Guest left a night early", "Hot water out for two days", "Double booking, guest moved"]
+
+
+@dataclass(frozen=True)
+class Market:
+    currency: str
+    weight: int  # share of the generated hosts and guests
+    rate: Decimal  # a typical nightly rate
+    step: Decimal  # rates are round numbers of this
+    cities: tuple[str, ...]
+    banks: tuple[str, ...]
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(","))
+
+
+COUNTRIES = {
+    "NG": Market(
+        "NGN", 22, Decimal("45000"), Decimal("500"),
+        _names("Lagos, Abuja, Port Harcourt, Ibadan, Calabar"),
+        _names("Access Bank, GTBank, Zenith Bank, First Bank of Nigeria"),
+        _names("Chinedu, Ngozi, Emeka, Adaeze, Tunde, Funmilayo, Oluwaseun, Yetunde, Ibrahim, Aisha, Chukwuma, "
+               "Ifeoma, Babajide, Folake, Obinna, Zainab, Segun, Kemi, Uche, Halima"),
+        _names("Okafor, Adeyemi, Okonkwo, Balogun, Eze, Nwosu, Bello, Abubakar, Adebayo, Ogunleye, Okeke, "
+               "Ibrahim, Onyeka, Afolabi, Musa, Oyelaran"),
+    ),
+    "KE": Market(
+        "KES", 18, Decimal("8500"), Decimal("100"),
+        _names("Nairobi, Mombasa, Kisumu, Diani, Naivasha"),
+        _names("Equity Bank, KCB Bank, Co-operative Bank, NCBA Bank"),
+        _names("Wanjiru, Achieng, Otieno, Njeri, Kipchoge, Akinyi, Wafula, Chebet, Mutua, Nyambura, Omondi, "
+               "Wairimu, Kiprono, Atieno, Baraka, Zawadi, Juma, Moraa, Kamau, Wambui"),
+        _names("Kamau, Mwangi, Otieno, Odhiambo, Njoroge, Kiprotich, Wanjala, Mutua, Kariuki, Ochieng, "
+               "Chepkemoi, Waweru, Onyango, Kimani, Nyaga, Korir"),
+    ),
+    "ZA": Market(
+        "ZAR", 20, Decimal("1450"), Decimal("50"),
+        _names("Cape Town, Johannesburg, Durban, Stellenbosch, Knysna"),
+        _names("FNB, Standard Bank, Capitec, Nedbank, Absa"),
+        _names("Thabo, Lerato, Sipho, Nomvula, Bongani, Zanele, Pieter, Annelie, Themba, Naledi, Johan, "
+               "Palesa, Lwazi, Ayanda, Kagiso, Refilwe, Mandla, Busisiwe, Willem, Thandiwe"),
+        _names("Nkosi, Dlamini, Mokoena, Ndlovu, van der Merwe, Botha, Khumalo, Mahlangu, Zulu, Naidoo, "
+               "Pillay, Mthembu, Molefe, Pretorius, Sithole, Radebe"),
+    ),
+    "GH": Market(
+        "GHS", 12, Decimal("650"), Decimal("10"),
+        _names("Accra, Kumasi, Cape Coast, Takoradi, Ada Foah"),
+        _names("GCB Bank, Ecobank Ghana, Fidelity Bank, Stanbic Bank Ghana"),
+        _names("Kwame, Abena, Kofi, Ama, Yaw, Akosua, Kwabena, Efua, Kojo, Adwoa, Kwaku, Esi, Nana, Afua, "
+               "Kwesi, Yaa, Fiifi, Akua, Selorm, Dede"),
+        _names("Mensah, Asante, Owusu, Boateng, Appiah, Osei, Agyeman, Darko, Adjei, Ofori, Amoah, "
+               "Frimpong, Acheampong, Quaye, Tetteh, Annan"),
+    ),
+    "UG": Market(
+        "UGX", 9, Decimal("180000"), Decimal("5000"),
+        _names("Kampala, Entebbe, Jinja, Fort Portal"),
+        _names("Stanbic Bank Uganda, Centenary Bank, dfcu Bank"),
+        _names("Nakato, Babirye, Mukasa, Okello, Namubiru, Kato, Achola, Nalwoga, Opio, Atim, Kizza, "
+               "Namukasa, Tumusiime, Akello, Nansubuga, Mugisha, Apio, Wasswa, Kisakye, Nabirye"),
+        _names("Ssempala, Mukasa, Okello, Nsubuga, Byaruhanga, Tumwine, Kiggundu, Lubega, Atuhaire, Ssali, "
+               "Namutebi, Kigozi, Musoke, Kyomuhendo, Ssemakula, Ochen"),
+    ),
+    "RW": Market(
+        "RWF", 8, Decimal("75000"), Decimal("1000"),
+        _names("Kigali, Musanze, Rubavu, Huye"),
+        _names("Bank of Kigali, Equity Bank Rwanda, I&M Bank Rwanda"),
+        _names("Uwase, Mugisha, Keza, Habimana, Ishimwe, Niyonsaba, Mutesi, Nshuti, Ineza, Kagabo, Umutoni, "
+               "Gatete, Iradukunda, Manzi, Uwera, Ntwari, Gasana, Ingabire, Hirwa, Kamikazi"),
+        _names("Mukamana, Habimana, Uwimana, Niyonzima, Nsengiyumva, Mugabo, Nkurunziza, Hakizimana, "
+               "Ndayisaba, Mutabazi, Kayitesi, Bizimana, Munyaneza, Rukundo, Gatera, Uwamahoro"),
+    ),
+    "TN": Market(
+        "TND", 11, Decimal("210"), Decimal("5"),
+        _names("Tunis, Sousse, Hammamet, Djerba, Sidi Bou Said"),
+        _names("BIAT, Attijari Bank, STB, Amen Bank"),
+        _names("Yasmine, Mohamed, Amira, Ahmed, Salma, Youssef, Ines, Karim, Mariem, Walid, Nour, Sami, "
+               "Rania, Hatem, Leila, Anis, Sarra, Mehdi, Olfa, Bilel"),
+        _names("Ben Ali, Trabelsi, Gharbi, Jebali, Hammami, Bouazizi, Mansouri, Ben Salah, Chaabane, Ayari, "
+               "Dridi, Sassi, Jaziri, Khelifi, Mejri, Ferchichi"),
+    ),
+}  # fmt: skip
+
+MARKET_OF_CURRENCY = {market.currency: market for market in COUNTRIES.values()}
+
+PROPERTY_KINDS = _names(
+    "Ocean View Villa, Garden Cottage, City Loft, Safari Lodge Suite, Family Apartment, Studio, Beach House, "
+    "Hillside Chalet, Penthouse, Guest House, Townhouse, Lake View Cabin"
+)
+# The provider a guest in each market pays with (labels only: these payouts are posted directly).
+PROVIDER_BY_COUNTRY = {
+    "NG": "paystack",
+    "GH": "paystack",
+    "KE": "mpesa",
+    "ZA": "stripe",
+    "UG": "flutterwave",
+    "RW": "flutterwave",
+    "TN": "stripe",
+}
+DEMO_PAYMENT_PREFIX = "PAY-DEMO-"
+DEMO_EVENT_PREFIX = "evt_demo_"
+
+
+# --- the parts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    name: str
+    is_loaded: Callable[[], bool]
+    load: Callable[[datetime], str]  # returns what it loaded, in words
+
+
+def load_demo(write: Callable[[str], None]) -> None:
+    """Load every part not loaded yet, each in its own transaction; `write` reports progress."""
+    now = timezone.now()
+    # The approval outcome e-mails the staff actions send are not worth printing on the console.
+    with override_settings(EMAIL_BACKEND="django.core.mail.backends.dummy.EmailBackend"):
+        for part in PARTS:
+            if part.is_loaded():
+                write(f"  {part.name}: already loaded")
+                continue
+            with transaction.atomic():
+                write(f"  {part.name}: {part.load(now)}")
+
+
+# --- people -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    username: str
+    first_name: str
+    last_name: str
+    role: str
+    country: str
+
+
+@functools.cache
+def demo_people() -> tuple[Person, ...]:
+    """Everyone the demo signs in as or lists, staff first; the same list on every run."""
+    people = [Person(username, username.title(), "", "staff", "") for username, _, _ in STAFF]
+    people += [_person(username, name, "host", country) for username, name, country, *_ in MARKETS]
+    people += [_person(username, name, "guest", country) for username, name, country in GUESTS]
+    rng = random.Random("people")
+    taken = {person.username for person in people}
+    for role, count in (("host", EXTRA_HOSTS), ("guest", EXTRA_GUESTS)):
+        for _ in range(count):
+            country = rng.choices(list(COUNTRIES), weights=[m.weight for m in COUNTRIES.values()])[0]
+            market = COUNTRIES[country]
+            first, last = rng.choice(market.first_names), rng.choice(market.last_names)
+            username = _unique(f"{first}.{last}".lower().replace(" ", ""), taken)
+            people.append(Person(username, first, last, role, country))
+    return tuple(people)
+
+
+def _person(username: str, full_name: str, role: str, country: str) -> Person:
+    first, _, last = full_name.partition(" ")
+    return Person(username, first, last, role, country)
+
+
+def _unique(username: str, taken: set[str]) -> str:
+    candidate, n = username, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{username}{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _people_loaded() -> bool:
+    usernames = [p.username for p in demo_people()]
+    return User.objects.filter(username__in=usernames).count() == len(usernames)
+
+
+def load_people(now: datetime) -> str:
+    """Create the demo users that do not exist yet (all with the published demo password)."""
+    people = demo_people()
+    existing = set(User.objects.filter(username__in=[p.username for p in people]).values_list("username", flat=True))
+    password = make_password(DEMO_PASSWORD)  # hashed once: hashing per user would take minutes
+    missing = [p for p in people if p.username not in existing]
+    User.objects.bulk_create(
+        [
+            User(
+                username=p.username,
+                email=f"{p.username}@stayafrica.example",
+                password=password,
+                first_name=p.first_name,
+                last_name=p.last_name,
+                role=p.role,
+                country=p.country,
+                is_staff=p.role == "staff",
+                is_superuser=p.username == "admin",
+                date_joined=now - timedelta(days=HISTORY_DAYS + 30),
+            )
+            for p in missing
+        ],
+        batch_size=500,
+    )
+    groups = {username: names for username, names, _ in STAFF}
+    for user in User.objects.filter(username__in=[p.username for p in missing if p.role == "staff"]):
+        user.groups.set(Group.objects.filter(name__in=groups[user.username]))
+    return f"{len(missing)} users"
+
+
+# --- properties and bank accounts ---------------------------------------------------------------
+
+
+def _hosts():
+    usernames = [p.username for p in demo_people() if p.role == "host"]
+    return User.objects.filter(username__in=usernames).order_by("pk")
+
+
+def _listings_loaded() -> bool:
+    hosts = _hosts()
+    return not hosts.filter(properties__isnull=True).exists() and not hosts.filter(bank_accounts__isnull=True).exists()
+
+
+def load_listings(now: datetime) -> str:
+    """One bank account and one to three properties for each host who has none."""
+    named = {username: (city, currency, Decimal(rate)) for username, _, _, city, currency, rate in MARKETS}
+    hosts = list(_hosts().prefetch_related("properties", "bank_accounts"))
+    accounts, properties = [], []
+    for host in hosts:
+        market = COUNTRIES[host.country]
+        rng = random.Random(f"listings:{host.username}")
+        home_city, _, base_rate = named.get(host.username, (rng.choice(market.cities), None, market.rate))
+        if not host.bank_accounts.all():
+            accounts.append(
+                BankAccount(
+                    owner=host,
+                    bank_name=rng.choice(market.banks),
+                    account_name=host.get_full_name(),
+                    account_number_last4=f"{rng.randrange(10000):04d}",
+                    currency=market.currency,
+                    country=host.country,
+                    is_primary=True,
+                )
+            )
+        if host.properties.all():
+            continue
+        count = 2 if host.username in named else rng.choice((1, 1, 2, 2, 3))
+        for kind in rng.sample(PROPERTY_KINDS, count):
+            city = home_city if host.username in named else rng.choice(market.cities)
+            rate = (
+                base_rate
+                if host.username in named
+                else _round_to(base_rate * Decimal(rng.uniform(0.5, 2.2)), market.step)
+            )
+            properties.append(
+                Property(
+                    host=host,
+                    title=f"{kind}, {city}",
+                    country=host.country,
+                    city=city,
+                    currency=market.currency,
+                    nightly_rate=rate,
+                )
+            )
+    BankAccount.objects.bulk_create(accounts, batch_size=500)
+    Property.objects.bulk_create(properties, batch_size=500)
+    return f"{len(properties)} properties, {len(accounts)} bank accounts"
+
+
+def _round_to(amount: Decimal, step: Decimal) -> Decimal:
+    return max(step, (amount / step).quantize(Decimal(1)) * step)
+
+
+# --- bookings, payouts, withdrawals, refunds -----------------------------------------------------
+
+
+def _money_loaded() -> bool:
+    return Payment.objects.filter(reference__startswith=DEMO_PAYMENT_PREFIX).exists()
+
+
+class Timeline:
+    """Money events replayed in date order, then dated: what each one wrote gets its date."""
+
+    def __init__(self):
+        self._events: list = []
+        self._order = 0
+        self.transaction_dates: dict[int, datetime] = {}
+        self.withdrawal_dates: dict[int, tuple[datetime, datetime | None]] = {}
+
+    def add(self, when: datetime, action: Callable[[datetime], None]) -> None:
+        self._order += 1
+        heapq.heappush(self._events, (when, self._order, action))
+
+    def run(self) -> None:
+        while self._events:
+            when, _, action = heapq.heappop(self._events)
+            action(when)
+
+    def date_rows(self, since: datetime) -> None:
+        """Move what the services stamped `now` back to each event's date."""
+        WalletTransaction.objects.bulk_update(
+            [WalletTransaction(pk=pk, created_at=when) for pk, when in self.transaction_dates.items()],
+            ["created_at"],
+            batch_size=500,
+        )
+        Withdrawal.objects.bulk_update(
+            [
+                Withdrawal(pk=pk, created_at=made, processed_at=done)
+                for pk, (made, done) in self.withdrawal_dates.items()
+            ],
+            ["created_at", "processed_at"],
+            batch_size=500,
+        )
+        posted = WalletTransaction.objects.filter(pk=OuterRef("transaction_id")).values("created_at")[:1]
+        LedgerEntry.objects.filter(created_at__gte=since).update(created_at=Subquery(posted))
+        LedgerAudit.objects.filter(created_at__gte=since, transaction__isnull=False).update(created_at=Subquery(posted))
+
+
+def load_money(now: datetime) -> str:
+    rng = random.Random("money")
+    started = timezone.now()
+    properties = list(Property.objects.filter(host__in=_hosts()).select_related("host").order_by("pk"))
+    guest_names = [p.username for p in demo_people() if p.role == "guest"]
+    guests = list(User.objects.filter(username__in=guest_names).order_by("pk"))
+    named = {username for username, *_ in MARKETS}
+    weights = [NAMED_HOST_WEIGHT if p.host.username in named else 1 for p in properties]
+
+    # Every host's wallet, in the order of the hosts (the README's first): scripts that take
+    # "the first wallets" find the named hosts'.
+    wallets = {host.pk: TransactionService.create_wallet(host, COUNTRIES[host.country].currency) for host in _hosts()}
+    bookings, payments = _book(rng, now, properties, weights, guests)
+    timeline = Timeline()
+    _plan_payouts(timeline, rng, bookings, payments, wallets)
+    _plan_withdrawals(timeline, rng, now, wallets)
+    timeline.run()
+    timeline.date_rows(since=started)
+    # Stays that ended are completed (a status only: the money moved at payment).
+    Booking.objects.filter(
+        pk__in=[b.pk for b in bookings], status=Booking.Status.CONFIRMED, check_out__lt=now.date()
+    ).update(status=Booking.Status.COMPLETED)
+    # A few payouts the bank has acknowledged but not yet paid: open, so still held.
+    open_ones = Withdrawal.objects.filter(pk__in=timeline.withdrawal_dates, status=Withdrawal.Status.PENDING)
+    Withdrawal.objects.filter(pk__in=list(open_ones.order_by("pk").values_list("pk", flat=True)[:6])).update(
+        status=Withdrawal.Status.PROCESSING
+    )
+    return (
+        f"{len(bookings)} bookings, {len(timeline.transaction_dates)} transactions, "
+        f"{len(timeline.withdrawal_dates)} withdrawals"
+    )
+
+
+def _book(rng, now, properties, weights, guests) -> tuple[list[Booking], list[Payment]]:
+    """The bookings, oldest first, and a payment row for each paid one (plus some still open)."""
+    plans = []
+    for _ in range(BOOKINGS):
+        prop = rng.choices(properties, weights=weights)[0]
+        pending = rng.random() < PENDING_SHARE
+        ago = timedelta(hours=rng.uniform(1, 24 * (10 if pending else HISTORY_DAYS)))
+        booked = now - ago
+        nights = rng.randint(1, 7)
+        check_in = booked.date() + timedelta(days=rng.randint(2, 45))
+        plans.append((booked, prop, rng.choice(guests), nights, check_in, pending))
+    plans.sort(key=lambda plan: plan[0])
+    bookings = Booking.objects.bulk_create(
+        [
+            Booking(
+                guest=guest,
+                rental_property=prop,
+                check_in=check_in,
+                check_out=check_in + timedelta(days=nights),
+                grand_total=prop.nightly_rate * nights,
+                commission_fee=round_money(prop.nightly_rate * nights * COMMISSION, prop.currency),
+                currency=prop.currency,
+            )
+            for _, prop, guest, nights, check_in, _ in plans
+        ],
+        batch_size=500,
+    )
+    for booking, plan in zip(bookings, plans, strict=True):
+        booking.created_at = plan[0]
+    Booking.objects.bulk_update(bookings, ["created_at"], batch_size=500)
+    payments = []
+    for n, (booking, plan) in enumerate(zip(bookings, plans, strict=True), start=1):
+        pending = plan[5]
+        if pending and n % 2:  # half the unpaid bookings never reached a checkout
+            continue
+        provider = "sandbox" if pending else PROVIDER_BY_COUNTRY[booking.rental_property.country]
+        payments.append(
+            Payment(
+                reference=f"{DEMO_PAYMENT_PREFIX}{n:06d}",
+                booking=booking,
+                provider=provider,
+                amount=booking.grand_total,
+                currency=booking.currency,
+            )
+        )
+    payments = Payment.objects.bulk_create(payments, batch_size=500)
+    for payment in payments:
+        payment.created_at = payment.booking.created_at
+    Payment.objects.bulk_update(payments, ["created_at"], batch_size=500)
+    return bookings, [p for p in payments if p.provider != "sandbox"]
+
+
+def _plan_payouts(timeline: Timeline, rng, bookings, payments, wallets: dict[int, Wallet]) -> None:
+    """Each paid booking's payout a few minutes after booking, and a refund for a few."""
+
+    def pay(payment):
+        def run(when):
+            txn = TransactionService.process_booking_payment(payment.booking, payment)
+            timeline.transaction_dates[txn.pk] = when
+
+        return run
+
+    def refund(payment, share, reason):
+        def run(when):
+            wallet = wallets[payment.booking.rental_property.host_id]
+            wallet.refresh_from_db()
+            amount = round_money(payment.amount * share, payment.currency)
+            if amount <= 0 or amount > wallet.available_balance:  # the host has paid it out already
+                return
+            txn = TransactionService.process_refund(payment.booking, amount, reason)
+            timeline.transaction_dates[txn.pk] = when
+
+        return run
+
+    for payment in payments:
+        paid = payment.booking.created_at + timedelta(minutes=rng.randint(1, 20))
+        timeline.add(paid, pay(payment))
+        if rng.random() < REFUND_SHARE:
+            share = rng.choice((Decimal("0.2"), Decimal("0.5"), Decimal(1)))
+            later = paid + timedelta(days=rng.randint(1, 10))
+            if later < timezone.now():
+                timeline.add(later, refund(payment, share, rng.choice(REFUND_REASONS)))
+
+
+def _plan_withdrawals(timeline: Timeline, rng, now, wallets: dict[int, Wallet]) -> None:
+    """Every few weeks each host withdraws part of what is available; the bank pays most."""
+    banks = {a.owner_id: a for a in BankAccount.objects.filter(owner__in=_hosts(), is_primary=True)}
+    finance = User.objects.get(username="finance")
+
+    def withdraw(host_id):
+        def run(when):
+            wallet = wallets[host_id]
+            wallet.refresh_from_db()
+            minimum = settings.MINIMUM_WITHDRAWAL.get(wallet.currency, Decimal(0))
+            share = Decimal(rng.randint(40, 80)) / 100
+            step = MARKET_OF_CURRENCY[wallet.currency].step * 10  # people withdraw round sums
+            amount = (wallet.available_balance * share / step).to_integral_value(rounding=ROUND_DOWN) * step
+            if amount < 2 * minimum or amount <= 0:
+                return
+            withdrawal = TransactionService.initiate_withdrawal(
+                wallet=wallet, bank_account=banks[host_id], amount=amount
+            )
+            timeline.transaction_dates[withdrawal.transaction_id] = when
+            timeline.withdrawal_dates[withdrawal.pk] = (when, None)
+            settled = when + timedelta(hours=rng.randint(6, 72))
+            if settled < now - timedelta(days=3):  # the last few days' are still in the queue
+                failing = rng.random() < 0.08
+                timeline.add(settled, resolve(withdrawal, failing, rng.choice(FAILED_PAYOUT_REASONS)))
+
+        return run
+
+    def resolve(withdrawal, failing, reason):
+        def run(when):
+            if failing:
+                TransactionService.fail_withdrawal(withdrawal, reason, actor=finance)
+            else:
+                TransactionService.complete_withdrawal(withdrawal, actor=finance)
+            timeline.withdrawal_dates[withdrawal.pk] = (timeline.withdrawal_dates[withdrawal.pk][0], when)
+
+        return run
+
+    start = now - timedelta(days=HISTORY_DAYS)
+    for host_id in sorted(banks):
+        when = start + timedelta(days=rng.randint(14, 40), hours=rng.randint(8, 17))
+        while when < now:
+            timeline.add(when, withdraw(host_id))
+            when += timedelta(days=rng.randint(18, 45), hours=rng.randint(-4, 4))
+
+
+# --- the webhook inbox ----------------------------------------------------------------------------
+
+
+def _webhooks_loaded() -> bool:
+    return WebhookEvent.objects.filter(event_id__startswith=DEMO_EVENT_PREFIX).exists()
+
+
+def load_webhooks(now: datetime) -> str:
+    """Signed sandbox events through the real pipeline: most applied, some failed payments, and
+    the ones staff must look at (flagged: an amount or currency that differs, an unknown
+    reference; rejected: a body that is not JSON)."""
+    rng = random.Random("webhooks")
+    open_payments = list(
+        Payment.objects.filter(
+            reference__startswith=DEMO_PAYMENT_PREFIX, provider="sandbox", status=Payment.Status.PENDING
+        ).order_by("pk")
+    )
+    planned = [("payment.succeeded", p.reference, p.amount, p.currency) for p in open_payments[:30]]
+    planned += [("payment.failed", p.reference, p.amount, p.currency) for p in open_payments[30:35]]
+    # The guest paid another amount, or in another currency: flagged for staff.
+    planned += [("payment.succeeded", p.reference, p.amount * 2, p.currency) for p in open_payments[35:38]]
+    planned += [("payment.succeeded", p.reference, p.amount, "USD") for p in open_payments[38:40]]
+    # References no payment has, and the first success sent twice under a new id (already applied).
+    planned += [("payment.succeeded", f"PAY-UNKNOWN{n:04d}", Decimal("1500.00"), "KES") for n in range(3)]
+    planned += [("payment.succeeded", p.reference, p.amount, p.currency) for p in open_payments[:1]]
+    planned += [("refund.processed", "PAY-UNKNOWN0000", Decimal("1500.00"), "KES")]  # a type we ignore
+    events = [_event(n, *event) for n, event in enumerate(planned, start=1)]
+    # Authentic (signed) but malformed: rejected.
+    events += [b'{"id": "evt_demo_truncated", "type": "payment.succeeded", "data": {"ref', b"<html>502</html>"]
+    # The sandbox is the demo's provider: on here whatever the environment says.
+    with override_settings(SANDBOX_PAYMENTS_ENABLED=True):
+        for raw in events:
+            receive_webhook("sandbox", raw, {SIGNATURE_HEADER: sign(raw)}, source="demo")
+    received = list(WebhookEvent.objects.filter(received_at__gte=now))
+    for event in received:
+        event.received_at = now - timedelta(days=rng.uniform(0.1, 14))
+        event.processed_at = event.received_at + timedelta(seconds=rng.randint(1, 30))
+    WebhookEvent.objects.bulk_update(received, ["received_at", "processed_at"])
+    flagged = sum(1 for e in received if e.outcome in WebhookEvent.NEEDS_ATTENTION)
+    return f"{len(received)} webhook events, {flagged} needing attention"
+
+
+def _event(n: int, kind: str, reference: str, amount: Decimal, currency: str) -> bytes:
+    event_id = f"{DEMO_EVENT_PREFIX}{n:04d}"
+    data = {"reference": reference, "amount": str(amount), "currency": currency}
+    return json.dumps({"id": event_id, "type": kind, "data": data}).encode()
+
+
+# --- four-eyes approvals -------------------------------------------------------------------------
+
+
+def _approvals_loaded() -> bool:
+    return ApprovalRequest.objects.filter(requested_by__username="finance").exists()
+
+
+def load_approvals(now: datetime) -> str:
+    """Finance files requests, the approver decides some: approved (one of them a reversal,
+    carried out), rejected, and still pending. Plus a few withdrawals completed or failed by
+    finance directly, so the audit log has their entries."""
+    finance = User.objects.get(username="finance")
+    approver = User.objects.get(username="approver")
+    reversals = [
+        staff_actions.request_reversal(
+            txn=payout,
+            reason="Chargeback from the guest's bank",
+            actor=finance,
+            idempotency_key=f"demo-reverse-{payout.pk}",
+        ).approval
+        for payout in _reversible_payouts(3)
+    ]
+    _decide(reversals, approver)  # before the large withdrawals hold the hosts' money
+    completions = []
+    for withdrawal in _large_withdrawals(3):
+        outcome = staff_actions.complete_withdrawal(
+            withdrawal=withdrawal, actor=finance, idempotency_key=f"demo-complete-{withdrawal.pk}"
+        )
+        if outcome.needs_approval:
+            completions.append(outcome.approval)
+    _decide(completions, approver)
+    requests = reversals + completions
+    direct = _small_open_withdrawals(6)
+    for withdrawal in direct[:4]:
+        staff_actions.complete_withdrawal(
+            withdrawal=withdrawal, actor=finance, idempotency_key=f"demo-complete-{withdrawal.pk}"
+        )
+    for withdrawal in direct[4:]:
+        staff_actions.fail_withdrawal(
+            withdrawal=withdrawal,
+            actor=finance,
+            reason=FAILED_PAYOUT_REASONS[0],
+            idempotency_key=f"demo-fail-{withdrawal.pk}",
+        )
+    return f"{len(requests)} approval requests, {len(direct)} withdrawals decided by finance"
+
+
+def _decide(requests: list[ApprovalRequest], approver) -> None:
+    """The first approved (and so carried out), the second rejected, the rest left pending."""
+    for request in requests[:1]:
+        staff_actions.approve_request(request=request, actor=approver, note="Checked with the host.")
+    for request in requests[1:2]:
+        staff_actions.reject_request(request=request, actor=approver, note="Bank details to confirm first.")
+
+
+def _reversible_payouts(count: int) -> list[WalletTransaction]:
+    """Recent payouts without refunds whose host can give the money back."""
+    payouts = (
+        WalletTransaction.objects.filter(
+            type=WalletTransaction.Type.BOOKING_PAYMENT,
+            status=WalletTransaction.Status.COMPLETED,
+            payment__refunded_amount=0,
+            payment__reference__startswith=DEMO_PAYMENT_PREFIX,
+        )
+        .select_related("wallet")
+        .order_by("-created_at")[:200]
+    )
+    chosen, hosts = [], set()
+    for payout in payouts:
+        if payout.wallet_id not in hosts and payout.wallet.available_balance >= 2 * payout.amount:
+            chosen.append(payout)
+            hosts.add(payout.wallet_id)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _large_withdrawals(count: int) -> list[Withdrawal]:
+    """New withdrawals just over the approval threshold, from the hosts who can afford one."""
+    chosen = []
+    for wallet in Wallet.objects.filter(user__in=_hosts()).order_by("pk"):
+        limit = settings.APPROVAL_THRESHOLDS.get(wallet.currency)
+        if limit is None or wallet.available_balance < limit * 2:
+            continue
+        bank = BankAccount.objects.get(owner_id=wallet.user_id, is_primary=True)
+        amount = round_money(limit * Decimal("1.2"), wallet.currency)
+        chosen.append(TransactionService.initiate_withdrawal(wallet=wallet, bank_account=bank, amount=amount))
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _small_open_withdrawals(count: int) -> list[Withdrawal]:
+    pending = Withdrawal.objects.filter(status=Withdrawal.Status.PENDING, wallet__user__in=_hosts())
+    small = []
+    for withdrawal in pending.select_related("wallet").order_by("amount", "pk"):
+        limit = settings.APPROVAL_THRESHOLDS.get(withdrawal.currency)
+        if limit is not None and withdrawal.amount * 4 < limit:
+            small.append(withdrawal)
+        if len(small) == count:
+            break
+    return small
+
+
+# --- broadcasts ------------------------------------------------------------------------------------
+
+
+def _broadcasts_loaded() -> bool:
+    from messaging.models import Broadcast
+
+    return Broadcast.objects.filter(author__username="support").exists()
+
+
+BROADCASTS = [
+    # days ago, audience, country, text
+    (
+        40,
+        "all_hosts",
+        "",
+        "Payouts now reach most banks within one working day. Thank you for hosting with StayAfrica!",
+    ),
+    (21, "hosts_in_country", "KE", "M-Pesa maintenance on Sunday 02:00-04:00 EAT: guest payments may be delayed."),
+    (9, "all_guests", "", "Planning a trip for the holidays? Book early: coastal stays fill up fast."),
+    (2, "user_ids", "", "Your statement for last month is ready under Statement."),
+]
+
+
+def load_broadcasts(now: datetime) -> str:
+    """Broadcasts from support, delivered (written here: no Erlang node runs while seeding)."""
+    from messaging import services
+    from messaging.models import Broadcast, Message
+
+    support = User.objects.get(username="support")
+    named_hosts = list(User.objects.filter(username__in=[m[0] for m in MARKETS]).values_list("pk", flat=True))
+    for days, audience, country, text in BROADCASTS:
+        user_ids = named_hosts if audience == "user_ids" else ()
+        broadcast = services.create_broadcast(support, audience=audience, text=text, country=country, user_ids=user_ids)
+        services.fan_out_here(broadcast, services.broadcast_recipients(broadcast), attempt=1)
+        sent = now - timedelta(days=days, hours=3)
+        Broadcast.objects.filter(pk=broadcast.pk).update(created_at=sent, completed_at=sent + timedelta(seconds=40))
+        Message.objects.filter(broadcast=broadcast).update(created_at=sent + timedelta(seconds=20))
+    return f"{len(BROADCASTS)} broadcasts"
+
+
+PARTS = [
+    Part("people", _people_loaded, load_people),
+    Part("properties and bank accounts", _listings_loaded, load_listings),
+    Part("bookings, payouts, withdrawals and refunds", _money_loaded, load_money),
+    Part("webhook inbox", _webhooks_loaded, load_webhooks),
+    Part("approvals", _approvals_loaded, load_approvals),
+    Part("broadcasts", _broadcasts_loaded, load_broadcasts),
+]
