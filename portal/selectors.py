@@ -4,6 +4,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from typing import ClassVar
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ObjectDoesNotExist
@@ -23,7 +24,7 @@ from finance.models import (
     WebhookEvent,
     Withdrawal,
 )
-from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS
+from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS, round_money
 
 Type = WalletTransaction.Type
 Status = WalletTransaction.Status
@@ -304,12 +305,57 @@ class StatementLine:
 
 
 @dataclass
+class StatementSummary:
+    """The period's movements in a few sums, like a bank statement's summary box: opening plus
+    every sum below (each already signed: money out is negative) is the closing balance.
+
+    A payout credits the booking total less StayAfrica's commission; a refund debits what the
+    guest got back less the commission StayAfrica returns. Both are split into their gross part
+    (payouts, refunds) and the commission part, so the commission line is what StayAfrica kept
+    net of what it gave back."""
+
+    FIGURES: ClassVar = ("opening", "payouts", "commission", "refunds", "withdrawals", "adjustments")
+
+    currency: str
+    opening: Decimal
+    payouts: Decimal = Decimal(0)
+    commission: Decimal = Decimal(0)
+    refunds: Decimal = Decimal(0)
+    withdrawals: Decimal = Decimal(0)
+    adjustments: Decimal = Decimal(0)  # staff credits and debits, reversals
+
+    def add(self, line: StatementLine, txn_type: str) -> None:
+        commission = line.commission or Decimal(0)
+        if txn_type == Type.BOOKING_PAYMENT:
+            self.payouts += line.amount + commission
+            self.commission -= commission
+        elif txn_type == Type.REFUND:
+            self.refunds += line.amount + commission  # commission is negative here: returned
+            self.commission -= commission
+        elif txn_type == Type.WITHDRAWAL:
+            self.withdrawals += line.amount
+        else:
+            self.adjustments += line.amount
+
+    @property
+    def closing(self) -> Decimal:
+        return self.opening + self.payouts + self.commission + self.refunds + self.withdrawals + self.adjustments
+
+    def rounded(self) -> "StatementSummary":
+        """Every figure at the currency's precision (the ledger keeps 4 decimals)."""
+        figures = {name: round_money(getattr(self, name), self.currency) for name in self.FIGURES}
+        return StatementSummary(currency=self.currency, **figures)
+
+
+@dataclass
 class CurrencyStatement:
     currency: str
     opening: Decimal
     closing: Decimal = Decimal(0)
     lines: list[StatementLine] = field(default_factory=list)
-    totals: dict = field(default_factory=dict)
+    summary: StatementSummary | None = None
+    held: Decimal = Decimal(0)  # now, not at the period's end: money held for pending withdrawals
+    available: Decimal = Decimal(0)  # now: the balance less what is held
 
 
 # Rows that moved the balance: completed ones, and reversed ones (their reversal is its own row).
@@ -328,9 +374,14 @@ def host_statement(user, start: date, end: date) -> list[CurrencyStatement]:
             .annotate(total=Sum("amount"))
         )
         opening = sum((r["total"] if r["direction"] == "in" else -r["total"] for r in before if r["total"]), Decimal(0))
-        statement = CurrencyStatement(currency=wallet.currency, opening=opening)
+        statement = CurrencyStatement(
+            currency=wallet.currency,
+            opening=opening,
+            held=wallet.held_balance,
+            available=wallet.available_balance,
+        )
+        summary = StatementSummary(currency=wallet.currency, opening=opening)
         running = opening
-        totals = {"payouts": Decimal(0), "commission": Decimal(0), "refunds": Decimal(0), "withdrawals": Decimal(0)}
         txns = (
             wallet.transactions.filter(_EFFECTIVE, created_at__gte=since, created_at__lt=until)
             .select_related("booking")
@@ -342,28 +393,23 @@ def host_statement(user, start: date, end: date) -> list[CurrencyStatement]:
             gross = commission = None
             if txn.type == Type.BOOKING_PAYMENT and txn.booking_id:
                 gross, commission = txn.booking.grand_total, txn.booking.commission_fee
-                totals["payouts"] += txn.amount
-                totals["commission"] += commission
             elif txn.type == Type.REFUND:
                 gross = Decimal(txn.metadata.get("refund_amount") or txn.amount)
                 commission = -Decimal(txn.metadata.get("commission_clawback") or 0)
-                totals["refunds"] += txn.amount
-            elif txn.type == Type.WITHDRAWAL:
-                totals["withdrawals"] += txn.amount
-            statement.lines.append(
-                StatementLine(
-                    date=txn.created_at,
-                    reference=txn.reference,
-                    description=txn.description,
-                    kind=txn.get_type_display(),
-                    gross=gross,
-                    commission=commission,
-                    amount=signed,
-                    balance=running,
-                )
+            line = StatementLine(
+                date=txn.created_at,
+                reference=txn.reference,
+                description=txn.description,
+                kind=txn.get_type_display(),
+                gross=gross,
+                commission=commission,
+                amount=signed,
+                balance=running,
             )
+            statement.lines.append(line)
+            summary.add(line, txn.type)
         statement.closing = running
-        statement.totals = totals
+        statement.summary = summary
         statements.append(statement)
     return statements
 

@@ -247,6 +247,12 @@ EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH") or None
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "receipts@stayafrica.example")
 
 WAGTAIL_SITE_NAME = "StayAfrica Operations"
+# The issuer printed at the top of each host's PDF statement. STATEMENT_COMPANY_ADDRESS takes
+# its lines separated by "|" (one environment variable, several printed lines).
+STATEMENT_COMPANY_NAME = os.environ.get("STATEMENT_COMPANY_NAME", "StayAfrica Ltd")
+STATEMENT_COMPANY_ADDRESS = os.environ.get(
+    "STATEMENT_COMPANY_ADDRESS", "12 Admiralty Way|Lekki Phase 1|Lagos|Nigeria"
+).split("|")
 WAGTAILADMIN_BASE_URL = os.environ.get("WAGTAILADMIN_BASE_URL", "http://127.0.0.1:8000")
 WAGTAILUSERS_PASSWORD_REQUIRED = True
 

@@ -1,9 +1,11 @@
 """The host's payout statement at /statement/: own data only, HTML, CSV and PDF; and a page per
 statement line at /statement/<reference>/."""
 
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django import forms
+from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import render
@@ -39,6 +41,31 @@ def _period(request):
     return form, default["start"], default["end"]
 
 
+@dataclass(frozen=True)
+class Preset:
+    label: str
+    start: date
+    end: date
+
+
+def period_presets(today: date) -> list[Preset]:
+    """The periods a host asks for most, as links beside the custom From/To."""
+    first_of_month = today.replace(day=1)
+    last_month_end = first_of_month - timedelta(days=1)
+    return [
+        Preset("This month", first_of_month, today),
+        Preset("Last month", last_month_end.replace(day=1), last_month_end),
+        Preset("This year", today.replace(month=1, day=1), today),
+    ]
+
+
+def statement_number(host, start: date, end: date) -> str:
+    """ST-<host id>-<start>-<end>: the same host and period always print the same number, so a
+    statement downloaded twice (or re-issued later) is recognisably the same statement, and the
+    number alone tells support whose statement it is and which period it covers."""
+    return f"ST-{host.pk}-{start:%Y%m%d}-{end:%Y%m%d}"
+
+
 def _host_only(request, user_id=None):
     """Hosts see their own statement; any other id (or a non-host) answers 404."""
     user = request.user
@@ -59,10 +86,20 @@ def statement(request, user_id=None):
         return _csv(host, statements, start, end)
     if fmt == "pdf":
         return _pdf(request, host, statements, start, end)
+    presets = period_presets(timezone.localdate())
     return render(
         request,
         "host/statement.html",
-        {"form": form, "statements": statements, "start": start, "end": end, "host": host, **_ws_context(host)},
+        {
+            "form": form,
+            "statements": statements,
+            "start": start,
+            "end": end,
+            "host": host,
+            "presets": presets,
+            "number": statement_number(host, start, end),
+            **_ws_context(host),
+        },
     )
 
 
@@ -121,7 +158,17 @@ def _csv(host, statements, start: date, end: date):
 def _pdf(request, host, statements, start, end):
     from weasyprint import HTML
 
-    html = render_to_string("pdf/statement.html", {"statements": statements, "start": start, "end": end, "host": host})
+    context = {
+        "statements": statements,
+        "start": start,
+        "end": end,
+        "host": host,
+        "number": statement_number(host, start, end),
+        "issued": timezone.localdate(),
+        "company_name": settings.STATEMENT_COMPANY_NAME,
+        "company_address": settings.STATEMENT_COMPANY_ADDRESS,
+    }
+    html = render_to_string("pdf/statement.html", context)
     pdf = HTML(string=html, base_url=request.build_absolute_uri("/")).write_pdf()
     response = HttpResponse(pdf, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="statement-{start}-{end}.pdf"'
