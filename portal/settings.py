@@ -255,6 +255,12 @@ STATEMENT_COMPANY_ADDRESS = os.environ.get(
 ).split("|")
 WAGTAILADMIN_BASE_URL = os.environ.get("WAGTAILADMIN_BASE_URL", "http://127.0.0.1:8000")
 WAGTAILUSERS_PASSWORD_REQUIRED = True
+# Nothing a page loads comes from another host: no Gravatar avatars (the admin shows its
+# built-in default avatar), no release check and no "What's new" banner fetched by the
+# browser. Wagtail's Help menu still links to its guide; a link is only followed on a click.
+WAGTAIL_GRAVATAR_PROVIDER_URL = None
+WAGTAIL_ENABLE_UPDATE_CHECK = False
+WAGTAIL_ENABLE_WHATS_NEW_BANNER = False
 
 # --- Money -------------------------------------------------------------------------
 DEFAULT_CURRENCY = os.environ.get("DEFAULT_CURRENCY", "USD")
