@@ -27,7 +27,7 @@ from messaging.models import DeadLetterMessage
 from messaging.services import create_broadcast
 from portal.viewsets import OperationsGroup
 
-from .conftest import PHONE, TIMEOUT_MS, shot, shots
+from .conftest import PHONE, TIMEOUT_MS, shots
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -264,14 +264,6 @@ def test_a_missing_page_is_the_portals_own_404_page(browser, live, open_as, ever
 CARDS_WIDTH = "Math.max(0, ...[...document.querySelectorAll('.ops-table')].map(t => t.getBoundingClientRect().right))"
 
 
-def phone_shots(page, name: str) -> None:
-    """shots(), then the 390 px picture again once the page has settled: Wagtail's sidebar
-    animates from its desktop state for a moment after the viewport shrinks."""
-    shots(page, name)
-    page.wait_for_function("(document.querySelector('#main')?.getBoundingClientRect().left ?? 0) < 60")
-    shot(page, f"{name}-390")
-
-
 def test_no_page_scrolls_sideways_on_a_phone(open_as, busy_portal, every_role):
     admin, host = every_role["admin"], every_role["host"]
     pages = [(admin, name, path) for name, path in pages_for(admin, busy_portal).items()]
@@ -287,6 +279,6 @@ def test_no_page_scrolls_sideways_on_a_phone(open_as, busy_portal, every_role):
         cards = page.evaluate(CARDS_WIDTH)
         if cards > PHONE["width"]:
             wide[f"{path} (table cards)"] = cards
-        phone_shots(page, f"hygiene-{name}")
+        shots(page, f"hygiene-{name}")
         page.context.close()
     assert wide == {}, "pages wider than a 390 px phone"
