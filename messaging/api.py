@@ -124,6 +124,8 @@ class ProgressSerializer(serializers.Serializer):
     delivered = serializers.IntegerField(min_value=0)
     total = serializers.IntegerField(min_value=0)
     status = serializers.ChoiceField(choices=["sending", "done"])
+    # Of the delivered, how many had a connected session (older services do not send it).
+    online = serializers.IntegerField(min_value=0, required=False, default=0)
 
 
 class BroadcastProgressView(ErlangCallbackView):
@@ -136,7 +138,14 @@ class BroadcastProgressView(ErlangCallbackView):
         broadcast = services.record_broadcast_progress(broadcast_id, **body.validated_data)
         if broadcast is None:
             raise exceptions.NotFound("No such broadcast.")
-        return Response({"delivered": broadcast.delivered, "total": broadcast.total, "status": broadcast.status})
+        return Response(
+            {
+                "delivered": broadcast.delivered,
+                "total": broadcast.total,
+                "status": broadcast.status,
+                "online": broadcast.delivered_online,
+            }
+        )
 
 
 class ErlangHealthView(APIView):

@@ -10,6 +10,20 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.template.defaultfilters import pluralize
+
+# The countries the marketplace serves: what "hosts in a country" offers, and how it is named.
+COUNTRIES = [
+    ("NG", "Nigeria"),
+    ("KE", "Kenya"),
+    ("ZA", "South Africa"),
+    ("GH", "Ghana"),
+    ("UG", "Uganda"),
+    ("RW", "Rwanda"),
+    ("TZ", "Tanzania"),
+    ("TN", "Tunisia"),
+]
+COUNTRY_NAMES = dict(COUNTRIES)
 
 
 class Priority(models.TextChoices):
@@ -60,7 +74,10 @@ class Broadcast(models.Model):
     text = models.TextField()
     priority = models.CharField(max_length=6, choices=Priority.choices, default=Priority.NORMAL)
     total = models.PositiveIntegerField(default=0)
-    delivered = models.PositiveIntegerField(default=0)
+    delivered = models.PositiveIntegerField(default=0, help_text="Recipients whose message is in their queue.")
+    delivered_online = models.PositiveIntegerField(
+        default=0, help_text="Of those, how many had a connected session and got it pushed live."
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     job_id = models.UUIDField(null=True, blank=True, help_text="The fan-out job (a background job's id).")
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Fan-out attempts so far.")
@@ -82,9 +99,10 @@ class Broadcast(models.Model):
     @property
     def audience_label(self) -> str:
         if self.audience == self.Audience.HOSTS_IN_COUNTRY:
-            return f"hosts in {self.country}"
+            return f"hosts in {COUNTRY_NAMES.get(self.country, self.country)}"
         if self.audience == self.Audience.USER_IDS:
-            return f"{len(self.user_ids)} chosen users"
+            count = len(self.user_ids)
+            return f"{count} chosen user{pluralize(count)}"
         return self.get_audience_display().lower()
 
     @property
@@ -96,6 +114,11 @@ class Broadcast(models.Model):
     def in_progress(self) -> bool:
         """Still moving: the progress panel keeps polling."""
         return self.status in (self.Status.QUEUED, self.Status.SENDING, self.Status.RETRYING)
+
+    @property
+    def queued_offline(self) -> int:
+        """Delivered to users who were offline: it waits for them until they next open the app."""
+        return max(0, self.delivered - self.delivered_online)
 
     @property
     def progress_percent(self) -> int:

@@ -276,20 +276,25 @@ def fan_out_here(broadcast: Broadcast, recipients: list[int], *, attempt: int) -
     broadcast.refresh_from_db()
 
 
-def record_broadcast_progress(broadcast_id, *, delivered: int, total: int, status: str) -> Broadcast | None:
-    """Erlang's progress report. Counts only move forward: a late report never undoes a newer one."""
+def record_broadcast_progress(
+    broadcast_id, *, delivered: int, total: int, status: str, online: int = 0
+) -> Broadcast | None:
+    """Erlang's progress report: `delivered` recipients have it in their queue, `online` of them
+    had a connected session and got it pushed live. Counts only move forward: a late report never
+    undoes a newer one."""
     with transaction.atomic():
         broadcast = Broadcast.objects.select_for_update().filter(pk=broadcast_id).first()
         if broadcast is None:
             return None
         broadcast.delivered = max(broadcast.delivered, min(int(delivered), int(total)))
         broadcast.total = max(broadcast.total, int(total))
+        broadcast.delivered_online = max(broadcast.delivered_online, min(int(online), broadcast.delivered))
         if status == "done" and broadcast.status != Broadcast.Status.DELIVERED:
             broadcast.status = Broadcast.Status.DELIVERED
             broadcast.completed_at = timezone.now()
         elif broadcast.status in NOT_HANDED_OVER:  # a report can arrive before the job notes the hand-over
             broadcast.status = Broadcast.Status.SENDING
-        broadcast.save(update_fields=["delivered", "total", "status", "completed_at"])
+        broadcast.save(update_fields=["delivered", "delivered_online", "total", "status", "completed_at"])
     return broadcast
 
 

@@ -165,11 +165,12 @@ class BroadcastSection(OperationsSection):
     name = "ops_broadcasts"
     menu_label = "Broadcasts"
     icon = "mail"
-    permission_required = permissions.SEND_BROADCAST
+    permission_required = permissions.VIEW_BROADCASTS  # to read; sending needs SEND_BROADCAST (the views)
     routes = [
         ("", broadcasts.BroadcastPageView.as_view(), "index"),
         ("confirm/", broadcasts.BroadcastPageView.as_view(confirming=True), "confirm"),
         ("preview/", broadcasts.RecipientPreviewView.as_view(), "preview"),
+        ("users/", broadcasts.UserSearchView.as_view(), "users"),
         ("<uuid:pk>/", broadcasts.BroadcastDetailView.as_view(), "detail"),
         ("<uuid:pk>/progress/", broadcasts.BroadcastProgressView.as_view(), "progress"),
     ]

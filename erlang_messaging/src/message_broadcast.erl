@@ -4,6 +4,10 @@
 %% same ids), conversation_id null and broadcast_id set, dispatched like any
 %% message. Progress lives in ETS (messaging_broadcasts) for /stats.
 %%
+%% Every recipient's message is queued for them (delivered); those who had a
+%% WebSocket session open at that moment also got it pushed live (online).
+%% Delivered - Online is what waits in the queue for users who were offline.
+%%
 %% This server only reports progress to Django, at most every 250 ms per
 %% broadcast and once more when it is done:
 %%   POST {DJANGO_API_URL}/api/messaging/erlang/broadcasts/<id>/progress/
@@ -20,11 +24,13 @@
 -define(REPORT_INTERVAL_MS, 250).
 -define(KEEP_FINISHED, 100).
 
-%% Row: {Id, Delivered, Total, Status, LastReported, StartedAtMs}
+%% Row: {Id, Delivered, Total, Status, LastReported, StartedAtMs, Online}
 %% Status: sending | done; LastReported: none | {Delivered, Status}
+%% Online: how many of the Delivered had a connected session (pushed live).
 -define(DELIVERED_POS, 2).
 -define(STATUS_POS, 4).
 -define(REPORTED_POS, 5).
+-define(ONLINE_POS, 7).
 
 %%====================================================================
 %% API
@@ -42,8 +48,10 @@ resume(B = #{id := Bid, user_ids := UserIds}, AlreadyDone) ->
     Done = sets:from_list(AlreadyDone, [{version, 2}]),
     Todo = [U || U <- UserIds, not sets:is_element(message_ids:derived_uuid(Bid, U), Done)],
     Total = length(UserIds),
+    %% Recipients done before a restart are counted as delivered; whether they
+    %% were online then is not known here, so Django keeps its larger count.
     ets:insert(?TABLE, {Bid, Total - length(Todo), Total, sending, none,
-                        erlang:system_time(millisecond)}),
+                        erlang:system_time(millisecond), 0}),
     _ = proc_lib:spawn(fun() -> fan_out(B, Todo) end),
     ok.
 
@@ -82,14 +90,22 @@ fan_out(B = #{id := Bid}, UserIds) ->
 %% dispatch/1 already retries a restarting router; if even that fails, wait
 %% and try again: the broadcast is acknowledged and must reach everyone.
 deliver_one(B = #{id := Bid}, UserId) ->
+    %% The router pushes to the sessions the same lookup finds a moment later.
+    Online = messaging_ws:sessions(UserId) =/= [],
     try message_router:dispatch(recipient_message(B, UserId)) of
-        {ok, _Dropped} -> ets:update_counter(?TABLE, Bid, {?DELIVERED_POS, 1})
+        {ok, _Dropped} -> ets:update_counter(?TABLE, Bid, progress_increments(Online))
     catch Class:Reason ->
         ?LOG_WARNING("broadcast ~s to ~p failed (~p:~p), retrying", [Bid, UserId, Class, Reason],
                      maps:with([request_id], B)),
         timer:sleep(200),
         deliver_one(B, UserId)
     end.
+
+%% The counters one delivered recipient moves: delivered, and online when
+%% the recipient had a session open.
+-spec progress_increments(boolean()) -> [{pos_integer(), 1}].
+progress_increments(true) -> [{?DELIVERED_POS, 1}, {?ONLINE_POS, 1}];
+progress_increments(false) -> [{?DELIVERED_POS, 1}].
 
 %%====================================================================
 %% Progress reporter
@@ -124,14 +140,14 @@ handle_info(_Other, State) ->
     {noreply, State}.
 
 report_changed() ->
-    [report(Bid, Delivered, Total, Status)
-     || {Bid, Delivered, Total, Status, Reported, _} <- ets:tab2list(?TABLE),
+    [report(Bid, Delivered, Total, Status, Online)
+     || {Bid, Delivered, Total, Status, Reported, _, Online} <- ets:tab2list(?TABLE),
         Reported =/= {Delivered, Status}].
 
-report(Bid, Delivered, Total, Status) ->
+report(Bid, Delivered, Total, Status, Online) ->
     Path = "/api/messaging/erlang/broadcasts/" ++ uri_string:quote(binary_to_list(Bid))
         ++ "/progress/",
-    Body = #{delivered => Delivered, total => Total, status => Status},
+    Body = #{delivered => Delivered, total => Total, status => Status, online => Online},
     case django_client:post_json(Path, Body) of
         {ok, Code, _} when Code >= 200, Code < 300 ->
             ets:update_element(?TABLE, Bid, {?REPORTED_POS, {Delivered, Status}});
@@ -144,10 +160,10 @@ summarize(Other) -> Other.
 
 %% Keep the newest finished-and-reported broadcasts only, so /stats stays small.
 prune_finished() ->
-    Finished = [{Started, Bid} || {Bid, D, _T, done, {D, done}, Started} <- ets:tab2list(?TABLE)],
+    Finished = [{Started, Bid} || {Bid, D, _T, done, {D, done}, Started, _Online} <- ets:tab2list(?TABLE)],
     Old = lists:nthtail(min(length(Finished), ?KEEP_FINISHED), lists:reverse(lists:sort(Finished))),
     [ets:delete(?TABLE, Bid) || {_, Bid} <- Old],
     ok.
 
-row_to_map({Bid, Delivered, Total, Status, _Reported, _Started}) ->
-    #{id => Bid, delivered => Delivered, total => Total, status => Status}.
+row_to_map({Bid, Delivered, Total, Status, _Reported, _Started, Online}) ->
+    #{id => Bid, delivered => Delivered, total => Total, status => Status, online => Online}.

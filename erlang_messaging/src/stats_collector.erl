@@ -1,7 +1,13 @@
 %% Service metrics. Hot-path counts go straight into a lock-free `counters`
 %% array (created with the ETS tables, so it survives this process); the
-%% process only samples the accepted counts once a second to compute rates
+%% process only samples the routed counts once a second to compute rates
 %% over 1 s and 60 s windows, and assembles the GET /stats document.
+%%
+%% The rates ("messages per second") count routed messages: every message put
+%% in a receiver's queue, whether it came from POST /messages or from a
+%% broadcast's fan-out. Accepted counts only what a request wrote to the WAL,
+%% and a broadcast is one WAL entry however many it reaches, so a rate over
+%% accepted stayed at 0 while a broadcast filled the queues.
 %% messaging_metrics reads the same counters for GET /metrics.
 -module(stats_collector).
 -behaviour(gen_server).
@@ -160,7 +166,7 @@ handle_info(_Other, State) ->
     {noreply, State}.
 
 sample() ->
-    {erlang:monotonic_time(millisecond), per_priority(accepted)}.
+    {erlang:monotonic_time(millisecond), per_priority(routed)}.
 
 %% "1s" compares now with the sample about a second ago; "60s" with the oldest
 %% kept sample (up to 60 s ago).

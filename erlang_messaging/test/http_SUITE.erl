@@ -122,13 +122,14 @@ broadcast_progress(_Config) ->
                              priority => <<"low">>}),
     ok = wait_until(fun() ->
                             fake_django:progress(Bid) =:=
-                                #{<<"delivered">> => 50, <<"total">> => 50, <<"status">> => <<"done">>}
+                                #{<<"delivered">> => 50, <<"total">> => 50, <<"status">> => <<"done">>,
+                                  <<"online">> => 0}
                     end, 10000),
     {200, #{<<"messages">> := [Msg]}} = get("/queues/2000"),
     ?assertMatch(#{<<"broadcast_id">> := Bid, <<"conversation_id">> := null}, Msg),
     {200, #{<<"broadcasts">> := Bcasts}} = get("/stats"),
     ?assert(lists:member(#{<<"id">> => Bid, <<"delivered">> => 50, <<"total">> => 50,
-                           <<"status">> => <<"done">>}, Bcasts)),
+                           <<"status">> => <<"done">>, <<"online">> => 0}, Bcasts)),
     %% Every recipient's message reaches Django too.
     ok = wait_until(fun() -> length(fake_django:ids()) >= 50 end, 10000),
     %% Same id again: same answer, no second fan-out.

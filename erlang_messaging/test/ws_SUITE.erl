@@ -16,7 +16,9 @@
          renewal_with_another_users_token_closes/1, renewal_with_a_bad_token_closes/1,
          eleventh_session_of_a_user_is_refused/1, racing_sessions_never_exceed_the_cap/1,
          message_of_the_size_limit_is_accepted/1, message_over_the_size_limit_is_1009/1,
-         fragmented_message_over_the_size_limit_is_1009/1]).
+         fragmented_message_over_the_size_limit_is_1009/1,
+         broadcast_counts_recipients_online_and_offline/1,
+         broadcast_messages_count_in_the_message_rate/1]).
 
 %% Client helpers, also used by cluster_SUITE.
 -export([free_port/0, start_app/2, ws_connect/2, ws_connect/3, ws_send/2, ws_send/3,
@@ -41,7 +43,9 @@ all() ->
      renewal_with_another_users_token_closes, renewal_with_a_bad_token_closes,
      eleventh_session_of_a_user_is_refused, racing_sessions_never_exceed_the_cap,
      message_of_the_size_limit_is_accepted, message_over_the_size_limit_is_1009,
-     fragmented_message_over_the_size_limit_is_1009].
+     fragmented_message_over_the_size_limit_is_1009,
+     broadcast_counts_recipients_online_and_offline,
+     broadcast_messages_count_in_the_message_rate].
 
 %%--------------------------------------------------------------------
 %% Setup
@@ -183,6 +187,54 @@ connection_count_and_pg_membership(Config) ->
     ws_close(C1),
     ws_close(C2),
     ok = wait_until(fun() -> messaging_ws:sessions(UserId) =:= [] end, ?WAIT_MS).
+
+%%--------------------------------------------------------------------
+%% Broadcasts: delivered live vs queued, and the message rate
+%%--------------------------------------------------------------------
+
+%% One of three recipients has a session open: the broadcast's progress
+%% (what /stats lists and what is reported to Django) says 3 delivered, 1 of
+%% them online; the online one got it pushed live.
+broadcast_counts_recipients_online_and_offline(Config) ->
+    Port = ?config(port, Config),
+    C = ws_connect(Port, 901),
+    ok = wait_until(fun() -> messaging_ws:sessions(901) =/= [] end, ?WAIT_MS),
+    Bid = post_broadcast(Port, [901, 902, 903]),
+    ok = wait_until(fun() -> broadcast_status(Bid) =:= done end, ?WAIT_MS),
+    ?assertMatch({ok, #{delivered := 3, total := 3, online := 1}}, message_broadcast:lookup(Bid)),
+    {text, Json} = ws_expect(C, text),
+    ?assertMatch(#{<<"message">> := #{<<"broadcast_id">> := Bid}}, jiffy:decode(Json, [return_maps])),
+    ws_close(C).
+
+%% "Messages per second" counts what a broadcast sends: before the fix it
+%% counted accepted requests only, and stayed at 0 during a broadcast. The
+%% 1 s rate compares now with the newest one-second sample; should a sample
+%% fall between the fan-out and the reading, the next broadcast is read.
+broadcast_messages_count_in_the_message_rate(Config) ->
+    Rates = [broadcast_then_rate(?config(port, Config), lists:seq(1000 * N, 1000 * N + 49))
+             || N <- lists:seq(1, 3)],
+    ct:pal("1 s rates after each broadcast: ~p", [Rates]),
+    ?assert(lists:any(fun(Rate) -> Rate > 0 end, Rates)).
+
+broadcast_then_rate(Port, Users) ->
+    Before = stats_collector:get(routed, normal),
+    Bid = post_broadcast(Port, Users),
+    ok = wait_until(fun() -> broadcast_status(Bid) =:= done end, ?WAIT_MS),
+    #{rates := #{'1s' := #{normal := Rate}}} = stats_collector:snapshot(),
+    ?assert(stats_collector:get(routed, normal) - Before >= length(Users)),
+    Rate.
+
+post_broadcast(Port, UserIds) ->
+    Body = jiffy:encode(#{sender_id => 1, user_ids => UserIds, text => <<"news">>}),
+    {202, Answer} = http(Port, "POST", "/broadcast", service_headers(), Body),
+    #{<<"broadcast_id">> := Bid} = jiffy:decode(Answer, [return_maps]),
+    Bid.
+
+broadcast_status(Bid) ->
+    case message_broadcast:lookup(Bid) of
+        {ok, #{status := Status}} -> Status;
+        not_found -> not_found
+    end.
 
 %%--------------------------------------------------------------------
 %% Token expiry and renewal ({"type": "auth", "token": ...})

@@ -4,6 +4,7 @@ import uuid
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -11,8 +12,8 @@ from django.views import View
 
 from finance import permissions
 from finance.errors import TransactionError
-from messaging.models import Broadcast, Priority
-from messaging.selectors import with_fan_out_state
+from messaging.models import COUNTRIES, Broadcast, Priority
+from messaging.selectors import describe_audience, search_users, with_fan_out_state
 from messaging.services import MessagingError, audience_users, create_broadcast
 
 from ..audit_events import record_export
@@ -20,17 +21,10 @@ from ..csv_export import column_value, label, person, stream_csv
 from .base import OperationsView, PermissionRequiredMixin
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
 
-COUNTRIES = [
-    ("NG", "Nigeria"),
-    ("KE", "Kenya"),
-    ("ZA", "South Africa"),
-    ("GH", "Ghana"),
-    ("UG", "Uganda"),
-    ("RW", "Rwanda"),
-    ("TZ", "Tanzania"),
-    ("TN", "Tunisia"),
-]
-
+User = get_user_model()
+# The user picker searches once this many characters are typed, and reads at most MAX_QUERY.
+MIN_QUERY = 2
+MAX_QUERY = 100
 
 # The broadcasts' CSV export (GET ?export=csv): one row per broadcast.
 BROADCAST_EXPORT_COLUMNS = [
@@ -41,6 +35,7 @@ BROADCAST_EXPORT_COLUMNS = [
     ("Priority", label("priority")),
     ("Message", "text"),
     ("Delivered", "delivered"),
+    ("Delivered to a connected session", "delivered_online"),
     ("Total", "total"),
     ("Status", label("status")),
     ("Stored directly", "via_fallback"),
@@ -48,30 +43,42 @@ BROADCAST_EXPORT_COLUMNS = [
 
 
 class BroadcastForm(forms.Form):
+    """The audience and the message. Only the field the audience needs counts: a country for
+    "hosts in a country", chosen users for "a list of users" (the other is hidden on the page,
+    and whatever it holds is ignored here)."""
+
     text = forms.CharField(label="Message", widget=forms.Textarea(attrs={"rows": 4}), max_length=5000)
     audience = forms.ChoiceField(label="Who receives it", choices=Broadcast.Audience.choices, widget=forms.RadioSelect)
-    country = forms.ChoiceField(
-        label="Country (for hosts in a country)", choices=[("", "—"), *COUNTRIES], required=False
-    )
-    user_ids = forms.CharField(
-        label="User ids (for a list of users), separated by commas or spaces", required=False, max_length=20000
-    )
+    country = forms.ChoiceField(label="Country", choices=[("", "—"), *COUNTRIES], required=False)
+    # The user picker posts one hidden input per chosen user (static/portal/broadcasts.js).
+    user_ids = forms.Field(label="Users", required=False, widget=forms.MultipleHiddenInput)
     priority = forms.ChoiceField(label="Priority", choices=Priority.choices, initial=Priority.NORMAL)
-
-    def clean_user_ids(self):
-        raw = self.cleaned_data["user_ids"].replace(",", " ").split()
-        if any(not part.isdigit() for part in raw):
-            raise forms.ValidationError("User ids are whole numbers, e.g. 12, 15, 40.")
-        return [int(part) for part in raw]
 
     def clean(self):
         data = super().clean()
         audience = data.get("audience")
-        if audience == Broadcast.Audience.HOSTS_IN_COUNTRY and not data.get("country"):
+        if audience != Broadcast.Audience.HOSTS_IN_COUNTRY:
+            data["country"] = ""
+        elif not data.get("country"):
             self.add_error("country", "Choose the country.")
-        if audience == Broadcast.Audience.USER_IDS and not data.get("user_ids"):
-            self.add_error("user_ids", "Give at least one user id.")
+        data["user_ids"] = self._chosen_user_ids() if audience == Broadcast.Audience.USER_IDS else []
         return data
+
+    def _chosen_user_ids(self) -> list[int]:
+        """The chosen users' ids, each once, in the order chosen; adds the form error when one is
+        not a user's id or none is chosen."""
+        raw = [part for value in self.cleaned_data.get("user_ids") or [] for part in value.replace(",", " ").split()]
+        if any(not part.isdigit() for part in raw):
+            self.add_error("user_ids", "User ids are whole numbers, e.g. 12, 15, 40.")
+            return []
+        ids = list(dict.fromkeys(int(part) for part in raw))
+        if not ids:
+            self.add_error("user_ids", "Choose at least one user.")
+        unknown = sorted(set(ids) - set(User.objects.filter(pk__in=ids).values_list("pk", flat=True)))
+        if unknown:
+            listed = ", ".join(str(i) for i in unknown)
+            self.add_error("user_ids", f"No user has the id{pluralize(len(unknown))} {listed}.")
+        return ids
 
     def recipient_count(self) -> int:
         data = self.cleaned_data
@@ -79,15 +86,36 @@ class BroadcastForm(forms.Form):
             data["audience"], country=data.get("country", ""), user_ids=data.get("user_ids", ())
         ).count()
 
+    def chosen_users(self) -> list:
+        """The users picked so far, to show as chips again when the form comes back."""
+        ids = [int(v) for v in self.data.getlist("user_ids") if v.isdigit()] if self.is_bound else []
+        found = {user.pk: user for user in User.objects.filter(pk__in=ids)}
+        return [found[i] for i in dict.fromkeys(ids) if i in found]
+
 
 class FormInvalid(TransactionError):
     """Correct the errors below."""
 
 
-class BroadcastPageView(ConfirmationMixin, OperationsView):
+class BroadcastPermissionMixin(PermissionRequiredMixin):
+    """Reading broadcasts needs VIEW_BROADCASTS (managers and support hold it); composing,
+    reviewing and sending need SEND_BROADCAST, checked again on every POST."""
+
+    def has_permission(self, user) -> bool:
+        if self.request.method == "POST" or getattr(self, "confirming", False):
+            self.permission_required = permissions.SEND_BROADCAST
+            return permissions.allows(user, permissions.SEND_BROADCAST)
+        self.permission_required = permissions.VIEW_BROADCASTS
+        return can_send(user) or permissions.allows(user, permissions.VIEW_BROADCASTS)
+
+
+def can_send(user) -> bool:
+    return permissions.allows(user, permissions.SEND_BROADCAST)
+
+
+class BroadcastPageView(BroadcastPermissionMixin, ConfirmationMixin, OperationsView):
     """Compose, preview the recipient count, confirm, send; the history below."""
 
-    permission_required = permissions.SEND_BROADCAST
     page_title = "Broadcasts"
     header_icon = "mail"
     template_name = "portal/broadcasts.html"
@@ -110,7 +138,11 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        context.setdefault("form", BroadcastForm(initial={"audience": Broadcast.Audience.ALL_HOSTS}))
+        context["can_send"] = can_send(self.request.user)
+        if context["can_send"]:
+            form = context.setdefault("form", BroadcastForm(initial={"audience": Broadcast.Audience.ALL_HOSTS}))
+            context["chosen_users"] = form.chosen_users()
+            context["audience"] = form["audience"].value()
         context["history"] = with_fan_out_state(Broadcast.objects.select_related("author")[:50])
         return context
 
@@ -126,8 +158,8 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
         return {
             "text": clean_text(data["text"]),
             "audience": data["audience"],
-            "country": data.get("country", ""),
-            "user_ids": list(data.get("user_ids", [])),
+            "country": data["country"],
+            "user_ids": data["user_ids"],
             "priority": data["priority"],
             "recipients": count,
         }
@@ -137,24 +169,25 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
 
     def describe_confirmation(self, params):
         count = params["recipients"]
-        audience = Broadcast(audience=params["audience"], country=params["country"], user_ids=params["user_ids"])
+        recipients = f"{count} recipient{pluralize(count)}"
+        audience = describe_audience(params["audience"], country=params["country"], user_ids=params["user_ids"])
         return Confirmation(
             label="Confirm broadcast",
-            question=f"Send this {params['priority']}-priority message to {count} recipient{pluralize(count)}?",
+            question=f"Send this {params['priority']}-priority message to {recipients}?",
             effects=[
-                f"Who receives it: {audience.audience_label}.",
+                f"Who receives it: {audience} ({recipients}).",
                 "A background job sends it within moments; anyone online sees it as it is delivered, "
                 "everyone else next time they open the app. Its page shows the progress.",
             ],
             quote=params["text"],
             quote_label="Message",
-            yes=f"Yes, send to {count}",
+            yes=f"Yes, send to {recipients}",
             url=reverse("ops_broadcasts:index"),
             fields=[
                 ("text", params["text"]),
                 ("audience", params["audience"]),
                 ("country", params["country"]),
-                ("user_ids", " ".join(str(i) for i in params["user_ids"])),
+                *(("user_ids", user_id) for user_id in params["user_ids"]),
                 ("priority", params["priority"]),
             ],
             cancel_url=reverse("ops_broadcasts:index"),
@@ -181,8 +214,9 @@ class BroadcastPageView(ConfirmationMixin, OperationsView):
             )
         except TransactionError as error:
             return self.render_invalid(error)
+        total = broadcast.total
         messages.success(
-            self.request, f"Broadcast to {broadcast.audience_label} is queued ({broadcast.total} recipients)."
+            self.request, f"Broadcast to {broadcast.audience_label} is queued ({total} recipient{pluralize(total)})."
         )
         return redirect(reverse("ops_broadcasts:detail", args=[broadcast.pk]))
 
@@ -194,7 +228,9 @@ class RecipientPreviewView(PermissionRequiredMixin, View):
 
     def get(self, request):
         # Only the audience matters here: the message and priority may not be filled in yet.
-        form = BroadcastForm({**request.GET.dict(), "text": "-", "priority": Priority.NORMAL})
+        data = request.GET.copy()
+        data.update({"text": "-", "priority": Priority.NORMAL})
+        form = BroadcastForm(data)
         count, error = None, ""
         if form.is_valid():
             try:
@@ -206,8 +242,20 @@ class RecipientPreviewView(PermissionRequiredMixin, View):
         return render(request, "portal/includes/recipient_count.html", {"count": count, "error": error})
 
 
-class BroadcastDetailView(OperationsView):
+class UserSearchView(PermissionRequiredMixin, View):
+    """htmx: the user picker's matches for what has been typed (name, username or e-mail)."""
+
     permission_required = permissions.SEND_BROADCAST
+
+    def get(self, request):
+        query = request.GET.get("q", "").strip()[:MAX_QUERY]
+        users = search_users(query) if len(query) >= MIN_QUERY else []
+        return render(
+            request, "portal/includes/user_matches.html", {"users": users, "query": query, "min_query": MIN_QUERY}
+        )
+
+
+class BroadcastDetailView(BroadcastPermissionMixin, OperationsView):
     header_icon = "mail"
     template_name = "portal/broadcast_detail.html"
 
@@ -218,14 +266,17 @@ class BroadcastDetailView(OperationsView):
         context = super().get_context_data(**kwargs)
         broadcast = get_object_or_404(Broadcast.objects.select_related("author"), pk=kwargs["pk"])
         context["broadcast"] = with_fan_out_state([broadcast])[0]
+        context["can_send"] = can_send(self.request.user)
         return context
 
 
-class BroadcastProgressView(PermissionRequiredMixin, View):
+class BroadcastProgressView(BroadcastPermissionMixin, View):
     """htmx-polled progress bar; stops polling once the broadcast is delivered or failed."""
-
-    permission_required = permissions.SEND_BROADCAST
 
     def get(self, request, pk):
         broadcast = with_fan_out_state([get_object_or_404(Broadcast, pk=pk)])[0]
-        return render(request, "portal/includes/broadcast_progress.html", {"broadcast": broadcast})
+        return render(
+            request,
+            "portal/includes/broadcast_progress.html",
+            {"broadcast": broadcast, "can_send": can_send(request.user)},
+        )

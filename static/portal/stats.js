@@ -5,11 +5,14 @@
   var charts = {};
   var PRIORITY_COLOURS = { high: "#cd4444", normal: "#007d7e", low: "#8a8a8a" };
 
-  function lineChart(canvas, datasets) {
+  // Counts (messages, queue depth, connections) get whole-number ticks: no "0.5 connections".
+  function lineChart(canvas, datasets, counts) {
+    var y = { beginAtZero: true };
+    if (counts) y.ticks = { precision: 0 };
     return new window.Chart(canvas, {
       type: "line",
       data: { labels: [], datasets: datasets },
-      options: { animation: false, responsive: true, maintainAspectRatio: true, aspectRatio: 2, scales: { y: { beginAtZero: true } },
+      options: { animation: false, responsive: true, maintainAspectRatio: true, aspectRatio: 2, scales: { y: y },
                  plugins: { legend: { display: datasets.length > 1 } } },
     });
   }
@@ -22,14 +25,14 @@
       if (name === "rate") {
         charts.rate = lineChart(canvas, ["high", "normal", "low"].map(function (p) {
           return { label: p, data: [], borderColor: PRIORITY_COLOURS[p], pointRadius: 0 };
-        }));
+        }), true);
       } else if (name === "queues") {
         charts.queues = lineChart(canvas, [
           { label: "queue depth", data: [], borderColor: "#2e1f5e", pointRadius: 0 },
           { label: "pending persistence", data: [], borderColor: "#faa500", pointRadius: 0 },
-        ]);
+        ], true);
       } else if (name === "connections") {
-        charts.connections = lineChart(canvas, [{ label: "connections", data: [], borderColor: "#007d7e", pointRadius: 0 }]);
+        charts.connections = lineChart(canvas, [{ label: "connections", data: [], borderColor: "#007d7e", pointRadius: 0 }], true);
       } else if (name === "memory") {
         charts.memory = lineChart(canvas, [{ label: "memory MB", data: [], borderColor: "#5c5c5c", pointRadius: 0 }]);
       }
@@ -49,7 +52,10 @@
     set(charts.queues, [function (s) { return s.queue_depth; }, function (s) { return s.pending_persistence; }]);
     set(charts.connections, [function (s) { return s.connections; }]);
     set(charts.memory, [function (s) { return s.memory_mb; }]);
-    document.querySelectorAll(".ops-stats").forEach(function (el) { el.dataset.samples = String(samples.length); });
+    document.querySelectorAll(".ops-stats").forEach(function (el) {
+      el.dataset.samples = String(samples.length);
+      el.dataset.firstSample = samples.length ? samples[0].t : "";
+    });
   }
 
   document.addEventListener("htmx:afterSwap", function (event) {
