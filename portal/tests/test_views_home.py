@@ -21,7 +21,9 @@ def test_admin_home_sends_each_role_to_its_first_page(client, request, who, land
     assert response.status_code == 302 and response["Location"] == lands_on
 
 
-@pytest.mark.parametrize(("who", "lands_on"), [("finance_user", "/admin/operations/dashboard/"), ("host", "/statement/")])
+@pytest.mark.parametrize(
+    ("who", "lands_on"), [("finance_user", "/admin/operations/dashboard/"), ("host", "/statement/")]
+)
 def test_signing_in_on_the_admin_form_ends_on_that_page(client, request, who, lands_on):
     user = request.getfixturevalue(who)
     response = client.post("/admin/login/", {"username": user.username, "password": "pass-12345"}, follow=True)

@@ -94,7 +94,10 @@ class OperationsBreadcrumbsMixin:
     ]
 
     def get_breadcrumbs_items(self):
-        return [*self.breadcrumbs_items, {"url": "", "label": self.get_page_title()}]
+        home, operations = self.breadcrumbs_items
+        if not permissions.allows(self.request.user, permissions.VIEW_FINANCE_DASHBOARD):
+            operations = {**operations, "url": ""}  # no link to a page this person cannot open
+        return [home, operations, {"url": "", "label": self.get_page_title()}]
 
 
 class OperationsView(PermissionRequiredMixin, OperationsBreadcrumbsMixin, WagtailAdminTemplateMixin, TemplateView):
