@@ -24,8 +24,11 @@ import ipaddress
 
 from django.conf import settings
 from django.core.signals import request_finished
+from django.shortcuts import redirect
 
 import request_context
+
+from .roles import ACCESS_ADMIN
 
 REQUEST_ID_HEADER = "X-Request-Id"
 
@@ -114,3 +117,32 @@ class RequestIdMiddleware:
 
 def _request_served(sender, **kwargs) -> None:
     request_context.end()
+
+
+class HostsToStatementMiddleware:
+    """A signed-in host who reaches the staff admin (/admin/, or any page under it, also right
+    after signing in on /admin/login/) is sent to their statement, the one page that is theirs,
+    instead of Wagtail's "You do not have permission to access the admin" and its sign-in form.
+
+    Only GET and HEAD: a form posted there (signing in as someone else) goes through. Signing
+    out and resetting a password stay reachable."""
+
+    ADMIN_PREFIX = "/admin/"
+    LEFT_ALONE = ("/admin/logout/", "/admin/password_reset/")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if self.sends_to_statement(request):
+            return redirect("host_statement")
+        return self.get_response(request)
+
+    def sends_to_statement(self, request) -> bool:
+        path = request.path
+        if request.method not in ("GET", "HEAD") or not path.startswith(self.ADMIN_PREFIX):
+            return False
+        if path.startswith(self.LEFT_ALONE):
+            return False
+        user = request.user
+        return user.is_authenticated and getattr(user, "role", "") == "host" and not user.has_perm(ACCESS_ADMIN)

@@ -141,6 +141,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # After it (it reads request.htmx): an htmx request sent to the sign-in page sends the browser there.
+    "portal.htmx.HtmxLoginRedirectMiddleware",
+    # After authentication: a signed-in host who reaches /admin/ goes to their statement.
+    "portal.middleware.HostsToStatementMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into the 429 page.
     "axes.middleware.AxesMiddleware",
 ]

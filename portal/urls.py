@@ -9,6 +9,7 @@ from wagtail import urls as wagtail_urls
 from wagtail.admin import urls as wagtailadmin_urls
 
 from finance.api.errors import api_not_found, api_server_error
+from portal.views.home import admin_home
 from portal.views.metrics import metrics
 
 
@@ -25,6 +26,8 @@ urlpatterns = [
     # Exactly /metrics, the path Prometheus asks by default (no slash, so no redirect).
     path("metrics", metrics, name="metrics"),
     path("favicon.ico", favicon, name="favicon"),
+    # Before Wagtail's URLs: /admin/ (its home, where signing in ends) goes to the Operations pages.
+    path("admin/", admin_home),
     path("admin/", include(wagtailadmin_urls)),
     # Django's own admin stays available to superusers, read-only (portal/admin_site.py); the portal lives in Wagtail's.
     path("django-admin/", django_admin.site.urls),

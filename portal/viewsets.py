@@ -16,12 +16,15 @@ from .views import approvals, audit, broadcasts, dead_letters, finance, jobs, me
 
 
 class PermissionMenuItem(MenuItem):
-    def __init__(self, *args, permission: str, **kwargs):
+    """Shown to people holding every one of `permission` (one code or a tuple): the same
+    permissions the section's index page asks for."""
+
+    def __init__(self, *args, permission: str | tuple, **kwargs):
         super().__init__(*args, **kwargs)
-        self.permission = permission
+        self.permissions = (permission,) if isinstance(permission, str) else tuple(permission)
 
     def is_shown(self, request):
-        return permissions.allows(request.user, self.permission)
+        return permissions.allows(request.user, *self.permissions)
 
 
 class ApprovalMenuItem(PermissionMenuItem):
@@ -45,7 +48,7 @@ class ApprovalMenuItem(PermissionMenuItem):
 class OperationsSection(ViewSet):
     """A section of the Operations menu: its URLs and a permission-aware menu item."""
 
-    permission_required = ""
+    permission_required: str | tuple = ""  # what the index page asks for (its menu item is shown for it)
     routes: list = []  # (route, view, name); the first is the section's index
 
     @property
@@ -129,7 +132,7 @@ class RefundSection(OperationsSection):
     name = "ops_refunds"
     menu_label = "Refunds"
     icon = "redirect"
-    permission_required = permissions.REFUND_BOOKING
+    permission_required = finance.VIEW_REFUNDS  # reading it; the refund form needs REFUND_BOOKING too
     routes = [
         ("", finance.RefundView.as_view(), "index"),
         ("confirm/", finance.RefundView.as_view(confirming=True), "confirm"),

@@ -420,8 +420,14 @@ def test_a_browser_signs_in_behind_the_tls_load_balancer_with_secure_cookies_and
             allow_redirects=False,
         )
         session = signed_in.cookies["sessionid"]
-        dashboard = requests.get(
+        home = requests.get(
             server.url + "/admin/", headers={**BEHIND_TLS, "Cookie": f"sessionid={session}"}, allow_redirects=False
+        )
+        # /admin/ sends staff on to the Operations dashboard (portal/views/home.py).
+        dashboard = requests.get(
+            server.url + home.headers.get("Location", "/admin/"),
+            headers={**BEHIND_TLS, "Cookie": f"sessionid={session}"},
+            allow_redirects=False,
         )
         server_log = server.log()
 
@@ -431,4 +437,5 @@ def test_a_browser_signs_in_behind_the_tls_load_balancer_with_secure_cookies_and
     assert "; secure" in _cookie(form, "csrftoken").lower()
     assert signed_in.status_code == 302, signed_in.text[:500]
     assert "; secure" in _cookie(signed_in, "sessionid").lower()
+    assert home.status_code == 302 and home.headers["Location"] == "/admin/operations/dashboard/"
     assert dashboard.status_code == 200, server_log[-3000:]

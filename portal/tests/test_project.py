@@ -65,4 +65,4 @@ def test_hosts_never_reach_the_admin(client, host):
     TransactionService.create_wallet(host, "NGN")
     client.force_login(host)
     response = client.get("/admin/")
-    assert response.status_code == 302 and "/login/" in response["Location"]
+    assert response.status_code == 302 and response["Location"] == "/statement/"

@@ -86,8 +86,8 @@ def test_reject_goes_through_a_confirmation_and_the_history_says_who_and_when(
 
 def test_the_menu_shows_approvers_how_many_requests_wait(client, approver, finance_user, refund_request):
     client.force_login(approver)
-    page = client.get("/admin/").content.decode()
+    page = client.get("/admin/", follow=True).content.decode()
     assert "Approvals (1)" in page and "Approvals: 1 request waiting" in page
     client.force_login(finance_user)  # can see the queue, cannot approve: no count
-    page = client.get("/admin/").content.decode()
+    page = client.get("/admin/", follow=True).content.decode()
     assert "Approvals (1)" not in page and "Approvals" in page

@@ -50,7 +50,7 @@ def nul_message(host, guest):
 def test_support_and_managers_see_the_section_with_each_entry_and_its_reason(request, role, nul_message, host, guest):
     client = signed_in(request.getfixturevalue(role))
 
-    menu = client.get("/admin/").content.decode()
+    menu = client.get("/admin/", follow=True).content.decode()
     page = client.get(URL)
 
     assert "Undeliverable messages" in menu and URL in menu
@@ -66,7 +66,7 @@ def test_support_and_managers_see_the_section_with_each_entry_and_its_reason(req
 def test_finance_gets_no_menu_item_and_cannot_open_the_page(finance_user, nul_message):
     client = signed_in(finance_user)
 
-    assert "Undeliverable messages" not in client.get("/admin/").content.decode()
+    assert "Undeliverable messages" not in client.get("/admin/", follow=True).content.decode()
     assert client.get(URL).status_code in (302, 403)
     assert client.get(f"{URL}?export=csv").status_code in (302, 403)
 

@@ -54,10 +54,10 @@ def test_support_and_hosts_are_refused_the_finance_pages(client, request, who):
     login(client, request.getfixturevalue(who))
     for url in FINANCE_PAGES:
         response = client.get(url)
-        # Wagtail answers a refused admin page with a redirect: hosts to the login page
-        # (no admin access at all), staff to the dashboard with "no permission".
+        # A refused admin page is a redirect: hosts to their statement (no admin access at
+        # all, portal.middleware.HostsToStatementMiddleware), staff to the home with "no permission".
         assert response.status_code == 302, url
-        expected = "/admin/login/" if who == "host" else "/admin/"
+        expected = "/statement/" if who == "host" else "/admin/"
         assert response["Location"].startswith(expected), url
 
 

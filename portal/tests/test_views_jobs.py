@@ -32,7 +32,7 @@ def failed_job():
 def test_staff_see_a_failed_job_with_its_reason_and_attempts(request, role, failed_job):
     client = signed_in(request.getfixturevalue(role))
 
-    menu = client.get("/admin/").content.decode()
+    menu = client.get("/admin/", follow=True).content.decode()
     page = client.get(URL, {"status": "failed"})
 
     assert "Background jobs" in menu and URL in menu

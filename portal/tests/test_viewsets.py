@@ -12,6 +12,6 @@ def login(client, user):
 
 def test_menu_shows_operations_only_to_permitted_sections(client, support_user):
     login(client, support_user)
-    html = client.get("/admin/").content.decode()
+    html = client.get("/admin/", follow=True).content.decode()
     assert "Messaging stats" in html
     assert "Withdrawals" not in html

@@ -18,6 +18,7 @@ from finance.services import refund_split
 
 from .base import OperationsView
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
+from .finance import VIEW_REFUNDS
 
 RELATED = (
     "requested_by",
@@ -143,7 +144,7 @@ class ApprovalQueueView(OperationsView):
         context["can_approve"] = permissions.allows(user, permissions.APPROVE_REQUEST)
         context["can_view_wallets"] = permissions.allows(user, permissions.VIEW_WALLETS)
         context["can_view_withdrawals"] = permissions.allows(user, permissions.VIEW_WITHDRAWALS)
-        context["can_refund"] = permissions.allows(user, permissions.REFUND_BOOKING)
+        context["can_view_refunds"] = permissions.allows(user, *VIEW_REFUNDS)
         return context
 
 

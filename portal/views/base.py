@@ -4,11 +4,13 @@ import functools
 import uuid
 from collections.abc import Callable
 
+from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.shortcuts import render
 from django.urls import reverse_lazy
 from django.views.generic import TemplateView
+from django_htmx.http import reswap
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 from django_tables2.rows import BoundRow, BoundRows
@@ -27,28 +29,62 @@ def new_idempotency_key() -> str:
     return uuid.uuid4().hex
 
 
+def as_tuple(required: str | tuple) -> tuple:
+    return (required,) if isinstance(required, str) else tuple(required)
+
+
+def permission_label(code: str) -> str:
+    """'finance.complete_withdrawal' -> 'complete withdrawal', from the permission's own name
+    ("Can complete withdrawal"); the code itself when there is no such permission."""
+    app_label, _, codename = code.partition(".")
+    found = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+    name = found.name if found else codename.replace("_", " ")
+    return name.removeprefix("Can ").removeprefix("can ")
+
+
 class PermissionRequiredMixin:
-    """The view's own permission check (the service checks again)."""
+    """The view's own permission check (the service checks again).
+
+    A refusal answered to an htmx request (a row's Complete, a filter, a poll) is a 403 with a
+    sentence shown in place of what was asked for (`render_refusal`). Raised as PermissionDenied,
+    Wagtail would answer it with a redirect to its home page, which htmx would follow and nest
+    inside the queue."""
 
     permission_required: str | tuple = ""
+    refused_action = ""  # ends "You don't have permission to …"; default: the permission's name
 
     def has_permission(self, user) -> bool:
-        required = self.permission_required
-        if isinstance(required, str):
-            required = (required,)
-        return permissions.allows(user, *required)
+        return permissions.allows(user, *as_tuple(self.permission_required))
 
     def dispatch(self, request, *args, **kwargs):
         if not self.has_permission(request.user):
-            required = self.permission_required
             log_denied(
                 request.user,
-                permission=" + ".join((required,) if isinstance(required, str) else required),
+                permission=" + ".join(as_tuple(self.permission_required)),
                 path=request.path,
                 method=request.method,
             )
+            if getattr(request, "htmx", False) and request.user.is_authenticated:
+                return mark_refusal(self.render_refusal(self.refusal_message()))
             raise PermissionDenied
         return super().dispatch(request, *args, **kwargs)
+
+    def refusal_message(self) -> str:
+        user = self.request.user
+        missing = [code for code in as_tuple(self.permission_required) if not permissions.allows(user, code)]
+        what = self.refused_action or " and ".join(permission_label(code) for code in missing) or "do this"
+        return f"You don't have permission to {what}."
+
+    def render_refusal(self, message: str):
+        """The refusal in place of the htmx request's target (its contents: the target stays)."""
+        response = render(self.request, "portal/includes/refusal.html", {"refusal": message}, status=403)
+        return reswap(response, "innerHTML")
+
+
+def mark_refusal(response):
+    """Tell portal.js to show this 403 (htmx leaves 4xx answers unswapped by default)."""
+    response["X-Refusal"] = "permission"
+    return response
 
 
 class OperationsBreadcrumbsMixin:
@@ -58,7 +94,10 @@ class OperationsBreadcrumbsMixin:
     ]
 
     def get_breadcrumbs_items(self):
-        return [*self.breadcrumbs_items, {"url": "", "label": self.get_page_title()}]
+        home, operations = self.breadcrumbs_items
+        if not permissions.allows(self.request.user, permissions.VIEW_FINANCE_DASHBOARD):
+            operations = {**operations, "url": ""}  # no link to a page this person cannot open
+        return [home, operations, {"url": "", "label": self.get_page_title()}]
 
 
 class OperationsView(PermissionRequiredMixin, OperationsBreadcrumbsMixin, WagtailAdminTemplateMixin, TemplateView):

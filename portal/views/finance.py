@@ -23,7 +23,7 @@ from .. import selectors
 from ..csv_export import label, money, person
 from ..filters import TransactionFilter, WalletFilter, WithdrawalFilter
 from ..tables import TransactionTable, WalletTable, WithdrawalTable
-from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView
+from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, mark_refusal
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
 
 
@@ -305,7 +305,9 @@ class WithdrawalQueueView(TableListView):
     def get_table_kwargs(self):
         _, _, order = WITHDRAWAL_TABS[self.tab]
         if self.tab == "open":
-            return {"exclude": WithdrawalTable.HISTORY_COLUMNS}
+            controls = withdrawal_controls(self.request.user)
+            hidden = [column for column in ("select", "actions") if not controls[f"can_{column}"]]
+            return {"exclude": (*WithdrawalTable.HISTORY_COLUMNS, *hidden)}
         exclude = WithdrawalTable.OPEN_COLUMNS
         if self.tab != "failed":
             exclude = (*exclude, "failure_reason")
@@ -319,11 +321,19 @@ class WithdrawalQueueView(TableListView):
             for name, (label, _, _) in WITHDRAWAL_TABS.items()
         ]
         if self.tab == "open":
+            context.update(withdrawal_controls(self.request.user))
             # Bulk completions running or finished lately, whoever started them, followed live.
             context["batches"] = [batch_context(batch, seen=batch.done) for batch in bulk.recent_batches()]
             # What the selected total is written with (static/portal/portal.js): each currency's decimals.
             context["currency_decimals"] = {c: currency_decimals(c) for c in settings.MINIMUM_WITHDRAWAL}
         return context
+
+
+def withdrawal_controls(user) -> dict:
+    """Which of the open tab's controls `user` may use: the selection (and "Complete
+    selected…") needs the completion permission; the Actions column, either action's."""
+    may = {action: permissions.allows(user, needed) for action, needed in WITHDRAWAL_ACTIONS.items()}
+    return {"can_select": may["complete"], "can_actions": any(may.values())}
 
 
 class WithdrawalMixin(PermissionRequiredMixin):
@@ -335,12 +345,17 @@ class WithdrawalMixin(PermissionRequiredMixin):
         response = render(
             request,
             "portal/includes/withdrawal_row.html",
-            {"w": withdrawal, **(extra or {})},
+            {"w": withdrawal, **withdrawal_controls(request.user), **(extra or {})},
             status=status,
         )
         if message:
             response["HX-Trigger"] = json.dumps({"w-messages:add": {"text": message, "type": level, "clear": True}})
         return response
+
+    def render_refusal(self, message):
+        """In the row's Actions cell: the row was on a page that showed this person its controls."""
+        extra = {"refusal": message, "can_select": True, "can_actions": True}
+        return self.row(self.request, self.get_withdrawal(self.kwargs["pk"]), extra=extra, status=403)
 
 
 class WithdrawalRowView(WithdrawalMixin, View):
@@ -361,6 +376,11 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
     def has_permission(self, user):
         needed = WITHDRAWAL_ACTIONS.get(self.kwargs.get("action"))
         return needed is not None and permissions.allows(user, needed)
+
+    @property
+    def refused_action(self):
+        action = self.kwargs.get("action")
+        return f"{action} withdrawals" if action in WITHDRAWAL_ACTIONS else "do this to withdrawals"
 
     def dispatch(self, request, *args, **kwargs):
         self.action = kwargs["action"]
@@ -475,8 +495,9 @@ class BulkPermissionMixin(PermissionRequiredMixin):
 
     def dispatch(self, request, *args, **kwargs):
         if not self.has_permission(request.user):
-            refusal = "You do not have permission for bulk completions."
-            return render(request, "portal/includes/bulk_progress.html", {"empty": refusal}, status=403)
+            refusal = self.refusal_message()
+            response = render(request, "portal/includes/bulk_progress.html", {"empty": refusal}, status=403)
+            return mark_refusal(response)
         return super().dispatch(request, *args, **kwargs)
 
 
@@ -487,6 +508,7 @@ class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, 
     The batch's id is the confirmation's idempotency key: a double submit starts one batch."""
 
     permission_required = permissions.COMPLETE_WITHDRAWAL
+    refused_action = "complete withdrawals"
     confirmation_action = "withdrawal.bulk_complete"
 
     def get_confirmation_params(self):
@@ -591,7 +613,9 @@ class BulkProgressView(BulkPermissionMixin, View):
 
 
 def render_batch(request, batch, *, seen: int):
-    return render(request, "portal/includes/bulk_progress.html", {"b": batch_context(batch, seen=seen)})
+    # The rows it finished come along (includes/withdrawal_row.html), with the controls this person may use.
+    context = {"b": batch_context(batch, seen=seen), **withdrawal_controls(request.user)}
+    return render(request, "portal/includes/bulk_progress.html", context)
 
 
 def batch_context(batch, *, seen: int) -> dict:
@@ -613,18 +637,58 @@ def batch_context(batch, *, seen: int) -> dict:
 # --- refunds ---------------------------------------------------------------------------------
 
 
+# Reading the Refunds page (the refunds made, a booking's figures): whoever may see bookings and payments.
+VIEW_REFUNDS = ("finance.view_booking", "finance.view_payment")
+RECENT_REFUNDS = 20
+
+
+def recent_refunds():
+    """The refunds made lately (each is the host wallet's refund entry), newest first, and the
+    refunds waiting for a second approver."""
+    made = (
+        WalletTransaction.objects.filter(type=WalletTransaction.Type.REFUND)
+        .select_related("wallet__user", "booking__guest")
+        .order_by("-created_at", "-id")[:RECENT_REFUNDS]
+    )
+    waiting = (
+        ApprovalRequest.objects.filter(kind=ApprovalRequest.Kind.REFUND, status=ApprovalRequest.Status.PENDING)
+        .select_related("booking__guest", "requested_by")
+        .order_by("-created_at", "-id")
+    )
+    made = list(made)
+    for txn in made:
+        # The entry's amount is the host's share; what the guest got back is in its metadata.
+        txn.guest_refund = Decimal(txn.metadata.get("refund_amount") or txn.amount)
+    return {"refunds_made": made, "refunds_waiting": list(waiting)}
+
+
 class RefundView(ConfirmationMixin, OperationsView):
     """Find a booking, see what was paid and refunded, refund part or all with a reason.
+
+    Readable by whoever may see bookings and payments (VIEW_REFUNDS): the refunds made and
+    those waiting for approval, a booking's figures. The form, its review and the refund
+    itself need REFUND_BOOKING too.
 
     The review refuses whatever "Yes" would refuse (`staff_actions.check_refund`: more than
     is left of the payment, or a host share the host's wallet cannot give back now), and
     shows every figure that moves (`refund_split`, the figures the service posts)."""
 
-    permission_required = permissions.REFUND_BOOKING
+    permission_required = VIEW_REFUNDS
     page_title = "Refunds"
     header_icon = "redirect"
     template_name = "portal/refunds.html"
     confirmation_action = "booking.refund"
+
+    def is_reading(self) -> bool:
+        return self.request.method in ("GET", "HEAD") and not self.confirming
+
+    def has_permission(self, user) -> bool:
+        reading = permissions.allows(user, *VIEW_REFUNDS)
+        return reading and (self.is_reading() or permissions.allows(user, permissions.REFUND_BOOKING))
+
+    @property
+    def refused_action(self) -> str:
+        return "" if self.is_reading() else "refund bookings"
 
     def find_bookings(self, query):
         query = query.strip().lstrip("#")
@@ -645,6 +709,8 @@ class RefundView(ConfirmationMixin, OperationsView):
         query = self.request.GET.get("q", "")
         context["query"] = query
         context["results"] = self.find_bookings(query) if query else None
+        context["can_refund"] = permissions.allows(self.request.user, permissions.REFUND_BOOKING)
+        context.update(recent_refunds())
         booking_id = self.request.GET.get("booking") or kwargs.get("booking_id")
         if booking_id and str(booking_id).isdigit():
             booking = get_object_or_404(Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id)

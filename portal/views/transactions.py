@@ -12,6 +12,7 @@ from finance.money import format_money
 
 from .. import selectors
 from .base import OperationsView
+from .finance import VIEW_REFUNDS
 
 
 class TransactionDetailView(OperationsView):
@@ -42,7 +43,7 @@ class TransactionDetailView(OperationsView):
             log_entries=[_log_row(entry) for entry in trail.log_entries],
             ledger_audit=[(row, _ledger_action(row.action)) for row in trail.ledger_audit],
             can_view_wallets=permissions.allows(user, permissions.VIEW_WALLETS),
-            can_refund=permissions.allows(user, permissions.REFUND_BOOKING),
+            can_view_refunds=permissions.allows(user, *VIEW_REFUNDS),
             can_view_approvals=permissions.allows(user, permissions.VIEW_APPROVALS),
             can_view_webhooks=permissions.allows(user, permissions.VIEW_WEBHOOKS),
             can_view_withdrawals=permissions.allows(user, permissions.VIEW_WITHDRAWALS),

@@ -34,10 +34,13 @@
   });
 
   // A refused confirmation (no token, an expired or a mismatched one) answers 4xx with the
-  // confirmation again, and input errors answer 400 with the input again: show them in place.
+  // confirmation again, and input errors answer 400 with the input again; an action the user
+  // may not take answers 403 with a sentence saying so (X-Refusal, portal/views/base.py): show
+  // them in place.
   document.addEventListener("htmx:beforeSwap", function (event) {
     var xhr = event.detail.xhr;
-    if (xhr.status >= 400 && xhr.status < 500 && xhr.getResponseHeader("X-Confirmation")) {
+    var shown = xhr.getResponseHeader("X-Confirmation") || xhr.getResponseHeader("X-Refusal");
+    if (xhr.status >= 400 && xhr.status < 500 && shown) {
       event.detail.shouldSwap = true;
       event.detail.isError = false;
     }
