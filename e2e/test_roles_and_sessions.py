@@ -149,6 +149,11 @@ def test_signing_in_on_the_admin_form_lands_on_the_roles_own_page(new_page, requ
     expect(page.get_by_text("Search all pages")).to_have_count(0)
 
 
-def test_a_host_who_opens_admin_reads_their_statement(open_as, host):
+def test_a_host_who_opens_admin_reads_their_statement_and_signs_out(open_as, host):
     page = open_as(host, "/admin/")
     expect(page).to_have_url(re.compile(r"/statement/$"))
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/admin/login/"))
+    # Signed out for real: the statement asks to sign in again.
+    page.goto("/statement/")
+    expect(page).to_have_url(re.compile(r"/admin/login/\?next=/statement/"))

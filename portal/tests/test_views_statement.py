@@ -1,5 +1,7 @@
 """The host's payout statement (portal/views/statement.py): own data only, CSV and PDF."""
 
+import re
+
 import pytest
 
 pytestmark = pytest.mark.django_db
@@ -257,3 +259,18 @@ def test_a_bad_period_answers_with_a_readable_message_not_an_error(client, host)
     assert "The start of the period must come before its end." in html
     pdf = client.get("/statement/?start=2026-02-01&end=2026-01-01&format=pdf")
     assert pdf.status_code == 200  # the default period, as the page shows
+
+
+def test_a_host_signs_out_from_the_statement(client, host):
+    """The Sign out button on every host page ends the session (Wagtail's own sign-out answers
+    only people with admin access, which hosts have not)."""
+    login(client, host)
+    page = client.get("/statement/").content.decode()
+    action = re.search(
+        r'<form method="post" action="([^"]+)"[^>]*>\s*<input type="hidden" name="csrfmiddlewaretoken"', page
+    )
+    assert action, "the host header has a Sign out form"
+    response = client.post(action.group(1))
+    assert response.status_code == 302
+    assert "_auth_user_id" not in client.session
+    assert client.get("/statement/")["Location"].startswith("/admin/login/")
