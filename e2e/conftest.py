@@ -6,6 +6,7 @@ below applies to it alone.
 """
 
 import os
+import uuid
 from decimal import Decimal
 from pathlib import Path
 
@@ -147,3 +148,35 @@ def start_job_worker(live_server, transactional_db):
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def new_page(browser, live):
+    """new_page() -> a page in a fresh browser context, signed in as nobody."""
+    contexts = []
+
+    def new_page():
+        context = browser.new_context(base_url=live, viewport=DESKTOP)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield new_page
+    for context in contexts:
+        context.close()
+
+
+@pytest.fixture
+def shared_cache(settings):
+    """The live server's cache in Redis, under a prefix of this test's own: a worker process
+    given the same REDIS_URL and CACHE_KEY_PREFIX shares it (the sampler writes, the panel reads)."""
+    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    prefix = f"e2e-stats-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": prefix,
+        }
+    }
+    return {"REDIS_URL": redis_url, "CACHE_KEY_PREFIX": prefix}

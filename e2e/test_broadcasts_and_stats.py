@@ -2,10 +2,8 @@
 review that names the audience), sees it delivered live vs queued; managers read broadcasts;
 the stats chart counts what a broadcast sends, with integer ticks, figures and a time range."""
 
-import os
 import re
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -108,22 +106,6 @@ def test_a_manager_reads_broadcasts_but_has_no_compose_form(open_as, support_use
     expect(page.get_by_role("heading", name=re.compile("To hosts in Kenya"))).to_be_visible()
     expect(page.locator("#broadcast-progress")).to_contain_text("Delivered 0 of 1")
     shots(page, "broadcast-detail-manager")
-
-
-@pytest.fixture
-def shared_cache(settings):
-    """The live server's cache in Redis, under this test's own prefix, shared with a worker
-    process given the same REDIS_URL and CACHE_KEY_PREFIX (the sampler writes, the panel reads)."""
-    redis_url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    prefix = f"e2e-bstats-{uuid.uuid4().hex[:12]}"
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
-            "LOCATION": redis_url,
-            "KEY_PREFIX": prefix,
-        }
-    }
-    return {"REDIS_URL": redis_url, "CACHE_KEY_PREFIX": prefix}
 
 
 def older_samples(minutes_ago: range) -> list[dict]:

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import DESKTOP, TIMEOUT_MS, shots
+from .conftest import shots
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -16,21 +16,6 @@ PASSWORD = "pass-12345"  # conftest.make_user's password
 QUEUE = "/admin/operations/withdrawals/"
 CHANGING = "form[method=post], [hx-post], input[name=ids], #bulk-complete"
 ACTION_BUTTONS = re.compile(r"^(Complete|Fail…|Reverse|Refund|Approve…|Reject…|Replay…|Retry…|Review refund)")
-
-
-@pytest.fixture
-def new_page(browser, live):
-    contexts = []
-
-    def new_page():
-        context = browser.new_context(base_url=live, viewport=DESKTOP)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield new_page
-    for context in contexts:
-        context.close()
 
 
 def sign_in(page, username):

@@ -6,26 +6,11 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import DESKTOP, TIMEOUT_MS, shot
+from .conftest import shot
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PASSWORD = "pass-12345"  # conftest.make_user's password
-
-
-@pytest.fixture
-def new_page(browser, live):
-    contexts = []
-
-    def new_page():
-        context = browser.new_context(base_url=live, viewport=DESKTOP)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield new_page
-    for context in contexts:
-        context.close()
 
 
 def sign_in(page, username, password):
