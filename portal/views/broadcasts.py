@@ -101,12 +101,14 @@ class BroadcastPermissionMixin(PermissionRequiredMixin):
     """Reading broadcasts needs VIEW_BROADCASTS (managers and support hold it); composing,
     reviewing and sending need SEND_BROADCAST, checked again on every POST."""
 
+    @property
+    def permission_required(self) -> str:
+        sending = self.request.method == "POST" or getattr(self, "confirming", False)
+        return permissions.SEND_BROADCAST if sending else permissions.VIEW_BROADCASTS
+
     def has_permission(self, user) -> bool:
-        if self.request.method == "POST" or getattr(self, "confirming", False):
-            self.permission_required = permissions.SEND_BROADCAST
-            return permissions.allows(user, permissions.SEND_BROADCAST)
-        self.permission_required = permissions.VIEW_BROADCASTS
-        return can_send(user) or permissions.allows(user, permissions.VIEW_BROADCASTS)
+        # Those who may send may also read what was sent.
+        return super().has_permission(user) or can_send(user)
 
 
 def can_send(user) -> bool:

@@ -15,9 +15,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connection, transaction
 
-from finance.demo import DEMO_PASSWORD, GUESTS, MARKETS, STAFF, load_demo
-
-__all__ = ["Command", "DEMO_PASSWORD", "GUESTS", "MARKETS", "STAFF", "load_large_dataset"]
+from finance.demo import load_demo
 
 User = get_user_model()
 
