@@ -18,6 +18,7 @@ from messaging.erlang import issue_websocket_token, websocket_url
 
 from ..audit_events import record_export
 from ..csv_export import stream_csv
+from ..filters import Period
 from ..selectors import host_statement, host_transaction
 
 
@@ -49,12 +50,12 @@ class Preset:
 
 
 def period_presets(today: date) -> list[Preset]:
-    """The periods a host asks for most, as links beside the custom From/To."""
-    first_of_month = today.replace(day=1)
-    last_month_end = first_of_month - timedelta(days=1)
+    """The periods a host asks for most, as links beside the custom From/To: the lists' own
+    month presets (portal.filters.Period), with this month and this year ending today."""
+    first_of_month, _ = Period.days(Period.THIS_MONTH, today)
     return [
         Preset("This month", first_of_month, today),
-        Preset("Last month", last_month_end.replace(day=1), last_month_end),
+        Preset("Last month", *Period.days(Period.LAST_MONTH, today)),
         Preset("This year", today.replace(month=1, day=1), today),
     ]
 
