@@ -167,3 +167,16 @@ def unchanged(db):
         assert ledger_snapshot() == before, "a refused operation changed the ledger"
 
     return check
+
+
+@pytest.fixture
+def provider_http(monkeypatch):
+    """Provider calls made without a session (webhooks verifying a payment, payout jobs) are
+    answered from recorded payloads: set `provider_http.answers[("GET", url)] = ok("name.json")`;
+    `provider_http.sent` lists what was sent. An unexpected call fails the test."""
+    from finance.providers import base
+    from testing.recorded_http import session_with
+
+    session, adapter = session_with({})
+    monkeypatch.setattr(base, "http_session", lambda: session)
+    return adapter

@@ -35,7 +35,7 @@ NGINX_SITE_TEMPLATE = ROOT / "deploy" / "nginx" / "stayafrica.conf.template"
 GUNICORN_CONFIG = ROOT / "deploy" / "gunicorn.conf.py"
 RELEASE = ROOT / "erlang_messaging" / "_build" / "prod" / "rel" / "messaging_service"
 NODE_NAMES = ("a", "b")
-REQUIRED_SECRETS = ("SECRET_KEY", "MESSAGING_COOKIE", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN")
+REQUIRED_SECRETS = ("SECRET_KEY", "MESSAGING_COOKIE", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN", "BANK_DETAILS_KEY")
 START_TIMEOUT_SECONDS = 60
 # nginx rests a server this long after it failed a request (passive health checks: the only
 # kind open-source nginx has). A planned restart drains the server instead (restart()).

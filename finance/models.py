@@ -195,10 +195,30 @@ class LedgerEntry(models.Model):
 
 
 class BankAccount(models.Model):
+    """Where a host's payouts go: a bank account or a mobile-money wallet.
+
+    The full account number is kept only encrypted (`account_number_encrypted`, finance.crypto,
+    with the BANK_DETAILS_KEY from the environment) or, once a provider has exchanged it for
+    its own recipient code, not at all; pages and the API show the last four digits."""
+
+    class AccountType(models.TextChoices):
+        BANK = "bank", "Bank account"
+        MOBILE_MONEY = "mobile_money", "Mobile money"
+
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="bank_accounts")
+    account_type = models.CharField(max_length=12, choices=AccountType.choices, default=AccountType.BANK)
     bank_name = models.CharField(max_length=100)
+    # The provider's code for the bank (Paystack's and Flutterwave's bank lists, e.g. "058" for
+    # GTBank in Nigeria) or the mobile-money network ("MPESA"). Empty: a manual payout only.
+    bank_code = models.CharField(max_length=20, blank=True)
     account_name = models.CharField(max_length=100)
-    account_number_last4 = models.CharField(max_length=4, help_text="Only the last four digits are kept.")
+    account_number_last4 = models.CharField(max_length=4, help_text="Only the last four digits are shown.")
+    account_number_encrypted = models.TextField(
+        blank=True, help_text="The full number, encrypted with BANK_DETAILS_KEY (finance.crypto). Never shown."
+    )
+    # A provider's own handle for this account (Paystack's RCP_…), kept after the first transfer.
+    recipient_code = models.CharField(max_length=100, blank=True)
+    recipient_provider = models.CharField(max_length=20, blank=True)
     currency = models.CharField(max_length=3, blank=True)
     country = models.CharField(max_length=2, blank=True)
     is_primary = models.BooleanField(default=False)
@@ -229,6 +249,11 @@ class BankAccount(models.Model):
     def masked_account_number(self) -> str:
         return f"•••• {self.account_number_last4}"
 
+    @property
+    def can_receive_transfers(self) -> bool:
+        """Whether a provider can pay this account: it needs the full number (or a recipient code)."""
+        return bool(self.account_number_encrypted or self.recipient_code)
+
 
 class Withdrawal(models.Model):
     class Status(models.TextChoices):
@@ -247,6 +272,20 @@ class Withdrawal(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     failure_reason = models.TextField(blank=True)
     transaction = models.OneToOneField(WalletTransaction, on_delete=models.PROTECT, related_name="withdrawal")
+    # How the money leaves (finance.payouts): "" until staff send it, then "manual" (paid by other
+    # means, completed at once) or the provider's name (the withdrawal is "processing" until
+    # the provider's callback, or a query, settles it).
+    payout_method = models.CharField(max_length=20, blank=True)
+    # Our reference for the transfer, sent with every call about it: the provider's idempotency
+    # key, so a retry after a timeout never pays twice. Set once, never changed.
+    transfer_reference = models.CharField(max_length=64, blank=True)
+    # The provider's own id for the transfer (Paystack's TRF_…, Flutterwave's id, M-Pesa's ConversationID).
+    provider_transfer_id = models.CharField(max_length=100, blank=True)
+    payout_sent_at = models.DateTimeField(null=True, blank=True, help_text="When staff sent the payout.")
+    payout_checked_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the provider was last asked about the transfer."
+    )
+    payout_error = models.TextField(blank=True, help_text="The last provider error while sending (retried).")
     processed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -259,11 +298,20 @@ class Withdrawal(models.Model):
             ("complete_withdrawal", "Can complete a withdrawal"),
             ("fail_withdrawal", "Can fail a withdrawal"),
         ]
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="withdrawal_amount_positive"),
+            models.UniqueConstraint(
+                fields=["transfer_reference"],
+                condition=~Q(transfer_reference=""),
+                name="withdrawal_transfer_reference_once",
+            ),
+        ]
         # (status, processed_at): the queue's Completed and Failed tabs, newest first.
+        # (status, payout_sent_at): the Processing tab, oldest first, and the stuck-transfer query.
         indexes = [
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["status", "processed_at"], name="withdrawal_status_processed"),
+            models.Index(fields=["status", "payout_sent_at"], name="withdrawal_status_sent"),
         ]
 
     def __str__(self):
@@ -462,6 +510,7 @@ class WebhookEvent(models.Model):
         RECEIVED = "received", "Received"
         APPLIED = "applied", "Applied"
         PAYMENT_FAILED = "payment_failed", "Payment failed"
+        PAYOUT_FAILED = "payout_failed", "Payout failed"
         IGNORED = "ignored", "Ignored (event type not handled)"
         FLAGGED = "flagged", "Flagged for staff"
         REJECTED = "rejected", "Rejected (malformed)"
@@ -479,6 +528,10 @@ class WebhookEvent(models.Model):
     outcome = models.CharField(max_length=20, choices=Outcome.choices, default=Outcome.RECEIVED, db_index=True)
     reason = models.TextField(blank=True)
     payment = models.ForeignKey(Payment, null=True, blank=True, on_delete=models.PROTECT, related_name="webhook_events")
+    # Set instead of `payment` for a payout transfer's callback.
+    withdrawal = models.ForeignKey(
+        "Withdrawal", null=True, blank=True, on_delete=models.PROTECT, related_name="webhook_events"
+    )
     replay_count = models.PositiveIntegerField(default=0)
 
     class Meta:

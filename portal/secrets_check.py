@@ -31,6 +31,8 @@ DEVELOPMENT_SECRETS = {
     "MPESA_PASSKEY": "dev-mpesa-passkey",
     "MPESA_CALLBACK_TOKEN": "dev-mpesa-callback-token",
     "SANDBOX_WEBHOOK_SECRET": "dev-sandbox-webhook-secret",
+    "BANK_DETAILS_KEY": "dev-bank-details-key",
+    "MPESA_SECURITY_CREDENTIAL": "dev-mpesa-security-credential",
 }
 
 # Where each secret comes from, for the error message.
@@ -47,14 +49,22 @@ HOW_TO_SET = {
     "MPESA_CONSUMER_SECRET": "the consumer secret of your app on the Safaricom Daraja portal",
     "MPESA_PASSKEY": "the Lipa na M-Pesa passkey Safaricom issued for your shortcode",
     "MPESA_CALLBACK_TOKEN": f"a private token of ours in the M-Pesa callback URL: {GENERATE}",
+    "MPESA_SECURITY_CREDENTIAL": "the B2C initiator's password encrypted with Safaricom's certificate (Daraja portal)",
+    "BANK_DETAILS_KEY": f"the key hosts' account numbers are encrypted with; keep it with your backups: {GENERATE}",
 }
 
 # Every deployment needs these; each enabled payment provider adds its own.
-ALWAYS_REQUIRED = ("SECRET_KEY", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN")
+ALWAYS_REQUIRED = ("SECRET_KEY", "MESSAGING_SHARED_SECRET", "METRICS_TOKEN", "BANK_DETAILS_KEY")
 PROVIDER_SECRETS = {
     "paystack": ("PAYSTACK_SECRET_KEY",),
     "flutterwave": ("FLUTTERWAVE_SECRET_KEY", "FLUTTERWAVE_SECRET_HASH"),
-    "mpesa": ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_PASSKEY", "MPESA_CALLBACK_TOKEN"),
+    "mpesa": (
+        "MPESA_CONSUMER_KEY",
+        "MPESA_CONSUMER_SECRET",
+        "MPESA_PASSKEY",
+        "MPESA_CALLBACK_TOKEN",
+        "MPESA_SECURITY_CREDENTIAL",
+    ),
     "stripe": ("STRIPE_SECRET_KEY", "STRIPE_WEBHOOK_SECRET"),
 }
 # Secrets that rotate without downtime: while senders move to the new value, `<NAME>_PREVIOUS`
@@ -66,6 +76,7 @@ ROTATED_SECRETS = (
     "STRIPE_WEBHOOK_SECRET",
     "MPESA_CALLBACK_TOKEN",
     "SANDBOX_WEBHOOK_SECRET",
+    "BANK_DETAILS_KEY",
 )
 SWITCH_OFF = (
     "A payment provider you do not use can be switched off instead: leave it out of PAYMENT_PROVIDERS "

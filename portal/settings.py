@@ -407,6 +407,11 @@ MPESA_SHORTCODE = os.environ.get("MPESA_SHORTCODE", "174379")
 MPESA_PASSKEY = secret("MPESA_PASSKEY")
 MPESA_CALLBACK_TOKEN = secret("MPESA_CALLBACK_TOKEN")
 MPESA_CALLBACK_TOKEN_PREVIOUS = previous_secret("MPESA_CALLBACK_TOKEN")
+# M-Pesa B2C (payouts to mobile money): the initiator set up on the Daraja portal, its
+# encrypted password, and the shortcode the money leaves from.
+MPESA_INITIATOR_NAME = os.environ.get("MPESA_INITIATOR_NAME", "testapi")
+MPESA_SECURITY_CREDENTIAL = secret("MPESA_SECURITY_CREDENTIAL")
+MPESA_B2C_SHORTCODE = os.environ.get("MPESA_B2C_SHORTCODE", "600996")
 # Where providers reach us (callback URLs, redirects after checkout).
 PUBLIC_BASE_URL = os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
@@ -445,6 +450,51 @@ SANDBOX_AUTOCOMPLETE = env_bool("SANDBOX_AUTOCOMPLETE", True)
 SANDBOX_WEBHOOK_SECRET = secret("SANDBOX_WEBHOOK_SECRET")
 SANDBOX_WEBHOOK_SECRET_PREVIOUS = previous_secret("SANDBOX_WEBHOOK_SECRET")
 SANDBOX_WEBHOOK_URL = os.environ.get("SANDBOX_WEBHOOK_URL", f"{PUBLIC_BASE_URL}/api/payments/webhooks/sandbox/")
+
+# --- Payouts (finance/payouts.py) ---------------------------------------------------------
+# Hosts' full account numbers are encrypted with this key (finance/crypto.py); while it
+# rotates, BANK_DETAILS_KEY_PREVIOUS still decrypts numbers stored under the old one.
+BANK_DETAILS_KEY = secret("BANK_DETAILS_KEY")
+BANK_DETAILS_KEY_PREVIOUS = previous_secret("BANK_DETAILS_KEY")
+# Which provider pays which kind of account in which country. An account whose route is not
+# here, whose provider is off (PAYMENT_PROVIDERS), or that has no full number is paid by the
+# "manual" method: staff pay it by other means and "Complete" records that, as before.
+# PAYOUT_ROUTES="paystack=bank:NG GH ZA KE,mpesa=mobile_money:KE TZ" replaces the table;
+# PAYOUT_ROUTES=none makes every payout manual. With the sandbox on, it pays every account
+# that has a full number, offline.
+PAYOUT_ROUTES = {
+    ("bank", "NG"): "paystack",
+    ("bank", "GH"): "paystack",
+    ("bank", "ZA"): "paystack",
+    ("bank", "KE"): "paystack",
+    ("bank", "UG"): "flutterwave",
+    ("bank", "TZ"): "flutterwave",
+    ("bank", "RW"): "flutterwave",
+    ("mobile_money", "KE"): "mpesa",
+    ("mobile_money", "TZ"): "mpesa",
+}
+if os.environ.get("PAYOUT_ROUTES", "").strip():
+    _table = os.environ["PAYOUT_ROUTES"].strip()
+    PAYOUT_ROUTES = {}
+    for _entry in [] if _table.lower() == "none" else _table.split(","):
+        _name, _, _route = (part.strip() for part in _entry.partition("="))
+        _kind, _, _countries = _route.partition(":")
+        if _name not in ("paystack", "flutterwave", "mpesa") or _kind not in ("bank", "mobile_money") or not _countries:
+            raise ImproperlyConfigured(
+                f"PAYOUT_ROUTES entry {_entry!r}: write provider=kind:COUNTRIES, e.g. 'paystack=bank:NG GH' "
+                "(providers: paystack, flutterwave, mpesa; kinds: bank, mobile_money)."
+            )
+        for _country in _countries.upper().split():
+            PAYOUT_ROUTES[(_kind, _country)] = _name
+# A transfer with no outcome this long after it was sent is asked about (the periodic
+# finance.payouts.query_stuck_transfers job, every PAYOUT_QUERY_EVERY_SECONDS).
+PAYOUT_QUERY_AFTER_MINUTES = env_int("PAYOUT_QUERY_AFTER_MINUTES", 30)
+PAYOUT_QUERY_EVERY_SECONDS = env_int("PAYOUT_QUERY_EVERY_SECONDS", 300)
+# A payout processing longer than this is stuck: the PayoutStuckProcessing alert fires
+# (the threshold is exported as stayafrica_payout_stuck_after_seconds).
+PAYOUT_STUCK_AFTER_MINUTES = env_int("PAYOUT_STUCK_AFTER_MINUTES", 240)
+# The sandbox refuses transfers to accounts ending in these digits, to show a failed payout offline.
+SANDBOX_TRANSFER_FAILS_LAST4 = os.environ.get("SANDBOX_TRANSFER_FAILS_LAST4", "0000")
 
 # Requests that fail webhook verification, per source address per hour, before 429.
 WEBHOOK_FAILED_VERIFICATION_LIMIT = env_int("WEBHOOK_FAILED_VERIFICATION_LIMIT", 100)
@@ -489,6 +539,7 @@ PERIODIC_JOBS = {
     "jobs.tasks.prune_finished_jobs": 3600,
     "messaging.tasks.sample_stats": 2,
     "finance.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
+    "finance.payouts.query_stuck_transfers": PAYOUT_QUERY_EVERY_SECONDS,
 }
 
 # --- Metrics -------------------------------------------------------------------------

@@ -27,4 +27,6 @@ PRODUCTION_SECRETS = {
     "MPESA_CONSUMER_SECRET": _private_value(),
     "MPESA_PASSKEY": _private_value(),
     "MPESA_CALLBACK_TOKEN": _private_value(),
+    "MPESA_SECURITY_CREDENTIAL": _private_value(),
+    "BANK_DETAILS_KEY": _private_value(),
 }

@@ -45,7 +45,17 @@ class CheckoutInputError(TransactionError):
     code = "invalid_field"
 
 
+class TransferRefusedError(TransactionError):
+    """The provider refused the payout itself (a 4xx naming why: a closed account, a wrong bank
+    code). No retry mends it: the withdrawal fails with the provider's reason, the hold is released."""
+
+    code = "transfer_refused"
+    status = 422
+
+
 SUCCESS, FAILED, IGNORED = "success", "failed", "ignored"
+# A transfer the provider accepted and has not finished (TransferResult.status only).
+PENDING = "pending"
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,32 @@ class ProviderEvent:
     # Set instead of amount/currency when the provider sends an amount without a currency
     # (M-Pesa): it is read in the payment's own currency.
     raw_amount: object = None
+    # Set for a payout transfer's callback instead of `payment_reference`: our
+    # Withdrawal.transfer_reference. `provider_reference` is then the provider's transfer id.
+    transfer_reference: str = ""
+
+    @property
+    def is_transfer(self) -> bool:
+        return bool(self.transfer_reference)
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """What a provider says about a payout transfer, when it is sent or asked about."""
+
+    status: str  # PENDING, SUCCESS or FAILED
+    provider_transfer_id: str = ""
+    failure_reason: str = ""
+
+
+@dataclass(frozen=True)
+class PaymentCheck:
+    """What a provider's verify endpoint says about a payment, read before a webhook gives value."""
+
+    succeeded: bool
+    amount: Decimal | None
+    currency: str
+    provider_status: str  # the provider's own word: "success", "abandoned", "SUCCESSFUL", ...
 
 
 def constant_time_equal(a: str, b: str) -> bool:
@@ -118,6 +154,12 @@ def major_amount(value, currency: str) -> Decimal:
         raise MalformedEventError(str(error)) from None
 
 
+def http_session() -> requests.Session:
+    """The HTTP session provider calls use when the caller hands none (webhooks, jobs). Tests
+    replace it (testing.recorded_http) to answer from recorded payloads: nothing leaves the machine."""
+    return requests.Session()
+
+
 class ProviderClient:
     """Outbound HTTP to a provider: one pooled session, short timeouts, clear errors."""
 
@@ -126,7 +168,7 @@ class ProviderClient:
 
     def __init__(self, secret: str, session: requests.Session | None = None):
         self.secret = secret
-        self.session = session or requests.Session()
+        self.session = session or http_session()
 
     def post(self, path: str, **kwargs) -> dict:
         try:
@@ -184,3 +226,25 @@ class Provider:
 
     def parse(self, raw: bytes) -> ProviderEvent:
         raise NotImplementedError
+
+    # --- payouts (finance.payouts); a provider that pays out overrides these ---------------
+
+    # The BankAccount.account_type values this provider can pay.
+    transfer_account_types: tuple[str, ...] = ()
+
+    def send_transfer(self, withdrawal, *, session=None) -> TransferResult:
+        """Send the withdrawal's payout, with `withdrawal.transfer_reference` as the provider's
+        idempotency key (the same call again never pays twice). Called outside any transaction.
+        Raises ProviderUnavailableError when a retry may succeed (timeout, 5xx) and
+        TransferRefusedError when the provider refused the transfer itself (4xx with a reason)."""
+        raise NotImplementedError
+
+    def fetch_transfer(self, withdrawal, *, session=None) -> TransferResult:
+        """Ask the provider what became of the withdrawal's transfer (by its transfer reference).
+        PENDING when it has no outcome yet, or when the answer comes later by callback (M-Pesa)."""
+        raise NotImplementedError
+
+    def confirm_payment(self, event: ProviderEvent, *, session=None) -> PaymentCheck | None:
+        """Ask the provider's verify endpoint about a payment before its webhook gives value.
+        None when the provider has no such endpoint or does not ask for it."""
+        return None

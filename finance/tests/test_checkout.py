@@ -19,7 +19,8 @@ from rest_framework.test import APIClient
 from finance.api.tokens import issue_api_token
 from finance.models import Booking, LedgerAudit, Payment
 from finance.providers import base
-from finance.tests.test_providers import PAYSTACK_INIT, RecordedAdapter, ok
+from finance.tests.test_providers import PAYSTACK_INIT
+from testing.recorded_http import RecordedAdapter, ok
 
 pytestmark = pytest.mark.django_db(transaction=True)
 PAY = "/api/payments/bookings/{}/pay/"

@@ -9,15 +9,9 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
-from pathlib import Path
-from types import SimpleNamespace
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
 from rest_framework.test import APIClient
 
 from finance.api.tokens import issue_api_token
@@ -28,97 +22,13 @@ from finance.providers.flutterwave import Flutterwave, FlutterwaveClient
 from finance.providers.mpesa import Mpesa, MpesaClient
 from finance.providers.paystack import Paystack, PaystackClient
 from finance.providers.stripe import Stripe, StripeClient
-
-RECORDED = Path(__file__).parent / "recorded"
+from testing.recorded_http import ok, recorded, session_with
 
 PAYSTACK_INIT = "https://api.paystack.co/transaction/initialize"
 FLUTTERWAVE_PAYMENTS = "https://api.flutterwave.com/v3/payments"
 STRIPE_INTENTS = "https://api.stripe.com/v1/payment_intents"
 MPESA_TOKEN = "https://api.safaricom.co.ke/oauth/v1/generate"
 MPESA_STK = "https://api.safaricom.co.ke/mpesa/stkpush/v1/processrequest"
-
-
-def recorded(name: str) -> bytes:
-    return (RECORDED / name).read_bytes()
-
-
-# --- the transport ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Sent:
-    method: str
-    url: str
-    headers: CaseInsensitiveDict
-    body: bytes
-    timeout: object
-
-    @property
-    def path_url(self) -> str:
-        parts = urlsplit(self.url)
-        return f"{parts.scheme}://{parts.netloc}{parts.path}"
-
-    @property
-    def query(self) -> dict:
-        return parse_qs(urlsplit(self.url).query)
-
-    def json(self):
-        return json.loads(self.body)
-
-    def form(self) -> dict:
-        return {k: v[0] for k, v in parse_qs(self.body.decode(), keep_blank_values=True).items()}
-
-
-class RecordedAdapter(BaseAdapter):
-    """Answers each (method, URL without query) from a table; remembers every request sent.
-
-    A table value is (status, body bytes, content type), or an exception instance to raise.
-    """
-
-    def __init__(self, answers: dict):
-        super().__init__()
-        self.answers = answers
-        self.sent: list[Sent] = []
-
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
-        body = request.body or b""
-        if isinstance(body, str):
-            body = body.encode()
-        sent = Sent(request.method, request.url, CaseInsensitiveDict(request.headers), body, timeout)
-        self.sent.append(sent)
-        answer = self.answers.get((request.method, sent.path_url))
-        if answer is None:
-            raise AssertionError(f"unexpected request {request.method} {request.url}")
-        if isinstance(answer, Exception):
-            answer.request = request
-            raise answer
-        status, content, content_type = answer
-        response = requests.Response()
-        response.status_code = status
-        response._content = content
-        response.headers = CaseInsensitiveDict({"Content-Type": content_type})
-        response.encoding = "utf-8"
-        response.url = request.url
-        response.request = request
-        response.reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}.get(
-            status, ""
-        )
-        return response
-
-    def close(self):
-        pass
-
-
-def session_with(answers: dict) -> tuple[requests.Session, RecordedAdapter]:
-    adapter = RecordedAdapter(answers)
-    session = requests.Session()
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    return session, adapter
-
-
-def ok(name: str):
-    return (200, recorded(name), "application/json")
 
 
 def basic(user: str, password: str) -> str:
@@ -490,15 +400,12 @@ def real_providers(settings):
 
 
 @pytest.fixture
-def provider_http(monkeypatch):
-    """Every `requests.Session()` the provider clients create in finance.providers.base is this one."""
+def provider_calls(provider_http):
+    """Answer the provider calls made with no session handed in (conftest's provider_http)."""
 
-    def install(answers: dict) -> RecordedAdapter:
-        session, adapter = session_with(answers)
-        # Only finance.providers.base sees the replacement; `requests` itself stays untouched.
-        only_here = SimpleNamespace(Session=lambda: session, RequestException=requests.RequestException)
-        monkeypatch.setattr(providers_base, "requests", only_here)
-        return adapter
+    def install(answers: dict):
+        provider_http.answers.update(answers)
+        return provider_http
 
     return install
 
@@ -515,8 +422,8 @@ def ng_booking(host, guest, make_booking):
     return make_booking(host, guest, total="25000.00", commission="2500.00", currency="NGN", country="NG")
 
 
-def test_pay_through_the_api_opens_a_paystack_checkout(real_providers, provider_http, guest, guest_client, ng_booking):
-    adapter = provider_http({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
+def test_pay_through_the_api_opens_a_paystack_checkout(real_providers, provider_calls, guest, guest_client, ng_booking):
+    adapter = provider_calls({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
 
     response = guest_client.post(
         f"/api/payments/bookings/{ng_booking.pk}/pay/", {"provider": "paystack"}, format="json"
@@ -542,8 +449,10 @@ def test_pay_through_the_api_opens_a_paystack_checkout(real_providers, provider_
     assert sent.json() == {"reference": payment.reference, "amount": 2500000, "currency": "NGN", "email": guest.email}
 
 
-def test_pay_without_a_provider_name_picks_the_country_s_first(real_providers, provider_http, guest_client, ng_booking):
-    provider_http({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
+def test_pay_without_a_provider_name_picks_the_country_s_first(
+    real_providers, provider_calls, guest_client, ng_booking
+):
+    provider_calls({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
     response = guest_client.post(f"/api/payments/bookings/{ng_booking.pk}/pay/", {}, format="json")
     assert response.status_code == 201, response.content
     assert response.json()["provider"] == "paystack"
@@ -560,9 +469,9 @@ def test_pay_without_a_provider_name_picks_the_country_s_first(real_providers, p
     ids=["5xx", "4xx", "unreachable", "non-json"],
 )
 def test_pay_when_the_provider_is_down_is_503_and_keeps_only_a_reservation(
-    real_providers, provider_http, guest_client, ng_booking, failing
+    real_providers, provider_calls, guest_client, ng_booking, failing
 ):
-    adapter = provider_http({("POST", PAYSTACK_INIT): failing})
+    adapter = provider_calls({("POST", PAYSTACK_INIT): failing})
     audits = LedgerAudit.objects.count()
 
     response = guest_client.post(
@@ -590,16 +499,16 @@ def assert_only_a_reservation(booking):
 
 
 def test_pay_retry_with_the_same_idempotency_key_after_a_503_succeeds(
-    real_providers, provider_http, guest_client, ng_booking
+    real_providers, provider_calls, guest_client, ng_booking
 ):
     """A 5xx answer is not stored under the Idempotency-Key: the retry really runs."""
     path = f"/api/payments/bookings/{ng_booking.pk}/pay/"
-    provider_http({("POST", PAYSTACK_INIT): requests.ConnectionError("down")})
+    provider_calls({("POST", PAYSTACK_INIT): requests.ConnectionError("down")})
     first = guest_client.post(path, {"provider": "paystack"}, format="json", HTTP_IDEMPOTENCY_KEY="pay-1")
     assert first.status_code == 503
     assert_only_a_reservation(ng_booking)
 
-    provider_http({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
+    provider_calls({("POST", PAYSTACK_INIT): ok("paystack_initialize.json")})
     second = guest_client.post(path, {"provider": "paystack"}, format="json", HTTP_IDEMPOTENCY_KEY="pay-1")
     assert second.status_code == 201, second.content
     assert "Idempotent-Replayed" not in second
@@ -607,9 +516,9 @@ def test_pay_retry_with_the_same_idempotency_key_after_a_503_succeeds(
 
 
 def test_pay_with_an_unexpected_provider_answer_is_503_and_keeps_nothing(
-    real_providers, provider_http, guest_client, ng_booking
+    real_providers, provider_calls, guest_client, ng_booking
 ):
-    provider_http({("POST", PAYSTACK_INIT): (200, b'{"status": true, "message": "ok"}', "application/json")})
+    provider_calls({("POST", PAYSTACK_INIT): (200, b'{"status": true, "message": "ok"}', "application/json")})
     client = guest_client
     client.raise_request_exception = False  # an unhandled error must show as what the client would get
     response = client.post(f"/api/payments/bookings/{ng_booking.pk}/pay/", {"provider": "paystack"}, format="json")
@@ -645,9 +554,9 @@ def test_a_provider_failure_says_only_that_the_provider_is_unavailable(name, fai
 
 
 def test_pay_through_the_api_when_the_provider_fails_repeats_none_of_its_words(
-    real_providers, provider_http, guest_client, ng_booking
+    real_providers, provider_calls, guest_client, ng_booking
 ):
-    provider_http({("POST", PAYSTACK_INIT): (401, recorded("paystack_invalid_key.json"), "application/json")})
+    provider_calls({("POST", PAYSTACK_INIT): (401, recorded("paystack_invalid_key.json"), "application/json")})
 
     response = guest_client.post(
         f"/api/payments/bookings/{ng_booking.pk}/pay/", {"provider": "paystack"}, format="json"
