@@ -321,6 +321,16 @@ class Withdrawal(models.Model):
     def is_open(self) -> bool:
         return self.status in self.OPEN_STATUSES
 
+    @property
+    def transfer_in_flight(self) -> bool:
+        """A provider is moving this money: only its callback (or a query) may settle it now."""
+        return self.status == self.Status.PROCESSING and self.payout_method not in ("", "manual")
+
+    def stable_transfer_reference(self) -> str:
+        """The transfer reference every provider call about this payout carries (lowercase
+        letters, digits and dashes: what Paystack accepts), the same on every retry."""
+        return f"payout-{self.reference.lower()}"
+
 
 class Property(models.Model):
     host = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="properties")
