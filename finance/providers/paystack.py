@@ -1,22 +1,36 @@
-"""Paystack: HMAC-SHA512 of the raw body in `x-paystack-signature`; amounts in minor units."""
+"""Paystack: HMAC-SHA512 of the raw body in `x-paystack-signature`; amounts in minor units.
+
+Payouts use Paystack Transfers (https://paystack.com/docs/transfers/single-transfers/): a
+transfer recipient is created once per bank account and its RCP_ code kept, then each payout is
+POST /transfer with our stable reference, settled by the transfer.success / transfer.failed /
+transfer.reversed webhooks or GET /transfer/verify/{reference}.
+"""
 
 import hashlib
 import hmac
+from urllib.parse import quote
 
+import requests
 from django.conf import settings
 
 from finance.money import to_minor_units
 
 from .base import (
+    FAILED,
     IGNORED,
+    PENDING,
     SUCCESS,
+    MalformedEventError,
     Provider,
     ProviderClient,
     ProviderEvent,
+    TransferRefusedError,
+    TransferResult,
     WebhookVerificationError,
     expect,
     field,
     load_json,
+    logger,
     minor_amount,
 )
 
@@ -32,6 +46,89 @@ class PaystackClient(ProviderClient):
             headers={"Authorization": f"Bearer {self.secret}"},
         )
         return expect(body, "data")
+
+    # --- transfers (payouts) -----------------------------------------------------------------
+
+    def call(self, method: str, path: str, **kwargs) -> tuple[int, dict]:
+        """(HTTP status, JSON body) of a transfer call, 4xx included: a 4xx names why Paystack
+        refused, and the caller decides whether that is the account's fault or ours. A network
+        error, a 5xx or a body that is not a JSON object raises ProviderUnavailableError."""
+        try:
+            response = self.session.request(
+                method,
+                self.base_url + path,
+                timeout=self.timeout,
+                headers={"Authorization": f"Bearer {self.secret}"},
+                **kwargs,
+            )
+        except requests.RequestException as error:
+            raise self.unavailable("unreachable", error) from None
+        if response.status_code >= 500:
+            raise self.unavailable(f"answered {response.status_code}", response.text[:500])
+        try:
+            body = response.json()
+        except ValueError:
+            raise self.unavailable(f"answered {response.status_code} with non-JSON", response.text[:200]) from None
+        if not isinstance(body, dict):
+            raise self.unavailable(f"answered {response.status_code} with a JSON {type(body).__name__}")
+        return response.status_code, body
+
+    def create_recipient(self, **recipient) -> tuple[int, dict]:
+        """POST /transferrecipient {type, name, account_number, bank_code, currency} → data.recipient_code."""
+        return self.call("POST", "/transferrecipient", json=recipient)
+
+    def initiate_transfer(self, *, amount_minor: int, recipient: str, currency: str, reason: str, reference: str):
+        """POST /transfer from our Paystack balance → data.status, data.transfer_code."""
+        return self.call(
+            "POST",
+            "/transfer",
+            json={
+                "source": "balance",
+                "amount": amount_minor,
+                "recipient": recipient,
+                "currency": currency,
+                "reason": reason,
+                "reference": reference,
+            },
+        )
+
+    def verify_transfer(self, reference: str) -> tuple[int, dict]:
+        """GET /transfer/verify/{reference} → the transfer, or 404 "Transfer not found"."""
+        return self.call("GET", f"/transfer/verify/{quote(reference, safe='')}")
+
+
+# Paystack's recipient type for each kind of account, by the account's currency
+# (https://paystack.com/docs/transfers/creating-transfer-recipients/, "We support the following
+# recipient types"): bank accounts are nuban (NG), ghipss (GH), basa (ZA) and kepss (KE);
+# mobile money wallets (an account tied to a mobile number) are mobile_money in GHS and KES.
+RECIPIENT_TYPES = {
+    ("bank", "NGN"): "nuban",
+    ("bank", "GHS"): "ghipss",
+    ("bank", "ZAR"): "basa",
+    ("bank", "KES"): "kepss",
+    ("mobile_money", "GHS"): "mobile_money",
+    ("mobile_money", "KES"): "mobile_money",
+}
+TRANSFER_EVENTS = ("transfer.success", "transfer.failed", "transfer.reversed")
+# Transfer statuses (https://paystack.com/docs/transfers/how-transfers-work/): the conclusive ones
+# that mean the money did not reach the host. pending, received, processing, queued and otp are
+# not conclusive: the transfer may still go out, so the withdrawal stays processing.
+FAILED_STATUSES = ("failed", "reversed", "abandoned", "blocked", "rejected")
+# A 4xx whose words say the problem is on our side (our key, our Paystack balance, transfers not
+# enabled or waiting for an OTP on our integration, a rate limit): retried later, never the
+# host's fault, so the withdrawal must not fail over it.
+OUR_SIDE = (
+    "key",
+    "balance",
+    "insufficient",
+    "otp",
+    "registered business",
+    "not available",
+    "not enabled",
+    "third party payout",
+    "rate limit",
+    "too many",
+)
 
 
 def signature(secret: str, raw: bytes) -> str:
@@ -65,6 +162,8 @@ class Paystack(Provider):
         data = load_json(raw)
         event_type = field(data, "event")
         event_id = str(field(data, "data", "id"))
+        if event_type in TRANSFER_EVENTS:
+            return self.parse_transfer(event_type, field(data, "data"))
         if event_type != "charge.success":
             return ProviderEvent(event_id=f"{event_type}:{event_id}", event_type=event_type, outcome=IGNORED)
         currency = str(field(data, "data", "currency")).upper()
@@ -77,3 +176,170 @@ class Paystack(Provider):
             currency=currency,
             provider_reference=event_id,
         )
+
+    # --- payouts (finance.payouts) -----------------------------------------------------------
+
+    transfer_account_types = ("bank", "mobile_money")
+
+    def send_transfer(self, withdrawal, *, session=None) -> TransferResult:
+        """Pay `withdrawal` through Paystack Transfers, with its transfer reference as the
+        idempotency key (Paystack never pays the same reference twice).
+
+        The account's transfer recipient is created on the first payout and its code kept on
+        the BankAccount, so the full number is sent once. Answers:
+          - accepted ("pending", "received", "otp", ...) → PENDING with the TRF_ code; "success"
+            (test mode answers that at once) → SUCCESS; failed/reversed/... → FAILED;
+          - the reference was used before (a retry after a timeout whose first call got through)
+            → the transfer is verified instead and its status returned;
+          - 401/403/429, and a 4xx naming our key, our Paystack balance, the OTP or transfers not
+            being enabled → ProviderUnavailableError (logged; the job retries with the same
+            reference, the host's withdrawal stays processing);
+          - another 400/404/422 (an invalid account number or bank code, a recipient Paystack
+            cannot resolve) → TransferRefusedError with Paystack's words, e.g. "Paystack refused
+            the transfer: Account number is invalid";
+          - a timeout, a connection error, a 5xx → ProviderUnavailableError.
+        """
+        client = self.client(session)
+        account = withdrawal.bank_account
+        reference = withdrawal.transfer_reference or withdrawal.stable_transfer_reference()
+        recipient = self.transfer_recipient(client, account, withdrawal.currency)
+        status, body = client.initiate_transfer(
+            amount_minor=to_minor_units(withdrawal.amount, withdrawal.currency),
+            recipient=recipient,
+            currency=withdrawal.currency,
+            reason=f"StayAfrica payout {withdrawal.reference}",
+            reference=reference,
+        )
+        if status < 400 and body.get("status") is True:
+            return self.transfer_result(expect(body, "data"))
+        if status < 500 and names_duplicate_reference(body):
+            return self.fetch_transfer(withdrawal, session=client.session)
+        raise self.transfer_error(client, status, body)
+
+    def fetch_transfer(self, withdrawal, *, session=None) -> TransferResult:
+        """What Paystack says of the withdrawal's transfer: GET /transfer/verify/{reference}.
+
+        A 404 ("Transfer not found") is read as PENDING, not FAILED: Paystack's documentation
+        does not promise that a reference it does not know now can never appear (a POST still
+        in flight when our call timed out), and failing the withdrawal then would release the
+        hold while the money may still leave. The reason says so, and sending again with the
+        same reference is safe: Paystack cannot pay it twice."""
+        client = self.client(session)
+        reference = withdrawal.transfer_reference or withdrawal.stable_transfer_reference()
+        status, body = client.verify_transfer(reference)
+        if status == 404:
+            return TransferResult(
+                status=PENDING,
+                failure_reason=f"Paystack has no transfer with reference {reference} yet; "
+                "sending it again with the same reference cannot pay twice.",
+            )
+        if status < 400 and body.get("status") is True:
+            return self.transfer_result(expect(body, "data"))
+        raise self.transfer_error(client, status, body, refuse=False)
+
+    def transfer_recipient(self, client: PaystackClient, account, currency: str) -> str:
+        """The account's Paystack recipient code: the one kept, or a new one (kept from then on)."""
+        if account.recipient_code and account.recipient_provider == self.name:
+            return account.recipient_code
+        kind = RECIPIENT_TYPES.get((account.account_type, currency.upper()))
+        if kind is None:
+            raise TransferRefusedError(
+                f"Paystack cannot pay a {account.get_account_type_display().lower()} in {currency}.",
+                field="bank_account",
+            )
+        if not account.bank_code:
+            raise TransferRefusedError(
+                "The bank account has no bank code, which a Paystack transfer needs.", field="bank_account"
+            )
+        from finance import crypto
+
+        status, body = client.create_recipient(
+            type=kind,
+            name=account.account_name,
+            account_number=crypto.decrypt_account_number(account),
+            bank_code=account.bank_code,
+            currency=currency.upper(),
+        )
+        if not (status < 400 and body.get("status") is True):
+            raise self.transfer_error(client, status, body)
+        code = str(expect(body, "data", "recipient_code"))
+        # Only these two fields: the row may be edited elsewhere while the transfer is sent.
+        type(account).objects.filter(pk=account.pk).update(recipient_code=code, recipient_provider=self.name)
+        account.recipient_code, account.recipient_provider = code, self.name
+        return code
+
+    def transfer_result(self, data) -> TransferResult:
+        """A Paystack transfer object (initiate, verify) as a TransferResult."""
+        status = str(expect(data, "status")).lower()
+        transfer_code = str(data.get("transfer_code") or "")
+        if status == "success":
+            return TransferResult(status=SUCCESS, provider_transfer_id=transfer_code)
+        if status in FAILED_STATUSES:
+            return TransferResult(
+                status=FAILED, provider_transfer_id=transfer_code, failure_reason=failure_words(status, data)
+            )
+        if status == "otp":
+            logger.warning(
+                "Paystack holds transfer %s for an OTP: turn off transfer OTP on the Paystack dashboard",
+                transfer_code,
+            )
+        return TransferResult(status=PENDING, provider_transfer_id=transfer_code)
+
+    def transfer_error(self, client: PaystackClient, status: int, body: dict, *, refuse: bool = True):
+        """The error for a 4xx answer: the account's fault (refused) or ours (unavailable, logged)."""
+        message = str(body.get("message") or "").strip()
+        words = f"{message} {body.get('code') or ''}".lower()
+        if refuse and status in (400, 404, 422) and message and not any(word in words for word in OUR_SIDE):
+            logger.info("Paystack refused a transfer (%s): %s", status, message)
+            return TransferRefusedError(f"Paystack refused the transfer: {message}")
+        return client.unavailable(f"answered {status}", message or body)
+
+    def parse_transfer(self, event_type: str, data: dict) -> ProviderEvent:
+        """transfer.success / transfer.failed / transfer.reversed: a payout's outcome.
+
+        The event id is the event name and the transfer's id: a redelivery has the same one,
+        and a transfer.reversed after a transfer.success of the same transfer a different one."""
+        if not isinstance(data, dict):
+            raise MalformedEventError("Missing field: data.")
+        transfer_id = str(field(data, "id"))
+        currency = str(field(data, "currency")).upper()
+        status = str(data.get("status") or "").lower()
+        outcome = SUCCESS if event_type == "transfer.success" else FAILED
+        reason = ""
+        if event_type == "transfer.reversed":
+            reason = failure_words("reversed", data)
+        elif event_type == "transfer.failed":
+            reason = failure_words(status or "failed", data)
+        return ProviderEvent(
+            event_id=f"{event_type}:{transfer_id}",
+            event_type=event_type,
+            outcome=outcome,
+            transfer_reference=str(field(data, "reference")),
+            provider_reference=str(data.get("transfer_code") or transfer_id),
+            amount=minor_amount(field(data, "amount"), currency),
+            currency=currency,
+            failure_reason=reason,
+        )
+
+
+def names_duplicate_reference(body: dict) -> bool:
+    """Whether Paystack's 4xx says this transfer reference was used before ("This reference has
+    already been used on a prior transfer", https://paystack.com/docs/api/errors/transfer/)."""
+    words = f"{body.get('message') or ''} {body.get('code') or ''}".lower()
+    return "reference" in words and any(word in words for word in ("duplicate", "already", "exists", "used"))
+
+
+def failure_words(status: str, data: dict) -> str:
+    """What staff read when a Paystack transfer did not pay: Paystack's own words where it gives any."""
+    detail = ""
+    for key in ("gateway_response", "failures", "message"):
+        value = data.get(key)
+        if isinstance(value, str) and value.strip():
+            detail = value.strip()
+            break
+        if isinstance(value, (list, dict)) and value:
+            detail = str(value)
+            break
+    if status == "reversed":
+        return f"reversed by Paystack: {detail or 'the receiving bank returned the money'}"
+    return f"Paystack reported the transfer {status}" + (f": {detail}" if detail else "")
