@@ -201,7 +201,7 @@ def test_signed_but_malformed_event_is_400_and_stored_as_rejected(host, payment,
 
 
 def test_event_types_we_do_not_handle_are_stored_as_ignored(payment):
-    response = send_paystack(paystack_event(payment, event="transfer.success"))
+    response = send_paystack(paystack_event(payment, event="subscription.create"))
     assert response.status_code == 200
     assert WebhookEvent.objects.get().outcome == WebhookEvent.Outcome.IGNORED
 
