@@ -281,7 +281,7 @@ def payout_whole_units(amount, currency: str) -> int:
     if minor % unit:
         raise TransferRefusedError(
             f"M-Pesa pays whole {currency} only and {format_money(amount, currency)} has cents: "
-            "fail this withdrawal so the host can ask for a whole amount, or pay it manually."
+            "the host can withdraw a whole amount instead, or staff can pay this one manually."
         )
     return minor // unit
 
