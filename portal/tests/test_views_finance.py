@@ -163,8 +163,8 @@ def test_finished_progress_lists_what_was_not_completed_and_why(client, finance_
     page = client.get(poll_url(response), **HTMX).content.decode()
     assert "Done: 2 of 3 completed" in page
     assert (
-        f'<span class="ops-ref">{taken.reference}</span>: Not completed — Withdrawal {taken.reference} is already completed.'
-        in page
+        f'<span class="ops-ref">{taken.reference}</span>: Not completed — '
+        f"Withdrawal {taken.reference} is already completed." in page
     )
 
 
