@@ -382,6 +382,14 @@ class AgeFilter(django_filters.ChoiceFilter):
         return qs.filter(**{f"{self.field_name}__lt": timezone.now() - timedelta(days=int(value))})
 
 
+def _payout_method_choices():
+    """The methods a payout can leave by (finance.payouts.LABELS), manual excepted: a manual
+    payout completes at once and is never processing."""
+    from finance.payouts import LABELS, MANUAL
+
+    return [(method, label) for method, label in LABELS.items() if method != MANUAL]
+
+
 class WithdrawalFilter(ActiveFiltersMixin, django_filters.FilterSet):
     host = django_filters.CharFilter(
         label="Host",
@@ -394,6 +402,10 @@ class WithdrawalFilter(ActiveFiltersMixin, django_filters.FilterSet):
     age = AgeFilter(label="Age", field_name="created_at", choices=AGE_CHOICES, empty_label="Any age")
     requested_from = DayFromFilter(label="Requested from", field_name="created_at")
     requested_to = DayToFilter(label="Requested up to", field_name="created_at")
+    # The processing tab only (the view drops it elsewhere): who is moving the money.
+    provider = django_filters.ChoiceFilter(
+        label="Provider", field_name="payout_method", choices=_payout_method_choices, empty_label="Any provider"
+    )
 
     class Meta:
         model = Withdrawal

@@ -13,8 +13,10 @@ DeploymentCollector, so every worker of every app server answers the same.
 """
 
 import time
+from datetime import datetime
 
 from django.conf import settings
+from django.db.models import Count, Min
 from django.urls import Resolver404, resolve
 from django.utils import timezone
 from prometheus_client import (
@@ -29,6 +31,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from finance import metrics as finance_metrics
+from finance.models import Withdrawal
+from finance.payouts import MANUAL
+from finance.providers import is_enabled
 from finance.tasks import LEDGER_CHECK
 from jobs import selectors as job_selectors
 
@@ -113,12 +118,58 @@ class DeploymentCollector:
             yield from gauges
 
 
+def payouts_in_flight() -> dict[str, tuple[int, datetime | None]]:
+    """Payouts a provider is moving (processing, sent by a provider, not manual), by provider:
+    how many, and when the oldest was sent. One aggregate on the (status, payout_sent_at)
+    index; the dashboard's card reads it too."""
+    rows = (
+        Withdrawal.objects.filter(status=Withdrawal.Status.PROCESSING)
+        .exclude(payout_method__in=("", MANUAL))
+        .order_by()
+        .values("payout_method")
+        .annotate(count=Count("id"), oldest=Min("payout_sent_at"))
+    )
+    return {row["payout_method"]: (row["count"], row["oldest"]) for row in rows}
+
+
+def payout_gauges(now: datetime) -> list:
+    """stayafrica_payouts_processing{provider}, stayafrica_payout_oldest_processing_age_seconds{provider}
+    and the threshold the PayoutStuckProcessing alert compares the age with. Every provider a
+    payout route can use is there at 0 when it moves nothing, so a scrape always has the series."""
+    in_flight = payouts_in_flight()
+    routed = {name for name in settings.PAYOUT_ROUTES.values() if is_enabled(name)}
+    if settings.SANDBOX_PAYMENTS_ENABLED:
+        routed.add("sandbox")
+    processing = GaugeMetricFamily(
+        "stayafrica_payouts_processing",
+        "Payouts sent to a provider and waiting for its confirmation, by provider.",
+        labels=["provider"],
+    )
+    oldest_age = GaugeMetricFamily(
+        "stayafrica_payout_oldest_processing_age_seconds",
+        "Seconds since the oldest payout still processing was sent to the provider; 0 when none is.",
+        labels=["provider"],
+    )
+    for provider in sorted(routed | set(in_flight)):
+        count, oldest = in_flight.get(provider, (0, None))
+        processing.add_metric([provider], count)
+        oldest_age.add_metric([provider], max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
+    stuck_after = GaugeMetricFamily(
+        "stayafrica_payout_stuck_after_seconds",
+        "How long a payout may stay processing before it counts as stuck (PAYOUT_STUCK_AFTER_MINUTES).",
+        settings.PAYOUT_STUCK_AFTER_MINUTES * 60,
+    )
+    return [processing, oldest_age, stuck_after]
+
+
 def read_gauges() -> list:
     """The deployment's state, as metric families (built here, in the pool thread)."""
     count, oldest = finance_metrics.open_withdrawals()
-    oldest_age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    now = timezone.now()
+    oldest_age = (now - oldest).total_seconds() if oldest else 0.0
     check = job_selectors.last_check(LEDGER_CHECK)
     return [
+        *payout_gauges(now),
         GaugeMetricFamily("withdrawals_pending", "Withdrawals waiting to be paid out (pending or processing).", count),
         GaugeMetricFamily(
             "withdrawals_pending_oldest_age_seconds",

@@ -3,6 +3,7 @@
 import django_tables2 as tables
 from django.template.defaultfilters import date as date_filter
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import mark_safe
@@ -11,6 +12,7 @@ from django.utils.timezone import template_localtime
 from finance import permissions, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
+from finance.payouts import MANUAL, payout_route, route_for
 
 from .links import transaction_link, url_for
 
@@ -173,14 +175,44 @@ class TransactionTable(CurrencyFirstHintMixin, tables.Table):
         return request is not None and permissions.allows(request.user, permissions.VIEW_APPROVALS)
 
 
+# How staff name each payout method in a sentence ("Sent to Paystack", "Waiting for M-Pesa").
+PROVIDER_NAMES = {"paystack": "Paystack", "flutterwave": "Flutterwave", "mpesa": "M-Pesa", "sandbox": "the sandbox"}
+
+
+def provider_name(method: str) -> str:
+    return PROVIDER_NAMES.get(method, method)
+
+
+def age_text(delta) -> str:
+    """A waiting time as staff read it: "3 h 12 min", "2 d 4 h", "12 min", "under 1 min"."""
+    minutes = max(int(delta.total_seconds() // 60), 0)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min" if minutes else "under 1 min"
+
+
+def with_payout(w: Withdrawal) -> Withdrawal:
+    """`w` with what its row says about its payout: `route` (finance.payouts.payout_route, for a
+    pending one: "Send payout" or "Mark as paid") and `provider` (who is moving it, once sent)."""
+    w.route = payout_route(w.bank_account) if w.status == Withdrawal.Status.PENDING else None
+    w.provider = provider_name(w.payout_method) if w.transfer_in_flight else ""
+    return w
+
+
 class WithdrawalTable(tables.Table):
-    """Every tab of the withdrawal queue (portal.views.finance.WithdrawalQueueView): the open tab
-    excludes the history's columns (HISTORY_COLUMNS), the history tabs the open tab's
-    (OPEN_COLUMNS). The open tab's row is also rendered alone by includes/withdrawal_row.html:
-    keep the two in step."""
+    """Every tab of the withdrawal queue (portal.views.finance.WithdrawalQueueView): the pending
+    tab excludes the history's and the payouts' columns, the processing tab the history's
+    and the selection, the history tabs the open tabs' (OPEN_COLUMNS) and the payouts'. The
+    pending tab's row is also rendered alone by includes/withdrawal_row.html: keep the two
+    in step."""
 
     OPEN_COLUMNS = ("select", "available", "actions")
     HISTORY_COLUMNS = ("processed_at", "processed_by", "failure_reason")
+    PAYOUT_COLUMNS = ("provider", "transfer_reference", "provider_transfer_id", "sent", "payout_error", "checked")
 
     # The header's select-all checkbox is added by static/portal/portal.js (th[data-select-all]).
     select = tables.TemplateColumn(
@@ -196,6 +228,17 @@ class WithdrawalTable(tables.Table):
     amount = MoneyColumn()
     available = MoneyColumn(accessor="wallet__available_balance", verbose_name="Wallet available", orderable=False)
     status = tables.Column()
+    # The processing tab: who moves the money, under which references, for how long, and how it went.
+    provider = tables.Column(accessor="payout_method", verbose_name="Provider", order_by=("payout_method", "id"))
+    transfer_reference = tables.Column(verbose_name="Transfer reference", orderable=False)
+    provider_transfer_id = tables.Column(verbose_name="Provider's id", orderable=False)
+    sent = tables.Column(
+        accessor="payout_sent_at", verbose_name="Waiting", empty_values=(), order_by=("payout_sent_at", "id")
+    )
+    payout_error = tables.Column(verbose_name="Last provider error", orderable=False)
+    checked = DateTimeColumn(
+        accessor="payout_checked_at", verbose_name="Last checked", format="Y-m-d H:i", orderable=False
+    )
     processed_at = DateTimeColumn(verbose_name="When", format="Y-m-d H:i", order_by=("processed_at", "id"))
     processed_by = tables.Column(verbose_name="By", order_by=("processed_by__username",))
     failure_reason = tables.Column(verbose_name="Reason", orderable=False)
@@ -214,6 +257,12 @@ class WithdrawalTable(tables.Table):
             "amount",
             "available",
             "status",
+            "provider",
+            "transfer_reference",
+            "provider_transfer_id",
+            "sent",
+            "payout_error",
+            "checked",
             "processed_at",
             "processed_by",
             "failure_reason",
@@ -230,3 +279,24 @@ class WithdrawalTable(tables.Table):
     def render_host(self, value, record):
         url = reverse("ops_wallets:detail", args=[record.wallet_id])
         return format_html('<a href="{}">{}</a>', url, record.wallet.user)
+
+    def render_provider(self, value, record):
+        return route_for(value or MANUAL).label
+
+    def render_transfer_reference(self, value):
+        return format_html('<span class="ops-ref">{}</span>', value)
+
+    def render_sent(self, value, record):
+        """How long the provider has had it ("3 h 12 min"), the exact time in the tooltip."""
+        if value is None:
+            return "—"
+        exact = date_filter(template_localtime(value), "Y-m-d H:i:s T")
+        return format_html('<span title="Sent {}">{}</span>', exact, age_text(timezone.now() - value))
+
+    def render_payout_error(self, value):
+        return format_html('<span class="ops-payout-error">{}</span>', value)
+
+    def render_actions(self, **kwargs):
+        """The actions' template, with the row's payout route and provider (`with_payout`)."""
+        with_payout(kwargs["record"])
+        return kwargs["bound_column"].column.render(**kwargs)

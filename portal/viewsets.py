@@ -117,6 +117,7 @@ class WithdrawalSection(OperationsSection):
     permission_required = permissions.VIEW_WITHDRAWALS
     routes = [
         ("", finance.WithdrawalQueueView.as_view(), "index"),
+        ("processing/", finance.WithdrawalQueueView.as_view(tab="processing"), "processing"),
         ("completed/", finance.WithdrawalQueueView.as_view(tab="completed"), "completed"),
         ("failed/", finance.WithdrawalQueueView.as_view(tab="failed"), "failed"),
         ("<int:pk>/row/", finance.WithdrawalRowView.as_view(), "row"),

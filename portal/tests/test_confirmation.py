@@ -417,11 +417,12 @@ def test_the_confirmation_states_what_will_happen(client, finance_user, withdraw
     """Amounts at the currency's precision, who is affected, the resulting balance, and four-eyes."""
     client.force_login(finance_user)
     page = client.get(f"{OPS}/withdrawals/{withdrawal.pk}/complete/confirm/", **HTMX).content.decode()
-    assert f"Complete {withdrawal.reference}?" in page
-    assert "NGN 2,500.00 goes to GTBank" in page and withdrawal.wallet.user.username in page
+    assert f"Mark {withdrawal.reference} as paid?" in page
+    assert "Record that NGN 2,500.00 was paid to" in page and "GTBank" in page
+    assert withdrawal.wallet.user.username in page
     assert "from NGN 10,000.00 to NGN 7,500.00" in page
     assert "second approver" not in page
-    assert re.search(r"<button[^>]*autofocus[^>]*>Yes, complete</button>", page), "the Yes button takes the focus"
+    assert re.search(r"<button[^>]*autofocus[^>]*>Yes, mark as paid</button>", page), "the Yes button takes the focus"
     assert "data-confirmation-cancel" in page and ">Cancel<" in page
 
     settings.APPROVAL_THRESHOLDS = {**settings.APPROVAL_THRESHOLDS, "NGN": Decimal("1000.00")}

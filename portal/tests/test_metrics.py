@@ -251,3 +251,41 @@ def test_a_scrape_sums_what_every_gunicorn_worker_counted_and_promtool_finds_not
     )
     assert promtool.returncode == 0, promtool.stdout + promtool.stderr
     assert promtool.stdout.strip() == promtool.stderr.strip() == ""
+
+
+def test_payouts_processing_by_provider_their_oldest_age_and_the_stuck_threshold(
+    client, transactional_db, funded_wallet, bank_account, settings
+):
+    settings.PAYMENT_PROVIDERS = ["paystack", "flutterwave", "mpesa"]
+    settings.SANDBOX_PAYMENTS_ENABLED = False
+    settings.PAYOUT_STUCK_AFTER_MINUTES = 90
+    empty = scrape(client)
+    sent = {}
+    for amount, provider, ago in (("1000", "paystack", 3), ("2000", "paystack", 1), ("1500", "mpesa", 0.5)):
+        w = TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal(amount))
+        Withdrawal.objects.filter(pk=w.pk).update(
+            status=Withdrawal.Status.PROCESSING,
+            payout_method=provider,
+            transfer_reference=w.stable_transfer_reference(),
+            payout_sent_at=timezone.now() - timedelta(hours=ago),
+        )
+        sent[amount] = w
+    # Processing without a provider (marked before payouts existed): not a transfer in flight.
+    manual = TransactionService.initiate_withdrawal(funded_wallet, bank_account, Decimal("1200"))
+    Withdrawal.objects.filter(pk=manual.pk).update(status=Withdrawal.Status.PROCESSING)
+
+    samples = scrape(client)
+
+    # Every provider a route can use is there at 0 before anything is sent.
+    assert ("stayafrica_payouts_processing", (("provider", "flutterwave"),)) in empty
+    assert value(empty, "stayafrica_payouts_processing", provider="paystack") == 0
+    assert value(empty, "stayafrica_payout_oldest_processing_age_seconds", provider="paystack") == 0
+    assert value(samples, "stayafrica_payouts_processing", provider="paystack") == 2
+    assert value(samples, "stayafrica_payouts_processing", provider="mpesa") == 1
+    assert value(samples, "stayafrica_payouts_processing", provider="flutterwave") == 0
+    assert not any(labels == (("provider", ""),) or labels == (("provider", "manual"),) for _, labels in samples)
+    paystack_age = value(samples, "stayafrica_payout_oldest_processing_age_seconds", provider="paystack")
+    assert 3 * 3600 <= paystack_age < 3 * 3600 + 120
+    assert 1800 <= value(samples, "stayafrica_payout_oldest_processing_age_seconds", provider="mpesa") < 1800 + 120
+    assert value(samples, "stayafrica_payout_stuck_after_seconds") == 90 * 60
+    assert value(samples, "withdrawals_pending") == 4  # the open withdrawals' gauge still counts them all

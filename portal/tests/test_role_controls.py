@@ -13,8 +13,8 @@ from portal.viewsets import OperationsGroup
 pytestmark = pytest.mark.django_db
 
 CONTROLS = re.compile(
-    r'method="post"|hx-post=|name="ids"|Complete selected'
-    r"|>(Complete|Fail…|Reverse|Replay…|Retry…|Approve…|Reject…|Review refund)<"
+    r'method="post"|hx-post=|name="ids"|Send selected payouts'
+    r"|>(Complete|Mark as paid|Send payout|Fail…|Reverse|Replay…|Retry…|Approve…|Reject…|Review refund)<"
 )
 
 
@@ -33,7 +33,7 @@ def test_a_manager_reads_the_withdrawal_queue_without_any_control(client, manage
 def test_finance_staff_keep_selection_and_actions(client, finance_user, withdrawal):
     client.force_login(finance_user)
     html = client.get("/admin/operations/withdrawals/").content.decode()
-    assert 'name="ids"' in html and "Complete selected" in html and f"Complete {withdrawal.reference}" in html
+    assert 'name="ids"' in html and "Send selected payouts" in html and f"Mark {withdrawal.reference} as paid" in html
 
 
 @pytest.mark.parametrize(

@@ -76,7 +76,7 @@ def test_manager_reads_but_cannot_move_money(client, manager, withdrawal):
 def test_complete_withdrawal_inline_updates_the_row_logs_and_is_idempotent(client, finance_user, withdrawal):
     login(client, finance_user)
     confirm = client.get(f"/admin/operations/withdrawals/{withdrawal.pk}/complete/confirm/", HTTP_HX_REQUEST="true")
-    assert b"Yes, complete" in confirm.content
+    assert b"Yes, mark as paid" in confirm.content  # no provider pays this account
     assert confirmed_url(confirm) == f"/admin/operations/withdrawals/{withdrawal.pk}/complete/"
     for _ in range(2):  # a double submit of the same confirmation (one token, one idempotency key)
         response = post_confirmation(client, confirm, HTTP_HX_REQUEST="true")
@@ -122,7 +122,7 @@ def three_withdrawals(funded_wallet, bank_account):
 def start_bulk(client, withdrawals):
     """Review the selection, then press "Yes": the answer is the batch's progress."""
     review = client.post(f"{BULK}confirm/", {"ids": [w.pk for w in withdrawals]}, **HTMX)
-    assert b"Complete 3 withdrawals?" in review.content
+    assert b"Send 3 payouts?" in review.content
     return post_confirmation(client, review, **HTMX)
 
 
@@ -162,7 +162,10 @@ def test_finished_progress_lists_what_was_not_completed_and_why(client, finance_
     run_ready_jobs()
     page = client.get(poll_url(response), **HTMX).content.decode()
     assert "Done: 2 of 3 completed" in page
-    assert f"{taken.reference}: Withdrawal {taken.reference} is already completed." in page
+    assert (
+        f'<span class="ops-ref">{taken.reference}</span>: Not completed — '
+        f"Withdrawal {taken.reference} is already completed." in page
+    )
 
 
 def test_every_staff_member_who_sees_the_queue_sees_running_and_recent_batches(

@@ -1,6 +1,7 @@
 """Finance staff pages: dashboard, wallets, transactions, withdrawals, refunds, reversals."""
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -10,19 +11,30 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.dateformat import format as date_format
 from django.utils.functional import cached_property
 from django.views import View
 
 from finance import approvals, bulk, permissions, staff_actions
 from finance.errors import TransactionError
-from finance.models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
+from finance.models import (
+    ApprovalRequest,
+    Booking,
+    Payment,
+    Wallet,
+    WalletTransaction,
+    Withdrawal,
+    WithdrawalBatchItem,
+)
 from finance.money import currency_decimals, format_money, parse_typed_amount
+from finance.payouts import MANUAL, payout_route, route_for
 
 from .. import selectors
 from ..csv_export import label, money, person
 from ..filters import TransactionFilter, WalletFilter, WithdrawalFilter
-from ..tables import TransactionTable, WalletTable, WithdrawalTable
+from ..metrics import payouts_in_flight
+from ..tables import TransactionTable, WalletTable, WithdrawalTable, age_text, provider_name, with_payout
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, mark_refusal
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
 
@@ -51,7 +63,27 @@ class DashboardView(OperationsView):
         context.update(selectors.dashboard_totals())
         context["webhook_events"] = selectors.flagged_webhook_events()
         context["can_see_stats"] = permissions.allows(self.request.user, permissions.VIEW_MESSAGING_STATS)
+        context["payouts"] = payouts_card()
         return context
+
+
+def payouts_card() -> dict:
+    """The dashboard's "Payouts processing" card: how many transfers a provider is moving, and
+    how long the oldest has waited; `stuck` once that is past PAYOUT_STUCK_AFTER_MINUTES (the
+    PayoutStuckProcessing alert's threshold)."""
+    by_provider = payouts_in_flight()
+    count = sum(n for n, _ in by_provider.values())
+    sent = [oldest for _, oldest in by_provider.values() if oldest is not None]
+    oldest = min(sent) if sent else None
+    age = timezone.now() - oldest if oldest else None
+    stuck_after = timedelta(minutes=settings.PAYOUT_STUCK_AFTER_MINUTES)
+    return {
+        "count": count,
+        "oldest": oldest,
+        "age": age_text(age) if age is not None else "",
+        "stuck": age is not None and age > stuck_after,
+        "stuck_after": age_text(stuck_after),
+    }
 
 
 class LedgerHealthView(PermissionRequiredMixin, View):
@@ -255,10 +287,12 @@ class ReversalView(ConfirmationMixin, OperationsView):
 WITHDRAWAL_ACTIONS = {"complete": permissions.COMPLETE_WITHDRAWAL, "fail": permissions.FAIL_WITHDRAWAL}
 
 
-# The queue's tabs: name -> (label, statuses, order). Open withdrawals oldest first (who has waited
-# longest comes first); the history newest first, by when it was processed.
+# The queue's tabs: name -> (label, statuses, order). Pending withdrawals (waiting for staff) oldest
+# first, who has waited longest comes first; payouts a provider is moving oldest sent first; the
+# history newest first, by when it was processed.
 WITHDRAWAL_TABS = {
-    "open": ("Pending", Withdrawal.OPEN_STATUSES, ("created_at", "id")),
+    "open": ("Pending", (Withdrawal.Status.PENDING,), ("created_at", "id")),
+    "processing": ("Processing", (Withdrawal.Status.PROCESSING,), ("sent", "id")),
     "completed": ("Completed", (Withdrawal.Status.COMPLETED,), ("-processed_at", "-id")),
     "failed": ("Failed", (Withdrawal.Status.FAILED,), ("-processed_at", "-id")),
 }
@@ -266,10 +300,11 @@ WITHDRAWAL_SELECT_RELATED = ("wallet__user", "bank_account", "transaction")
 
 
 class WithdrawalQueueView(TableListView):
-    """The withdrawal queue, one route per tab (`tab`): Pending (open: pending or processing,
-    with the row actions and bulk completion), Completed and Failed (who processed it, when,
-    and why it failed). Each tab has the same filters; the tab is in the path, so filtering
-    keeps it."""
+    """The withdrawal queue, one route per tab (`tab`): Pending (waiting for staff, with the row
+    actions and bulk sending), Processing (payouts a provider is moving: provider, references,
+    how long, the last error), Completed and Failed (who processed it, when, and why it
+    failed). Each tab has the same filters (Processing also the provider); the tab is in the
+    path, so filtering keeps it."""
 
     permission_required = permissions.VIEW_WITHDRAWALS
     page_title = "Withdrawal queue"
@@ -291,6 +326,12 @@ class WithdrawalQueueView(TableListView):
         ("Processed", "processed_at"),
         ("Processed by", person("processed_by")),
         ("Failure reason", "failure_reason"),
+        ("Payout method", lambda w: route_for(w.payout_method).label if w.payout_method else ""),
+        ("Transfer reference", "transfer_reference"),
+        ("Provider's transfer id", "provider_transfer_id"),
+        ("Sent", "payout_sent_at"),
+        ("Last checked", "payout_checked_at"),
+        ("Last provider error", "payout_error"),
     ]
 
     @property
@@ -299,16 +340,30 @@ class WithdrawalQueueView(TableListView):
 
     def get_queryset(self):
         _, statuses, _ = WITHDRAWAL_TABS[self.tab]
-        related = WITHDRAWAL_SELECT_RELATED if self.tab == "open" else (*WITHDRAWAL_SELECT_RELATED, "processed_by")
+        related = (
+            (*WITHDRAWAL_SELECT_RELATED, "processed_by")
+            if self.tab in ("completed", "failed")
+            else WITHDRAWAL_SELECT_RELATED
+        )
         return Withdrawal.objects.filter(status__in=statuses).select_related(*related)
+
+    def get_filterset(self):
+        filterset = super().get_filterset()
+        if self.tab != "processing":
+            filterset.filters.pop("provider")  # before the form is built from it
+        return filterset
 
     def get_table_kwargs(self):
         _, _, order = WITHDRAWAL_TABS[self.tab]
+        controls = withdrawal_controls(self.request.user)
         if self.tab == "open":
-            controls = withdrawal_controls(self.request.user)
             hidden = [column for column in ("select", "actions") if not controls[f"can_{column}"]]
-            return {"exclude": (*WithdrawalTable.HISTORY_COLUMNS, *hidden)}
-        exclude = WithdrawalTable.OPEN_COLUMNS
+            return {"exclude": (*WithdrawalTable.HISTORY_COLUMNS, *WithdrawalTable.PAYOUT_COLUMNS, *hidden)}
+        if self.tab == "processing":
+            hidden = () if controls["can_actions"] else ("actions",)
+            exclude = ("select", "available", "status", *WithdrawalTable.HISTORY_COLUMNS, *hidden)
+            return {"exclude": exclude, "order_by": order}
+        exclude = (*WithdrawalTable.OPEN_COLUMNS, *WithdrawalTable.PAYOUT_COLUMNS)
         if self.tab != "failed":
             exclude = (*exclude, "failure_reason")
         return {"exclude": exclude, "order_by": order}
@@ -330,8 +385,8 @@ class WithdrawalQueueView(TableListView):
 
 
 def withdrawal_controls(user) -> dict:
-    """Which of the open tab's controls `user` may use: the selection (and "Complete
-    selected…") needs the completion permission; the Actions column, either action's."""
+    """Which of the open tab's controls `user` may use: the selection (and "Send selected
+    payouts…") needs the completion permission; the Actions column, either action's."""
     may = {action: permissions.allows(user, needed) for action, needed in WITHDRAWAL_ACTIONS.items()}
     return {"can_select": may["complete"], "can_actions": any(may.values())}
 
@@ -345,7 +400,7 @@ class WithdrawalMixin(PermissionRequiredMixin):
         response = render(
             request,
             "portal/includes/withdrawal_row.html",
-            {"w": withdrawal, **withdrawal_controls(request.user), **(extra or {})},
+            {"w": with_payout(withdrawal), **withdrawal_controls(request.user), **(extra or {})},
             status=status,
         )
         if message:
@@ -388,9 +443,29 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
         return super().dispatch(request, *args, **kwargs)
 
     def get(self, request, *args, **kwargs):
+        if (refused := self.refuse_in_flight()) is not None:
+            return refused
         if self.confirming and self.action == "fail":
             return self.row(request, self.withdrawal, extra={"asking_reason": True})
         return super().get(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        if (refused := self.refuse_in_flight()) is not None:
+            return refused
+        return super().post(request, *args, **kwargs)
+
+    def refuse_in_flight(self):
+        """A payout a provider is moving has no staff action: only the provider's answer (its
+        callback, or the periodic query) settles it. The row says so, with a 409; the service
+        refuses it too (error code transfer_in_flight), should two people race."""
+        w = self.withdrawal
+        if not w.transfer_in_flight:
+            return None
+        who = provider_name(w.payout_method)
+        message = f"{w.reference} is with {who} ({w.transfer_reference}): only {who}'s answer can settle it now."
+        return self.row(
+            self.request, w, extra={"refusal": message, "can_select": True, "can_actions": True}, status=409
+        )
 
     @cached_property
     def withdrawal(self):
@@ -419,19 +494,33 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
             "id": f"confirm-{self.action}-{w.pk}",
         }
         if self.action == "complete":
+            route = payout_route(w.bank_account)
+            account = f"{wallet.user}'s {w.bank_account}"
+            balance = f"{format_money(wallet.balance, currency)} to {format_money(wallet.balance - w.amount, currency)}"
+            if route.is_manual:
+                question, yes = f"Mark {w.reference} as paid?", "Yes, mark as paid"
+                effects = [
+                    f"Record that {amount} was paid to {account} by other means "
+                    "(no provider pays this account: nothing is sent from here).",
+                    f"The wallet balance goes from {balance}; the hold is released.",
+                ]
+            else:
+                who = provider_name(route.method)
+                question, yes = f"Send payout {w.reference}?", "Yes, send payout"
+                effects = [
+                    f"Send {amount} to {account} by {route.label}. The money stays held until {who} confirms it.",
+                    f"Once {who} confirms, the wallet balance goes from {balance}; "
+                    "if the transfer fails, the hold is released back to the host.",
+                ]
             return Confirmation(
-                question=f"Complete {w.reference}?",
-                effects=[
-                    f"{amount} goes to {w.bank_account} ({wallet.user}).",
-                    f"The wallet balance goes from {format_money(wallet.balance, currency)} to "
-                    f"{format_money(wallet.balance - w.amount, currency)}; the hold is released.",
-                ],
+                question=question,
+                effects=effects,
                 approval=approval_needed(
                     approvals.approval_reason(
                         kind=ApprovalRequest.Kind.WITHDRAWAL, amount=w.amount, currency=currency, wallet=wallet
                     )
                 ),
-                yes="Yes, complete",
+                yes=yes,
                 **common,
             )
         return Confirmation(
@@ -484,6 +573,12 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
                 "warning",
             )
         done = outcome.result
+        if done.transfer_in_flight:
+            return (
+                f"{done.reference}: {format_money(done.amount, done.currency)} sent to "
+                f"{provider_name(done.payout_method)} — waiting for its confirmation ({done.transfer_reference}).",
+                "success",
+            )
         verb = "completed" if self.action == "complete" else "failed"
         return f"Withdrawal {done.reference} {verb}: {format_money(done.amount, done.currency)}.", "success"
 
@@ -502,8 +597,10 @@ class BulkPermissionMixin(PermissionRequiredMixin):
 
 
 class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, View):
-    """Bulk completion: confirm the selection, then a background job completes it
-    (finance.bulk) while the answer, a progress bar, follows it (BulkProgressView).
+    """Bulk sending ("Send selected payouts…"): confirm the selection, saying which provider
+    pays how many and how many are marked as paid by hand, then a background job sends each
+    (finance.bulk, through staff_actions.complete_withdrawal) while the answer, a progress
+    bar, follows it (BulkProgressView).
 
     The batch's id is the confirmation's idempotency key: a double submit starts one batch."""
 
@@ -514,8 +611,8 @@ class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, 
     def get_confirmation_params(self):
         ids = {int(i) for i in self.request.POST.getlist("ids") if i.isdigit()}
         self.selected = list(
-            Withdrawal.objects.filter(pk__in=ids, status__in=Withdrawal.OPEN_STATUSES)
-            .select_related("wallet__user")
+            Withdrawal.objects.filter(pk__in=ids, status=Withdrawal.Status.PENDING)
+            .select_related("wallet__user", "bank_account")
             .order_by("created_at", "id")
         )
         if not self.selected:
@@ -543,16 +640,17 @@ class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, 
                 f"{pluralize(above, 'it becomes a request,they become requests')}."
             )
         return Confirmation(
-            label="Confirm bulk completion",
-            question=f"Complete {count} withdrawal{pluralize(count)}?",
+            label="Confirm sending payouts",
+            question=f"Send {count} payout{pluralize(count)}?",
             effects=[
                 f"Total {', '.join(params['totals'])} goes out to the bank account{pluralize(len(hosts))} "
                 f"of {', '.join(hosts)}.",
-                "Each is completed in turn in the background; the rows update as they go, and closing "
+                self.routes_sentence(),
+                "Each is sent in turn in the background; the rows update as they go, and closing "
                 "this page does not stop it.",
             ],
             approval=approval,
-            yes=f"Yes, complete {pluralize(count, 'it,them')}",
+            yes=f"Yes, send {pluralize(count, 'it,them')}",
             url=reverse("ops_withdrawals:bulk"),
             fields=[("ids", pk) for pk in params["ids"]],
             target="#bulk-progress",
@@ -560,6 +658,22 @@ class BulkCompleteView(ConfirmationMixin, BulkPermissionMixin, WithdrawalMixin, 
             cancel_focus="#bulk-complete",
             small=True,
         )
+
+    def routes_sentence(self) -> str:
+        """How the selection leaves: "2 by Paystack transfer (held until Paystack confirms), 1 by
+        M-Pesa B2C (…); 1 marked as paid (manual: paid by other means, completed at once)."."""
+        by_method: dict[str, int] = {}
+        for w in self.selected:
+            method = payout_route(w.bank_account).method
+            by_method[method] = by_method.get(method, 0) + 1
+        manual = by_method.pop(MANUAL, 0)
+        parts = [
+            f"{n} by {route_for(method).label} (held until {provider_name(method)} confirms)"
+            for method, n in sorted(by_method.items())
+        ]
+        if manual:
+            parts.append(f"{manual} marked as paid (manual: paid by other means, completed at once)")
+        return "; ".join(parts) + "."
 
     def count_needing_approval(self) -> int:
         """How many of the selection will become requests, taken in order as the job runs them:
@@ -618,19 +732,39 @@ def render_batch(request, batch, *, seen: int):
     return render(request, "portal/includes/bulk_progress.html", context)
 
 
+# A bulk send's outcomes, in the order its summary names them, each with its words there
+# (finance.models.WithdrawalBatchItem.Outcome: "sent" is a payout a provider now moves).
+BATCH_OUTCOME_WORDS = (
+    ("sent", "sent to the provider"),
+    (WithdrawalBatchItem.Outcome.COMPLETED, "completed"),
+    (WithdrawalBatchItem.Outcome.NEEDS_APPROVAL, "need a second approver"),
+    (WithdrawalBatchItem.Outcome.ERROR, "not done"),
+)
+
+
 def batch_context(batch, *, seen: int) -> dict:
-    """What a batch's progress shows: counts, the rows finished since `seen`, and, once it is
-    finished, the withdrawals it did not pay out and why."""
+    """What a batch's progress shows: counts by outcome, the rows finished since `seen`, and,
+    once it is finished, what became of each withdrawal (item.get_outcome_display) and why."""
     finished = not batch.is_active
     # Nothing finished since `seen` (the queue page passes the batch's own count): no query.
-    updated = [item.withdrawal for item in bulk.finished_items(batch, after=seen)] if seen < batch.done else []
+    updated = (
+        [with_payout(item.withdrawal) for item in bulk.finished_items(batch, after=seen)] if seen < batch.done else []
+    )
+    items = bulk.finished_items(batch) if finished else []
+    counts = {}
+    for item in items:
+        counts[item.outcome] = counts.get(item.outcome, 0) + 1
+    summary = [
+        f"{counts[outcome]} of {batch.total} {words}" for outcome, words in BATCH_OUTCOME_WORDS if counts.get(outcome)
+    ]
     return {
         "batch": batch,
         "percent": int(100 * batch.done / batch.total) if batch.total else 100,
         "finished": finished,
         "updated": updated,
         "seen": seen + len(updated),
-        "not_completed": bulk.unsuccessful_items(batch) if finished else [],
+        "summary": ", ".join(summary) or f"0 of {batch.total} done",
+        "items": sorted(items, key=lambda item: item.position),
     }
 
 

@@ -48,7 +48,7 @@
 })();
 
 // The withdrawal queue's selection (templates/portal/withdrawals.html): a checkbox in the Select
-// column's header selects every open row on the page, and the line next to "Complete selected…"
+// column's header selects every open row on the page, and the line next to "Send selected payouts…"
 // says what is selected: "Selected: 3 — KES 1,000.00 · NGN 4,500.00". The amounts are added as
 // integers of minor units (BigInt), read from each box's data-amount string: no floating point
 // touches money. Each currency's decimals come from the page (#ops-currency-decimals).
