@@ -133,7 +133,7 @@ def payouts_in_flight() -> dict[str, tuple[int, datetime | None]]:
 
 
 def payout_gauges(now: datetime) -> list:
-    """stayafrica_payouts_processing{provider}, stayafrica_payout_oldest_processing_age_seconds{provider}
+    """payouts_processing{provider}, payout_oldest_processing_age_seconds{provider}
     and the threshold the PayoutStuckProcessing alert compares the age with. Every provider a
     payout route can use is there at 0 when it moves nothing, so a scrape always has the series."""
     in_flight = payouts_in_flight()
@@ -141,12 +141,12 @@ def payout_gauges(now: datetime) -> list:
     if settings.SANDBOX_PAYMENTS_ENABLED:
         routed.add("sandbox")
     processing = GaugeMetricFamily(
-        "stayafrica_payouts_processing",
+        "payouts_processing",
         "Payouts sent to a provider and waiting for its confirmation, by provider.",
         labels=["provider"],
     )
     oldest_age = GaugeMetricFamily(
-        "stayafrica_payout_oldest_processing_age_seconds",
+        "payout_oldest_processing_age_seconds",
         "Seconds since the oldest payout still processing was sent to the provider; 0 when none is.",
         labels=["provider"],
     )
@@ -155,7 +155,7 @@ def payout_gauges(now: datetime) -> list:
         processing.add_metric([provider], count)
         oldest_age.add_metric([provider], max((now - oldest).total_seconds(), 0.0) if oldest else 0.0)
     stuck_after = GaugeMetricFamily(
-        "stayafrica_payout_stuck_after_seconds",
+        "payout_stuck_after_seconds",
         "How long a payout may stay processing before it counts as stuck (PAYOUT_STUCK_AFTER_MINUTES).",
         settings.PAYOUT_STUCK_AFTER_MINUTES * 60,
     )

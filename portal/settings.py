@@ -491,7 +491,7 @@ if os.environ.get("PAYOUT_ROUTES", "").strip():
 PAYOUT_QUERY_AFTER_MINUTES = env_int("PAYOUT_QUERY_AFTER_MINUTES", 30)
 PAYOUT_QUERY_EVERY_SECONDS = env_int("PAYOUT_QUERY_EVERY_SECONDS", 300)
 # A payout processing longer than this is stuck: the PayoutStuckProcessing alert fires
-# (the threshold is exported as stayafrica_payout_stuck_after_seconds).
+# (the threshold is exported as payout_stuck_after_seconds).
 PAYOUT_STUCK_AFTER_MINUTES = env_int("PAYOUT_STUCK_AFTER_MINUTES", 240)
 # The sandbox refuses transfers to accounts ending in these digits, to show a failed payout offline.
 SANDBOX_TRANSFER_FAILS_LAST4 = os.environ.get("SANDBOX_TRANSFER_FAILS_LAST4", "0000")

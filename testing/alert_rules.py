@@ -33,9 +33,9 @@ PORTAL_METRICS = {
     "ledger_check_ok",
     "ledger_check_last_run_timestamp_seconds",
     "portal_ready",
-    "stayafrica_payouts_processing",
-    "stayafrica_payout_oldest_processing_age_seconds",
-    "stayafrica_payout_stuck_after_seconds",
+    "payouts_processing",
+    "payout_oldest_processing_age_seconds",
+    "payout_stuck_after_seconds",
 }
 MESSAGING_METRICS = {
     "messaging_messages_accepted_total",

@@ -67,8 +67,8 @@ def test_each_alert_names_the_metrics_its_expression_reads():
     assert names["LedgerCheckFailing"] == {"ledger_check_ok", "ledger_check_last_run_timestamp_seconds"}
     assert names["JobFailures"] == {"jobs_failed_total"}
     assert names["PayoutStuckProcessing"] == {
-        "stayafrica_payout_oldest_processing_age_seconds",
-        "stayafrica_payout_stuck_after_seconds",
+        "payout_oldest_processing_age_seconds",
+        "payout_stuck_after_seconds",
     }
     assert all(names.values()), "an alert whose expression reads no metric"
 

@@ -277,15 +277,15 @@ def test_payouts_processing_by_provider_their_oldest_age_and_the_stuck_threshold
     samples = scrape(client)
 
     # Every provider a route can use is there at 0 before anything is sent.
-    assert ("stayafrica_payouts_processing", (("provider", "flutterwave"),)) in empty
-    assert value(empty, "stayafrica_payouts_processing", provider="paystack") == 0
-    assert value(empty, "stayafrica_payout_oldest_processing_age_seconds", provider="paystack") == 0
-    assert value(samples, "stayafrica_payouts_processing", provider="paystack") == 2
-    assert value(samples, "stayafrica_payouts_processing", provider="mpesa") == 1
-    assert value(samples, "stayafrica_payouts_processing", provider="flutterwave") == 0
+    assert ("payouts_processing", (("provider", "flutterwave"),)) in empty
+    assert value(empty, "payouts_processing", provider="paystack") == 0
+    assert value(empty, "payout_oldest_processing_age_seconds", provider="paystack") == 0
+    assert value(samples, "payouts_processing", provider="paystack") == 2
+    assert value(samples, "payouts_processing", provider="mpesa") == 1
+    assert value(samples, "payouts_processing", provider="flutterwave") == 0
     assert not any(labels == (("provider", ""),) or labels == (("provider", "manual"),) for _, labels in samples)
-    paystack_age = value(samples, "stayafrica_payout_oldest_processing_age_seconds", provider="paystack")
+    paystack_age = value(samples, "payout_oldest_processing_age_seconds", provider="paystack")
     assert 3 * 3600 <= paystack_age < 3 * 3600 + 120
-    assert 1800 <= value(samples, "stayafrica_payout_oldest_processing_age_seconds", provider="mpesa") < 1800 + 120
-    assert value(samples, "stayafrica_payout_stuck_after_seconds") == 90 * 60
+    assert 1800 <= value(samples, "payout_oldest_processing_age_seconds", provider="mpesa") < 1800 + 120
+    assert value(samples, "payout_stuck_after_seconds") == 90 * 60
     assert value(samples, "withdrawals_pending") == 4  # the open withdrawals' gauge still counts them all
