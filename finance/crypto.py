@@ -28,10 +28,9 @@ def _fernet(secret: str) -> Fernet:
 
 def keys() -> MultiFernet:
     """The current key first (it encrypts), then the previous one (it still decrypts)."""
-    secrets = [settings.BANK_DETAILS_KEY, settings.BANK_DETAILS_KEY_PREVIOUS]
-    secrets = [s for s in secrets if s]
-    if not secrets:
+    if not settings.BANK_DETAILS_KEY:
         raise BankDetailsKeyError("BANK_DETAILS_KEY is not set: account numbers can be neither stored nor read.")
+    secrets = [s for s in (settings.BANK_DETAILS_KEY, settings.BANK_DETAILS_KEY_PREVIOUS) if s]
     return MultiFernet([_fernet(s) for s in dict.fromkeys(secrets)])
 
 

@@ -90,6 +90,13 @@ def test_a_number_stored_under_another_key_is_a_clear_error_that_never_shows_the
     assert "0123456789" not in str(refused.value) and "6789" not in str(refused.value)
 
 
+def test_without_a_key_no_number_is_stored(settings):
+    settings.BANK_DETAILS_KEY, settings.BANK_DETAILS_KEY_PREVIOUS = "", OLD_KEY
+
+    with pytest.raises(BankDetailsKeyError, match="BANK_DETAILS_KEY is not set"):
+        crypto.encrypt_account_number("0123456789")
+
+
 @pytest.mark.django_db
 def test_an_account_with_only_its_last_four_digits_has_no_number_to_decrypt(bank_account):
     with pytest.raises(BankDetailsKeyError, match="last four digits"):
