@@ -35,7 +35,8 @@ from django.db.models import OuterRef, Subquery
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from . import staff_actions
+from . import crypto, staff_actions
+from .bank_details import MOBILE_MONEY_PREFIX, clean_bank_details
 from .models import (
     ApprovalRequest,
     BankAccount,
@@ -194,6 +195,46 @@ PROPERTY_KINDS = _names(
     "Ocean View Villa, Garden Cottage, City Loft, Safari Lodge Suite, Family Apartment, Studio, Beach House, "
     "Hillside Chalet, Penthouse, Guest House, Townhouse, Lake View Cabin"
 )
+# Each bank's code in the provider's bank list (Paystack's GET /bank?country=…, Flutterwave's
+# GET /v3/banks/{country}): what a transfer names the bank by. Tunisia has no payout provider:
+# its banks have no code and its hosts are paid manually.
+BANK_CODES = {
+    # Nigeria: the NIBSS codes both Paystack and Flutterwave list.
+    "Access Bank": "044",
+    "GTBank": "058",
+    "Zenith Bank": "057",
+    "First Bank of Nigeria": "011",
+    # Kenya: the Central Bank of Kenya's bank codes.
+    "Equity Bank": "68",
+    "KCB Bank": "01",
+    "Co-operative Bank": "11",
+    "NCBA Bank": "07",
+    # South Africa: the banks' universal branch codes.
+    "FNB": "250655",
+    "Standard Bank": "051001",
+    "Capitec": "470010",
+    "Nedbank": "198765",
+    "Absa": "632005",
+    # Ghana: the banks' sort codes.
+    "GCB Bank": "040100",
+    "Ecobank Ghana": "130100",
+    "Fidelity Bank": "240100",
+    "Stanbic Bank Ghana": "190100",
+    # Uganda and Rwanda: the banks' clearing codes.
+    "Stanbic Bank Uganda": "031",
+    "Centenary Bank": "061",
+    "dfcu Bank": "051",
+    "Bank of Kigali": "040",
+    "Equity Bank Rwanda": "192",
+    "I&M Bank Rwanda": "100",
+}
+# How many digits an account number has in each market (Nigeria's NUBAN: 10).
+ACCOUNT_DIGITS = {"NG": 10, "KE": 13, "ZA": 10, "GH": 13, "UG": 12, "RW": 14, "TN": 20}
+MOBILE_MONEY_SHARE = 0.4  # of the generated Kenyan hosts, paid to their M-Pesa wallet
+# The named host whose account the sandbox refuses transfers to (SANDBOX_TRANSFER_FAILS_LAST4):
+# the demo's failed payout.
+FAILING_PAYOUT_HOST = "kwame"
+
 # The provider a guest in each market pays with (labels only: these payouts are posted directly).
 PROVIDER_BY_COUNTRY = {
     "NG": "paystack",
@@ -333,17 +374,10 @@ def load_listings(now: datetime) -> str:
         rng = random.Random(f"listings:{host.username}")
         home_city, _, base_rate = named.get(host.username, (rng.choice(market.cities), None, market.rate))
         if not host.bank_accounts.all():
-            accounts.append(
-                BankAccount(
-                    owner=host,
-                    bank_name=rng.choice(market.banks),
-                    account_name=host.get_full_name(),
-                    account_number_last4=f"{rng.randrange(10000):04d}",
-                    currency=market.currency,
-                    country=host.country,
-                    is_primary=True,
-                )
-            )
+            # The bank name and last four digits drawn first, as before full numbers were kept:
+            # the rest of the host's listing draws stay the same.
+            bank_name, last4 = rng.choice(market.banks), f"{rng.randrange(10000):04d}"
+            accounts.append(_demo_account(host, market, bank_name, last4, named=host.username in named))
         if host.properties.all():
             continue
         count = 2 if host.username in named else rng.choice((1, 1, 2, 2, 3))
@@ -367,6 +401,37 @@ def load_listings(now: datetime) -> str:
     BankAccount.objects.bulk_create(accounts, batch_size=500)
     Property.objects.bulk_create(properties, batch_size=500)
     return f"{len(properties)} properties, {len(accounts)} bank accounts"
+
+
+def _demo_account(host, market: "Market", bank_name: str, last4: str, *, named: bool) -> BankAccount:
+    """A host's payout account with a full number, stored only through finance.crypto (the
+    development BANK_DETAILS_KEY: the demo runs with DEBUG on)."""
+    rng = random.Random(f"bank:{host.username}")
+    if host.username == FAILING_PAYOUT_HOST:
+        last4 = settings.SANDBOX_TRANSFER_FAILS_LAST4
+    elif last4 == settings.SANDBOX_TRANSFER_FAILS_LAST4:
+        last4 = "0001"  # only the one host's payouts fail
+    if host.country in MOBILE_MONEY_PREFIX and not named and rng.random() < MOBILE_MONEY_SHARE:
+        kind, bank_name, bank_code = BankAccount.AccountType.MOBILE_MONEY, "M-Pesa", ""
+        number = f"{MOBILE_MONEY_PREFIX[host.country]}7{rng.randrange(10**4):04d}{last4}"
+    else:
+        kind, bank_code = BankAccount.AccountType.BANK, BANK_CODES.get(bank_name, "")
+        number = "".join(str(rng.randrange(10)) for _ in range(ACCOUNT_DIGITS[host.country] - 4)) + last4
+    number, bank_code = clean_bank_details(
+        account_type=kind, country=host.country, account_number=number, bank_code=bank_code
+    )
+    account = BankAccount(
+        owner=host,
+        account_type=kind,
+        bank_name=bank_name,
+        bank_code=bank_code,
+        account_name=host.get_full_name(),
+        currency=market.currency,
+        country=host.country,
+        is_primary=True,
+    )
+    crypto.set_account_number(account, number)
+    return account
 
 
 def _round_to(amount: Decimal, step: Decimal) -> Decimal:
@@ -440,14 +505,38 @@ def load_money(now: datetime) -> str:
     Booking.objects.filter(
         pk__in=[b.pk for b in bookings], status=Booking.Status.CONFIRMED, check_out__lt=now.date()
     ).update(status=Booking.Status.COMPLETED)
-    # A few payouts the bank has acknowledged but not yet paid: open, so still held.
-    open_ones = Withdrawal.objects.filter(pk__in=timeline.withdrawal_dates, status=Withdrawal.Status.PENDING)
-    Withdrawal.objects.filter(pk__in=list(open_ones.order_by("pk").values_list("pk", flat=True)[:6])).update(
-        status=Withdrawal.Status.PROCESSING
-    )
+    _send_some_payouts(rng, now, timeline)
     return (
         f"{len(bookings)} bookings, {len(timeline.transaction_dates)} transactions, "
         f"{len(timeline.withdrawal_dates)} withdrawals"
+    )
+
+
+PROCESSING_AGES = (  # how long ago the payouts still in flight were sent
+    timedelta(minutes=4),
+    timedelta(minutes=25),
+    timedelta(minutes=50),
+    timedelta(hours=3),
+    timedelta(hours=7),
+    timedelta(hours=23),
+)
+
+
+def _send_some_payouts(rng, now: datetime, timeline: Timeline) -> None:
+    """A few payouts sent through the sandbox whose transfer has no outcome yet: processing,
+    so still held, sent minutes to a day ago (the queue's Processing tab; the oldest are past
+    PAYOUT_QUERY_AFTER_MINUTES and PAYOUT_STUCK_AFTER_MINUTES)."""
+    open_ones = Withdrawal.objects.filter(pk__in=timeline.withdrawal_dates, status=Withdrawal.Status.PENDING)
+    sent = list(open_ones.select_related("bank_account").order_by("pk")[: len(PROCESSING_AGES)])
+    for withdrawal, age in zip(sent, PROCESSING_AGES, strict=False):
+        withdrawal.status = Withdrawal.Status.PROCESSING
+        withdrawal.payout_method = "sandbox"
+        withdrawal.transfer_reference = withdrawal.stable_transfer_reference()
+        withdrawal.provider_transfer_id = f"trf_sandbox_{rng.getrandbits(48):012x}"
+        # Never before the host asked for it.
+        withdrawal.payout_sent_at = max(now - age, timeline.withdrawal_dates[withdrawal.pk][0])
+    Withdrawal.objects.bulk_update(
+        sent, ["status", "payout_method", "transfer_reference", "provider_transfer_id", "payout_sent_at"]
     )
 
 

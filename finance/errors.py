@@ -99,3 +99,19 @@ def require_reason(reason: str | None, message: str = "A reason is required.", *
     if not reason:
         raise TransactionError(message, field=field)
     return reason
+
+
+class BankDetailsKeyError(TransactionError):
+    """A stored account number cannot be read: no configured key (BANK_DETAILS_KEY or
+    BANK_DETAILS_KEY_PREVIOUS) decrypts it. The message never contains the number."""
+
+    code = "bank_details_unreadable"
+    status = 409
+
+
+class InvalidBankDetailsError(TransactionError):
+    """The account number, account type or bank code cannot receive a payout: a number of the
+    wrong length for the country, a mobile-money number that is not an M-Pesa phone number, or
+    no bank code where a provider pays the country's banks."""
+
+    code = "invalid_bank_details"

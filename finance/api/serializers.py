@@ -166,11 +166,33 @@ class TransactionSerializer(serializers.ModelSerializer):
 
 
 class BankAccountSerializer(serializers.ModelSerializer):
+    """A payout account. The full number goes in once (`account_number`, write-only) and is
+    stored encrypted (finance.crypto); what comes back is its last four digits only."""
+
+    account_type = serializers.ChoiceField(
+        choices=BankAccount.AccountType.choices,
+        required=False,
+        help_text="bank (the default) or mobile_money (an M-Pesa wallet in KE or TZ).",
+    )
     account_number = StringRegexField(
-        r"^\d{6,20}$",
+        r"^\+?[0-9][0-9 ]{5,29}$",
+        max_length=30,
         write_only=True,
-        help_text="Digits only; only the last four are kept.",
-        error_messages={"invalid": "Give the account number as 6 to 20 digits."},
+        help_text=(
+            "The full number, digits (spaces are ignored); never shown again. A bank account: 6 to 20 digits, "
+            "10 (the NUBAN) in NG. Mobile money: the M-Pesa phone number, e.g. 254712345678 or 0712345678."
+        ),
+        error_messages={"invalid": "Give the account number as digits (6 to 20 for a bank account)."},
+    )
+    bank_code = StringRegexField(
+        r"^[A-Za-z0-9]+$",
+        max_length=20,
+        required=False,
+        allow_blank=True,
+        help_text=(
+            "The provider's code for the bank (Paystack's or Flutterwave's bank list, e.g. 058 for GTBank in NG); "
+            "required for a bank account in a country payouts reach by transfer. Empty for mobile money."
+        ),
     )
     bank_name = TextField(max_length=100)
     account_name = TextField(max_length=100)
@@ -190,9 +212,12 @@ class BankAccountSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BankAccount
+        # Never account_number_encrypted, recipient_code or recipient_provider.
         fields = [
             "id",
+            "account_type",
             "bank_name",
+            "bank_code",
             "account_name",
             "account_number",
             "masked_account_number",

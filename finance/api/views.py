@@ -15,7 +15,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from finance import payments, permissions, staff_actions
+from finance import bank_details, payments, permissions, staff_actions
 from finance.errors import NotFoundError
 from finance.models import BankAccount, Booking, Wallet, WalletTransaction, Withdrawal
 from finance.services import TransactionService
@@ -106,14 +106,17 @@ class BankAccountViewSet(mixins.ListModelMixin, mixins.CreateModelMixin, viewset
 
     @extend_schema(responses={201: api.BankAccountSerializer, **ERRORS})
     def create(self, request, *args, **kwargs):
-        """Add a bank account; the first one becomes primary."""
+        """Add a bank account or M-Pesa wallet; the first one becomes primary. The full number is
+        stored encrypted and shown again only as its last four digits.
+
+        400 `invalid_bank_details` (the field named) for what depends on the country and kind:
+        a number of the wrong length (NG: 10 digits), a mobile-money number that is not an M-Pesa
+        phone number in KE or TZ, or no bank code where a provider pays the country's banks."""
         return super().create(request, *args, **kwargs)
 
     def perform_create(self, serializer):
-        number = serializer.validated_data.pop("account_number")
-        with transaction.atomic():
-            has_primary = BankAccount.objects.select_for_update().filter(owner=self.request.user, is_primary=True)
-            serializer.save(owner=self.request.user, account_number_last4=number[-4:], is_primary=not has_primary)
+        # The number is checked for the account's kind and country and stored encrypted there.
+        serializer.instance = bank_details.add_bank_account(owner=self.request.user, **serializer.validated_data)
 
     @extend_schema(request=None)
     @action(detail=True, methods=["post"])

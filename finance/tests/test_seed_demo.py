@@ -2,16 +2,20 @@
 that balances; and the demo logins (published password) exist only in development."""
 
 import io
+from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.utils import timezone
 
-from finance import demo
+from finance import crypto, demo
 from finance.ledger_checks import run_ledger_checks
 from finance.models import (
     ApprovalRequest,
+    BankAccount,
     Booking,
     Payment,
     Property,
@@ -88,6 +92,29 @@ def test_the_demo_has_a_marketplace_worth_of_data_and_loading_it_twice_adds_noth
     assert not ApprovalRequest.objects.exclude(status="pending").exclude(approved_by__username="approver").exists()
     assert Broadcast.objects.filter(author__username="support", status=Broadcast.Status.DELIVERED).count() >= 3
     assert Message.objects.filter(broadcast__isnull=False).count() >= 300
+
+    # Payout accounts a transfer can use: full numbers (encrypted), real bank codes, M-Pesa
+    # wallets in Kenya, and the one account the sandbox refuses transfers to.
+    accounts = BankAccount.objects.filter(owner__in=hosts)
+    assert not accounts.filter(account_number_encrypted="").exists()
+    amara = accounts.get(owner__username="amara")
+    number = crypto.decrypt_account_number(amara)
+    assert len(number) == 10 and number.endswith(amara.account_number_last4)  # a NUBAN
+    assert amara.bank_code in {"044", "058", "057", "011"}
+    assert not accounts.filter(account_type="bank", country__in=["NG", "KE", "ZA", "GH", "UG", "RW"], bank_code="")
+    wallets = accounts.filter(account_type="mobile_money")
+    assert wallets.count() >= 10 and set(wallets.values_list("country", "bank_code")) == {("KE", "MPESA")}
+    assert all(crypto.decrypt_account_number(w).startswith("2547") for w in wallets[:10])
+    failing = accounts.filter(account_number_last4=settings.SANDBOX_TRANSFER_FAILS_LAST4)
+    assert list(failing.values_list("owner__username", flat=True)) == [demo.FAILING_PAYOUT_HOST]
+    # Payouts in flight through the sandbox, sent minutes to a day ago: the Processing tab.
+    in_flight = Withdrawal.objects.filter(status="processing", payout_method="sandbox")
+    assert in_flight.count() >= 5
+    for withdrawal in in_flight:
+        assert withdrawal.transfer_reference == withdrawal.stable_transfer_reference()
+        assert withdrawal.provider_transfer_id and withdrawal.payout_sent_at
+    ages = sorted(timezone.now() - w.payout_sent_at for w in in_flight)
+    assert ages[0] < timedelta(hours=1) and ages[-1] > timedelta(hours=6)
 
     # The ledger balances: every movement went through the services.
     assert [check.name for check in run_ledger_checks() if not check.ok] == []

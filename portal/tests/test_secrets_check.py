@@ -190,3 +190,19 @@ def test_secret_key_fallbacks_come_from_the_environment_comma_separated():
 
     assert result.returncode == 0, result.stderr
     assert printed(result) == "['old-1', 'old-2']"
+
+
+@pytest.mark.parametrize(
+    ("value", "said"), [(None, "is not set"), ("dev-bank-details-key", "is the development default")]
+)
+def test_debug_off_without_a_private_bank_details_key_refuses_to_start(value, said):
+    # Hosts' account numbers would be encrypted with a key anyone can read in the source.
+    env = {name: secret for name, secret in PRODUCTION_SECRETS.items() if name != "BANK_DETAILS_KEY"}
+    if value is not None:
+        env["BANK_DETAILS_KEY"] = value
+
+    result = manage("check", DEBUG="false", **env)
+
+    assert result.returncode != 0
+    assert f"BANK_DETAILS_KEY {said}" in result.stderr
+    assert "account numbers" in result.stderr  # what the key is for, so the operator keeps it

@@ -167,6 +167,7 @@ def request_body(name: str, method: str, world) -> dict | None:
             "bank_name": "Zenith",
             "account_name": "Someone",
             "account_number": "0123456789",
+            "bank_code": "057",
             "currency": "NGN",
             "country": "NG",
         },

@@ -173,7 +173,7 @@ def test_bank_account_refuses_country_and_currency_codes_that_do_not_exist(host,
 
 
 def test_bank_account_takes_an_iso_country_and_a_ledger_currency(host):
-    body = {"bank_name": "Equity", "account_name": "W. K.", "account_number": "0123456789"}
+    body = {"bank_name": "Equity", "account_name": "W. K.", "account_number": "0123456789", "bank_code": "68"}
     response = client_for(host).post(
         f"{API}/bank-accounts/", {**body, "country": "KE", "currency": "KES"}, format="json"
     )
