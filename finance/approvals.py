@@ -58,7 +58,7 @@ def moved_without_approval(wallet: Wallet, *, since=None) -> Decimal:
     processing, at their amount. Not counted:
     what a second person approved (their request carried it out, so someone already
     looked), a refund since reversed (its reversal was approved and undid it), and
-    withdrawals failed or still open (nothing left). One wallet per host and currency,
+    withdrawals failed or still pending (nothing left). One wallet per host and currency,
     so this is per host, per currency, whoever on the staff moved it.
     """
     since = since or timezone.now() - window()

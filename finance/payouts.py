@@ -238,7 +238,9 @@ def record_answer(withdrawal_id: int, result: TransferResult, *, checked: bool =
         if result.provider_transfer_id and not locked.provider_transfer_id:
             locked.provider_transfer_id = result.provider_transfer_id
             fields.append("provider_transfer_id")
-        if locked.payout_error and locked.status == Withdrawal.Status.PROCESSING:
+        final = result.status in (SUCCESS, FAILED)
+        # The send's answer clears a send error; a query's "no outcome yet" keeps it for staff.
+        if locked.payout_error and locked.status == Withdrawal.Status.PROCESSING and (final or not checked):
             locked.payout_error = ""
             fields.append("payout_error")
         if checked:
@@ -246,7 +248,7 @@ def record_answer(withdrawal_id: int, result: TransferResult, *, checked: bool =
             fields.append("payout_checked_at")
         if fields:
             locked.save(update_fields=fields)
-        if result.status not in (SUCCESS, FAILED):
+        if not final:
             return Settlement(locked, PENDING_STILL, "")
         return _settle_locked(locked, status=result.status, reason=result.failure_reason, actor=None)
 
