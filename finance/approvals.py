@@ -21,6 +21,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
@@ -53,10 +54,11 @@ def moved_without_approval(wallet: Wallet, *, since=None) -> Decimal:
 
     Counted: completed refunds debiting the wallet, at the amount the guest got back (the
     host's share and the commission clawed back together: what a refund request is for),
-    and withdrawals from it completed in the window, at their amount. Not counted:
+    and withdrawals from it completed in the window, or sent to a provider in it and still
+    processing, at their amount. Not counted:
     what a second person approved (their request carried it out, so someone already
     looked), a refund since reversed (its reversal was approved and undid it), and
-    withdrawals failed or still open (nothing left). One wallet per host and currency,
+    withdrawals failed or still pending (nothing left). One wallet per host and currency,
     so this is per host, per currency, whoever on the staff moved it.
     """
     since = since or timezone.now() - window()
@@ -71,8 +73,12 @@ def moved_without_approval(wallet: Wallet, *, since=None) -> Decimal:
         .exclude(reference__in=approved.filter(kind=ApprovalRequest.Kind.REFUND).values("result_reference"))
         .values_list("metadata", "amount")
     )
+    # A payout sent to a provider counts from when it was sent: its transfer is on its way.
+    sent_or_completed = Q(status=Withdrawal.Status.COMPLETED, processed_at__gte=since) | Q(
+        status=Withdrawal.Status.PROCESSING, payout_sent_at__gte=since
+    )
     withdrawals = (
-        Withdrawal.objects.filter(wallet=wallet, status=Withdrawal.Status.COMPLETED, processed_at__gte=since)
+        Withdrawal.objects.filter(sent_or_completed, wallet=wallet)
         .exclude(
             pk__in=approved.filter(kind=ApprovalRequest.Kind.WITHDRAWAL, withdrawal__isnull=False).values(
                 "withdrawal_id"

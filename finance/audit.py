@@ -17,6 +17,7 @@ from .money import quantum
 # Registered with Wagtail's log action registry by finance/wagtail_hooks.py.
 ACTIONS = {
     "stayafrica.withdrawal.complete": ("Complete withdrawal", "Completed a withdrawal"),
+    "stayafrica.withdrawal.send_payout": ("Send payout", "Sent a withdrawal's payout to the provider"),
     "stayafrica.withdrawal.fail": ("Fail withdrawal", "Failed a withdrawal"),
     "stayafrica.withdrawal.bulk_complete": ("Bulk complete withdrawals", "Started a bulk completion of withdrawals"),
     "stayafrica.refund": ("Refund", "Issued a refund"),

@@ -20,7 +20,7 @@ from wagtail.log_actions import log
 from jobs.policy import PermanentJobError, job
 from jobs.worker import current_attempt
 
-from . import permissions, staff_actions
+from . import payouts, permissions, staff_actions
 from .errors import InvalidStateError, NotFoundError, TransactionError
 from .models import Withdrawal, WithdrawalBatch, WithdrawalBatchItem
 
@@ -117,7 +117,7 @@ def complete_withdrawal_batch(batch_id: str) -> dict:
 def summary(batch: WithdrawalBatch) -> dict:
     """The job's return value, shown with it on the Background jobs page."""
     counts = WithdrawalBatch.objects.with_counts().get(pk=batch.pk)
-    return {"total": counts.total, "completed": counts.completed}
+    return {"total": counts.total, "completed": counts.completed, "sent": counts.sent}
 
 
 def complete_item(batch: WithdrawalBatch, item_id: int) -> None:
@@ -143,8 +143,12 @@ def complete_item(batch: WithdrawalBatch, item_id: int) -> None:
                 request = done.approval
                 item.outcome = Outcome.NEEDS_APPROVAL
                 item.message = f"needs a second approver (request #{request.pk}): {request.approval_reason}"
-            else:
+            elif done.result.status == Withdrawal.Status.COMPLETED:
                 item.outcome, item.message = Outcome.COMPLETED, ""
+            else:  # a provider's transfer is on its way; its callback settles it
+                withdrawal = done.result
+                item.outcome = Outcome.SENT
+                item.message = f"{payouts.provider_label(withdrawal)} {withdrawal.transfer_reference} on its way"
         item.finished_at = timezone.now()
         item.save(update_fields=["outcome", "message", "finished_at"])
 
@@ -184,5 +188,7 @@ def finished_items(batch: WithdrawalBatch, *, after: int = 0):
 
 
 def unsuccessful_items(batch: WithdrawalBatch):
-    """The items that were not paid out, with their reasons, in the batch's order."""
-    return list(batch.items.exclude(outcome__in=(Outcome.PENDING, Outcome.COMPLETED)).select_related("withdrawal"))
+    """The items that were not paid out (nor sent to a provider), with their reasons, in the batch's order."""
+    return list(
+        batch.items.exclude(outcome__in=(Outcome.PENDING, Outcome.COMPLETED, Outcome.SENT)).select_related("withdrawal")
+    )

@@ -93,6 +93,13 @@ class PermissionDeniedError(TransactionError):
     status = 403
 
 
+class TransferInFlightError(TransactionError):
+    """A provider is moving this withdrawal's money: only its answer can settle it now."""
+
+    code = "transfer_in_flight"
+    status = 409
+
+
 def require_reason(reason: str | None, message: str = "A reason is required.", *, field: str = "reason") -> str:
     """The one rule for reasons and notes that go in the audit log: required, not blank."""
     reason = (reason or "").strip()

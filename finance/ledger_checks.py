@@ -176,6 +176,30 @@ def pending_transactions_have_no_entries() -> CheckResult:
     )
 
 
+def payouts_traceable() -> CheckResult:
+    """A payout a provider is moving (or moved) can be traced with it: a processing withdrawal
+    was sent to a provider (not manual) with a transfer reference and a sent time, and any
+    withdrawal with a transfer reference names the provider it went to. (Its hold, and a
+    settled one's transaction, are held_matches_withdrawals' and withdrawal_states'.)"""
+    provider_sent = ~Q(payout_method__in=("", "manual")) & ~Q(transfer_reference="") & Q(payout_sent_at__isnull=False)
+    rows = (
+        Withdrawal.objects.filter(
+            (Q(status=Withdrawal.Status.PROCESSING) & ~provider_sent) | (~Q(transfer_reference="") & ~provider_sent)
+        )
+        .values("reference", "status", "payout_method", "transfer_reference", "payout_sent_at")
+        .order_by("pk")
+    )
+    return _result(
+        "payouts_traceable",
+        "Each payout sent to a provider has its provider, transfer reference and sent time.",
+        rows,
+        lambda r: (
+            f"{r['reference']} is {r['status']} with payout method {r['payout_method'] or 'none'!r}, "
+            f"transfer reference {r['transfer_reference'] or 'none'!r}, sent {r['payout_sent_at'] or 'never'}"
+        ),
+    )
+
+
 ALL_CHECKS = (
     journal_balances_per_currency,
     transactions_balance,
@@ -186,6 +210,7 @@ ALL_CHECKS = (
     withdrawal_states_agree,
     reversals_consistent,
     pending_transactions_have_no_entries,
+    payouts_traceable,
 )
 
 

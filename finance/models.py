@@ -671,12 +671,14 @@ class ApprovalRequest(models.Model):
 class WithdrawalBatchQuerySet(models.QuerySet):
     def with_counts(self) -> "WithdrawalBatchQuerySet":
         """Each batch with its progress, counted from its items: `done` (finished, whatever the
-        outcome) and `completed` (paid out). Progress comes from the database, so everyone who
-        looks sees the same numbers."""
-        pending = WithdrawalBatchItem.Outcome.PENDING
+        outcome), `completed` (paid out at once: the manual route) and `sent` (a provider's
+        transfer on its way). Progress comes from the database, so everyone who looks sees
+        the same numbers."""
+        Outcome = WithdrawalBatchItem.Outcome
         return self.annotate(
-            done=models.Count("items", filter=~Q(items__outcome=pending)),
-            completed=models.Count("items", filter=Q(items__outcome=WithdrawalBatchItem.Outcome.COMPLETED)),
+            done=models.Count("items", filter=~Q(items__outcome=Outcome.PENDING)),
+            completed=models.Count("items", filter=Q(items__outcome=Outcome.COMPLETED)),
+            sent=models.Count("items", filter=Q(items__outcome=Outcome.SENT)),
         )
 
     def recent(self, *, since) -> "WithdrawalBatchQuerySet":
@@ -726,6 +728,7 @@ class WithdrawalBatchItem(models.Model):
     class Outcome(models.TextChoices):
         PENDING = "pending", "Pending"
         COMPLETED = "completed", "Completed"
+        SENT = "sent", "Sent to the provider"
         NEEDS_APPROVAL = "needs_approval", "Needs a second approver"
         ERROR = "error", "Not completed"
 

@@ -291,6 +291,11 @@ def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
 def _apply(inbox: WebhookEvent, event: ProviderEvent, *, actor) -> None:
     if event.outcome == IGNORED:
         return _record(inbox, Outcome.IGNORED, f"{event.event_type} is not an event we act on.", actor=actor)
+    if event.is_transfer:  # a payout's callback: finance.payouts settles it
+        from .payouts import apply_transfer_event
+
+        outcome, reason = apply_transfer_event(inbox, event, actor=actor)
+        return _record(inbox, outcome, reason, actor=actor)
     payment = _find_payment(inbox.provider, event)
     if payment is None:
         return _record(inbox, Outcome.FLAGGED, "No payment matches this event's reference.", actor=actor)
@@ -385,19 +390,24 @@ def _record(inbox: WebhookEvent, outcome: str, reason: str, *, actor) -> None:
     inbox.processed_at = timezone.now()
     inbox.save()
     payment = inbox.payment
+    # A payout's callback is about a withdrawal: audited with its amount and currency.
+    subject = payment or inbox.withdrawal
+    metadata = {
+        "provider": inbox.provider,
+        "event_id": inbox.event_id,
+        "event_type": inbox.event_type,
+        "payment": payment.reference if payment else "",
+        "replay": inbox.replay_count,
+    }
+    if inbox.withdrawal_id:
+        metadata["withdrawal"] = inbox.withdrawal.reference
     ledger.audit(
         action=f"webhook.{outcome}",
         actor=actor,
-        amount=payment.amount if payment else None,
-        currency=payment.currency if payment else "",
+        amount=subject.amount if subject else None,
+        currency=subject.currency if subject else "",
         reason=reason,
-        metadata={
-            "provider": inbox.provider,
-            "event_id": inbox.event_id,
-            "event_type": inbox.event_type,
-            "payment": payment.reference if payment else "",
-            "replay": inbox.replay_count,
-        },
+        metadata=metadata,
     )
     logger.info("webhook %s %s: %s (%s)", inbox.provider, inbox.event_id, outcome, reason)
 

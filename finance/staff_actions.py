@@ -27,10 +27,17 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
 from wagtail.log_actions import log
 
-from . import approvals, permissions
+from . import approvals, payouts, permissions
 from .audit import log_once, money_data
-from .errors import InsufficientBalanceError, InvalidStateError, TransactionError, WalletNotActiveError, require_reason
-from .models import ApprovalRequest, Booking, Payment, Wallet, WalletTransaction, Withdrawal
+from .errors import (
+    InsufficientBalanceError,
+    InvalidStateError,
+    TransactionError,
+    TransferInFlightError,
+    WalletNotActiveError,
+    require_reason,
+)
+from .models import ApprovalRequest, Booking, IdempotencyRecord, Payment, Wallet, WalletTransaction, Withdrawal
 from .money import format_money, parse_amount, quantum
 from .services import RefundSplit, TransactionService, check_refundable, refund_split
 from .services import check_reversible as check_reversal_allowed
@@ -216,8 +223,12 @@ def _request_instead(*, kind, actor, amount, currency, wallet, key: str, reason:
 
 
 def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, approved_by=None) -> Outcome:
-    """Pay out a withdrawal, or file it for approval when it needs a second person
-    (`approvals.approval_reason`, decided under the host wallet's row lock).
+    """Send a withdrawal's payout (`finance.payouts.send_payout`), or file it for approval when
+    it needs a second person (`approvals.approval_reason`, decided under the host wallet's row lock).
+
+    The result is the withdrawal: completed when it was paid by other means (the manual
+    route), processing when a provider's transfer is on its way (its callback settles it).
+    A second "complete" of a payout already in flight returns it and sends nothing.
 
     `approved_by` is set only by `approve_request`, which has checked the second person."""
     permissions.require(actor, permissions.COMPLETE_WITHDRAWAL)
@@ -227,8 +238,10 @@ def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, 
         if earlier is not None:
             return Outcome(approval=earlier)
         locked, wallet = approvals.lock_withdrawal(withdrawal)
-        # A closed withdrawal, or a replay, goes to the service: it refuses, or hands back the first result.
-        if approved_by is None and locked.is_open and not approvals.already_moved(key, "complete"):
+        # A closed withdrawal, a payout in flight, or a replay goes to send_payout: it refuses,
+        # or hands back what was done.
+        fresh = locked.is_open and not locked.transfer_in_flight
+        if approved_by is None and fresh and not approvals.already_moved(key, "complete"):
             filed = _request_instead(
                 kind=ApprovalRequest.Kind.WITHDRAWAL,
                 actor=actor,
@@ -240,23 +253,41 @@ def complete_withdrawal(*, withdrawal: Withdrawal, actor, idempotency_key: str, 
             )
             if filed:
                 return filed
-        done = TransactionService.complete_withdrawal(withdrawal, idempotency_key=key, actor=actor)
-        log_once(
-            done,
-            "stayafrica.withdrawal.complete",
-            actor=approved_by or actor,
-            key=key,
-            data=money_data(done.amount, done.currency, reference=done.reference, requested_by=actor),
-        )
+        done = payouts.send_payout(withdrawal, actor=actor, idempotency_key=key)
+        data = money_data(done.amount, done.currency, reference=done.reference, requested_by=actor)
+        if done.payout_method in ("", payouts.MANUAL):
+            log_once(done, "stayafrica.withdrawal.complete", actor=approved_by or actor, key=key, data=data)
+        elif IdempotencyRecord.objects.filter(key=key, operation="send_payout").exists():
+            # This call (or the first call with this key) sent it; a second click sent nothing.
+            data.update(payout_method=done.payout_method, transfer_reference=done.transfer_reference)
+            log_once(done, "stayafrica.withdrawal.send_payout", actor=approved_by or actor, key=key, data=data)
     return Outcome(result=done)
 
 
+def check_failable(withdrawal: Withdrawal) -> None:
+    """Refuse failing a withdrawal whose transfer a provider is moving: only its callback (or
+    the periodic query) may settle it now, or the host could be paid and refunded both."""
+    if withdrawal.transfer_in_flight:
+        raise TransferInFlightError(
+            f"Withdrawal {withdrawal.reference} is being paid by {payouts.provider_label(withdrawal)} "
+            f"(transfer {withdrawal.transfer_reference}): only the provider's answer can settle it now.",
+            provider=withdrawal.payout_method,
+            transfer_reference=withdrawal.transfer_reference,
+        )
+
+
 def fail_withdrawal(*, withdrawal: Withdrawal, actor, reason: str, idempotency_key: str) -> Outcome:
-    """Fail a withdrawal with a reason: the held amount returns to the host's available balance."""
+    """Fail a withdrawal with a reason: the held amount returns to the host's available balance.
+
+    Refused while a provider's transfer is in flight (TransferInFlightError), decided under
+    the withdrawal's row lock so a send or a callback cannot slip in between."""
     permissions.require(actor, permissions.FAIL_WITHDRAWAL)
     reason = clean_failure_reason(reason)
     key = scoped_key(actor, "fail", idempotency_key)
     with transaction.atomic():
+        if not approvals.already_moved(key, "fail"):
+            locked, _wallet = approvals.lock_withdrawal(withdrawal)
+            check_failable(locked)
         done = TransactionService.fail_withdrawal(withdrawal, reason, idempotency_key=key, actor=actor)
         log_once(
             done,
@@ -451,7 +482,7 @@ def replay_webhook(*, event, actor):
     permissions.require(actor, permissions.REPLAY_WEBHOOK)
     with transaction.atomic():
         replayed = apply_again(event.pk, actor=actor)
-        payment = replayed.payment
+        payment = replayed.payment or replayed.withdrawal  # a payout's callback: its withdrawal
         log(
             replayed,
             "stayafrica.webhook.replay",
@@ -461,7 +492,7 @@ def replay_webhook(*, event, actor):
                 "event_id": replayed.event_id,
                 "outcome": replayed.outcome,
                 "reason": replayed.reason,
-                "amount": str(payment.amount) if payment else "",
+                "amount": str(payment.amount.quantize(quantum(payment.currency))) if payment else "",
                 "currency": payment.currency if payment else "",
             },
         )

@@ -248,7 +248,14 @@ class WithdrawalSerializer(serializers.ModelSerializer):
             "transaction",
             "created_at",
             "processed_at",
+            "payout_method",
+            "transfer_reference",
+            "provider_transfer_id",
+            "payout_sent_at",
         ]
+        # How the money left (finance.payouts): "" until sent, "manual", or the provider's name
+        # while its transfer is processing and after; written only by the payout engine.
+        read_only_fields = ["payout_method", "transfer_reference", "provider_transfer_id", "payout_sent_at"]
 
     def get_amount(self, withdrawal) -> str:
         return money(withdrawal.amount, withdrawal.currency)

@@ -176,7 +176,11 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @action(detail=True, methods=["post"])
     @idempotent
     def complete(self, request, pk=None):
-        """Finance staff: the payout left the bank. Above the approval threshold it waits for a second approver."""
+        """Finance staff: send the payout. To an account a provider pays, the transfer goes out and the
+        withdrawal is `processing` until the provider's callback settles it (`completed` or `failed`);
+        to one no provider reaches, staff paid it by other means and it is `completed` at once.
+        Sending again while it is processing returns it and sends nothing. Above the approval
+        threshold it waits for a second approver."""
         permissions.require(request.user, permissions.COMPLETE_WITHDRAWAL)
         outcome = staff_actions.complete_withdrawal(
             withdrawal=self.get_object(), actor=request.user, idempotency_key=service_key(request, "complete")
@@ -189,7 +193,8 @@ class WithdrawalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
     @action(detail=True, methods=["post"])
     @idempotent
     def fail(self, request, pk=None):
-        """Finance staff: the payout failed; the held amount returns to the host's available balance."""
+        """Finance staff: the payout failed; the held amount returns to the host's available balance.
+        Refused (409 transfer_in_flight) while a provider's transfer is processing: its callback settles it."""
         permissions.require(request.user, permissions.FAIL_WITHDRAWAL)
         withdrawal = self.get_object()
         body = api.ReasonSerializer(data=request.data)

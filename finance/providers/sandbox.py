@@ -1,8 +1,14 @@
-"""The sandbox provider: offline payments for development and demos.
+"""The sandbox provider: offline payments and payouts for development and demos.
 
 Checkout answers at once; a background job (enqueued with the checkout's record) posts a
 correctly signed `payment.succeeded` webhook over HTTP, exactly as a real provider would,
 so the whole path (signature, inbox, payout, receipt) runs end to end with no internet.
+
+Payouts the same way: `send_transfer` accepts the transfer (PENDING, with a sandbox transfer
+id) and enqueues a job that posts a signed `transfer.succeeded` callback, or
+`transfer.failed` when the account's last four digits are SANDBOX_TRANSFER_FAILS_LAST4
+(a closed account, to show a failed payout offline). `fetch_transfer` answers by the same
+rule. The sandbox needs only the account's last four digits.
 """
 
 import hashlib
@@ -20,9 +26,12 @@ from jobs.policy import PermanentJobError, job
 from .base import (
     FAILED,
     IGNORED,
+    PENDING,
     SUCCESS,
+    MalformedEventError,
     Provider,
     ProviderEvent,
+    TransferResult,
     WebhookVerificationError,
     field,
     load_json,
@@ -32,6 +41,7 @@ from .base import (
 logger = logging.getLogger("finance.providers.sandbox")
 SIGNATURE_HEADER = "x-sandbox-signature"
 OUTCOMES = {"payment.succeeded": SUCCESS, "payment.failed": FAILED}
+TRANSFER_OUTCOMES = {"transfer.succeeded": SUCCESS, "transfer.failed": FAILED}
 
 
 def sign(raw: bytes, secret: str | None = None) -> str:
@@ -46,6 +56,38 @@ def event_body(payment, *, succeeded: bool = True) -> bytes:
             "id": f"evt_{uuid.uuid4().hex}",
             "type": "payment.succeeded" if succeeded else "payment.failed",
             "data": {"reference": payment.reference, "amount": str(payment.amount), "currency": payment.currency},
+        }
+    ).encode()
+
+
+def transfer_id(withdrawal) -> str:
+    """The sandbox's own id for a transfer: the same for the same reference, as a provider's is."""
+    return "sbx_trf_" + hashlib.sha256(withdrawal.transfer_reference.encode()).hexdigest()[:16]
+
+
+def transfer_outcome(withdrawal) -> tuple[str, str]:
+    """What becomes of a sandbox transfer: (SUCCESS, "") or (FAILED, the reason)."""
+    last4 = withdrawal.bank_account.account_number_last4
+    if last4 == settings.SANDBOX_TRANSFER_FAILS_LAST4:
+        return FAILED, f"Sandbox: the account ending {last4} is closed"
+    return SUCCESS, ""
+
+
+def transfer_event_body(withdrawal) -> bytes:
+    """The transfer's callback. Its event id is the transfer's own, so a second send of the same
+    transfer posts the same event (a duplicate in the inbox), as a provider's resend would."""
+    outcome, reason = transfer_outcome(withdrawal)
+    return json.dumps(
+        {
+            "id": f"evt_{transfer_id(withdrawal)}",
+            "type": "transfer.succeeded" if outcome == SUCCESS else "transfer.failed",
+            "data": {
+                "transfer_reference": withdrawal.transfer_reference,
+                "transfer_id": transfer_id(withdrawal),
+                "amount": str(withdrawal.amount),
+                "currency": withdrawal.currency,
+                "reason": reason,
+            },
         }
     ).encode()
 
@@ -90,6 +132,21 @@ class Sandbox(Provider):
         if settings.SANDBOX_AUTOCOMPLETE:
             post_sandbox_webhook.enqueue(event_body(payment).decode())
 
+    # --- payouts -----------------------------------------------------------------------
+
+    transfer_account_types = ("bank", "mobile_money")
+
+    def send_transfer(self, withdrawal, *, session=None) -> TransferResult:
+        # Called outside any transaction: the callback job commits at once, and may post
+        # before the payout job records this answer (finance.payouts handles either order).
+        if settings.SANDBOX_AUTOCOMPLETE:
+            post_sandbox_webhook.enqueue(transfer_event_body(withdrawal).decode())
+        return TransferResult(status=PENDING, provider_transfer_id=transfer_id(withdrawal))
+
+    def fetch_transfer(self, withdrawal, *, session=None) -> TransferResult:
+        outcome, reason = transfer_outcome(withdrawal)
+        return TransferResult(status=outcome, provider_transfer_id=transfer_id(withdrawal), failure_reason=reason)
+
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get(SIGNATURE_HEADER, "").lower()
         if not self.webhook_secret_matches(given, lambda secret: sign(raw, secret)):
@@ -99,6 +156,21 @@ class Sandbox(Provider):
         data = load_json(raw)
         event_type = str(field(data, "type"))
         event_id = str(field(data, "id"))
+        if event_type in TRANSFER_OUTCOMES:
+            currency = str(field(data, "data", "currency")).upper()
+            reference = str(field(data, "data", "transfer_reference") or "")
+            if not reference:
+                raise MalformedEventError("Empty field: data.transfer_reference.")
+            return ProviderEvent(
+                event_id=event_id,
+                event_type=event_type,
+                outcome=TRANSFER_OUTCOMES[event_type],
+                transfer_reference=reference,
+                amount=major_amount(field(data, "data", "amount"), currency),
+                currency=currency,
+                provider_reference=str(data["data"].get("transfer_id") or ""),
+                failure_reason=str(data["data"].get("reason") or ""),
+            )
         outcome = OUTCOMES.get(event_type)
         if outcome is None:
             return ProviderEvent(event_id=event_id, event_type=event_type, outcome=IGNORED)

@@ -184,3 +184,47 @@ def test_a_rerun_after_a_crash_between_payment_and_record_replays_the_payment(fi
     assert outcomes(batch) == [Outcome.COMPLETED] * 3  # replayed as completed, not "already completed"
     assert payouts(first) == 1
     assert Wallet.objects.get(pk=funded_wallet.pk).balance == Decimal("7000.00")
+
+
+def test_a_bulk_of_five_through_the_sandbox_is_sent_then_settled_by_the_callbacks(
+    settings, finance_user, funded_wallet, host
+):
+    """Items paid by a provider are "sent" (done for the batch's progress); the summary counts
+    them apart from those completed at once (a manual account's)."""
+    from finance.models import BankAccount
+    from finance.payments import receive_webhook
+    from finance.providers import sandbox
+
+    settings.SANDBOX_PAYMENTS_ENABLED = True
+    settings.SANDBOX_AUTOCOMPLETE = False
+    settings.SANDBOX_WEBHOOK_SECRET = "bulk-secret"
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("1000000")}
+    payable = BankAccount.objects.create(
+        owner=host, bank_name="GTBank", account_name="Host", account_number_last4="4321", account_number_encrypted="x"
+    )
+    manual = BankAccount.objects.create(owner=host, bank_name="Other", account_name="Host", account_number_last4="9")
+    batch_of = [TransactionService.initiate_withdrawal(funded_wallet, payable, Decimal("1000.00")) for _ in range(4)]
+    batch_of.append(TransactionService.initiate_withdrawal(funded_wallet, manual, Decimal("1000.00")))
+
+    batch = start(batch_of, finance_user)
+    run_ready_jobs()  # the batch's job; it enqueues the four sends, which this round runs too
+
+    batch = bulk.get_batch(batch.pk)
+    assert outcomes(batch) == [Outcome.SENT] * 4 + [Outcome.COMPLETED]
+    assert (batch.done, batch.sent, batch.completed) == (5, 4, 1)
+    assert DBTaskResult.objects.get(task_path="finance.bulk.complete_withdrawal_batch").return_value == {
+        "total": 5,
+        "completed": 1,
+        "sent": 4,
+    }
+    assert bulk.unsuccessful_items(batch) == []
+    assert "Sandbox transfer payout-" in batch.items.get(position=1).message
+    for withdrawal in batch_of[:4]:
+        withdrawal.refresh_from_db()
+        assert withdrawal.status == Withdrawal.Status.PROCESSING
+        raw = sandbox.transfer_event_body(withdrawal)
+        assert receive_webhook("sandbox", raw, {sandbox.SIGNATURE_HEADER: sandbox.sign(raw)}).status == 200
+    assert set(Withdrawal.objects.values_list("status", flat=True)) == {Withdrawal.Status.COMPLETED}
+    funded_wallet.refresh_from_db()
+    assert (funded_wallet.balance, funded_wallet.held_balance) == (Decimal("5000.00"), Decimal("0.00"))
+    call_command("check_ledger")

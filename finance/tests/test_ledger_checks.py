@@ -31,3 +31,39 @@ def test_check_ledger_reports_unbalanced_journal(funded_wallet):
     LedgerEntry.objects.create(transaction=txn, system_account=SystemAccount.ADJUSTMENTS, currency="NGN", amount=1)
     with pytest.raises(CommandError):
         assert_ledger_healthy()
+
+
+@pytest.mark.parametrize(
+    ("broken", "words"),
+    [
+        ({"transfer_reference": ""}, "transfer reference 'none'"),
+        ({"payout_sent_at": None}, "sent never"),
+        ({"payout_method": "manual"}, "payout method 'manual'"),
+    ],
+)
+def test_check_ledger_catches_a_payout_in_flight_that_cannot_be_traced(
+    settings, funded_wallet, host, finance_user, broken, words
+):
+    from django.core.management.base import CommandError
+
+    from finance import staff_actions
+    from finance.ledger_checks import payouts_traceable
+    from finance.models import BankAccount, Withdrawal
+    from finance.services import TransactionService
+
+    settings.SANDBOX_PAYMENTS_ENABLED = True
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("1000000")}
+    account = BankAccount.objects.create(
+        owner=host, bank_name="GTBank", account_name="Host", account_number_last4="4321", account_number_encrypted="x"
+    )
+    withdrawal = TransactionService.initiate_withdrawal(funded_wallet, account, Decimal("1000.00"))
+    staff_actions.complete_withdrawal(withdrawal=withdrawal, actor=finance_user, idempotency_key="k")
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == "processing"
+    assert_ledger_healthy()
+
+    Withdrawal.objects.filter(pk=withdrawal.pk).update(**broken)
+
+    [violation] = payouts_traceable().violations
+    assert withdrawal.reference in violation and words in violation
+    with pytest.raises(CommandError, match="violation"):
+        assert_ledger_healthy()

@@ -272,3 +272,116 @@ def test_refund_racing_reversal_of_the_same_payment_moves_the_money_once(
         assert wallet.balance == before - payout.amount, f"round {len(outcomes)}: the payout left twice {results}"
     call_command("check_ledger", stdout=open("/dev/null", "w"))
     print("winners:", [next(k for k, v in r.items() if v == "ok") for r in outcomes])
+
+
+# --- payouts in flight (finance.payouts) ----------------------------------------------------------
+
+PAYOUT_ROUNDS = 6
+
+
+def _transfer_body(withdrawal, event_id: str, succeeded: bool) -> bytes:
+    import json
+
+    return json.dumps(
+        {
+            "id": event_id,
+            "type": "transfer.succeeded" if succeeded else "transfer.failed",
+            "data": {
+                "transfer_reference": withdrawal.transfer_reference,
+                "transfer_id": "sbx_trf_race",
+                "amount": str(withdrawal.amount),
+                "currency": withdrawal.currency,
+                "reason": "" if succeeded else "Sandbox: the account ending 4321 is closed",
+            },
+        }
+    ).encode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_payouts_in_flight_settle_once_whatever_races_them(settings, host, finance_user):
+    """A payout in flight, raced from several threads at the same instant by: the same success
+    callback twice and a second success event; a success and a failure; the stuck-transfer query
+    and a callback; a staff member's fail and a callback. Meanwhile another thread credits and
+    debits the same wallet. Each payout's money moves exactly once, by the first final outcome,
+    the wallet's balance and hold are what the successful operations imply, and check_ledger passes."""
+    from django.utils import timezone
+
+    from finance import payouts, staff_actions
+    from finance.errors import TransactionError as RefusedError
+    from finance.models import Withdrawal
+    from finance.payments import receive_webhook
+    from finance.providers import sandbox
+
+    settings.SANDBOX_PAYMENTS_ENABLED = True
+    settings.SANDBOX_AUTOCOMPLETE = False
+    settings.SANDBOX_WEBHOOK_SECRET = "race-secret"
+    settings.APPROVAL_THRESHOLDS = {"NGN": Decimal("100000000")}
+    settings.PAYOUT_QUERY_AFTER_MINUTES = 1
+    wallet = TransactionService.create_wallet(host, "NGN")
+    TransactionService.credit_wallet(wallet, Decimal("100000.00"))
+    account = BankAccount.objects.create(
+        owner=host, bank_name="GTBank", account_name="h", account_number_last4="4321", account_number_encrypted="x"
+    )
+    expected_balance = Decimal("100000.00")
+
+    def callback(withdrawal, event_id, succeeded=True):
+        raw = _transfer_body(withdrawal, f"{withdrawal.reference}-{event_id}", succeeded)
+        return lambda: receive_webhook("sandbox", raw, {sandbox.SIGNATURE_HEADER: sandbox.sign(raw)}).status
+
+    def staff_fail(withdrawal):
+        return lambda: staff_actions.fail_withdrawal(
+            withdrawal=withdrawal, actor=finance_user, reason="gave up", idempotency_key=f"fail-{withdrawal.pk}"
+        )
+
+    scenarios = {
+        "same success twice": lambda w: [callback(w, "e1"), callback(w, "e1"), callback(w, "e2")],
+        "success against failure": lambda w: [callback(w, "e1"), callback(w, "e2", succeeded=False)],
+        "query against callback": lambda w: [payouts.query_stuck_transfers.call, callback(w, "e1")],
+        "staff fail against callback": lambda w: [staff_fail(w), callback(w, "e1")],
+    }
+    for name, racers in scenarios.items():
+        for round_number in range(PAYOUT_ROUNDS):
+            withdrawal = TransactionService.initiate_withdrawal(wallet, account, Decimal("1000.00"))
+            sent = staff_actions.complete_withdrawal(
+                withdrawal=withdrawal, actor=finance_user, idempotency_key=f"{name}-{round_number}"
+            ).result
+            Withdrawal.objects.filter(pk=sent.pk).update(payout_sent_at=timezone.now() - timedelta(minutes=5))
+            sent.refresh_from_db()
+            moves = [
+                lambda: TransactionService.credit_wallet(wallet, Decimal("10.00")),
+                lambda: TransactionService.debit_wallet(wallet, Decimal("5.00")),
+            ]
+            operations = [*racers(sent), *moves]
+            barrier = threading.Barrier(len(operations))
+            errors = []
+
+            def run(operation, barrier=barrier, errors=errors):
+                try:
+                    barrier.wait(timeout=30)
+                    operation()
+                except RefusedError as refused:
+                    if refused.code not in ("transfer_in_flight", "invalid_state"):
+                        errors.append(repr(refused))
+                except Exception as error:  # a deadlock or IntegrityError would land here
+                    errors.append(repr(error))
+                finally:
+                    connection.close()
+
+            threads = [threading.Thread(target=run, args=(op,)) for op in operations]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+            assert not any(t.is_alive() for t in threads), f"{name}: a thread hung"
+            assert errors == [], f"{name} round {round_number}: {errors}"
+            settled = Withdrawal.objects.select_related("transaction").get(pk=sent.pk)
+            assert settled.status in ("completed", "failed"), f"{name}: left {settled.status}"
+            assert settled.transaction.status == settled.status
+            expected_balance += Decimal("5.00")  # the credit and the debit
+            if settled.status == "completed":
+                expected_balance -= settled.amount
+            wallet.refresh_from_db()
+            assert (wallet.balance, wallet.held_balance) == (expected_balance, Decimal("0.00")), (
+                f"{name} round {round_number}: money moved more than once"
+            )
+    call_command("check_ledger", stdout=open("/dev/null", "w"))
