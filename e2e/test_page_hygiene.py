@@ -10,6 +10,7 @@ section or page added later is visited too.
 import json
 import re
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from urllib.parse import urlsplit
 
@@ -17,10 +18,11 @@ import pytest
 from django.conf import settings as django_settings
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from finance import permissions, staff_actions
-from finance.models import WebhookEvent
+from finance.models import WebhookEvent, Withdrawal
 from finance.services import TransactionService
 from finance.tasks import send_receipt
 from messaging.models import DeadLetterMessage
@@ -38,7 +40,7 @@ LOCAL_SCHEMES = {"data", "blob"}
 @pytest.fixture
 def busy_portal(make_user, host, guest, finance_user, approver, support_user, paid_booking, pending_withdrawals):
     """A portal with something on every page: wallets and transactions, withdrawals in every
-    state, a pending reversal approval, webhook events (one flagged), a broadcast, background
+    state (one a provider is moving), a pending reversal approval, webhook events (one flagged), a broadcast, background
     jobs and an undeliverable message. Returns what fills in the pages' URLs."""
     pending, to_complete, to_fail = pending_withdrawals
     # Long words that do not wrap by themselves, as real data has them: names, e-mail addresses, links.
@@ -46,6 +48,17 @@ def busy_portal(make_user, host, guest, finance_user, approver, support_user, pa
     host.save()
     TransactionService.complete_withdrawal(to_complete)
     TransactionService.fail_withdrawal(to_fail, "Account number rejected by the bank")
+    # One a provider is moving (the Processing tab), as finance.payouts leaves it, long references and all.
+    sent = TransactionService.initiate_withdrawal(pending.wallet, pending.bank_account, Decimal("1200.00"))
+    Withdrawal.objects.filter(pk=sent.pk).update(
+        status=Withdrawal.Status.PROCESSING,
+        payout_method="paystack",
+        transfer_reference=sent.stable_transfer_reference(),
+        provider_transfer_id="TRF_1ptvuv321ahaa7q2xkz9w",
+        payout_sent_at=timezone.now() - timedelta(hours=3, minutes=12),
+        payout_checked_at=timezone.now() - timedelta(minutes=5),
+        payout_error="Paystack answered 502 Bad Gateway; the transfer will be queried again",
+    )
     payment = paid_booking.payments.get()
     credit = TransactionService.credit_wallet(pending.wallet, Decimal("250.00"))
     approval = staff_actions.request_reversal(

@@ -15,7 +15,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 PASSWORD = "pass-12345"  # conftest.make_user's password
 QUEUE = "/admin/operations/withdrawals/"
 CHANGING = "form[method=post], [hx-post], input[name=ids], #bulk-complete"
-ACTION_BUTTONS = re.compile(r"^(Complete|Fail…|Reverse|Refund|Approve…|Reject…|Replay…|Retry…|Review refund)")
+ACTION_BUTTONS = re.compile(
+    r"^(Send payout|Mark .* as paid|Send selected payouts…|Fail…|Reverse|Refund|Approve…|Reject…|Replay…|Retry…"
+    r"|Review refund)"
+)
 
 
 def sign_in(page, username):
@@ -33,14 +36,14 @@ def test_an_action_after_the_session_expired_signs_in_and_returns_to_the_queue(
     first = pending_withdrawals[0]
     Session.objects.all().delete()  # the session expires while the page is open
 
-    page.get_by_role("button", name=f"Complete {first.reference}").click()
+    page.get_by_role("button", name=f"Mark {first.reference} as paid").click()
 
     expect(page).to_have_url(re.compile(r"/admin/login/\?next=%2Fadmin%2Foperations%2Fwithdrawals%2F%3Fsort%3Damount$"))
     expect(page.locator(f"#withdrawal-{first.pk}")).to_have_count(0)  # no sign-in form inside a row
     shots(page, "roles-session-expired-sign-in")
     sign_in(page, finance_user.username)
     expect(page).to_have_url(re.compile(r"/admin/operations/withdrawals/\?sort=amount$"))
-    expect(page.get_by_role("button", name=f"Complete {first.reference}")).to_be_visible()
+    expect(page.get_by_role("button", name=f"Mark {first.reference} as paid")).to_be_visible()
 
 
 def test_an_action_no_longer_permitted_says_so_in_the_row(open_as, finance_user, pending_withdrawals):
@@ -50,7 +53,7 @@ def test_an_action_no_longer_permitted_says_so_in_the_row(open_as, finance_user,
     first = pending_withdrawals[0]
     finance_user.groups.set([Group.objects.get(name="Manager")])  # the role changes while the page is open
 
-    page.get_by_role("button", name=f"Complete {first.reference}").click()
+    page.get_by_role("button", name=f"Mark {first.reference} as paid").click()
 
     row = page.locator(f"#withdrawal-{first.pk}")
     expect(row.get_by_role("alert")).to_have_text("You don't have permission to complete withdrawals.")
@@ -64,6 +67,7 @@ READABLE = [
     ("/admin/operations/wallets/", "Wallets"),
     ("/admin/operations/transactions/", "Transactions"),
     (QUEUE, "Withdrawal queue"),
+    (QUEUE + "processing/", "Withdrawal queue"),
     (QUEUE + "completed/", "Withdrawal queue"),
     (QUEUE + "failed/", "Withdrawal queue"),
     ("/admin/operations/refunds/", "Refunds"),

@@ -95,16 +95,16 @@ def sign_in(context, user, path):
 
 def complete_one(page, withdrawal):
     row = page.locator(f"#withdrawal-{withdrawal.pk}")
-    row.get_by_role("button", name=f"Complete {withdrawal.reference}").click()
-    row.get_by_role("button", name="Yes, complete").click()
+    row.get_by_role("button", name=f"Mark {withdrawal.reference} as paid").click()
+    row.get_by_role("button", name="Yes, mark as paid").click()
     expect(page.locator(f"#withdrawal-{withdrawal.pk}")).to_contain_text("Completed")
 
 
 def complete_in_bulk(page, withdrawals):
     for withdrawal in withdrawals:
         page.get_by_label(f"Select {withdrawal.reference}").check()
-    page.get_by_role("button", name="Complete selected…").click()
-    page.get_by_role("button", name="Yes, complete them").click()
+    page.get_by_role("button", name="Send selected payouts…").click()
+    page.get_by_role("button", name="Yes, send them").click()
     expect(page.locator("#bulk-progress")).to_contain_text(f"Done: {len(withdrawals)} of {len(withdrawals)} completed")
     for withdrawal in withdrawals:
         expect(page.locator(f"#withdrawal-{withdrawal.pk}")).to_contain_text("Completed")

@@ -20,10 +20,10 @@ def test_finance_completes_and_fails_withdrawals_and_the_wallet_shows_it(open_as
     shot(page, "withdrawals-queue")
 
     row = page.locator(f"#withdrawal-{first.pk}")
-    row.get_by_role("button", name=f"Complete {first.reference}").click()
+    row.get_by_role("button", name=f"Mark {first.reference} as paid").click()
     expect(row.locator(".ops-confirm")).to_contain_text("NGN 10,000.00 to NGN 8,500.00")
     shot(page, "withdrawal-confirm")
-    row.get_by_role("button", name="Yes, complete").click()
+    row.get_by_role("button", name="Yes, mark as paid").click()
     expect(page.locator(f"#withdrawal-{first.pk}")).to_contain_text("Completed")
     expect(page.locator(".messages")).to_contain_text(f"Withdrawal {first.reference} completed")
 
@@ -64,17 +64,17 @@ def test_finance_completes_a_withdrawal_with_the_keyboard_only(open_as, finance_
     first = pending_withdrawals[0]
     suffix = "phone" if viewport else "desktop"
     page = open_as(finance_user, "/admin/operations/withdrawals/", viewport=viewport)
-    complete = page.get_by_role("button", name=f"Complete {first.reference}")
+    complete = page.get_by_role("button", name=f"Mark {first.reference} as paid")
     tab_to(page, complete)
     page.keyboard.press("Enter")  # opens the confirmation, which takes the focus
-    confirmation = page.get_by_role("group", name=f"Confirm complete {first.reference}")
-    expect(confirmation).to_contain_text("NGN 1,500.00 goes to GTBank")
+    confirmation = page.get_by_role("group", name=f"Confirm mark {first.reference} as paid")
+    expect(confirmation).to_contain_text(f"Record that NGN 1,500.00 was paid to {first.wallet.user}'s GTBank •••• 4321")
     expect(confirmation).to_contain_text("from NGN 10,000.00 to NGN 8,500.00")
-    yes = confirmation.get_by_role("button", name="Yes, complete")
+    yes = confirmation.get_by_role("button", name="Yes, mark as paid")
     expect(yes).to_be_focused()
     shot(page, f"withdrawal-confirm-keyboard-{suffix}")
 
-    page.keyboard.press("Escape")  # cancels: the row is back, its Complete button focused again
+    page.keyboard.press("Escape")  # cancels: the row is back, its Mark as paid button focused again
     expect(confirmation).to_have_count(0)
     expect(complete).to_be_focused()
     assert Withdrawal.objects.get(pk=first.pk).status == "pending"
@@ -96,9 +96,9 @@ def test_finance_completes_a_withdrawal_with_the_keyboard_only(open_as, finance_
 def select_all_and_confirm(page, withdrawals):
     for w in withdrawals:
         page.get_by_label(f"Select {w.reference}").check()
-    page.get_by_role("button", name="Complete selected…").click()
-    expect(page.locator("#bulk-progress")).to_contain_text(f"Complete {len(withdrawals)} withdrawals?")
-    expect(page.get_by_role("button", name="Yes, complete them")).to_be_focused()
+    page.get_by_role("button", name="Send selected payouts…").click()
+    expect(page.locator("#bulk-progress")).to_contain_text(f"Send {len(withdrawals)} payouts?")
+    expect(page.get_by_role("button", name="Yes, send them")).to_be_focused()
 
 
 def test_bulk_complete_shows_progress(open_as, finance_user, pending_withdrawals, start_job_worker):
@@ -106,7 +106,7 @@ def test_bulk_complete_shows_progress(open_as, finance_user, pending_withdrawals
     page = open_as(finance_user, "/admin/operations/withdrawals/")
     select_all_and_confirm(page, pending_withdrawals)
     shot(page, "withdrawals-bulk-confirm")
-    page.get_by_role("button", name="Yes, complete them").click()
+    page.get_by_role("button", name="Yes, send them").click()
     expect(page.locator("#bulk-progress progress")).to_be_visible()
     expect(page.locator("#bulk-progress")).to_contain_text(f"Bulk completion by {finance_user}: 3 of 3 done")
     expect(page.locator("#bulk-progress")).to_contain_text("Done: 3 of 3 completed")
@@ -121,7 +121,7 @@ def test_a_colleague_follows_a_bulk_completion_whose_starter_closed_the_tab(
 ):
     page = open_as(finance_user, "/admin/operations/withdrawals/")
     select_all_and_confirm(page, pending_withdrawals)
-    page.get_by_role("button", name="Yes, complete them").click()
+    page.get_by_role("button", name="Yes, send them").click()
     expect(page.locator("#bulk-progress")).to_contain_text(f"Bulk completion by {finance_user}: 0 of 3 done")
     expect(page.locator("#bulk-progress")).to_contain_text("Waiting for a worker")
     page.close()  # the starter leaves before anything is paid: the batch no longer needs the tab

@@ -91,11 +91,11 @@ def test_withdrawal_tabs_history_filters_and_selected_total(
     page.goto("/admin/operations/withdrawals/?currency=NGN&amount_min=1500")
     expect(page.locator("#results tbody tr")).to_have_count(2)
 
-    # Complete one and fail one, then the history tabs say who, when and why.
+    # Mark one as paid and fail one, then the history tabs say who, when and why.
     page.goto("/admin/operations/withdrawals/")
     row = page.locator(f"#withdrawal-{first.pk}")
-    row.get_by_role("button", name=f"Complete {first.reference}").click()
-    row.get_by_role("button", name="Yes, complete").click()
+    row.get_by_role("button", name=f"Mark {first.reference} as paid").click()
+    row.get_by_role("button", name="Yes, mark as paid").click()
     expect(page.locator(f"#withdrawal-{first.pk}")).to_contain_text("Completed")
     row = page.locator(f"#withdrawal-{second.pk}")
     row.get_by_role("button", name=f"Fail {second.reference}").click()

@@ -67,6 +67,12 @@ def page(client, url, **extra):
     return response.content.decode()
 
 
+def row_of(body, w):
+    """The queue's table row for `w` (the page around it also explains both actions by name)."""
+    start = body.index(f'<tr id="withdrawal-{w.pk}"')
+    return body[start : body.index("</tr>", start)]
+
+
 def test_processing_tab_lists_payouts_in_flight_oldest_first_with_provider_references_and_age(
     client, finance_user, funded_wallet, paystack_account
 ):
@@ -132,8 +138,8 @@ def test_send_payout_names_the_provider_and_that_the_money_stays_held(
     w = withdraw(funded_wallet, paystack_account, "5000")
     client.force_login(finance_user)
 
-    row = page(client, QUEUE)
-    assert f'aria-label="Send payout {w.reference}"' in row and ">Send payout<" in row
+    row = row_of(page(client, QUEUE), w)
+    assert f'aria-label="Send payout {w.reference}"' in row and ">Send payout<" in row and "as paid" not in row
 
     body = page(client, f"{QUEUE}{w.pk}/complete/confirm/", **HTMX)
     assert f"Send payout {w.reference}?" in body
@@ -148,7 +154,7 @@ def test_mark_as_paid_when_no_provider_reaches_the_account(client, finance_user,
     w = withdraw(funded_wallet, bank_account, "2500")  # only the last four digits: no transfer possible
     client.force_login(finance_user)
 
-    row = page(client, QUEUE)
+    row = row_of(page(client, QUEUE), w)
     assert f'aria-label="Mark {w.reference} as paid"' in row and ">Mark as paid<" in row and "Send payout" not in row
 
     body = page(client, f"{QUEUE}{w.pk}/complete/confirm/", **HTMX)
@@ -184,10 +190,14 @@ def test_no_staff_action_settles_a_payout_in_flight(client, finance_user, funded
 
 
 def test_bulk_confirmation_counts_the_payouts_by_provider_and_the_manual_ones(
-    client, finance_user, funded_wallet, paystack_account, bank_account
+    client, finance_user, funded_wallet, paystack_account
 ):
+    # The host's second account: only its last four digits are known, so no provider pays it.
+    last4_only = BankAccount.objects.create(
+        owner=funded_wallet.user, bank_name="Access Bank", account_name="Ada Obi", account_number_last4="4321"
+    )
     by_paystack = [withdraw(funded_wallet, paystack_account, a) for a in ("1000", "2000")]
-    by_hand = withdraw(funded_wallet, bank_account, "1500")
+    by_hand = withdraw(funded_wallet, last4_only, "1500")
     sent = in_flight(withdraw(funded_wallet, paystack_account, "1200"))  # already with Paystack: left out
     client.force_login(finance_user)
 
@@ -212,10 +222,12 @@ def test_dashboard_card_counts_payouts_processing_and_turns_red_once_one_is_stuc
     in_flight(withdraw(funded_wallet, paystack_account, "1000"), sent_ago=timedelta(hours=1, minutes=5))
     busy = page(client, "/admin/operations/dashboard/")
     card = busy[busy.index('id="payouts-card"') - 40 : busy.index("Open Processing")]
-    assert "ops-card-alert" not in card and "1 h 5 min" in card and "1 payout waits" in card
+    assert "ops-card-alert" not in card and "1 h 5 min" in card
+    assert '<p class="ops-big">1</p>' in card and "payout waits for the provider's confirmation" in card
 
     in_flight(withdraw(funded_wallet, paystack_account, "2000"), sent_ago=timedelta(hours=5))
     stuck = page(client, "/admin/operations/dashboard/")
     card = stuck[stuck.index('id="payouts-card"') - 40 : stuck.index("Open Processing")]
-    assert "ops-card-alert" in card and "5 h 0 min" in card and "2 payouts wait" in card
+    assert "ops-card-alert" in card and "5 h 0 min" in card
+    assert '<p class="ops-big">2</p>' in card and "payouts wait for the provider's confirmation" in card
     assert "Stuck: the oldest has waited longer than 4 h 0 min" in card

@@ -499,6 +499,7 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
             balance = f"{format_money(wallet.balance, currency)} to {format_money(wallet.balance - w.amount, currency)}"
             if route.is_manual:
                 question, yes = f"Mark {w.reference} as paid?", "Yes, mark as paid"
+                common["label"] = f"Confirm mark {w.reference} as paid"  # the group's name, as its button says
                 effects = [
                     f"Record that {amount} was paid to {account} by other means "
                     "(no provider pays this account: nothing is sent from here).",
@@ -507,6 +508,7 @@ class WithdrawalActionView(ConfirmationMixin, WithdrawalMixin, View):
             else:
                 who = provider_name(route.method)
                 question, yes = f"Send payout {w.reference}?", "Yes, send payout"
+                common["label"] = f"Confirm send payout {w.reference}"
                 effects = [
                     f"Send {amount} to {account} by {route.label}. The money stays held until {who} confirms it.",
                     f"Once {who} confirms, the wallet balance goes from {balance}; "
