@@ -108,11 +108,13 @@ def test_the_demo_has_a_marketplace_worth_of_data_and_loading_it_twice_adds_noth
     failing = accounts.filter(account_number_last4=settings.SANDBOX_TRANSFER_FAILS_LAST4)
     assert list(failing.values_list("owner__username", flat=True)) == [demo.FAILING_PAYOUT_HOST]
     # Payouts in flight through the sandbox, sent minutes to a day ago: the Processing tab.
+    # The demo's own staff completions send payouts too: those wait for `make run`'s worker to
+    # send them, so they have no provider transfer id yet.
     in_flight = Withdrawal.objects.filter(status="processing", payout_method="sandbox")
-    assert in_flight.count() >= 5
+    assert in_flight.exclude(provider_transfer_id="").count() >= 5
     for withdrawal in in_flight:
         assert withdrawal.transfer_reference == withdrawal.stable_transfer_reference()
-        assert withdrawal.provider_transfer_id and withdrawal.payout_sent_at
+        assert withdrawal.payout_sent_at
     ages = sorted(timezone.now() - w.payout_sent_at for w in in_flight)
     assert ages[0] < timedelta(hours=1) and ages[-1] > timedelta(hours=6)
 
