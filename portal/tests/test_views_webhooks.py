@@ -159,3 +159,30 @@ def test_a_reversed_received_range_says_so(finance_user, applied_event):
     )
     assert page.status_code == 200
     assert "“Received from” (2026-02-01) is after “Received up to” (2026-01-01)." in page.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("outcome", "says"),
+    [
+        (WebhookEvent.Outcome.APPLIED, "the provider reports it paid"),
+        (WebhookEvent.Outcome.PAYOUT_FAILED, "failed at the provider: the held amount went back to the host"),
+        (WebhookEvent.Outcome.FLAGGED, "held for staff, nothing changed"),
+    ],
+)
+def test_a_payout_callback_reads_as_the_host_payout_it_settled(
+    finance_user, funded_wallet, bank_account, outcome, says
+):
+    from finance.services import TransactionService
+
+    withdrawal = TransactionService.initiate_withdrawal(funded_wallet, bank_account, "2500.00")
+    WebhookEvent.objects.create(
+        provider="sandbox",
+        event_id="evt_sbx_trf_1",
+        event_type="transfer.succeeded",
+        raw_body="{}",
+        outcome=outcome,
+        withdrawal=withdrawal,
+    )
+    page = signed_in(finance_user).get("/admin/operations/webhooks/?show=all").content.decode()
+    assert f"Host payout {withdrawal.reference}, NGN 2,500.00" in page and says in page
+    assert "Matches no payment" not in page

@@ -28,6 +28,8 @@ Outcome = WebhookEvent.Outcome
 def describe_event(event: WebhookEvent, *, user) -> str:
     """What the event was and what it did, in words that match it: a guest's payment coming in
     is "received" and "applied to booking #12", never "paid out" (that is a withdrawal)."""
+    if event.withdrawal is not None:
+        return describe_payout_event(event)
     payment = event.payment
     if payment is None:
         if event.outcome == Outcome.IGNORED:
@@ -50,6 +52,21 @@ def describe_event(event: WebhookEvent, *, user) -> str:
     return format_html("Guest payment event, {}, for {}: held for staff, not applied.", amount, booking)
 
 
+def describe_payout_event(event: WebhookEvent) -> str:
+    """A provider's answer about a host payout (a transfer): money leaving, never a guest's payment."""
+    withdrawal = event.withdrawal
+    amount = format_money(withdrawal.amount, withdrawal.currency)
+    if event.outcome == Outcome.APPLIED:
+        return format_html("Host payout {}, {}: the provider reports it paid.", withdrawal.reference, amount)
+    if event.outcome == Outcome.PAYOUT_FAILED:
+        return format_html(
+            "Host payout {}, {}, failed at the provider: the held amount went back to the host.",
+            withdrawal.reference,
+            amount,
+        )
+    return format_html("Host payout {}, {}: held for staff, nothing changed.", withdrawal.reference, amount)
+
+
 def _iso(value) -> str:
     """A timestamp in the current time zone, ISO 8601 to the second."""
     return timezone.localtime(value).replace(microsecond=0).isoformat() if value else ""
@@ -67,7 +84,7 @@ class WebhookInboxView(HtmxPartialMixin, OperationsView):
     def filterset(self):
         data = self.request.GET.copy()
         data.setdefault("show", NEEDS_ATTENTION)  # the landing view: what needs attention
-        events = WebhookEvent.objects.select_related("payment__ledger_transaction")
+        events = WebhookEvent.objects.select_related("payment__ledger_transaction", "withdrawal")
         return WebhookEventFilter(data, queryset=events, request=self.request)
 
     def events(self):
