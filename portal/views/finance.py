@@ -361,8 +361,10 @@ class WithdrawalQueueView(TableListView):
             return {"exclude": (*WithdrawalTable.HISTORY_COLUMNS, *WithdrawalTable.PAYOUT_COLUMNS, *hidden)}
         if self.tab == "processing":
             hidden = () if controls["can_actions"] else ("actions",)
-            exclude = ("select", "available", "status", *WithdrawalTable.HISTORY_COLUMNS, *hidden)
-            return {"exclude": exclude, "order_by": order}
+            # How long each has waited comes right after the reference: it is why one opens this tab.
+            exclude = ("select", "available", "status", "created_at", *WithdrawalTable.HISTORY_COLUMNS, *hidden)
+            sequence = ("reference", "sent", "host", "amount", "provider", "transfer_reference", "...")
+            return {"exclude": exclude, "order_by": order, "sequence": sequence}
         exclude = (*WithdrawalTable.OPEN_COLUMNS, *WithdrawalTable.PAYOUT_COLUMNS)
         if self.tab != "failed":
             exclude = (*exclude, "failure_reason")
