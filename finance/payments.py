@@ -11,8 +11,9 @@ it before the next:
   2b. for a payment's success, ask the provider's verify endpoint where the provider asks for
      it (Paystack, Flutterwave), outside any transaction: an event already in the inbox
      answers 200 without asking; the provider unreachable → 503 with Retry-After, nothing
-     stored (the provider delivers it again); a charge it does not confirm → stored, flagged,
-     no money; otherwise its VERIFIED amount and currency are what step 4 compares,
+     stored (the provider delivers it again); a charge it does not confirm, or a webhook
+     claiming another amount than it records → stored, flagged, no money; otherwise its
+     VERIFIED amount and currency are what step 4 compares,
   3. store it in the inbox once per provider event id (a replay answers 200, changes nothing),
   4. match it against the payment (unknown reference, other amount or currency → flagged),
   5. apply it: payout to the host and confirmation of the booking, or a failed payment;
@@ -306,14 +307,22 @@ def _provider_label(provider: Provider) -> str:
 
 def _apply_confirmed(inbox: WebhookEvent, event: ProviderEvent, check: PaymentCheck | None, *, actor) -> None:
     """Steps 4-5 with the verify endpoint's word (None: the provider has no such check). A
-    charge it does not confirm is flagged and moves no money; one it confirms is matched by the
-    amount and currency the provider says were charged, not by what the webhook body claims."""
+    charge it does not confirm, or whose webhook claims another amount or currency than the
+    provider's record, is flagged and moves no money; otherwise the payment is matched against
+    the amount and currency the provider says were charged."""
     if check is None:
         return _apply(inbox, event, actor=actor)
+    label = _provider_label(PROVIDERS[inbox.provider])
     if not check.succeeded:
         inbox.payment = _find_payment(inbox.provider, event)
-        label = _provider_label(PROVIDERS[inbox.provider])
         reason = f"{label}'s verify endpoint says this charge is '{check.provider_status}': not applied."
+        return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
+    if event.amount is not None and (event.amount, event.currency) != (check.amount, check.currency):
+        inbox.payment = _find_payment(inbox.provider, event)
+        reason = (
+            f"The webhook says {format_money(event.amount, event.currency)} was charged, {label}'s verify "
+            f"endpoint says {format_money(check.amount, check.currency)}: not applied."
+        )
         return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
     _apply(inbox, replace(event, amount=check.amount, currency=check.currency, raw_amount=None), actor=actor)
 
