@@ -12,13 +12,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_finance_replays_a_flagged_webhook_after_fixing_its_cause(
-    open_as, settings, finance_user, host, guest, make_booking, make_payment
+    open_as, settings, finance_user, host, guest, make_booking, make_payment, provider_http
 ):
     settings.PAYSTACK_SECRET_KEY = "sk_e2e"
     booking = make_booking(host, guest, total="1000.00", commission="100.00")
     payment = make_payment(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(amount="990.00")  # out of step with what was charged
-    post_paystack_charge(payment, amount_minor=100000, event_id=4242, secret="sk_e2e")
+    post_paystack_charge(payment, amount_minor=100000, event_id=4242, secret="sk_e2e", provider_http=provider_http)
     event = WebhookEvent.objects.get()
     assert event.outcome == "flagged"
 

@@ -145,12 +145,12 @@ def post_forged(live, raw):
 
 
 def test_webhook_inbox_describes_filters_and_counts_forged_posts(
-    open_as, live, settings, finance_user, host, guest, make_booking, make_payment
+    open_as, live, settings, finance_user, host, guest, make_booking, make_payment, provider_http
 ):
     settings.PAYSTACK_SECRET_KEY = "sk_e2e"
     booking = make_booking(host, guest, total="30000.00", commission="3000.00")
     payment = make_payment(booking, provider="paystack")
-    post_paystack_charge(payment, amount_minor=3000000, event_id=5151, secret="sk_e2e")
+    post_paystack_charge(payment, amount_minor=3000000, event_id=5151, secret="sk_e2e", provider_http=provider_http)
     event = WebhookEvent.objects.get()
     assert event.outcome == "applied"
     payment.refresh_from_db()

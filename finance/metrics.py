@@ -10,7 +10,9 @@ process's default registry.
   webhook_events_total{provider,outcome}      every webhook delivery to an enabled provider:
       "processed" (applied, flagged or ignored: see the inbox), "duplicate", "invalid_signature"
       (answered 401, or 429 once its source failed too often), "rejected" (a malformed body,
-      400) or "error" (an unexpected exception, 500).
+      400), "provider_unavailable" (a payment the provider's verify endpoint could not confirm
+      because it did not answer: 503, nothing stored, the provider delivers it again) or
+      "error" (an unexpected exception, 500).
 
 The gauges (pending withdrawals, approvals) are read from the database at each scrape, so
 every process answers alike; the selectors below are those reads.
@@ -52,6 +54,7 @@ class WebhookOutcome:
     DUPLICATE = "duplicate"
     INVALID_SIGNATURE = "invalid_signature"
     REJECTED = "rejected"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
     ERROR = "error"
 
 

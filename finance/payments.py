@@ -8,6 +8,12 @@ it before the next:
      only counted per provider and day in WebhookRejectionCount; too many failures from one
      source → 429 for that source only, counted the same way),
   2. parse the event (malformed → 400, stored as rejected),
+  2b. for a payment's success, ask the provider's verify endpoint where the provider asks for
+     it (Paystack, Flutterwave), outside any transaction: an event already in the inbox
+     answers 200 without asking; the provider unreachable → 503 with Retry-After, nothing
+     stored (the provider delivers it again); a charge it does not confirm, or a webhook
+     claiming another amount than it records → stored, flagged, no money; otherwise its
+     VERIFIED amount and currency are what step 4 compares,
   3. store it in the inbox once per provider event id (a replay answers 200, changes nothing),
   4. match it against the payment (unknown reference, other amount or currency → flagged),
   5. apply it: payout to the host and confirmation of the booking, or a failed payment;
@@ -16,7 +22,7 @@ it before the next:
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -40,9 +46,11 @@ from .providers.base import (
     SUCCESS,
     CheckoutInputError,
     MalformedEventError,
+    PaymentCheck,
     Provider,
     ProviderClient,
     ProviderEvent,
+    ProviderUnavailableError,
     WebhookVerificationError,
     major_amount,
 )
@@ -246,6 +254,17 @@ def _receive(provider: Provider, provider_name: str, raw: bytes, headers, query,
     except MalformedEventError as error:
         _store_rejected(provider_name, raw, str(error))
         return WebhookOutcome.REJECTED, _error(400, "malformed_event", str(error))
+    duplicate = WebhookResult(200, {"status": "duplicate", "event_id": event.event_id})
+    check = None
+    if _needs_confirmation(event):
+        # Step 2b, outside any transaction: no row lock waits on the provider's answer.
+        if WebhookEvent.objects.filter(provider=provider_name, event_id=event.event_id).exists():
+            return WebhookOutcome.DUPLICATE, duplicate
+        try:
+            check = provider.confirm_payment(event)
+        except ProviderUnavailableError:
+            logger.warning("webhook %s %s: the verify endpoint did not answer; 503", provider_name, event.event_id)
+            return WebhookOutcome.PROVIDER_UNAVAILABLE, _verify_unavailable(provider)
     with transaction.atomic():
         inbox = WebhookEvent(
             provider=provider_name,
@@ -254,9 +273,58 @@ def _receive(provider: Provider, provider_name: str, raw: bytes, headers, query,
             raw_body=raw.decode("utf-8", "replace"),
         )
         if not db.insert_once(inbox, unique=("provider", "event_id")):
-            return WebhookOutcome.DUPLICATE, WebhookResult(200, {"status": "duplicate", "event_id": event.event_id})
-        _apply(inbox, event, actor=None)
+            return WebhookOutcome.DUPLICATE, duplicate
+        _apply_confirmed(inbox, event, check, actor=None)
     return WebhookOutcome.PROCESSED, WebhookResult(200, {"status": inbox.outcome, "event_id": event.event_id})
+
+
+# How long a provider whose verify endpoint did not answer is asked to wait before delivering
+# the webhook again (providers that ignore Retry-After keep their own retry schedule).
+VERIFY_RETRY_AFTER_SECONDS = 60
+
+
+def _needs_confirmation(event: ProviderEvent) -> bool:
+    """A payment's success gives value only once the provider's verify endpoint confirms it."""
+    return event.outcome == SUCCESS and not event.is_transfer
+
+
+def _verify_unavailable(provider: Provider) -> WebhookResult:
+    result = _error(
+        503,
+        "provider_unavailable",
+        f"{_provider_label(provider)} could not confirm this payment right now; nothing was stored. "
+        "Deliver the event again later.",
+    )
+    result.retry_after = VERIFY_RETRY_AFTER_SECONDS
+    return result
+
+
+def _provider_label(provider: Provider) -> str:
+    return {"paystack": "Paystack", "flutterwave": "Flutterwave", "mpesa": "M-Pesa"}.get(
+        provider.name, provider.name.title()
+    )
+
+
+def _apply_confirmed(inbox: WebhookEvent, event: ProviderEvent, check: PaymentCheck | None, *, actor) -> None:
+    """Steps 4-5 with the verify endpoint's word (None: the provider has no such check). A
+    charge it does not confirm, or whose webhook claims another amount or currency than the
+    provider's record, is flagged and moves no money; otherwise the payment is matched against
+    the amount and currency the provider says were charged."""
+    if check is None:
+        return _apply(inbox, event, actor=actor)
+    label = _provider_label(PROVIDERS[inbox.provider])
+    if not check.succeeded:
+        inbox.payment = _find_payment(inbox.provider, event)
+        reason = f"{label}'s verify endpoint says this charge is '{check.provider_status}': not applied."
+        return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
+    if event.amount is not None and (event.amount, event.currency) != (check.amount, check.currency):
+        inbox.payment = _find_payment(inbox.provider, event)
+        reason = (
+            f"The webhook says {format_money(event.amount, event.currency)} was charged, {label}'s verify "
+            f"endpoint says {format_money(check.amount, check.currency)}: not applied."
+        )
+        return _record(inbox, Outcome.FLAGGED, reason, actor=actor)
+    _apply(inbox, replace(event, amount=check.amount, currency=check.currency, raw_amount=None), actor=actor)
 
 
 def check_replayable(inbox: WebhookEvent) -> None:
@@ -267,11 +335,44 @@ def check_replayable(inbox: WebhookEvent) -> None:
         )
 
 
-def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
-    """Apply a flagged or rejected event again, after staff fixed its cause.
+# What `replay_webhook` is handed when its caller did not ask the provider first.
+NOT_ASKED = object()
+
+
+def confirm_for_replay(event_pk: int) -> PaymentCheck | None:
+    """Before a replay, and outside any transaction: ask the provider's verify endpoint about the
+    event's payment again (None when the event is not a payment's success, or the provider has
+    no such check). Raises ProviderUnavailableError (503) when the provider does not answer, and
+    the replay's own refusals (not found, not replayable) without asking."""
+    inbox = WebhookEvent.objects.filter(pk=event_pk).first()
+    if inbox is None:
+        raise NotFoundError("Webhook event not found.")
+    check_replayable(inbox)
+    provider = PROVIDERS[inbox.provider]
+    try:
+        event = provider.parse(inbox.raw_body.encode())
+    except MalformedEventError:
+        return None  # the replay records it as rejected again
+    if not _needs_confirmation(event):
+        return None
+    try:
+        return provider.confirm_payment(event)
+    except ProviderUnavailableError:
+        raise ProviderUnavailableError(
+            f"{_provider_label(provider)} did not answer when asked to confirm this payment; nothing changed. "
+            "Replay it again in a few minutes."
+        ) from None
+
+
+def replay_webhook(event_pk: int, *, actor, check=NOT_ASKED) -> WebhookEvent:
+    """Apply a flagged or rejected event again, after staff fixed its cause. A payment's success
+    is confirmed with the provider again first (`check`, from `confirm_for_replay`, called here
+    when the caller did not), before the row lock is taken.
 
     Trusted callers only: staff replay through `finance.staff_actions.replay_webhook`, which
     checks the permission and writes the audit entry."""
+    if check is NOT_ASKED:
+        check = confirm_for_replay(event_pk)
     with transaction.atomic():
         inbox = WebhookEvent.objects.select_for_update().filter(pk=event_pk).first()
         if inbox is None:
@@ -284,7 +385,7 @@ def replay_webhook(event_pk: int, *, actor) -> WebhookEvent:
             _record(inbox, Outcome.REJECTED, str(error), actor=actor)
             return inbox
         inbox.event_type = event.event_type
-        _apply(inbox, event, actor=actor)
+        _apply_confirmed(inbox, event, check if _needs_confirmation(event) else None, actor=actor)
     return inbox
 
 

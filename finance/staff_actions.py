@@ -477,11 +477,13 @@ def _reverse(request: ApprovalRequest, *, requester, approver, key: str) -> Wall
 
 def replay_webhook(*, event, actor):
     """Apply a flagged or rejected provider event again, with its audit entry in the same transaction."""
+    from .payments import confirm_for_replay
     from .payments import replay_webhook as apply_again
 
     permissions.require(actor, permissions.REPLAY_WEBHOOK)
+    check = confirm_for_replay(event.pk)  # the provider's verify endpoint, outside the transaction
     with transaction.atomic():
-        replayed = apply_again(event.pk, actor=actor)
+        replayed = apply_again(event.pk, actor=actor, check=check)
         payment = replayed.payment or replayed.withdrawal  # a payout's callback: its withdrawal
         log(
             replayed,

@@ -398,6 +398,10 @@ PAYSTACK_SECRET_KEY_PREVIOUS = previous_secret("PAYSTACK_SECRET_KEY")
 FLUTTERWAVE_SECRET_KEY = secret("FLUTTERWAVE_SECRET_KEY")
 FLUTTERWAVE_SECRET_HASH = secret("FLUTTERWAVE_SECRET_HASH")
 FLUTTERWAVE_SECRET_HASH_PREVIOUS = previous_secret("FLUTTERWAVE_SECRET_HASH")
+# Where the providers' APIs answer (checkout, payment verification, transfers). Only a
+# benchmark or a test against a stand-in server changes these.
+PAYSTACK_API_URL = os.environ.get("PAYSTACK_API_URL", "https://api.paystack.co").rstrip("/")
+FLUTTERWAVE_API_URL = os.environ.get("FLUTTERWAVE_API_URL", "https://api.flutterwave.com/v3").rstrip("/")
 STRIPE_SECRET_KEY = secret("STRIPE_SECRET_KEY")
 STRIPE_WEBHOOK_SECRET = secret("STRIPE_WEBHOOK_SECRET")
 STRIPE_WEBHOOK_SECRET_PREVIOUS = previous_secret("STRIPE_WEBHOOK_SECRET")

@@ -344,6 +344,11 @@ class WebhookView(APIView):
             401: OpenApiResponse(api.ErrorSerializer, description="Signature missing, wrong or stale."),
             404: ERRORS[404],
             429: OpenApiResponse(api.ErrorSerializer, description="Too many failed verifications from this address."),
+            503: OpenApiResponse(
+                api.ErrorSerializer,
+                description="The provider's verify endpoint could not confirm the payment (provider_unavailable); "
+                "nothing stored: deliver the event again after Retry-After seconds.",
+            ),
         },
     )
     def post(self, request, provider):

@@ -53,6 +53,16 @@ class TransferRefusedError(TransactionError):
     status = 422
 
 
+class ProviderAnswerError(Exception):
+    """A 4xx the provider documents as an answer (ProviderClient.get's `answers`): its status and
+    JSON body, for the caller to read. Any other 4xx or 5xx is ProviderUnavailableError."""
+
+    def __init__(self, status: int, body):
+        super().__init__(f"the provider answered {status}")
+        self.status = status
+        self.body = body
+
+
 SUCCESS, FAILED, IGNORED = "success", "failed", "ignored"
 # A transfer the provider accepted and has not finished (TransferResult.status only).
 PENDING = "pending"
@@ -154,6 +164,27 @@ def major_amount(value, currency: str) -> Decimal:
         raise MalformedEventError(str(error)) from None
 
 
+def answered_amount(value, currency: str, *, minor: bool) -> Decimal:
+    """An amount in a provider's API answer (minor units, or major units as a number or string),
+    exact; one we cannot read means the provider failed us (503), as a missing field does."""
+    try:
+        return minor_amount(value, currency) if minor else major_amount(value, currency)
+    except MalformedEventError as error:
+        logger.warning("a payment provider answered with an unreadable amount: %s", error)
+        raise ProviderUnavailableError(UNAVAILABLE) from None
+
+
+def not_confirmed(answer: ProviderAnswerError, *, not_found: str) -> PaymentCheck:
+    """What a verify endpoint's documented 4xx says: the payment is not confirmed. "not found"
+    when the status is 404 or the provider's message contains `not_found` (lower case)."""
+    message = str(answer.body.get("message") or "") if isinstance(answer.body, dict) else ""
+    if answer.status == 404 or not_found in message.lower():
+        status = "not found"
+    else:
+        status = f"refused: {message}" if message else f"refused with {answer.status}"
+    return PaymentCheck(succeeded=False, amount=None, currency="", provider_status=status)
+
+
 def http_session() -> requests.Session:
     """The HTTP session provider calls use when the caller hands none (webhooks, jobs). Tests
     replace it (testing.recorded_http) to answer from recorded payloads: nothing leaves the machine."""
@@ -181,6 +212,24 @@ class ProviderClient:
             return response.json()
         except ValueError:
             raise self.unavailable("answered with non-JSON", response.text[:200]) from None
+
+    def get(self, path: str, *, answers: tuple[int, ...] = (), **kwargs) -> dict:
+        """GET `path`, read as `post` reads its answer, except that a 4xx status in `answers` (one
+        the provider documents as an answer, e.g. 404 "no such transaction") raises
+        ProviderAnswerError with the provider's JSON body instead of ProviderUnavailableError."""
+        try:
+            response = self.session.get(self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as error:
+            raise self.unavailable("unreachable", error) from None
+        if response.status_code >= 400 and response.status_code not in answers:
+            raise self.unavailable(f"answered {response.status_code}", response.text[:500])
+        try:
+            body = response.json(parse_float=Decimal)  # amounts in major units stay exact
+        except ValueError:
+            raise self.unavailable("answered with non-JSON", response.text[:200]) from None
+        if response.status_code >= 400:
+            raise ProviderAnswerError(response.status_code, body)
+        return body
 
     def unavailable(self, what: str, detail: object = "") -> ProviderUnavailableError:
         """Logs what went wrong with the provider; the error raised says only that it is unavailable."""

@@ -16,22 +16,28 @@ from .base import (
     PENDING,
     SUCCESS,
     MalformedEventError,
+    PaymentCheck,
     Provider,
+    ProviderAnswerError,
     ProviderClient,
     ProviderEvent,
     TransferRefusedError,
     TransferResult,
     WebhookVerificationError,
+    answered_amount,
     expect,
     field,
     load_json,
     logger,
     major_amount,
+    not_confirmed,
 )
 
 
 class FlutterwaveClient(ProviderClient):
-    base_url = "https://api.flutterwave.com/v3"
+    @property
+    def base_url(self) -> str:
+        return settings.FLUTTERWAVE_API_URL
 
     def create_payment(self, *, tx_ref: str, amount: str, currency: str, email: str, redirect_url: str) -> dict:
         """POST /payments → {"status": "success", "data": {"link": "https://checkout..."}}."""
@@ -45,6 +51,17 @@ class FlutterwaveClient(ProviderClient):
                 "customer": {"email": email},
             },
             headers={"Authorization": f"Bearer {self.secret}"},
+        )
+        return expect(body, "data")
+
+    def verify_by_reference(self, tx_ref: str) -> dict:
+        """GET /transactions/verify_by_reference?tx_ref= → {"status": "success", "data": {"status", "amount", ...}}.
+        400 or 404 "No transaction was found" raise ProviderAnswerError."""
+        body = self.get(
+            "/transactions/verify_by_reference",
+            params={"tx_ref": tx_ref},
+            headers={"Authorization": f"Bearer {self.secret}"},
+            answers=(400, 404),
         )
         return expect(body, "data")
 
@@ -124,6 +141,28 @@ class Flutterwave(Provider):
             redirect_url=f"{settings.PUBLIC_BASE_URL}/statement/",
         )
         return {"checkout_url": expect(data, "link")}
+
+    def confirm_payment(self, event, *, session=None) -> PaymentCheck:
+        """Flutterwave asks that a charge be verified before value is given. By our own tx_ref
+        (the payment's reference), so the answer is about this payment whatever transaction id the
+        webhook names. Only data.status "successful" succeeds; the amount is in major units, read
+        exactly (never a float).
+
+        400 or 404 "No transaction was found": not confirmed (flagged, no money); any other 400 is
+        a refusal read the same way, with Flutterwave's message. 401 (our key), 429, 5xx, a timeout,
+        non-JSON or a missing documented field: ProviderUnavailableError (503, Flutterwave retries)."""
+        try:
+            data = self.client(session).verify_by_reference(event.payment_reference)
+        except ProviderAnswerError as answer:
+            return not_confirmed(answer, not_found="no transaction was found")
+        status = str(expect(data, "status"))
+        currency = str(expect(data, "currency")).upper()
+        return PaymentCheck(
+            succeeded=status == "successful",
+            amount=answered_amount(expect(data, "amount"), currency, minor=False),
+            currency=currency,
+            provider_status=status,
+        )
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         if not self.webhook_secret_matches(headers.get("verif-hash", "")):

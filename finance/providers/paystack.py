@@ -21,22 +21,28 @@ from .base import (
     PENDING,
     SUCCESS,
     MalformedEventError,
+    PaymentCheck,
     Provider,
+    ProviderAnswerError,
     ProviderClient,
     ProviderEvent,
     TransferRefusedError,
     TransferResult,
     WebhookVerificationError,
+    answered_amount,
     expect,
     field,
     load_json,
     logger,
     minor_amount,
+    not_confirmed,
 )
 
 
 class PaystackClient(ProviderClient):
-    base_url = "https://api.paystack.co"
+    @property
+    def base_url(self) -> str:
+        return settings.PAYSTACK_API_URL
 
     def initialize(self, *, reference: str, amount_minor: int, currency: str, email: str) -> dict:
         """POST /transaction/initialize → {"status": true, "data": {"authorization_url", "access_code", ...}}."""
@@ -44,6 +50,16 @@ class PaystackClient(ProviderClient):
             "/transaction/initialize",
             json={"reference": reference, "amount": amount_minor, "currency": currency, "email": email},
             headers={"Authorization": f"Bearer {self.secret}"},
+        )
+        return expect(body, "data")
+
+    def verify_transaction(self, reference: str) -> dict:
+        """GET /transaction/verify/{reference} → {"status": true, "data": {"status", "amount", "currency", ...}}.
+        404 (and 400, Paystack's older answer) "Transaction reference not found" raise ProviderAnswerError."""
+        body = self.get(
+            f"/transaction/verify/{quote(reference, safe='')}",
+            headers={"Authorization": f"Bearer {self.secret}"},
+            answers=(400, 404),
         )
         return expect(body, "data")
 
@@ -152,6 +168,28 @@ class Paystack(Provider):
             email=email,
         )
         return {"authorization_url": expect(data, "authorization_url"), "access_code": data.get("access_code", "")}
+
+    def confirm_payment(self, event, *, session=None) -> PaymentCheck:
+        """Paystack asks that a charge be verified before value is given: GET /transaction/verify
+        with our reference. Only data.status "success" succeeds; the amount (minor units) and
+        currency are Paystack's record of what was charged, not the webhook's claim.
+
+        404, or 400 naming the reference "not found": Paystack has no such charge, so it is not
+        confirmed (flagged, no money). Any other 400 is a refusal read the same way, with Paystack's
+        message. 401 (our key), 429, 5xx, a timeout, non-JSON or a missing documented field:
+        ProviderUnavailableError (the webhook answers 503 and Paystack delivers it again)."""
+        try:
+            data = self.client(session).verify_transaction(event.payment_reference)
+        except ProviderAnswerError as answer:
+            return not_confirmed(answer, not_found="not found")
+        status = str(expect(data, "status"))
+        currency = str(expect(data, "currency")).upper()
+        return PaymentCheck(
+            succeeded=status == "success",
+            amount=answered_amount(expect(data, "amount"), currency, minor=True),
+            currency=currency,
+            provider_status=status,
+        )
 
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get("x-paystack-signature", "").lower()

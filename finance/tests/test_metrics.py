@@ -8,11 +8,13 @@ import logging
 from decimal import Decimal
 
 import pytest
+import requests
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
 from finance.errors import InsufficientBalanceError, NotFoundError
 from finance.services import TransactionService
+from testing.paystack import answer_paystack_charge_verify, paystack_verify_url
 
 
 def operations(operation: str, outcome: str) -> float:
@@ -41,7 +43,7 @@ def test_every_operation_and_enabled_provider_is_exposed_at_zero_before_its_firs
     enabled = [name for name in PROVIDERS if is_enabled(name)]
     assert enabled
     for provider in enabled:
-        for outcome in ("processed", "duplicate", "invalid_signature", "rejected", "error"):
+        for outcome in ("processed", "duplicate", "invalid_signature", "rejected", "provider_unavailable", "error"):
             assert (
                 REGISTRY.get_sample_value("webhook_events_total", {"provider": provider, "outcome": outcome})
                 is not None
@@ -154,25 +156,28 @@ def deliver(body: bytes, *, secret: str = SECRET) -> int:
     return response.status_code
 
 
-def test_each_webhook_delivery_is_counted_once_by_its_outcome(host, guest, make_booking, make_payment):
+def test_each_webhook_delivery_is_counted_once_by_its_outcome(provider_http, host, guest, make_booking, make_payment):
     payment = make_payment(make_booking(host, guest), provider="paystack")
-    event = json.dumps(
-        {
-            "event": "charge.success",
-            "data": {"id": 77, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
-        }
-    ).encode()
-    outcomes = ["processed", "duplicate", "invalid_signature", "rejected"]
+    body = {
+        "event": "charge.success",
+        "data": {"id": 77, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
+    }
+    event = json.dumps(body).encode()
+    outcomes = ["processed", "duplicate", "invalid_signature", "rejected", "provider_unavailable"]
     before = {outcome: webhooks("paystack", outcome) for outcome in outcomes}
+    verify = ("GET", paystack_verify_url(payment))
 
-    statuses = [
+    provider_http.answers[verify] = requests.Timeout("Paystack's verify endpoint is down")
+    statuses = [deliver(event)]  # 503: nothing stored, Paystack delivers it again
+    answer_paystack_charge_verify(provider_http, body)
+    statuses += [
         deliver(event),
         deliver(event),  # the provider retries: the inbox already has it
         deliver(event, secret="someone-else"),
         deliver(b'{"event": "charge.success", "data": "not an object"}'),
     ]
 
-    assert statuses == [200, 200, 401, 400]
+    assert statuses == [503, 200, 200, 401, 400]
     assert {outcome: webhooks("paystack", outcome) - before[outcome] for outcome in outcomes} == dict.fromkeys(
         outcomes, 1
     )

@@ -23,6 +23,7 @@ from finance.models import BankAccount, Payment, WalletTransaction, WebhookEvent
 from finance.money import parse_amount, parse_typed_amount
 from finance.services import TransactionService
 from testing.ledger import ledger_snapshot
+from testing.paystack import answer_paystack_verify
 
 NASTIES = [
     "12345678901234567890123456789.123",
@@ -165,13 +166,16 @@ def _as_json_value(text: str) -> str:
 
 
 @pytest.mark.django_db
-def test_webhooks_with_absurd_amounts_are_refused_or_recorded_never_a_500(money_world, host, guest, make_booking):
+def test_webhooks_with_absurd_amounts_are_refused_or_recorded_never_a_500(
+    money_world, host, guest, make_booking, provider_http
+):
     paystack, sandbox = (
         Payment.objects.create(
             booking=make_booking(host, guest), provider=provider, amount=Decimal("1000.00"), currency="NGN"
         )
         for provider in ("paystack", "sandbox")
     )
+    answer_paystack_verify(provider_http, paystack)  # Paystack's record: the guest paid NGN 1,000.00
     api = APIClient()
     serial = iter(range(10**6))
 

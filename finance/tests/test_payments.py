@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from finance.models import Booking, LedgerAudit, Payment, WebhookEvent, WebhookRejectionCount, Withdrawal
 from finance.payments import refused_post_counts, replay_webhook
 from testing.jobs import run_ready_jobs
+from testing.paystack import answer_verify_as_posted
 
 URL = "/api/payments/webhooks/{}/"
 
@@ -30,6 +31,19 @@ def _secrets(settings):
     settings.SANDBOX_AUTOCOMPLETE = False
     settings.WEBHOOK_FAILED_VERIFICATION_LIMIT = 100
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+
+# The root conftest's provider_http, for `post`: Paystack's and Flutterwave's verify endpoints
+# (asked before a success gives value) agree with each webhook these tests post. What happens
+# when they disagree or do not answer: test_payment_verification.py.
+VERIFY = {}
+
+
+@pytest.fixture(autouse=True)
+def _verify_answers(provider_http):
+    VERIFY["http"] = provider_http
+    yield
+    VERIFY.clear()
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +65,7 @@ def payment(booking, make_payment):
 
 def post(provider, body, headers=None, query=""):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    answer_verify_as_posted(VERIFY["http"], provider, raw)
     return APIClient().generic(
         "POST", URL.format(provider) + query, raw, content_type="application/json", **(headers or {})
     )

@@ -242,7 +242,13 @@ def webhook_replay(request):
     booking = request.getfixturevalue("make_booking")(host, guest, total="1000.00", commission="100.00")
     payment = request.getfixturevalue("make_payment")(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(amount="999.00")
-    post_paystack_charge(payment, amount_minor=100000, event_id=78, secret="sk_confirm")
+    post_paystack_charge(
+        payment,
+        amount_minor=100000,
+        event_id=78,
+        secret="sk_confirm",
+        provider_http=request.getfixturevalue("provider_http"),
+    )
     Payment.objects.filter(pk=payment.pk).update(amount="1000.00")  # staff fixed the cause
     event = WebhookEvent.objects.get()
     assert event.outcome == WebhookEvent.Outcome.FLAGGED

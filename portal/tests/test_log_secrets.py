@@ -19,6 +19,7 @@ from messaging.models import Conversation, Message
 from portal.secrets_check import DEVELOPMENT_SECRETS, ROTATED_SECRETS
 from testing.erlang_node import ErlangNode
 from testing.log_capture import captured_logs
+from testing.paystack import answer_verify_as_posted
 from testing.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -61,15 +62,17 @@ def sign_in(finance_user, host) -> str:
     return answer.json()["token"]
 
 
-def deliver_webhooks(settings, payment, mpesa_payment) -> None:
-    """Paystack signed with the current secret, the previous one and neither; M-Pesa callbacks
-    with the current token, the previous one and a guess in their URL."""
+def deliver_webhooks(settings, payment, mpesa_payment, provider_http) -> None:
+    """Paystack signed with the current secret, the previous one and neither (its verify endpoint,
+    called with the secret key, agrees); M-Pesa callbacks with the current token, the previous
+    one and a guess in their URL."""
     raw = json.dumps(
         {
             "event": "charge.success",
             "data": {"id": 7, "reference": payment.reference, "amount": 100000, "currency": "NGN"},
         }
     ).encode()
+    answer_verify_as_posted(provider_http, "paystack", raw)
     for key, status in [(settings.PAYSTACK_SECRET_KEY, 200), (settings.PAYSTACK_SECRET_KEY_PREVIOUS, 200), ("x", 401)]:
         signature = hmac.new(key.encode(), raw, hashlib.sha512).hexdigest()
         answer = APIClient().generic(
@@ -119,7 +122,16 @@ def withdraw_to_a_new_bank_account(host, finance_token: str, funded_wallet) -> N
 
 
 def test_a_days_work_logs_no_secret_password_token_or_full_account_number(
-    settings, live_server, own_secrets, finance_user, host, guest, funded_wallet, make_booking, make_payment
+    settings,
+    live_server,
+    own_secrets,
+    finance_user,
+    host,
+    guest,
+    funded_wallet,
+    make_booking,
+    make_payment,
+    provider_http,
 ):
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.SANDBOX_AUTOCOMPLETE = False
@@ -132,7 +144,7 @@ def test_a_days_work_logs_no_secret_password_token_or_full_account_number(
     with node, captured_logs("json", level="DEBUG") as logs:
         settings.ERLANG_MESSAGING_URL = node.url
         finance_token = sign_in(finance_user, host)
-        deliver_webhooks(settings, payment, mpesa_payment)
+        deliver_webhooks(settings, payment, mpesa_payment, provider_http)
         send_a_message_through_erlang(host, guest)
         withdraw_to_a_new_bank_account(host, finance_token, funded_wallet)
         node_log = node.log_path.read_text(errors="replace")

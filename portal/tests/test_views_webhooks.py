@@ -22,13 +22,13 @@ def signed_in(user):
 
 
 @pytest.fixture
-def flagged_event(settings, host, guest, make_booking, make_payment):
+def flagged_event(settings, host, guest, make_booking, make_payment, provider_http):
     """A genuine Paystack success whose amount did not match the payment when it arrived."""
     settings.PAYSTACK_SECRET_KEY = "sk_portal"
     booking = make_booking(host, guest, total="1000.00", commission="100.00")
     payment = make_payment(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(amount="999.00")
-    post_paystack_charge(payment, amount_minor=100000, event_id=77, secret="sk_portal")
+    post_paystack_charge(payment, amount_minor=100000, event_id=77, secret="sk_portal", provider_http=provider_http)
     Payment.objects.filter(pk=payment.pk).update(amount="1000.00")  # staff fixed the cause
     return WebhookEvent.objects.get()
 
@@ -72,12 +72,12 @@ def test_support_and_managers_cannot_replay(support_user, manager, flagged_event
 
 
 @pytest.fixture
-def applied_event(settings, host, guest, make_booking, make_payment):
+def applied_event(settings, host, guest, make_booking, make_payment, provider_http):
     settings.PAYSTACK_SECRET_KEY = "sk_portal"
     booking = make_booking(host, guest, total="30000.00", commission="3000.00")
     payment = make_payment(booking, provider="paystack")
     Payment.objects.filter(pk=payment.pk).update(provider_reference="ps_ref_1")
-    post_paystack_charge(payment, amount_minor=3000000, event_id=88, secret="sk_portal")
+    post_paystack_charge(payment, amount_minor=3000000, event_id=88, secret="sk_portal", provider_http=provider_http)
     event = WebhookEvent.objects.get()
     assert event.outcome == WebhookEvent.Outcome.APPLIED
     return event
