@@ -85,7 +85,7 @@ def fresh_database(url: str) -> None:
     subprocess.run(["createdb", *args, name], check=True, capture_output=True)
 
 
-def production_environment(url: str) -> dict:
+def production_environment(url: str, paystack_url: str) -> dict:
     """What every process of the stack gets: production secrets (new for this run), the bench
     database, Redis under a prefix of its own. DEBUG off (the stack sets it too)."""
     from testing.production_secrets import PRODUCTION_SECRETS
@@ -99,6 +99,7 @@ def production_environment(url: str) -> dict:
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CACHE_KEY_PREFIX": f"stack-bench-{os.getpid()}-{secrets.token_hex(4)}",
         "SANDBOX_PAYMENTS_ENABLED": "false",
+        "PAYSTACK_API_URL": paystack_url,
     }
     env.pop("FINANCE_LOG_LEVEL", None)  # production logging in the stack, as deployed
     return env
@@ -203,12 +204,59 @@ def prepare_webhooks(run_dir: Path, per_second: float) -> dict:
             files[f"webhooks-{phase}"] = path = run_dir / f"webhooks-{phase}.txt"
             with open(path, "w") as out:
                 for payment in payments:
+                    PAYSTACK.remember(payment)
                     body = paystack_charge_success(payment)
                     out.write(f"{hmac.new(key, body, hashlib.sha512).hexdigest()} {body.decode()}\n")
     with connection.cursor() as cursor:
         cursor.execute("VACUUM (ANALYZE) finance_booking, finance_payment")
     connection.close()
     return files
+
+
+class PaystackVerifyOnLoopback:
+    """Paystack's verify endpoint (GET /transaction/verify/<reference>) on loopback, answering
+    in its recorded shape for the charges this benchmark posts: the app servers confirm each
+    charge with it before applying the webhook, as they do with Paystack in production
+    (PAYSTACK_API_URL points them here). Unknown references answer 404, as Paystack does."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from testing.recorded_http import recorded_json
+
+        self.charges: dict[str, tuple[int, str]] = {}
+        charges, shape = self.charges, recorded_json("paystack_verify_transaction.json")
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                reference = self.path.rsplit("/", 1)[-1]
+                if reference not in charges:
+                    return self.answer(404, {"status": False, "message": "Transaction reference not found"})
+                amount, currency = charges[reference]
+                data = {**shape["data"], "reference": reference, "amount": amount, "currency": currency}
+                return self.answer(200, {**shape, "data": data})
+
+            def answer(self, status: int, body: dict):
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def log_message(self, *args):  # the benchmark measures requests, not logging
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def remember(self, payment) -> None:
+        self.charges[payment.reference] = (int(payment.amount * 100), payment.currency)
+
+
+PAYSTACK = None  # the loopback verify endpoint, started by main()
 
 
 def paystack_charge_success(payment) -> bytes:
@@ -384,8 +432,10 @@ def main() -> int:
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
     began = time.monotonic()
+    global PAYSTACK
     url = bench_database_url("_stack_bench")
-    env = production_environment(url)
+    PAYSTACK = PaystackVerifyOnLoopback()
+    env = production_environment(url, PAYSTACK.url)
     fresh_database(url)
     setup_django(env)
     from django.core.management import call_command
