@@ -213,6 +213,24 @@ class ProviderClient:
         except ValueError:
             raise self.unavailable("answered with non-JSON", response.text[:200]) from None
 
+    def call(self, method: str, path: str, **kwargs) -> tuple[int, dict]:
+        """(HTTP status, JSON body) of a call whose 4xx answers name why the provider refused
+        (the transfer calls): the caller decides whether that is the account's fault or ours. A
+        network error, a 5xx or a body that is not a JSON object raises ProviderUnavailableError."""
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout, **kwargs)
+        except requests.RequestException as error:
+            raise self.unavailable("unreachable", error) from None
+        if response.status_code >= 500:
+            raise self.unavailable(f"answered {response.status_code}", response.text[:500])
+        try:
+            body = response.json(parse_float=Decimal)  # amounts in major units stay exact
+        except ValueError:
+            raise self.unavailable(f"answered {response.status_code} with non-JSON", response.text[:200]) from None
+        if not isinstance(body, dict):
+            raise self.unavailable(f"answered {response.status_code} with a JSON {type(body).__name__}")
+        return response.status_code, body
+
     def get(self, path: str, *, answers: tuple[int, ...] = (), **kwargs) -> dict:
         """GET `path`, read as `post` reads its answer, except that a 4xx status in `answers` (one
         the provider documents as an answer, e.g. 404 "no such transaction") raises

@@ -10,7 +10,6 @@ import hashlib
 import hmac
 from urllib.parse import quote
 
-import requests
 from django.conf import settings
 
 from finance.money import to_minor_units
@@ -66,28 +65,8 @@ class PaystackClient(ProviderClient):
     # --- transfers (payouts) -----------------------------------------------------------------
 
     def call(self, method: str, path: str, **kwargs) -> tuple[int, dict]:
-        """(HTTP status, JSON body) of a transfer call, 4xx included: a 4xx names why Paystack
-        refused, and the caller decides whether that is the account's fault or ours. A network
-        error, a 5xx or a body that is not a JSON object raises ProviderUnavailableError."""
-        try:
-            response = self.session.request(
-                method,
-                self.base_url + path,
-                timeout=self.timeout,
-                headers={"Authorization": f"Bearer {self.secret}"},
-                **kwargs,
-            )
-        except requests.RequestException as error:
-            raise self.unavailable("unreachable", error) from None
-        if response.status_code >= 500:
-            raise self.unavailable(f"answered {response.status_code}", response.text[:500])
-        try:
-            body = response.json()
-        except ValueError:
-            raise self.unavailable(f"answered {response.status_code} with non-JSON", response.text[:200]) from None
-        if not isinstance(body, dict):
-            raise self.unavailable(f"answered {response.status_code} with a JSON {type(body).__name__}")
-        return response.status_code, body
+        """A transfer call with the bearer secret (ProviderClient.call: 4xx answers included)."""
+        return super().call(method, path, headers={"Authorization": f"Bearer {self.secret}"}, **kwargs)
 
     def create_recipient(self, **recipient) -> tuple[int, dict]:
         """POST /transferrecipient {type, name, account_number, bank_code, currency} → data.recipient_code."""
