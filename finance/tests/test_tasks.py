@@ -12,7 +12,7 @@ from finance.api.tokens import issue_api_token
 from finance.models import Booking, Payment, WebhookEvent
 from finance.providers import sandbox
 from finance.tasks import send_receipt
-from finance.tests.test_payments import paystack_event, send_paystack
+from finance.tests.test_payments import _verify_answers, paystack_event, send_paystack  # noqa: F401 (autouse)
 from jobs.models import JobRecord
 from jobs.services import retry_job
 from testing.jobs import bring_retries_forward, run_ready_jobs
