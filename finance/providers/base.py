@@ -255,6 +255,14 @@ class ProviderClient:
         return ProviderUnavailableError(UNAVAILABLE)
 
 
+class BearerSecretClient(ProviderClient):
+    """A provider whose API takes the secret key as a bearer token (Paystack, Flutterwave)."""
+
+    def call(self, method: str, path: str, **kwargs) -> tuple[int, dict]:
+        """ProviderClient.call with the bearer secret (4xx answers included)."""
+        return super().call(method, path, headers={"Authorization": f"Bearer {self.secret}"}, **kwargs)
+
+
 class Provider:
     """A payment provider: `checkout` starts a payment, `verify` and `parse` read webhooks."""
 

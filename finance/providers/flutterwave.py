@@ -14,11 +14,11 @@ from .base import (
     IGNORED,
     PENDING,
     SUCCESS,
+    BearerSecretClient,
     MalformedEventError,
     PaymentCheck,
     Provider,
     ProviderAnswerError,
-    ProviderClient,
     ProviderEvent,
     TransferRefusedError,
     TransferResult,
@@ -33,7 +33,7 @@ from .base import (
 )
 
 
-class FlutterwaveClient(ProviderClient):
+class FlutterwaveClient(BearerSecretClient):
     @property
     def base_url(self) -> str:
         return settings.FLUTTERWAVE_API_URL
@@ -65,10 +65,6 @@ class FlutterwaveClient(ProviderClient):
         return expect(body, "data")
 
     # --- transfers (payouts) -----------------------------------------------------------------
-
-    def call(self, method: str, path: str, **kwargs) -> tuple[int, dict]:
-        """A transfer call with the bearer secret (ProviderClient.call: 4xx answers included)."""
-        return super().call(method, path, headers={"Authorization": f"Bearer {self.secret}"}, **kwargs)
 
     def create_transfer(self, **transfer) -> tuple[int, dict]:
         """POST /transfers {account_bank, account_number, amount, currency, debit_currency,

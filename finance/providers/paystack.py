@@ -19,11 +19,11 @@ from .base import (
     IGNORED,
     PENDING,
     SUCCESS,
+    BearerSecretClient,
     MalformedEventError,
     PaymentCheck,
     Provider,
     ProviderAnswerError,
-    ProviderClient,
     ProviderEvent,
     TransferRefusedError,
     TransferResult,
@@ -38,7 +38,7 @@ from .base import (
 )
 
 
-class PaystackClient(ProviderClient):
+class PaystackClient(BearerSecretClient):
     @property
     def base_url(self) -> str:
         return settings.PAYSTACK_API_URL
@@ -63,10 +63,6 @@ class PaystackClient(ProviderClient):
         return expect(body, "data")
 
     # --- transfers (payouts) -----------------------------------------------------------------
-
-    def call(self, method: str, path: str, **kwargs) -> tuple[int, dict]:
-        """A transfer call with the bearer secret (ProviderClient.call: 4xx answers included)."""
-        return super().call(method, path, headers={"Authorization": f"Bearer {self.secret}"}, **kwargs)
 
     def create_recipient(self, **recipient) -> tuple[int, dict]:
         """POST /transferrecipient {type, name, account_number, bank_code, currency} → data.recipient_code."""
