@@ -521,6 +521,7 @@ class WebhookEvent(models.Model):
         APPLIED = "applied", "Applied"
         PAYMENT_FAILED = "payment_failed", "Payment failed"
         PAYOUT_FAILED = "payout_failed", "Payout failed"
+        REFUND_FAILED = "refund_failed", "Refund failed"
         IGNORED = "ignored", "Ignored (event type not handled)"
         FLAGGED = "flagged", "Flagged for staff"
         REJECTED = "rejected", "Rejected (malformed)"
@@ -541,6 +542,10 @@ class WebhookEvent(models.Model):
     # Set instead of `payment` for a payout transfer's callback.
     withdrawal = models.ForeignKey(
         "Withdrawal", null=True, blank=True, on_delete=models.PROTECT, related_name="webhook_events"
+    )
+    # Set instead of `payment` for a refund's callback.
+    refund = models.ForeignKey(
+        "ProviderRefund", null=True, blank=True, on_delete=models.PROTECT, related_name="webhook_events"
     )
     replay_count = models.PositiveIntegerField(default=0)
 
@@ -748,3 +753,222 @@ class WithdrawalBatchItem(models.Model):
 
     def __str__(self):
         return f"{self.withdrawal_id} in {self.batch_id}: {self.outcome}"
+
+
+# --- refunds at the provider (finance.refunds) ---------------------------------------------
+
+
+class ProviderRefund(models.Model):
+    """A refund's journey at the provider that took the payment (finance.refunds).
+
+    `process_refund` posts the refund to "refunds payable" and creates this row, queued, in the
+    same transaction; a job then creates the refund at the provider (Paystack, Flutterwave,
+    Stripe refunds; M-Pesa reversal) and the provider's signed callback, or a query, settles
+    it: succeeded moves the amount out of "refunds payable" (the guest has the money), failed
+    keeps it there and shows the provider's reason to staff, who may retry. A provider that
+    cannot refund through an API ("manual") is paid by hand and marked refunded by staff.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        PROCESSING = "processing", "Processing at the provider"
+        SUCCEEDED = "succeeded", "Refunded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled (refund reversed)"
+
+    OPEN_STATUSES = (Status.QUEUED, Status.PROCESSING, Status.FAILED)
+
+    transaction = models.OneToOneField(WalletTransaction, on_delete=models.PROTECT, related_name="provider_refund")
+    payment = models.ForeignKey("Payment", on_delete=models.PROTECT, related_name="provider_refunds")
+    # The payment's provider, or "manual" when no provider refunds through an API.
+    provider = models.CharField(max_length=20)
+    amount = models.DecimalField(**MONEY)
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    # Our reference for the refund at the provider (its idempotency key where it takes one):
+    # `refund-<transaction reference>`, with `-<attempt>` from the second attempt on, since a
+    # provider keeps a failed refund under its key.
+    refund_reference = models.CharField(max_length=64)
+    attempt = models.PositiveIntegerField(default=1)
+    provider_refund_id = models.CharField(max_length=100, blank=True)
+    failure_reason = models.TextField(blank=True, help_text="Why the provider refused or failed the refund.")
+    last_error = models.TextField(blank=True, help_text="The last error while sending (retried).")
+    sent_at = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        permissions = [("retry_refund", "Can retry a failed refund or mark it refunded by hand")]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="provider_refund_amount_positive"),
+            models.UniqueConstraint(fields=["refund_reference"], name="provider_refund_reference_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="provider_refund_status"),
+            models.Index(fields=["provider", "provider_refund_id"], name="provider_refund_provider_id"),
+        ]
+
+    def __str__(self):
+        return self.refund_reference
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in self.OPEN_STATUSES
+
+    def stable_refund_reference(self) -> str:
+        """This attempt's reference: lowercase letters, digits and dashes (what every provider accepts)."""
+        base = f"refund-{self.transaction.reference.lower()}"
+        return base if self.attempt == 1 else f"{base}-{self.attempt}"
+
+
+# --- negative host balances (receivables) --------------------------------------------------
+
+
+class HostReceivable(models.Model):
+    """What a host owes the platform: the part of a refund their wallet could not give back.
+
+    A refund after the host withdrew the payout takes their wallet below zero (the guest is
+    paid by the platform); the negative part is recorded here, on the refund's transaction.
+    The host's next movements that add to their available balance (booking payouts first of
+    all) recover it, oldest receivable first (ReceivableRecovery). The ledger check holds a
+    wallet negative only by its outstanding receivables: max(0, held − balance) equals the
+    sum of `amount − recovered` over them.
+    """
+
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="receivables")
+    transaction = models.OneToOneField(WalletTransaction, on_delete=models.PROTECT, related_name="receivable")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(**MONEY)
+    recovered = models.DecimalField(**MONEY, default=Decimal("0"))
+    created_at = models.DateTimeField()
+    recovered_at = models.DateTimeField(null=True, blank=True, help_text="When the last of it was recovered.")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="receivable_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(recovered__gte=0) & Q(recovered__lte=F("amount")), name="receivable_recovered_within"
+            ),
+        ]
+        # The open receivables of a wallet, oldest first (recovery order).
+        indexes = [
+            models.Index(fields=["wallet", "id"], name="receivable_open", condition=Q(recovered__lt=F("amount")))
+        ]
+
+    def __str__(self):
+        return f"{self.currency} {self.amount} owed by wallet {self.wallet_id}"
+
+    @property
+    def outstanding(self) -> Decimal:
+        return self.amount - self.recovered
+
+
+class ReceivableRecovery(models.Model):
+    """One movement that recovered (part of) a receivable: a booking payout, a credit, a failed
+    withdrawal's released hold, or the refund's reversal."""
+
+    receivable = models.ForeignKey(HostReceivable, on_delete=models.PROTECT, related_name="recoveries")
+    transaction = models.ForeignKey(WalletTransaction, on_delete=models.PROTECT, related_name="recoveries")
+    amount = models.DecimalField(**MONEY)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="recovery_amount_positive")]
+
+    def __str__(self):
+        return f"{self.amount} of receivable {self.receivable_id} by {self.transaction_id}"
+
+
+# --- reconciliation against the providers' reports (finance.reconciliation) ----------------
+
+
+class ReconciliationReport(models.Model):
+    """One provider report read for reconciliation: a CSV staff uploaded, or what the periodic
+    job fetched through the provider's API. Its lines are matched against the ledger."""
+
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Uploaded CSV"
+        API = "api", "Fetched from the provider's API"
+
+    provider = models.CharField(max_length=20)
+    source = models.CharField(max_length=10, choices=Source.choices)
+    file_name = models.CharField(max_length=255, blank=True)
+    # The days the report covers (provider's dates, in UTC); a day counts as reconciled once a
+    # report covering it has been matched.
+    first_day = models.DateField()
+    last_day = models.DateField()
+    line_count = models.PositiveIntegerField(default=0)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # SHA-256 of the file's bytes: the same file uploaded twice is read once.
+    checksum = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("reconcile", "Can upload provider reports and resolve reconciliation differences")]
+        indexes = [models.Index(fields=["provider", "last_day"], name="recon_report_provider_day")]
+
+    def __str__(self):
+        return f"{self.provider} {self.first_day}–{self.last_day}"
+
+
+class ReconciliationLine(models.Model):
+    """One line of a provider's report, or one ledger record the report lacks, and how it matched."""
+
+    class State(models.TextChoices):
+        MATCHED = "matched", "Matched"
+        DIFFERS = "differs", "Amount or currency differs"
+        MISSING_IN_LEDGER = "missing_in_ledger", "Missing in the ledger"
+        MISSING_AT_PROVIDER = "missing_at_provider", "Missing at the provider"
+
+    class Kind(models.TextChoices):
+        PAYMENT = "payment", "Payment"
+        REFUND = "refund", "Refund"
+        PAYOUT = "payout", "Payout"
+
+    UNRESOLVED_STATES = (State.DIFFERS, State.MISSING_IN_LEDGER, State.MISSING_AT_PROVIDER)
+
+    report = models.ForeignKey(ReconciliationReport, on_delete=models.CASCADE, related_name="lines")
+    provider = models.CharField(max_length=20)
+    day = models.DateField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    state = models.CharField(max_length=20, choices=State.choices)
+    # The reference the line was matched by (ours or the provider's), as the report gives it.
+    provider_reference = models.CharField(max_length=100)
+    # What the provider's report says (empty for "missing at the provider").
+    amount = models.DecimalField(**MONEY, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    provider_status = models.CharField(max_length=40, blank=True)
+    # What the ledger says (empty for "missing in the ledger").
+    ledger_amount = models.DecimalField(**MONEY, null=True, blank=True)
+    ledger_currency = models.CharField(max_length=3, blank=True)
+    payment = models.ForeignKey("Payment", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    withdrawal = models.ForeignKey(Withdrawal, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    refund = models.ForeignKey(ProviderRefund, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    raw = models.JSONField(default=dict, blank=True, help_text="The report's row as read.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    resolution_note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["day", "id"]
+        indexes = [
+            models.Index(fields=["provider", "day", "state"], name="recon_line_provider_day"),
+            models.Index(fields=["state", "resolved_at"], name="recon_line_unresolved"),
+        ]
+
+    def __str__(self):
+        return f"{self.provider} {self.day} {self.provider_reference}: {self.state}"
+
+    @property
+    def needs_resolving(self) -> bool:
+        return self.state in self.UNRESOLVED_STATES and self.resolved_at is None

@@ -285,7 +285,7 @@ VERIFY_RETRY_AFTER_SECONDS = 60
 
 def _needs_confirmation(event: ProviderEvent) -> bool:
     """A payment's success gives value only once the provider's verify endpoint confirms it."""
-    return event.outcome == SUCCESS and not event.is_transfer
+    return event.outcome == SUCCESS and not event.is_transfer and not event.is_refund
 
 
 def _verify_unavailable(provider: Provider) -> WebhookResult:
@@ -396,6 +396,11 @@ def _apply(inbox: WebhookEvent, event: ProviderEvent, *, actor) -> None:
         from .payouts import apply_transfer_event
 
         outcome, reason = apply_transfer_event(inbox, event, actor=actor)
+        return _record(inbox, outcome, reason, actor=actor)
+    if event.is_refund:  # a refund's callback: finance.refunds settles it
+        from .refunds import apply_refund_event
+
+        outcome, reason = apply_refund_event(inbox, event, actor=actor)
         return _record(inbox, outcome, reason, actor=actor)
     payment = _find_payment(inbox.provider, event)
     if payment is None:

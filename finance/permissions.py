@@ -15,6 +15,8 @@ REFUND_BOOKING = "finance.refund_booking"
 REVERSE_TRANSACTION = "finance.reverse_transaction"
 APPROVE_REQUEST = "finance.approve_request"
 REPLAY_WEBHOOK = "finance.replay_webhookevent"
+RETRY_REFUND = "finance.retry_refund"
+RECONCILE = "finance.reconcile"
 
 # Finance reading.
 VIEW_FINANCE_DASHBOARD = "finance.view_finance_dashboard"
@@ -23,6 +25,7 @@ VIEW_WALLETS = "finance.view_wallet"
 VIEW_TRANSACTIONS = "finance.view_wallettransaction"
 VIEW_WITHDRAWALS = "finance.view_withdrawal"
 VIEW_WEBHOOKS = "finance.view_webhookevent"
+VIEW_RECONCILIATION = "finance.view_reconciliationreport"
 
 # Messaging.
 SEND_BROADCAST = "messaging.send_broadcast"

@@ -500,6 +500,43 @@ PAYOUT_STUCK_AFTER_MINUTES = env_int("PAYOUT_STUCK_AFTER_MINUTES", 240)
 # The sandbox refuses transfers to accounts ending in these digits, to show a failed payout offline.
 SANDBOX_TRANSFER_FAILS_LAST4 = os.environ.get("SANDBOX_TRANSFER_FAILS_LAST4", "0000")
 
+# Refunds at the provider (finance.refunds): a refund with no outcome this long after it was
+# sent is asked about (every REFUND_QUERY_EVERY_SECONDS); one still open after
+# REFUND_STUCK_AFTER_MINUTES shows red on the dashboard.
+REFUND_QUERY_AFTER_MINUTES = env_int("REFUND_QUERY_AFTER_MINUTES", 30)
+REFUND_QUERY_EVERY_SECONDS = env_int("REFUND_QUERY_EVERY_SECONDS", 300)
+REFUND_STUCK_AFTER_MINUTES = env_int("REFUND_STUCK_AFTER_MINUTES", 240)
+STRIPE_API_URL = os.environ.get("STRIPE_API_URL", "https://api.stripe.com/v1").rstrip("/")
+
+# Negative host balances: a refund may take a host's wallet below zero (the receivable is
+# recovered from their next payouts). A refund that would leave it more negative than this,
+# per currency in major units, needs a second finance approver. A currency not listed has no
+# allowance: any refund that would make its wallet negative needs a second approver.
+# NEGATIVE_BALANCE_APPROVAL_LIMITS="NGN=100000,KES=20000" overrides or adds entries.
+NEGATIVE_BALANCE_APPROVAL_LIMITS = {
+    "USD": Decimal("200.00"),
+    "NGN": Decimal("100000.00"),
+    "KES": Decimal("20000.00"),
+    "ZAR": Decimal("3000.00"),
+    "GHS": Decimal("2000.00"),
+    "UGX": Decimal("600000"),
+    "RWF": Decimal("200000"),
+    "TND": Decimal("600.000"),
+}
+for _entry in filter(None, os.environ.get("NEGATIVE_BALANCE_APPROVAL_LIMITS", "").split(",")):
+    _currency, _, _amount = _entry.partition("=")
+    try:
+        NEGATIVE_BALANCE_APPROVAL_LIMITS[_currency.strip().upper()] = Decimal(_amount.strip())
+    except ArithmeticError:
+        raise ImproperlyConfigured(f"NEGATIVE_BALANCE_APPROVAL_LIMITS: {_entry!r} is not CURRENCY=amount.") from None
+
+# Reconciliation (finance.reconciliation): a provider's day counts as unreconciled once it
+# ended more than RECONCILIATION_GRACE_HOURS ago with ledger activity and no report read for
+# it; the ProviderDayUnreconciled alert fires on that. Reports are fetched through the
+# providers' APIs (where one exists and its key is set) every RECONCILIATION_FETCH_EVERY_SECONDS.
+RECONCILIATION_GRACE_HOURS = env_int("RECONCILIATION_GRACE_HOURS", 36)
+RECONCILIATION_FETCH_EVERY_SECONDS = env_int("RECONCILIATION_FETCH_EVERY_SECONDS", 3600)
+
 # Requests that fail webhook verification, per source address per hour, before 429.
 WEBHOOK_FAILED_VERIFICATION_LIMIT = env_int("WEBHOOK_FAILED_VERIFICATION_LIMIT", 100)
 

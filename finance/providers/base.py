@@ -84,10 +84,19 @@ class ProviderEvent:
     # Set for a payout transfer's callback instead of `payment_reference`: our
     # Withdrawal.transfer_reference. `provider_reference` is then the provider's transfer id.
     transfer_reference: str = ""
+    # Set for a refund's callback (finance.refunds): our ProviderRefund.refund_reference when the
+    # provider echoes it, and/or the provider's own refund id. `payment_reference` may then
+    # name the refunded payment; `amount` is the refund's.
+    refund_reference: str = ""
+    refund_id: str = ""
 
     @property
     def is_transfer(self) -> bool:
         return bool(self.transfer_reference)
+
+    @property
+    def is_refund(self) -> bool:
+        return bool(self.refund_reference or self.refund_id)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,23 @@ class TransferResult:
     status: str  # PENDING, SUCCESS or FAILED
     provider_transfer_id: str = ""
     failure_reason: str = ""
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """What a provider says about a refund, when it is created or asked about."""
+
+    status: str  # PENDING, SUCCESS or FAILED
+    provider_refund_id: str = ""
+    failure_reason: str = ""
+
+
+class RefundRefusedError(TransactionError):
+    """The provider refused to create the refund (the payment cannot be refunded so, the amount
+    is more than is left at the provider...): retrying the same call will not help."""
+
+    code = "refund_refused"
+    status = 422
 
 
 @dataclass(frozen=True)
@@ -317,6 +343,23 @@ class Provider:
     def fetch_transfer(self, withdrawal, *, session=None) -> TransferResult:
         """Ask the provider what became of the withdrawal's transfer (by its transfer reference).
         PENDING when it has no outcome yet, or when the answer comes later by callback (M-Pesa)."""
+        raise NotImplementedError
+
+    # --- refunds (finance.refunds); a provider that refunds through its API overrides these ---
+
+    refunds_by_api = False
+
+    def send_refund(self, refund, *, session=None) -> RefundResult:
+        """Create the refund at the provider for `refund` (a ProviderRefund: its payment, amount,
+        currency and `refund_reference`, sent as the idempotency key or note where the provider
+        takes one). Called outside any transaction. Raises ProviderUnavailableError when a retry
+        may succeed (timeout, 5xx, our own account's limits) and RefundRefusedError when the
+        provider refused the refund itself."""
+        raise NotImplementedError
+
+    def fetch_refund(self, refund, *, session=None) -> RefundResult:
+        """Ask the provider what became of `refund` (by its provider id, or failing that its
+        reference or payment). PENDING when it has no outcome yet or answers by callback."""
         raise NotImplementedError
 
     def confirm_payment(self, event: ProviderEvent, *, session=None) -> PaymentCheck | None:

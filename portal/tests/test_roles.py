@@ -61,10 +61,16 @@ RENAMED = {
     "portal.view_messaging_stats": "messaging.view_messaging_stats",
 }
 
-# Granted by later migrations (portal 0006: the undeliverable messages; 0010: reading broadcasts).
+# Granted by later migrations (portal 0006: the undeliverable messages; 0010: reading broadcasts;
+# 0011: retrying refunds and reconciling the providers' reports).
 GRANTED_SINCE = {
+    "Finance": {"finance.retry_refund", "finance.reconcile", "finance.view_reconciliationreport"},
     "Support": {"messaging.view_deadlettermessage", "messaging.view_broadcast"},
-    "Manager": {"messaging.view_deadlettermessage", "messaging.view_broadcast"},
+    "Manager": {
+        "messaging.view_deadlettermessage",
+        "messaging.view_broadcast",
+        "finance.view_reconciliationreport",
+    },
 }
 
 ABILITIES_NOW = {
