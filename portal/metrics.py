@@ -13,7 +13,7 @@ DeploymentCollector, so every worker of every app server answers the same.
 """
 
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db.models import Count, Min
@@ -31,6 +31,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from finance import metrics as finance_metrics
+from finance import reconciliation
 from finance.models import Withdrawal
 from finance.payouts import MANUAL
 from finance.providers import is_enabled
@@ -162,6 +163,39 @@ def payout_gauges(now: datetime) -> list:
     return [processing, oldest_age, stuck_after]
 
 
+def reconciliation_gauges(now: datetime) -> list:
+    """reconciliation_unreconciled_days{provider}, reconciliation_unresolved_lines{provider} and
+    reconciliation_last_reconciled_day_timestamp{provider} (the start of the last day a report
+    covered, UTC; 0 when none has). Every reconciled provider that is enabled, or has lines, is
+    there, at 0 when all is well, so a scrape always has the series the alert reads."""
+    unreconciled = reconciliation.unreconciled_days(now)
+    unresolved = reconciliation.unresolved_counts()
+    last_days = reconciliation.last_reconciled_days()
+    providers = {name for name in reconciliation.RECONCILED_PROVIDERS if is_enabled(name)}
+    providers |= {name for name, days in unreconciled.items() if days} | set(unresolved) | set(last_days)
+    days = GaugeMetricFamily(
+        "reconciliation_unreconciled_days",
+        "Days with ledger activity for the provider, ended more than RECONCILIATION_GRACE_HOURS ago, no report read.",
+        labels=["provider"],
+    )
+    lines = GaugeMetricFamily(
+        "reconciliation_unresolved_lines",
+        "Reconciliation differences (differs, missing in the ledger or at the provider) not yet resolved.",
+        labels=["provider"],
+    )
+    last = GaugeMetricFamily(
+        "reconciliation_last_reconciled_day_timestamp",
+        "Unix time of the start (UTC) of the last day a provider report covered; 0 if none has.",
+        labels=["provider"],
+    )
+    for provider in sorted(providers):
+        days.add_metric([provider], len(unreconciled.get(provider, [])))
+        lines.add_metric([provider], unresolved.get(provider, 0))
+        day = last_days.get(provider)
+        last.add_metric([provider], datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() if day else 0)
+    return [days, lines, last]
+
+
 def read_gauges() -> list:
     """The deployment's state, as metric families (built here, in the pool thread)."""
     count, oldest = finance_metrics.open_withdrawals()
@@ -170,6 +204,7 @@ def read_gauges() -> list:
     check = job_selectors.last_check(LEDGER_CHECK)
     return [
         *payout_gauges(now),
+        *reconciliation_gauges(now),
         GaugeMetricFamily("withdrawals_pending", "Withdrawals waiting to be paid out (pending or processing).", count),
         GaugeMetricFamily(
             "withdrawals_pending_oldest_age_seconds",

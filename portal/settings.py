@@ -581,6 +581,7 @@ PERIODIC_JOBS = {
     "messaging.tasks.sample_stats": 2,
     "finance.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
     "finance.payouts.query_stuck_transfers": PAYOUT_QUERY_EVERY_SECONDS,
+    "finance.reconciliation.fetch.fetch_provider_reports": RECONCILIATION_FETCH_EVERY_SECONDS,
 }
 
 # --- Metrics -------------------------------------------------------------------------

@@ -36,6 +36,9 @@ PORTAL_METRICS = {
     "payouts_processing",
     "payout_oldest_processing_age_seconds",
     "payout_stuck_after_seconds",
+    "reconciliation_unreconciled_days",
+    "reconciliation_unresolved_lines",
+    "reconciliation_last_reconciled_day_timestamp",
 }
 MESSAGING_METRICS = {
     "messaging_messages_accepted_total",
