@@ -386,8 +386,8 @@ def refund_result(data) -> RefundResult:
     if status in REFUND_SUCCEEDED:
         return RefundResult(status=SUCCESS, provider_refund_id=refund_id)
     if status in REFUND_FAILED:
-        message = str(data.get("comment") or data.get("complete_message") or "").strip()
-        reason = f"Flutterwave reported the refund {status}" + (f": {message}" if message else "")
+        # The refund object documents no reason field (its `comments` are our own note).
+        reason = f"Flutterwave reported the refund {status}"
         return RefundResult(status=FAILED, provider_refund_id=refund_id, failure_reason=reason)
     return RefundResult(status=PENDING, provider_refund_id=refund_id)
 
