@@ -3,6 +3,14 @@
 Payouts use Flutterwave v3 Transfers (https://developer.flutterwave.com/v3.0/docs/transfers):
 POST /v3/transfers with the account's bank (or mobile-money network) code and number and our
 stable reference, settled by the `transfer.completed` webhook or GET /v3/transfers/{id}.
+
+Refunds use v3 Refunds (https://developer.flutterwave.com/v3.0/docs/refunds): POST
+/v3/transactions/{id}/refund with the charge's transaction id (the `data.id` of its
+charge.completed webhook and verify answer, kept as Payment.provider_reference) and the amount
+in major units, read back with GET /v3/refunds/{id}. Flutterwave's v3 webhook list documents no
+refund event, so the refund engine's periodic query (fetch_refund) settles a refund that is not
+final when it is created; nor does the call take an idempotency key: our refund reference
+travels in `comments` only, for people reading Flutterwave's dashboard.
 """
 
 from django.conf import settings
@@ -20,6 +28,8 @@ from .base import (
     Provider,
     ProviderAnswerError,
     ProviderEvent,
+    RefundRefusedError,
+    RefundResult,
     TransferRefusedError,
     TransferResult,
     WebhookVerificationError,
@@ -78,6 +88,17 @@ class FlutterwaveClient(BearerSecretClient):
     def find_transfers(self, reference: str) -> tuple[int, dict]:
         """GET /transfers?reference=... → data: a list of transfers."""
         return self.call("GET", "/transfers", params={"reference": reference})
+
+    # --- refunds -------------------------------------------------------------------------------
+
+    def create_refund(self, transaction_id: str, **refund) -> tuple[int, dict]:
+        """POST /transactions/{id}/refund {amount, comments} → data.id, data.status ("completed",
+        "pending"...), data.amount_refunded."""
+        return self.call("POST", f"/transactions/{transaction_id}/refund", json=refund)
+
+    def get_refund(self, refund_id: str) -> tuple[int, dict]:
+        """GET /refunds/{id} → the refund (data.status, data.amount_refunded, data.tx_id)."""
+        return self.call("GET", f"/refunds/{refund_id}")
 
 
 TRANSFER_EVENT = "transfer.completed"
@@ -286,6 +307,99 @@ class Flutterwave(Provider):
             currency=currency,
             failure_reason="" if status == "SUCCESSFUL" else failure_words(data),
         )
+
+    # --- refunds (finance.refunds) ----------------------------------------------------------
+
+    refunds_by_api = True
+
+    def send_refund(self, refund, *, session=None) -> RefundResult:
+        """Refund `refund.amount` of the payment's Flutterwave charge.
+
+        The amount goes in major units as an exact decimal string (never a float). Answers:
+          - data.status completed → SUCCESS; pending (or any status not final) → PENDING;
+            failed → FAILED with Flutterwave's words; the refund id is kept either way;
+          - 401/403/429, and a 4xx naming our key, our balance or the IP whitelist →
+            ProviderUnavailableError (ours: retried, logged);
+          - another 400/404/422 (already refunded, more than is left, no such transaction) →
+            RefundRefusedError with Flutterwave's words;
+          - a timeout, a connection error, a 5xx → ProviderUnavailableError.
+        Flutterwave takes no idempotency key for refunds: a retry after a lost answer may be
+        refused as "already refunded", which staff see with Flutterwave's words."""
+        client = self.client(session)
+        currency = refund.currency.upper()
+        status, body = client.create_refund(
+            self.charge_id(refund.payment, client),
+            amount=str(refund.amount.quantize(quantum(currency))),
+            comments=f"StayAfrica refund {refund.refund_reference}",
+        )
+        if status < 400 and body.get("status") == "success":
+            return refund_result(expect(body, "data"))
+        raise refund_error(client, status, body)
+
+    def fetch_refund(self, refund, *, session=None) -> RefundResult:
+        """GET /v3/refunds/{id}. Without the refund's id (the create call's answer was lost)
+        Flutterwave offers no lookup by our reference, so it stays PENDING for staff, with why."""
+        if not refund.provider_refund_id:
+            return RefundResult(
+                status=PENDING,
+                failure_reason="Flutterwave never named this refund, so it cannot be asked about; "
+                "check the charge's refunds in Flutterwave's dashboard before retrying.",
+            )
+        client = self.client(session)
+        status, body = client.get_refund(refund.provider_refund_id)
+        if status == 404:
+            return RefundResult(
+                status=PENDING,
+                provider_refund_id=refund.provider_refund_id,
+                failure_reason=f"Flutterwave has no refund {refund.provider_refund_id} yet.",
+            )
+        if status < 400 and body.get("status") == "success":
+            return refund_result(expect(body, "data"))
+        raise client.unavailable(f"answered {status} about a refund", body.get("message") or body)
+
+    def charge_id(self, payment, client: FlutterwaveClient) -> str:
+        """Flutterwave's id of the payment's charge: kept from its webhook, else asked for by our
+        tx_ref (a payment settled before the id was kept). No such charge: refused."""
+        if payment.provider_reference:
+            return payment.provider_reference
+        try:
+            data = client.verify_by_reference(payment.reference)
+        except ProviderAnswerError as answer:
+            message = str(answer.body.get("message") or "") if isinstance(answer.body, dict) else ""
+            raise RefundRefusedError(
+                f"Flutterwave refused the refund: it has no charge for payment {payment.reference}"
+                + (f" ({message})" if message else "")
+            ) from None
+        return str(expect(data, "id"))
+
+
+# Flutterwave's words for a refund's status (data.status), lower case. Anything else (pending,
+# processing, a word it may add) is read as PENDING: the periodic query asks again.
+REFUND_SUCCEEDED = ("completed", "successful", "success")
+REFUND_FAILED = ("failed", "declined", "cancelled", "canceled", "rejected")
+
+
+def refund_result(data) -> RefundResult:
+    """A Flutterwave refund object (create or fetch) as a RefundResult."""
+    status = str(expect(data, "status")).lower()
+    refund_id = str(data.get("id") or "")
+    if status in REFUND_SUCCEEDED:
+        return RefundResult(status=SUCCESS, provider_refund_id=refund_id)
+    if status in REFUND_FAILED:
+        # The refund object documents no reason field (its `comments` are our own note).
+        reason = f"Flutterwave reported the refund {status}"
+        return RefundResult(status=FAILED, provider_refund_id=refund_id, failure_reason=reason)
+    return RefundResult(status=PENDING, provider_refund_id=refund_id)
+
+
+def refund_error(client: FlutterwaveClient, status: int, body: dict):
+    """A 4xx about the refund itself is refused with Flutterwave's words; ours is unavailable."""
+    message = str(body.get("message") or "").strip()
+    words = message.lower()
+    if status in (400, 404, 422) and message and not any(word in words for word in OUR_SIDE):
+        logger.info("Flutterwave refused a refund (%s): %s", status, message)
+        return RefundRefusedError(f"Flutterwave refused the refund: {message}")
+    return client.unavailable(f"answered {status} to a refund", message or body)
 
 
 def names_duplicate_reference(body: dict) -> bool:

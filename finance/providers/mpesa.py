@@ -12,6 +12,15 @@ same URL as the STK callbacks. A transfer with no outcome is asked about with th
 Status query (https://developer.safaricom.co.ke/apis/TransactionStatus), whose answer also
 arrives as a `{"Result": …}` callback, told apart by its ResultParameters (TransactionStatus)
 and by the Occasion we send with it.
+
+Refunds are reversals (https://developer.safaricom.co.ke/apis/Reversal): POST
+/mpesa/reversal/v1/request names the guest's payment by its M-Pesa receipt (the
+MpesaReceiptNumber of its STK callback) and carries our refund reference as the Occasion.
+Daraja only acknowledges it (its OriginatorConversationID is kept as the refund's provider id);
+the outcome arrives as a `{"Result": …}` callback on the same URL again, told apart from B2C
+results by the refund reference in its Occasion, by the OriginalTransactionID among its
+ResultParameters, or by Daraja's reversal queue URL in its ReferenceData. A reversal takes no
+idempotency key: a second request for the same receipt is answered "already reversed".
 """
 
 import base64
@@ -34,6 +43,8 @@ from .base import (
     Provider,
     ProviderClient,
     ProviderEvent,
+    RefundRefusedError,
+    RefundResult,
     TransferRefusedError,
     TransferResult,
     WebhookVerificationError,
@@ -46,12 +57,17 @@ logger = logging.getLogger("finance.providers")
 
 B2C_PATH = "/mpesa/b2c/v3/paymentrequest"
 STATUS_PATH = "/mpesa/transactionstatus/v1/query"
+REVERSAL_PATH = "/mpesa/reversal/v1/request"
 # Daraja's answer to a B2C request whose OriginatorConversationID it has already taken (the B2C
 # page's "Sample Error Response"): the payout was sent before, so it is pending, not failed.
 DUPLICATE_ERROR_CODE = "500.002.1001"
 # The Occasion a Transaction Status query carries, before the transfer reference: Daraja echoes
 # it in the result's ReferenceData, which tells a query's result from a payment's.
 STATUS_QUERY_OCCASION = "payout-status:"
+# The same for a refund's status query; a reversal's own Occasion is the refund reference, which
+# always starts "refund-" (ProviderRefund.stable_refund_reference).
+REFUND_STATUS_OCCASION = "refund-status:"
+REFUND_PREFIX = "refund-"
 # The country codes M-Pesa numbers start with, by the payout account's country, and the
 # currencies B2C pays out in (whole units only).
 COUNTRY_CODES = {"KE": "254", "TZ": "255"}
@@ -270,6 +286,126 @@ class Mpesa(Provider):
             raise client.unavailable(f"refused the status query with {status}", answer)
         return TransferResult(status=PENDING, provider_transfer_id=withdrawal.provider_transfer_id)
 
+    # --- refunds: reversals -----------------------------------------------------------------
+
+    refunds_by_api = True
+
+    def send_refund(self, refund, *, session=None) -> RefundResult:
+        """POST /mpesa/reversal/v1/request for the payment's receipt → {"OriginatorConversationID",
+        "ConversationID", "ResponseCode": "0", ...}: accepted (PENDING), the outcome comes by callback.
+
+        Refused before anything is sent: a payment with no M-Pesa receipt on record, an amount
+        with cents. A 400 naming the transaction or the amount is refused with Daraja's words;
+        any other error (our credential, initiator, a 5xx, a timeout) is ProviderUnavailableError."""
+        payment = refund.payment
+        receipt = payment_receipt(payment)
+        amount = refund_whole_units(refund.amount, refund.currency)
+        client = self.client(session)
+        status, answer = client.daraja_post(
+            REVERSAL_PATH,
+            {
+                "Initiator": settings.MPESA_INITIATOR_NAME,
+                "SecurityCredential": settings.MPESA_SECURITY_CREDENTIAL,
+                "CommandID": "TransactionReversal",
+                "TransactionID": receipt,
+                "Amount": amount,
+                "ReceiverParty": settings.MPESA_SHORTCODE,  # the paybill the guest paid
+                # Spelled as Daraja spells it on the Reversal page.
+                "RecieverIdentifierType": "11",
+                "ResultURL": self.callback_url(),
+                "QueueTimeOutURL": self.callback_url(),
+                "Remarks": f"StayAfrica refund {payment.reference}",
+                "Occasion": refund.refund_reference,
+            },
+        )
+        if status >= 400:
+            message = str(answer.get("errorMessage", ""))
+            if status == 400 and any(words in message.lower() for words in REVERSAL_REFUSED):
+                raise RefundRefusedError(f"M-Pesa refused the reversal of {receipt}: {message}")
+            raise client.unavailable(f"refused the reversal with {status}", answer)
+        if str(answer.get("ResponseCode", "")) != "0":
+            raise client.unavailable("did not accept the reversal", answer)
+        return RefundResult(status=PENDING, provider_refund_id=str(expect(answer, "OriginatorConversationID")))
+
+    def fetch_refund(self, refund, *, session=None) -> RefundResult:
+        """POST /mpesa/transactionstatus/v1/query for the reversal (by the OriginatorConversationID
+        Daraja gave it). Only acknowledged: the status arrives as a Result callback, so this is
+        always PENDING; without the reversal's id (its acknowledgement was lost) nothing is asked."""
+        if not refund.provider_refund_id:
+            return RefundResult(
+                status=PENDING,
+                failure_reason="M-Pesa never acknowledged this reversal, so it cannot be asked about; "
+                "check the payment's receipt in the M-Pesa portal before retrying.",
+            )
+        client = self.client(session)
+        status, answer = client.daraja_post(
+            STATUS_PATH,
+            {
+                "Initiator": settings.MPESA_INITIATOR_NAME,
+                "SecurityCredential": settings.MPESA_SECURITY_CREDENTIAL,
+                "CommandID": "TransactionStatusQuery",
+                "OriginalConversationID": refund.provider_refund_id,
+                "PartyA": settings.MPESA_SHORTCODE,
+                "IdentifierType": "4",  # an organisation shortcode
+                "ResultURL": self.callback_url(),
+                "QueueTimeOutURL": self.callback_url(),
+                "Remarks": f"Status of refund {refund.refund_reference}",
+                "Occasion": REFUND_STATUS_OCCASION + refund.refund_reference,
+            },
+        )
+        if status >= 400 or str(answer.get("ResponseCode", "")) != "0":
+            raise client.unavailable(f"refused the refund status query with {status}", answer)
+        return RefundResult(status=PENDING, provider_refund_id=refund.provider_refund_id)
+
+
+# Daraja's 400 answers to a reversal that name the transaction or the amount: no retry mends them.
+REVERSAL_REFUSED = ("invalid transactionid", "invalid transaction id", "invalid amount")
+
+
+def payment_receipt(payment) -> str:
+    """The payment's M-Pesa receipt (MpesaReceiptNumber): read from its STK callback, which the
+    webhook inbox keeps (raw, token-verified) with the payment it was applied to. Payment rows
+    keep the CheckoutRequestID only, which a reversal does not take."""
+    from finance.models import WebhookEvent
+
+    callbacks = WebhookEvent.objects.filter(
+        provider="mpesa", payment=payment, event_type="stk_callback.success", outcome=WebhookEvent.Outcome.APPLIED
+    ).order_by("-received_at")
+    for inbox in callbacks:
+        receipt = stk_receipt(inbox.raw_body.encode())
+        if receipt:
+            return receipt
+    raise RefundRefusedError(
+        f"M-Pesa can only reverse a payment by its receipt, and payment {payment.reference} has no "
+        "M-Pesa receipt on record: refund the guest by hand."
+    )
+
+
+def stk_receipt(raw: bytes) -> str:
+    """The MpesaReceiptNumber of a successful STK callback, or ''."""
+    try:
+        callback = field(load_json(raw), "Body", "stkCallback")
+        items = field(callback, "CallbackMetadata", "Item")
+    except MalformedEventError:
+        return ""
+    if not isinstance(items, list):
+        return ""
+    metadata = {item.get("Name"): item.get("Value") for item in items if isinstance(item, dict)}
+    return str(metadata.get("MpesaReceiptNumber") or "")
+
+
+def refund_whole_units(amount, currency: str) -> int:
+    """The reversal's amount in whole shillings. M-Pesa moves whole units only: an amount with
+    cents is refused rather than rounded (the guest would get a different sum)."""
+    minor = to_minor_units(amount, currency)
+    unit = 10 ** currency_decimals(currency)
+    if currency not in PAYOUT_CURRENCIES or minor % unit:
+        raise RefundRefusedError(
+            f"M-Pesa reverses whole KES or TZS only and this refund is {format_money(amount, currency)}: "
+            "refund the guest by hand."
+        )
+    return minor // unit
+
 
 def payout_whole_units(amount, currency: str) -> int:
     """The payout in whole shillings, as B2C takes it; refuses a currency M-Pesa does not pay
@@ -335,8 +471,12 @@ def parse_result(result) -> ProviderEvent:
     description = str(result.get("ResultDesc", ""))
     parameters = key_values(result, "ResultParameters", "ResultParameter")
     occasion = str(key_values(result, "ReferenceData", "ReferenceItem").get("Occasion") or "")
+    if occasion.startswith(REFUND_STATUS_OCCASION):
+        return refund_status_result(parameters, occasion, conversation_id, code, description)
     if "TransactionStatus" in parameters or occasion.startswith(STATUS_QUERY_OCCASION):
         return status_result(result, parameters, occasion, conversation_id, code, description)
+    if is_reversal_result(result, parameters, occasion):
+        return reversal_result(result, parameters, occasion, conversation_id, code, description)
     reference = str(field(result, "OriginatorConversationID"))
     common = {"transfer_reference": reference, "provider_reference": conversation_id}
     if str(result.get("ResultType", 0)) != "0" or "timed out" in description.lower():
@@ -398,6 +538,87 @@ def status_result(result, parameters, occasion, conversation_id, code, descripti
         transfer_reference=reference,
         provider_reference=conversation_id,
         failure_reason=description if code != "0" else transaction_status,
+    )
+
+
+def is_reversal_result(result: dict, parameters: dict, occasion: str) -> bool:
+    """Whether a Result is a reversal's: our refund reference echoed as its Occasion, the reversed
+    receipt among its parameters, or Daraja's reversal queue URL in its ReferenceData (B2C
+    results name .../b2cresults/...)."""
+    queue_url = str(key_values(result, "ReferenceData", "ReferenceItem").get("QueueTimeoutURL") or "")
+    return occasion.startswith(REFUND_PREFIX) or "OriginalTransactionID" in parameters or "reversal" in queue_url
+
+
+# Daraja's words when the receipt was reversed before (by an earlier attempt whose acknowledgement
+# was lost, or by hand): the guest may well have the money, so this fails nothing.
+ALREADY_REVERSED = ("already been reversed", "already reversed")
+
+
+def reversal_result(result, parameters, occasion, conversation_id, code, description) -> ProviderEvent:
+    """A reversal's Result: ResultCode 0 succeeded; another code failed with Daraja's words,
+    except "already reversed" and a queue timeout, which settle nothing (IGNORED)."""
+    common = {
+        "refund_id": str(result.get("OriginatorConversationID") or ""),
+        "refund_reference": occasion if occasion.startswith(REFUND_PREFIX) else "",
+        "provider_reference": conversation_id,
+    }
+    if not (common["refund_id"] or common["refund_reference"]):
+        raise MalformedEventError("The reversal result names no refund (OriginatorConversationID or Occasion).")
+    event_id = f"reversal:{conversation_id}:{code}"
+    if str(result.get("ResultType", 0)) != "0" or "timed out" in description.lower():
+        return ProviderEvent(
+            event_id=event_id,
+            event_type="reversal_result.queue_timeout",
+            outcome=IGNORED,
+            failure_reason=description,
+            **common,
+        )
+    if code != "0":
+        already = any(words in description.lower() for words in ALREADY_REVERSED)
+        return ProviderEvent(
+            event_id=event_id,
+            event_type="reversal_result.already_reversed" if already else "reversal_result.failed",
+            outcome=IGNORED if already else FAILED,
+            failure_reason=f"M-Pesa: {description}" if description else f"M-Pesa result code {code}.",
+            **common,
+        )
+    common["provider_reference"] = str(result.get("TransactionID") or conversation_id)
+    return ProviderEvent(
+        event_id=event_id,
+        event_type="reversal_result.success",
+        outcome=SUCCESS,
+        # No currency in the result: it is read in the refund's currency.
+        raw_amount=parameters.get("Amount"),
+        **common,
+    )
+
+
+def refund_status_result(parameters, occasion, conversation_id, code, description) -> ProviderEvent:
+    """A Transaction Status result about a reversal (our Occasion "refund-status:<reference>").
+    Only "Completed" settles (a success); anything else is IGNORED, as for payouts."""
+    common = {
+        "refund_reference": occasion.removeprefix(REFUND_STATUS_OCCASION),
+        "refund_id": str(parameters.get("OriginatorConversationID") or ""),
+    }
+    event_id = f"reversal-status:{conversation_id}:{code}"
+    transaction_status = str(parameters.get("TransactionStatus") or "")
+    if code == "0" and transaction_status == "Completed":
+        return ProviderEvent(
+            event_id=event_id,
+            event_type="reversal_status.completed",
+            outcome=SUCCESS,
+            provider_reference=str(parameters.get("ReceiptNo") or conversation_id),
+            raw_amount=parameters.get("Amount"),
+            **common,
+        )
+    slug = "query_failed" if code != "0" else re.sub(r"[^a-z0-9]+", "_", transaction_status.lower())[:40] or "unknown"
+    return ProviderEvent(
+        event_id=event_id,
+        event_type=f"reversal_status.{slug}",
+        outcome=IGNORED,
+        provider_reference=conversation_id,
+        failure_reason=description if code != "0" else transaction_status,
+        **common,
     )
 
 
