@@ -26,6 +26,8 @@ ACTIONS = {
     "stayafrica.approval.approve": ("Approve", "Approved a request"),
     "stayafrica.approval.reject": ("Reject", "Rejected a request"),
     "stayafrica.webhook.replay": ("Replay webhook", "Replayed a webhook event"),
+    "stayafrica.reconciliation.import": ("Import provider report", "Imported a provider's report for reconciliation"),
+    "stayafrica.reconciliation.resolve": ("Resolve reconciliation difference", "Resolved a reconciliation difference"),
     "stayafrica.access.denied": ("Access denied", "Was refused a page or an action for lack of permission"),
 }
 
