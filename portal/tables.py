@@ -317,17 +317,17 @@ class StateColumn(tables.Column):
     def __init__(self, state, *args, **kwargs):
         self.state = state
         kwargs.setdefault("attrs", {"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
-        super().__init__(*args, accessor="states", orderable=False, empty_values=(), **kwargs)
+        super().__init__(*args, accessor="counts", orderable=False, empty_values=(), **kwargs)
 
     def render(self, value, record):
-        found = record["states"].get(self.state)
-        if not found:
+        count = record["counts"].get(self.state, 0)
+        if not count:
             return "0"
-        return format_html("{}<br><small>{}</small>", found["count"], money_totals(found["totals"]))
+        return format_html("{}<br><small>{}</small>", count, money_totals(record["totals"].get(self.state, {})))
 
 
 class ReconciliationDayTable(tables.Table):
-    """Per provider and day (rows are dicts: portal.views.reconciliation.summarise)."""
+    """Per provider and day (rows: finance.reconciliation.day_summaries, by portal.views.reconciliation.summarise)."""
 
     day = tables.Column(verbose_name="Day", orderable=False)
     provider = tables.Column(verbose_name="Provider", orderable=False)
@@ -341,10 +341,10 @@ class ReconciliationDayTable(tables.Table):
     unresolved = tables.Column(verbose_name="Unresolved", orderable=False, attrs={"td": {"class": "ops-num"}})
 
     class Meta:
-        row_attrs = {"id": lambda record: f"day-{record['provider']}-{record['day']:%Y-%m-%d}"}
+        row_attrs = {"id": lambda record: f"day-{record['provider']}-{record['day'].isoformat()}"}
 
     def render_day(self, value, record):
-        return format_html('<a href="{}">{:%Y-%m-%d}</a>', record["url"], value)
+        return format_html('<a href="{}">{}</a>', record["url"], value.isoformat())
 
     def render_provider(self, value):
         return provider_name(value)

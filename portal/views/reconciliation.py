@@ -12,8 +12,6 @@ from datetime import date
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Count, Q, Sum, Value
-from django.db.models.functions import Coalesce, NullIf
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.loader import render_to_string
@@ -28,7 +26,7 @@ from finance.models import ReconciliationLine, ReconciliationReport
 from finance.money import format_money
 
 from ..audit_events import record_export
-from ..csv_export import column_value, money, person, stream_csv
+from ..csv_export import stream_csv
 from ..filters import UNRESOLVED, ReconciliationDayFilter, ReconciliationLineFilter
 from ..tables import ReconciliationDayTable, ReconciliationLineTable, money_totals, provider_name
 from .base import OperationsView, PermissionRequiredMixin, TableListView
@@ -47,45 +45,33 @@ def day_url(provider: str, day: date) -> str:
 # --- sums per provider and day ----------------------------------------------------------------
 
 
-def unresolved_lines():
-    return ReconciliationLine.objects.filter(state__in=ReconciliationLine.UNRESOLVED_STATES, resolved_at__isnull=True)
-
-
 def summarise(pairs: list[dict]) -> list[dict]:
-    """Each (provider, day) with, per state, its count and total per currency, the unresolved
-    count and the reports' sources. A "missing at the provider" line has only the ledger's side:
-    its total is the ledger's amount; any other line's is what the provider's report says."""
+    """finance.reconciliation.day_summaries for these (provider, day) pairs, in their order, each
+    with its day page's URL and its reports' sources. One grouped query over the pairs' days."""
     if not pairs:
         return []
     wanted = {(p["provider"], p["day"]) for p in pairs}
-    lines = ReconciliationLine.objects.filter(
-        provider__in={p for p, _ in wanted}, day__in={d for _, d in wanted}
-    ).annotate(
-        side_currency=Coalesce(NullIf("currency", Value("")), "ledger_currency"),
-        side_amount=Coalesce("amount", "ledger_amount"),
-    )
-    grouped = lines.values("provider", "day", "state", "side_currency").annotate(
-        count=Count("id"),
-        total=Sum("side_amount"),
-        unresolved=Count("id", filter=Q(state__in=ReconciliationLine.UNRESOLVED_STATES, resolved_at__isnull=True)),
-    )
-    rows = {
-        key: {"provider": key[0], "day": key[1], "url": day_url(*key), "states": {}, "unresolved": 0, "sources": set()}
-        for key in wanted
+    providers = {provider for provider, _ in wanted}
+    days = [day for _, day in wanted]
+    found = {
+        (s["provider"], s["day"]): s
+        for s in reconciliation.day_summaries(
+            provider=next(iter(providers)) if len(providers) == 1 else "", first_day=min(days), last_day=max(days)
+        )
+        if (s["provider"], s["day"]) in wanted
     }
-    for group in grouped.order_by():
-        row = rows.get((group["provider"], group["day"]))
-        if row is None:
-            continue  # another provider's line on one of these days
-        state = row["states"].setdefault(group["state"], {"count": 0, "totals": defaultdict(lambda: 0)})
-        state["count"] += group["count"]
-        state["totals"][group["side_currency"]] += group["total"] or 0
-        row["unresolved"] += group["unresolved"]
-    sources = lines.values_list("provider", "day", "report__source").distinct().order_by()
-    for provider, day, source in sources:
-        if (provider, day) in rows:
-            rows[provider, day]["sources"].add(source)
-    return [rows[p["provider"], p["day"]] for p in pairs]
+    sources = defaultdict(set)
+    covering = ReconciliationLine.objects.filter(provider__in=providers, day__in=days)
+    for provider, day, source in covering.values_list("provider", "day", "report__source").distinct().order_by():
+        sources[provider, day].add(source)
+    rows = []
+    for p in pairs:
+        key = (p["provider"], p["day"])
+        summary = found.get(key) or {"provider": key[0], "day": key[1], "lines": 0, "unresolved": 0}
+        summary.setdefault("counts", {})
+        summary.setdefault("totals", {})
+        rows.append({**summary, "url": day_url(*key), "sources": sources[key]})
+    return rows
 
 
 class DaySummaries(TableListData):
@@ -114,7 +100,7 @@ class DaySummaries(TableListData):
 def provider_overview() -> list[dict]:
     """Per provider that has a report: its last reconciled day and its unresolved lines."""
     last_days = reconciliation.last_reconciled_days()
-    unresolved = dict(unresolved_lines().values_list("provider").annotate(n=Count("id")).order_by())
+    unresolved = reconciliation.unresolved_counts()
     providers = sorted(set(last_days) | set(unresolved))
     return [
         {
@@ -136,7 +122,11 @@ def dashboard_card() -> dict:
     return {
         "providers": overview,
         "unresolved": sum(p["unresolved"] for p in overview),
-        "unreconciled": [{"provider": provider_name(p), "day": d} for p, d in unreconciled],
+        "unreconciled": [
+            {"provider": provider_name(provider), "day": day}
+            for provider, days in sorted(unreconciled.items())
+            for day in days
+        ],
     }
 
 
@@ -268,8 +258,8 @@ def day_summary(provider: str, day: date) -> dict:
         {
             "state": state,
             "label": label,
-            "count": found["states"].get(state, {}).get("count", 0),
-            "totals": money_totals(found["states"].get(state, {}).get("totals", {})),
+            "count": found["counts"].get(state, 0),
+            "totals": money_totals(found["totals"].get(state, {})),
         }
         for state, label in State.choices
     ]
@@ -385,10 +375,10 @@ class ResolveLineView(ConfirmationMixin, LineMixin, View):
             return self.asking_note()
         return super().get(request, *args, **kwargs)
 
-    def asking_note(self, **extra):
+    def asking_note(self, status=200, **extra):
         if not self.line.needs_resolving:
             return self.cell(status=409 if self.line.resolved_at else 400)
-        return self.cell(asking_note=True, **extra)
+        return self.cell(status=status, asking_note=True, **extra)
 
     def get_confirmation_params(self):
         return {"note": clean_note(self.request.POST.get("note"))}
@@ -434,7 +424,7 @@ class ResolveLineView(ConfirmationMixin, LineMixin, View):
         return self.cell(status=status, confirmation=confirmation)
 
     def render_invalid(self, error):
-        return self.asking_note(error=error.message, note=self.request.POST.get("note", ""))
+        return self.asking_note(status=400, error=error.message, note=self.request.POST.get("note", ""))
 
     def perform(self, params, key):
         try:
@@ -449,52 +439,46 @@ class ResolveLineView(ConfirmationMixin, LineMixin, View):
 # --- export -----------------------------------------------------------------------------------
 
 
-UNRESOLVED_EXPORT_COLUMNS = [
-    ("Provider", "provider"),
-    ("Day", "day"),
-    ("Kind", "get_kind_display"),
-    ("State", "get_state_display"),
-    ("Reference", "provider_reference"),
-    ("Provider amount", money("amount")),
-    ("Provider currency", "currency"),
-    ("Provider status", "provider_status"),
-    ("Ledger amount", money("ledger_amount", currency="ledger_currency")),
-    ("Ledger currency", "ledger_currency"),
-    ("Payment", "payment.reference"),
-    ("Payout", "withdrawal.reference"),
-    ("Refund", "refund.refund_reference"),
-    ("Report file", "report.file_name"),
-    ("Uploaded by", person("report.uploaded_by")),
-]
+# Headers for finance.reconciliation.EXPORT_COLUMNS, in its order.
+EXPORT_HEADERS = {
+    "provider": "Provider",
+    "day": "Day",
+    "kind": "Kind",
+    "reference": "Reference",
+    "state": "State",
+    "provider_amount": "Provider amount",
+    "provider_currency": "Provider currency",
+    "provider_status": "Provider status",
+    "ledger_amount": "Ledger amount",
+    "ledger_currency": "Ledger currency",
+    "ledger_record": "Ledger record",
+    "report": "Report",
+}
 
 
 class ExportUnresolvedView(PermissionRequiredMixin, View):
-    """The unresolved lines as CSV: every provider's, or one provider's (?provider=), or one
-    day's (?provider=&day=)."""
+    """The unresolved lines as CSV (finance.reconciliation.export_unresolved): every provider's,
+    one provider's (?provider=), or one provider's day (?provider=&day=)."""
 
     permission_required = permissions.VIEW_RECONCILIATION
 
     def get(self, request):
-        lines = unresolved_lines().select_related("payment", "withdrawal", "refund", "report__uploaded_by")
-        name = "reconciliation-unresolved"
-        if provider := request.GET.get("provider", ""):
-            lines = lines.filter(provider=provider)
-            name += f"-{provider}"
-        if day := request.GET.get("day", ""):
+        provider, day = request.GET.get("provider", ""), request.GET.get("day", "")
+        name = "reconciliation-unresolved" + (f"-{provider}" if provider else "")
+        one_day = None
+        if day:
             try:
-                lines = lines.filter(day=date.fromisoformat(day))
+                one_day = date.fromisoformat(day)
             except ValueError:
                 raise Http404("Not a day: write it as YYYY-MM-DD.") from None
-            name += f"-for-{day}"
-        specs = [spec for _, spec in UNRESOLVED_EXPORT_COLUMNS]
+            name += f"-for-{one_day:%Y-%m-%d}"
+        rows = reconciliation.export_unresolved(provider=provider, first_day=one_day, last_day=one_day)
+        columns = reconciliation.EXPORT_COLUMNS
         return stream_csv(
             name,
-            [header for header, _ in UNRESOLVED_EXPORT_COLUMNS],
-            (
-                [column_value(line, spec) for spec in specs]
-                for line in lines.order_by("day", "provider", "id").iterator()
-            ),
-            on_finish=lambda rows, complete: record_export(
-                request, list_name="Unresolved reconciliation lines", rows=rows, complete=complete
+            [EXPORT_HEADERS.get(column, column) for column in columns],
+            ([row[column] for column in columns] for row in rows),
+            on_finish=lambda sent, complete: record_export(
+                request, list_name="Unresolved reconciliation lines", rows=sent, complete=complete
             ),
         )
