@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.functional import cached_property
@@ -225,11 +226,18 @@ class ReportUploadView(OperationsView):
             if report.first_day == report.last_day
             else f"{report.first_day:%Y-%m-%d} to {report.last_day:%Y-%m-%d}"
         )
-        messages.success(
-            request,
-            f"Read {report.file_name or upload.name}: {report.line_count} line{'s' if report.line_count != 1 else ''} "
-            f"from {provider_name(report.provider)} for {days}, matched against the ledger.",
-        )
+        if getattr(report, "duplicate", False):
+            messages.info(
+                request,
+                f"{upload.name} was already read on {report.created_at:%Y-%m-%d %H:%M} (the same file): "
+                "its lines are shown as matched then.",
+            )
+        else:
+            messages.success(
+                request,
+                f"Read {report.file_name or upload.name}: {report.line_count} line{pluralize(report.line_count)} "
+                f"from {provider_name(report.provider)} for {days}, matched against the ledger.",
+            )
         if report.first_day == report.last_day:
             return redirect(day_url(report.provider, report.first_day))
         query = f"provider={report.provider}&day_from={report.first_day:%Y-%m-%d}&day_to={report.last_day:%Y-%m-%d}"
