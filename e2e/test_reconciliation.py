@@ -104,6 +104,8 @@ def test_finance_uploads_a_report_and_resolves_each_difference(open_as, finance_
 
     page.goto("/admin/operations/dashboard/")
     card = page.locator("#reconciliation-card")
-    expect(card).to_contain_text("0 differences are unresolved.")
+    expect(card.locator(".ops-big")).to_have_text("0")
+    expect(card).to_contain_text("differences are unresolved.")
+    expect(card.get_by_role("alert")).to_have_count(0)  # no provider day left unreconciled
     expect(card).to_contain_text(f"Paystack: last reconciled day {today}")
     shots(page, "reconciliation-dashboard")
