@@ -61,7 +61,7 @@ def download_rows(page, link_name) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def test_finance_uploads_a_report_and_resolves_each_difference(open_as, finance_user, paystack_payments):
+def test_finance_uploads_a_report_and_resolves_each_difference(open_as, finance_user, manager, paystack_payments):
     page = open_as(finance_user, "/admin/operations/reconciliation/")
     expect(page.get_by_text("No provider report has been read yet.")).to_be_visible()
     page.get_by_role("link", name="Upload a report").click()
@@ -99,8 +99,11 @@ def test_finance_uploads_a_report_and_resolves_each_difference(open_as, finance_
     shots(page, "reconciliation-resolved")
     assert download_rows(page, "Export unresolved (CSV)") == []
 
-    page.goto("/admin/operations/audit/")
-    expect(page.get_by_text(re.compile("PS-4")).first).to_be_visible()
+    # A manager reads the audit log: each resolution with its note.
+    audit = open_as(manager, "/admin/operations/audit/")
+    for n in range(1, 5):
+        expect(audit.get_by_text(f"ticket PS-{n}.").first).to_be_visible()
+    shots(audit, "reconciliation-audit")
 
     page.goto("/admin/operations/dashboard/")
     card = page.locator("#reconciliation-card")
