@@ -405,7 +405,8 @@ class ReconciliationLineTable(tables.Table):
         parts = [format_html('<span class="ops-ref">{}</span>', value)]
         if record.payment_id:
             payment = record.payment
-            parts.append(format_html("Payment {}", payment.reference))
+            if payment.reference != value:  # the report named it by the provider's own reference
+                parts.append(format_html("Payment {}", payment.reference))
             if payment.ledger_transaction_id:
                 parts.append(transaction_link(payment.ledger_transaction.reference, user=user))
         if record.withdrawal_id:
