@@ -22,7 +22,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from finance import permissions, staff_actions
-from finance.models import WebhookEvent, Withdrawal
+from finance.models import ReconciliationLine, ReconciliationReport, WebhookEvent, Withdrawal
 from finance.services import TransactionService
 from finance.tasks import send_receipt
 from messaging.models import DeadLetterMessage
@@ -89,6 +89,29 @@ def busy_portal(make_user, host, guest, finance_user, approver, support_user, pa
         text="The payout calendar changes in May: https://stayafrica.example/help/payouts/calendar-2026-changes-for-hosts",
     )
     job = send_receipt.enqueue(payment.pk)
+    # A provider's day with a long reference whose amount differs (the reconciliation pages).
+    report = ReconciliationReport.objects.create(
+        provider="paystack",
+        source="upload",
+        file_name="paystack-transactions-export-2026-11-28-settlement.csv",
+        first_day=payment.created_at.date(),
+        last_day=payment.created_at.date(),
+        line_count=1,
+    )
+    line = ReconciliationLine.objects.create(
+        report=report,
+        provider="paystack",
+        day=report.first_day,
+        kind="payment",
+        state="differs",
+        provider_reference=payment.reference,
+        payment=payment,
+        amount=Decimal("950.00"),
+        currency="NGN",
+        ledger_amount=payment.amount,
+        ledger_currency=payment.currency,
+        provider_status="success",
+    )
     DeadLetterMessage.objects.create(
         message_id=str(uuid.uuid4()),
         reason="Messages cannot contain the NUL character.",
@@ -114,6 +137,9 @@ def busy_portal(make_user, host, guest, finance_user, approver, support_user, pa
             ("ops_webhooks", "pk"): flagged.pk,
             ("ops_broadcasts", "pk"): broadcast.pk,
             ("ops_jobs", "pk"): job.id,
+            ("ops_reconciliation", "pk"): line.pk,
+            ("ops_reconciliation", "provider"): "paystack",
+            ("ops_reconciliation", "day"): line.day.isoformat(),
         },
     }
 

@@ -6,12 +6,12 @@ from decimal import Decimal
 import django_filters
 from django import forms
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from django_filters.constants import EMPTY_VALUES
 from wagtail.models import ModelLogEntry
 
-from finance.models import Payment, Wallet, WalletTransaction, WebhookEvent, Withdrawal
+from finance.models import Payment, ReconciliationLine, Wallet, WalletTransaction, WebhookEvent, Withdrawal
 from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS
 
 
@@ -474,3 +474,77 @@ class WebhookEventFilter(ActiveFiltersMixin, django_filters.FilterSet):
         payments = Payment.objects.filter(Q(reference=value.upper()) | Q(provider_reference=value))
         payment_ids = list(payments.values_list("pk", flat=True)[:20])
         return queryset.filter(Q(event_id=value) | Q(payment_id__in=payment_ids))
+
+
+# --- reconciliation (portal/views/reconciliation.py) -------------------------------------------
+
+
+class ReconciliationDayFilterForm(forms.Form):
+    def clean(self):
+        cleaned = super().clean()
+        refuse_reversed_range(self, cleaned, "day_from", "day_to")
+        return cleaned
+
+
+def _unresolved_here():
+    """Lines of the same provider and day still needing a person (a subquery on the outer line)."""
+    return ReconciliationLine.objects.filter(
+        provider=OuterRef("provider"),
+        day=OuterRef("day"),
+        state__in=ReconciliationLine.UNRESOLVED_STATES,
+        resolved_at__isnull=True,
+    )
+
+
+class ReconciliationDayFilter(ActiveFiltersMixin, django_filters.FilterSet):
+    """The reconciliation index: lines filtered, then summed per provider and day (the view)."""
+
+    provider = django_filters.ChoiceFilter(label="Provider", choices=_provider_choices, empty_label="Any provider")
+    day_from = DayFilter(label="Days from", field_name="day", lookup_expr="gte")
+    day_to = DayFilter(label="Days up to", field_name="day", lookup_expr="lte")
+    unresolved = django_filters.BooleanFilter(
+        label="With unresolved lines only",
+        method="filter_unresolved",
+        widget=forms.CheckboxInput,
+    )
+
+    class Meta:
+        model = ReconciliationLine
+        fields = []
+        form = ReconciliationDayFilterForm
+
+    def filter_unresolved(self, queryset, name, value):
+        """Whole days (every line, for their counts) that still have a difference to resolve."""
+        return queryset.filter(Exists(_unresolved_here())) if value else queryset
+
+
+UNRESOLVED = "unresolved"
+
+
+def _line_state_choices():
+    return [(UNRESOLVED, "Unresolved differences"), *ReconciliationLine.State.choices]
+
+
+class LineStateFilter(django_filters.ChoiceFilter):
+    def filter(self, qs, value):
+        if value in EMPTY_VALUES:
+            return qs
+        if value == UNRESOLVED:
+            return qs.filter(state__in=ReconciliationLine.UNRESOLVED_STATES, resolved_at__isnull=True)
+        return qs.filter(state=value)
+
+
+class ReconciliationLineFilter(ActiveFiltersMixin, django_filters.FilterSet):
+    """One provider's day: its lines by state."""
+
+    state = LineStateFilter(label="State", choices=_line_state_choices, empty_label="Every line")
+    q = django_filters.CharFilter(
+        label="Reference",
+        field_name="provider_reference",
+        lookup_expr="iexact",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "The reference on the report"}),
+    )
+
+    class Meta:
+        model = ReconciliationLine
+        fields = []

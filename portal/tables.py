@@ -2,15 +2,16 @@
 
 import django_tables2 as tables
 from django.template.defaultfilters import date as date_filter
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timezone import template_localtime
 
 from finance import permissions, staff_actions
-from finance.models import Wallet, WalletTransaction, Withdrawal
+from finance.models import ReconciliationLine, ReconciliationReport, Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 from finance.payouts import MANUAL, payout_route, route_for
 
@@ -300,3 +301,148 @@ class WithdrawalTable(tables.Table):
         """The actions' template, with the row's payout route and provider (`with_payout`)."""
         with_payout(kwargs["record"])
         return kwargs["bound_column"].column.render(**kwargs)
+
+
+# --- reconciliation (portal/views/reconciliation.py) -------------------------------------------
+
+
+def money_totals(totals: dict) -> str:
+    """{"NGN": Decimal, "USD": Decimal} as "NGN 1,500.00 · USD 20.00" (currencies never added up)."""
+    return " · ".join(format_money(amount, currency) for currency, amount in sorted(totals.items()))
+
+
+class StateColumn(tables.Column):
+    """One state's count on a provider's day, with its total per currency under it."""
+
+    def __init__(self, state, *args, **kwargs):
+        self.state = state
+        kwargs.setdefault("attrs", {"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
+        super().__init__(*args, accessor="counts", orderable=False, empty_values=(), **kwargs)
+
+    def render(self, value, record):
+        count = record["counts"].get(self.state, 0)
+        if not count:
+            return "0"
+        return format_html("{}<br><small>{}</small>", count, money_totals(record["totals"].get(self.state, {})))
+
+
+class ReconciliationDayTable(tables.Table):
+    """Per provider and day (rows: finance.reconciliation.day_summaries, by portal.views.reconciliation.summarise)."""
+
+    day = tables.Column(verbose_name="Day", orderable=False)
+    provider = tables.Column(verbose_name="Provider", orderable=False)
+    source = tables.Column(accessor="sources", verbose_name="Source", orderable=False)
+    matched = StateColumn(ReconciliationLine.State.MATCHED, verbose_name="Matched")
+    differs = StateColumn(ReconciliationLine.State.DIFFERS, verbose_name="Amount or currency differs")
+    missing_in_ledger = StateColumn(ReconciliationLine.State.MISSING_IN_LEDGER, verbose_name="Missing in the ledger")
+    missing_at_provider = StateColumn(
+        ReconciliationLine.State.MISSING_AT_PROVIDER, verbose_name="Missing at the provider"
+    )
+    unresolved = tables.Column(verbose_name="Unresolved", orderable=False, attrs={"td": {"class": "ops-num"}})
+
+    class Meta:
+        row_attrs = {"id": lambda record: f"day-{record['provider']}-{record['day'].isoformat()}"}
+
+    def render_day(self, value, record):
+        return format_html('<a href="{}">{}</a>', record["url"], value.isoformat())
+
+    def render_provider(self, value):
+        return provider_name(value)
+
+    def render_source(self, value):
+        return ", ".join(ReconciliationReport.Source(source).label for source in sorted(value))
+
+    def render_unresolved(self, value):
+        if value:
+            return format_html('<strong class="ops-bad">{}</strong>', value)
+        return format_html('<span class="w-status w-status--primary">{}</span>', "All resolved")
+
+
+def _side(amount, currency) -> str:
+    return format_money(amount, currency) if amount is not None and currency else "—"
+
+
+class ReconciliationLineTable(tables.Table):
+    """One provider's day, line by line; `resolution` is the cell htmx re-renders in place."""
+
+    provider_reference = tables.Column(verbose_name="Reference", orderable=False)
+    kind = tables.Column(verbose_name="Kind", orderable=False)
+    state = tables.Column(verbose_name="State", orderable=False)
+    provider_side = tables.Column(
+        verbose_name="Provider says",
+        accessor="amount",
+        orderable=False,
+        empty_values=(),
+        attrs={"td": {"class": "ops-num"}},
+    )
+    ledger_side = tables.Column(
+        verbose_name="Ledger says",
+        accessor="ledger_amount",
+        orderable=False,
+        empty_values=(),
+        attrs={"td": {"class": "ops-num"}},
+    )
+    provider_status = tables.Column(verbose_name="Provider status", orderable=False)
+    # The same template the resolve views answer with (htmx swaps this cell's contents).
+    resolution = tables.Column(verbose_name="Resolution", orderable=False, empty_values=())
+
+    class Meta:
+        model = ReconciliationLine
+        fields = ()
+        sequence = (
+            "provider_reference",
+            "kind",
+            "state",
+            "provider_side",
+            "ledger_side",
+            "provider_status",
+            "resolution",
+        )
+        row_attrs = {"id": lambda record: f"line-{record.pk}"}
+
+    def render_provider_reference(self, value, record):
+        user = self.request.user
+        parts = [format_html('<span class="ops-ref">{}</span>', value)]
+        if record.payment_id:
+            payment = record.payment
+            if payment.reference != value:  # the report named it by the provider's own reference
+                parts.append(format_html("Payment {}", payment.reference))
+            if payment.ledger_transaction_id:
+                parts.append(transaction_link(payment.ledger_transaction.reference, user=user))
+        if record.withdrawal_id:
+            parts.append(format_html("Payout {}", record.withdrawal.reference))
+            parts.append(transaction_link(record.withdrawal.transaction.reference, user=user))
+        if record.refund_id:
+            refund = record.refund
+            if permissions.allows(user, "finance.view_booking", "finance.view_payment"):  # the refunds page
+                url = f"{reverse('ops_refunds:index')}?booking={refund.payment.booking_id}"
+                parts.append(format_html('Refund <a href="{}">{}</a>', url, refund.refund_reference))
+            else:
+                parts.append(format_html("Refund {}", refund.refund_reference))
+            parts.append(transaction_link(refund.transaction.reference, user=user))
+        return format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts))
+
+    def render_state(self, value, record):
+        tag = "w-status--primary" if record.state == ReconciliationLine.State.MATCHED else ""
+        detail = ""
+        if record.state == ReconciliationLine.State.DIFFERS:
+            detail = "currency differs" if record.currency != record.ledger_currency else "amount differs"
+            detail = format_html("<br><small>{}</small>", detail)
+        return format_html('<span class="w-status {}">{}</span>{}', tag, record.get_state_display(), detail)
+
+    def render_resolution(self, record):
+        return render_to_string(
+            "portal/includes/reconciliation_resolution.html",
+            {"line": record, "can_resolve": self.can_resolve},
+            request=self.request,
+        )
+
+    @cached_property
+    def can_resolve(self) -> bool:
+        return permissions.allows(self.request.user, permissions.RECONCILE)
+
+    def render_provider_side(self, record):
+        return _side(record.amount, record.currency)
+
+    def render_ledger_side(self, record):
+        return _side(record.ledger_amount, record.ledger_currency)

@@ -12,7 +12,18 @@ from wagtail.admin.viewsets.base import ViewSet, ViewSetGroup
 from finance import approvals as four_eyes
 from finance import permissions
 
-from .views import approvals, audit, broadcasts, dead_letters, finance, jobs, messaging, transactions, webhooks
+from .views import (
+    approvals,
+    audit,
+    broadcasts,
+    dead_letters,
+    finance,
+    jobs,
+    messaging,
+    reconciliation,
+    transactions,
+    webhooks,
+)
 
 
 class PermissionMenuItem(MenuItem):
@@ -165,6 +176,22 @@ class WebhookSection(OperationsSection):
     ]
 
 
+class ReconciliationSection(OperationsSection):
+    name = "ops_reconciliation"
+    menu_label = "Reconciliation"
+    icon = "doc-full"
+    permission_required = permissions.VIEW_RECONCILIATION  # to read; uploading and resolving need RECONCILE
+    routes = [
+        ("", reconciliation.ReconciliationIndexView.as_view(), "index"),
+        ("upload/", reconciliation.ReportUploadView.as_view(), "upload"),
+        ("unresolved/export/", reconciliation.ExportUnresolvedView.as_view(), "export"),
+        ("lines/<int:pk>/", reconciliation.LineResolutionView.as_view(), "line"),
+        ("lines/<int:pk>/resolve/", reconciliation.ResolveLineView.as_view(), "resolve"),
+        ("lines/<int:pk>/resolve/confirm/", reconciliation.ResolveLineView.as_view(confirming=True), "confirm"),
+        ("<str:provider>/<str:day>/", reconciliation.ReconciliationDayView.as_view(), "day"),
+    ]
+
+
 class BroadcastSection(OperationsSection):
     name = "ops_broadcasts"
     menu_label = "Broadcasts"
@@ -231,6 +258,7 @@ class OperationsGroup(ViewSetGroup):
         RefundSection,
         ApprovalSection,
         WebhookSection,
+        ReconciliationSection,
         BroadcastSection,
         StatsSection,
         UndeliverableSection,

@@ -51,6 +51,7 @@ def test_finance_staff_keep_selection_and_actions(client, finance_user, withdraw
         "/admin/operations/jobs/",
         "/admin/operations/undeliverable/",
         "/admin/operations/audit/",
+        "/admin/operations/reconciliation/",
     ],
 )
 def test_a_manager_opens_every_page_to_read_with_nothing_to_change(client, manager, paid_booking, path):

@@ -37,6 +37,7 @@ from ..metrics import payouts_in_flight
 from ..tables import TransactionTable, WalletTable, WithdrawalTable, age_text, provider_name, with_payout
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, mark_refusal
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
+from .reconciliation import dashboard_card as reconciliation_dashboard_card
 
 
 def approval_needed(why: str) -> str:
@@ -64,7 +65,13 @@ class DashboardView(OperationsView):
         context["webhook_events"] = selectors.flagged_webhook_events()
         context["can_see_stats"] = permissions.allows(self.request.user, permissions.VIEW_MESSAGING_STATS)
         context["payouts"] = payouts_card()
+        context["reconciliation"] = reconciliation_card(self.request.user)
         return context
+
+
+def reconciliation_card(user) -> dict | None:
+    """The dashboard's Reconciliation card (portal.views.reconciliation), for those who may open its page."""
+    return reconciliation_dashboard_card() if permissions.allows(user, permissions.VIEW_RECONCILIATION) else None
 
 
 def payouts_card() -> dict:
