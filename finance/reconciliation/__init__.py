@@ -158,6 +158,10 @@ def store_report(
 
 
 def _lock_provider(provider: str) -> None:
+    """Serialise imports of one provider's reports (PostgreSQL: a transaction-scoped advisory
+    lock). SQLite, make run's embedded default, lets one writer in at a time anyway."""
+    if connection.vendor != "postgresql":
+        return
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"reconciliation:{provider}"])
 
