@@ -349,9 +349,9 @@ def test_typed_amounts_are_reviewed_at_currency_precision_with_every_figure_that
     review = client.post("/admin/operations/refunds/confirm/", data)
     text = html.unescape(review.content.decode())
     assert "Refund NGN 50,000.00 to" in text
-    assert "Guest refund: NGN 50,000.00" in text
-    assert "Commission clawed back: NGN 5,000.00" in text
-    assert "Host debit: NGN 45,000.00" in text and "NGN 243,000.00 → NGN 198,000.00" in text
+    # Where the money goes, and where it comes from (issue 18's wording).
+    assert "gives back NGN 45,000.00 and platform revenue NGN 5,000.00" in text
+    assert "wallet balance goes from NGN 243,000.00 to NGN 198,000.00" in text
     response = post_confirmation(client, review)
     assert response.status_code == 302
     refund = WalletTransaction.objects.get(type="refund")
