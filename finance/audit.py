@@ -22,6 +22,8 @@ ACTIONS = {
     "stayafrica.withdrawal.bulk_complete": ("Bulk complete withdrawals", "Started a bulk completion of withdrawals"),
     "stayafrica.refund": ("Refund", "Issued a refund"),
     "stayafrica.reversal": ("Reversal", "Reversed a transaction"),
+    "stayafrica.refund.retry": ("Retry refund", "Sent a failed refund to the provider again"),
+    "stayafrica.refund.mark_refunded": ("Mark refunded", "Marked a refund paid to the guest by hand"),
     "stayafrica.approval.request": ("Request approval", "Requested a second approval"),
     "stayafrica.approval.approve": ("Approve", "Approved a request"),
     "stayafrica.approval.reject": ("Reject", "Rejected a request"),

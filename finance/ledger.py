@@ -267,6 +267,38 @@ def settle_pending(
     return _post(movement)
 
 
+def post_legs(
+    txn: WalletTransaction,
+    *,
+    legs: list[tuple[str, Decimal]],
+    action: str,
+    actor=None,
+    reason: str = "",
+    metadata: dict | None = None,
+) -> None:
+    """Add system-account legs (summing to zero, no wallet leg) to an existing transaction,
+    with their audit row: a later step of a movement already posted (a refund's provider
+    settling "refunds payable"). No wallet changes, so no wallet is locked or updated."""
+    rows = [(account, amount) for account, amount in legs if amount]
+    total = sum((amount for _, amount in rows), Decimal(0))
+    if total != 0 or any(not account for account, _ in rows):
+        raise AssertionError(f"Unbalanced or wallet legs: {legs}")
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(transaction=txn, wallet_id=None, system_account=account, currency=txn.currency, amount=amount)
+        for account, amount in rows
+    )
+    LedgerAudit.objects.create(
+        action=action,
+        actor_id=_actor_id(actor),
+        wallet_id=txn.wallet_id,
+        transaction=txn,
+        amount=txn.amount,
+        currency=txn.currency,
+        reason=reason,
+        metadata=metadata or {},
+    )
+
+
 def audit(
     *, action: str, actor=None, wallet=None, transaction=None, amount=None, currency="", reason="", metadata=None
 ) -> LedgerAudit:

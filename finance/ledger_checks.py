@@ -11,7 +11,7 @@ from decimal import Decimal
 from django.db.models import DecimalField, Exists, F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from .models import MONEY, LedgerEntry, Wallet, WalletTransaction, Withdrawal
+from .models import MONEY, LedgerEntry, ProviderRefund, SystemAccount, Wallet, WalletTransaction, Withdrawal
 
 MAX_REPORTED = 20  # violations listed per check; the count is always exact
 ZERO = Value(Decimal(0), output_field=DecimalField(**MONEY))
@@ -200,6 +200,47 @@ def payouts_traceable() -> CheckResult:
     )
 
 
+def refunds_payable_match_open_refunds() -> CheckResult:
+    """Refunds payable holds exactly what is owed to guests: per currency, the account's balance
+    equals the open provider refunds (queued, processing, failed), and every refund transaction
+    that moved money (completed, or reversed since) has its provider refund."""
+    payable = dict(
+        LedgerEntry.objects.filter(system_account=SystemAccount.REFUNDS_PAYABLE)
+        .values("currency")
+        .annotate(total=Sum("amount"))
+        .values_list("currency", "total")
+        .order_by()
+    )
+    owed = dict(
+        ProviderRefund.objects.filter(status__in=ProviderRefund.OPEN_STATUSES)
+        .values("currency")
+        .annotate(total=Sum("amount"))
+        .values_list("currency", "total")
+        .order_by()
+    )
+    problems = []
+    for currency in sorted(set(payable) | set(owed)):
+        balance, open_total = payable.get(currency) or Decimal(0), owed.get(currency) or Decimal(0)
+        if abs(balance - open_total) >= HALF_UNIT:
+            problems.append(f"{currency} refunds payable is {balance}, open refunds add up to {open_total}")
+    orphans = (
+        WalletTransaction.objects.filter(
+            type=WalletTransaction.Type.REFUND,
+            status__in=(WalletTransaction.Status.COMPLETED, WalletTransaction.Status.REVERSED),
+        )
+        .filter(~Exists(ProviderRefund.objects.filter(transaction=OuterRef("pk"))))
+        .values_list("reference", flat=True)
+        .order_by("pk")
+    )
+    problems += [f"refund {reference} has no provider refund" for reference in orphans]
+    return _result(
+        "refunds_payable_match_open_refunds",
+        "Refunds payable equals the open refunds in each currency, and every refund has its provider refund.",
+        problems,
+        str,
+    )
+
+
 ALL_CHECKS = (
     journal_balances_per_currency,
     transactions_balance,
@@ -211,6 +252,7 @@ ALL_CHECKS = (
     reversals_consistent,
     pending_transactions_have_no_entries,
     payouts_traceable,
+    refunds_payable_match_open_refunds,
 )
 
 

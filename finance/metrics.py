@@ -25,7 +25,7 @@ from decimal import Decimal
 from django.db.models import Count, Min
 from prometheus_client import Counter
 
-from .models import ApprovalRequest, Withdrawal
+from .models import ApprovalRequest, ProviderRefund, Withdrawal
 from .money import format_money
 
 # The operations' log: one line per money operation, the fields also as `extra` for a
@@ -124,3 +124,15 @@ def open_withdrawals() -> tuple[int, datetime | None]:
 def pending_approvals() -> int:
     """Money actions waiting for a second finance approver."""
     return ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING).count()
+
+
+def open_refunds() -> dict[tuple[str, str], tuple[int, datetime | None]]:
+    """Refunds not yet settled (queued, processing, failed), by (provider, status): how many,
+    and when the oldest was created. One aggregate on the (status, created_at) index."""
+    rows = (
+        ProviderRefund.objects.filter(status__in=ProviderRefund.OPEN_STATUSES)
+        .order_by()
+        .values("provider", "status")
+        .annotate(count=Count("id"), oldest=Min("created_at"))
+    )
+    return {(row["provider"], row["status"]): (row["count"], row["oldest"]) for row in rows}

@@ -60,6 +60,7 @@ from .models import (
     BankAccount,
     Booking,
     Payment,
+    ProviderRefund,
     SystemAccount,
     Wallet,
     WalletTransaction,
@@ -87,6 +88,8 @@ __all__ = [
 Type = WalletTransaction.Type
 Status = WalletTransaction.Status
 Direction = WalletTransaction.Direction
+# A refund the reversal calls off: not yet at the provider, or refused by it.
+CANCELLABLE_REFUNDS = (ProviderRefund.Status.QUEUED, ProviderRefund.Status.FAILED)
 
 
 # --- the operation wrapper ---------------------------------------------------------------
@@ -232,6 +235,26 @@ def check_reversible(original: WalletTransaction, payment: Payment | None) -> No
         raise InvalidStateError(f"Only completed transactions can be reversed; this one is {original.status}.")
     if original.type == Type.BOOKING_PAYMENT and payment and payment.refunded_amount:
         raise InvalidStateError("Refunds were issued against this payment: reverse those first.")
+    if original.type == Type.REFUND:
+        check_refund_not_sent(original)
+
+
+def check_refund_not_sent(refund_txn: WalletTransaction) -> None:
+    """Refuse reversing a refund the provider is paying or has paid: the guest has, or will have,
+    the money, so taking it back from refunds payable would leave the ledger owing nobody."""
+    status, sent_at = ProviderRefund.objects.filter(transaction_id=refund_txn.pk).values_list(
+        "status", "sent_at"
+    ).first() or (None, None)
+    if status == ProviderRefund.Status.QUEUED and sent_at is not None:
+        raise InvalidStateError(
+            f"Refund {refund_txn.reference} is being sent to the provider: wait for its answer before reversing it."
+        )
+    if status == ProviderRefund.Status.PROCESSING:
+        raise InvalidStateError(
+            f"Refund {refund_txn.reference} is being paid to the guest by the provider: it cannot be reversed now."
+        )
+    if status == ProviderRefund.Status.SUCCEEDED:
+        raise InvalidStateError(f"Refund {refund_txn.reference} has reached the guest: it cannot be reversed.")
 
 
 class HandedReference(str):
@@ -375,6 +398,11 @@ class TransactionService:
             reason=reason,
             followup=ledger.reversal_followup(original.pk, timezone.now()),
         )
+        if original.type == Type.REFUND:
+            # A refund not yet paid to the guest (queued, failed) is called off with it.
+            ProviderRefund.objects.filter(transaction_id=original.pk, status__in=CANCELLABLE_REFUNDS).update(
+                status=ProviderRefund.Status.CANCELLED, updated_at=timezone.now()
+            )
         if original.type == Type.REFUND and payment:
             _restore_refundable(payment, original)
         elif original.type == Type.BOOKING_PAYMENT:
@@ -490,8 +518,55 @@ class TransactionService:
             reason=reason,
             followup=followup,
         )
+        # The refund's journey at the provider starts in the same transaction (finance.refunds).
+        from .refunds import open_provider_refund
+
+        open_provider_refund(payment, txn)
         idempotency.remember(record, transaction=txn)
         return txn
+
+    @staticmethod
+    @_money_operation("settle_provider_refund")
+    def settle_provider_refund(refund: ProviderRefund, *, note: str = "", actor=None) -> ProviderRefund:
+        """The guest has the refund's money (the provider confirmed it, or staff paid it by hand):
+        move its amount out of refunds payable and back out of provider clearing, on the refund's
+        own transaction (no wallet changes), and mark the refund succeeded. Once: a refund that is
+        not open is refused (finance.refunds calls this under the refund's row lock and decides
+        what a repeat means)."""
+        locked = (
+            ProviderRefund.objects.select_for_update(of=("self",))
+            .select_related("transaction")
+            .filter(pk=refund.pk)
+            .first()
+        )
+        if locked is None:
+            raise NotFoundError("Refund not found.")
+        if not locked.is_open:
+            raise InvalidStateError(
+                f"Refund {locked.refund_reference} is already {locked.get_status_display().lower()}."
+            )
+        if locked.transaction.status != Status.COMPLETED:
+            raise InvalidStateError(
+                f"Refund transaction {locked.transaction.reference} is {locked.transaction.status}."
+            )
+        ledger.post_legs(
+            locked.transaction,
+            legs=[(SystemAccount.REFUNDS_PAYABLE, -locked.amount), (SystemAccount.PROVIDER_CLEARING, locked.amount)],
+            action="refund.settled",
+            actor=actor,
+            reason=note,
+            metadata={
+                "refund_reference": locked.refund_reference,
+                "provider": locked.provider,
+                "provider_refund_id": locked.provider_refund_id,
+            },
+        )
+        locked.status = ProviderRefund.Status.SUCCEEDED
+        locked.settled_at = timezone.now()
+        locked.failure_reason = ""
+        locked.last_error = ""
+        locked.save(update_fields=["status", "settled_at", "failure_reason", "last_error", "updated_at"])
+        return locked
 
     # --- withdrawals -----------------------------------------------------------------
 
@@ -700,6 +775,10 @@ def _lock_for_reversal(reference: str) -> tuple[WalletTransaction, Payment | Non
             payment = payments.filter(ledger_transaction_id=peek["pk"]).first()
         else:
             payment = payments.filter(reference=peek["metadata"].get("payment_reference")).first()
+    if peek["type"] == Type.REFUND:
+        # Its provider refund, after the payment and before the transaction (finance.refunds'
+        # order), so a send or a callback cannot move it on while the reversal decides.
+        list(ProviderRefund.objects.select_for_update().filter(transaction_id=peek["pk"]))
     original = WalletTransaction.objects.select_for_update(of=("self",)).select_related("wallet").get(pk=peek["pk"])
     return original, payment
 

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Subquery
+from django.db.models import Exists, OuterRef, Q, Subquery
 from wagtail.log_actions import log
+from wagtail.models import ModelLogEntry
 
-from . import approvals, payouts, permissions
+from . import approvals, payouts, permissions, refunds
 from .audit import log_once, money_data
 from .errors import (
     InsufficientBalanceError,
@@ -37,7 +38,16 @@ from .errors import (
     WalletNotActiveError,
     require_reason,
 )
-from .models import ApprovalRequest, Booking, IdempotencyRecord, Payment, Wallet, WalletTransaction, Withdrawal
+from .models import (
+    ApprovalRequest,
+    Booking,
+    IdempotencyRecord,
+    Payment,
+    ProviderRefund,
+    Wallet,
+    WalletTransaction,
+    Withdrawal,
+)
 from .money import format_money, parse_amount, quantum
 from .services import RefundSplit, TransactionService, check_refundable, refund_split
 from .services import check_reversible as check_reversal_allowed
@@ -100,15 +110,20 @@ def reversal_states(txns) -> dict[int, ReversalState]:
         kind=ApprovalRequest.Kind.REVERSAL, status=ApprovalRequest.Status.PENDING, transaction_id=OuterRef("pk")
     ).values("pk")[:1]
     refunded = Payment.objects.filter(ledger_transaction_id=OuterRef("pk"), refunded_amount__gt=0)
+    # A refund the provider is sending, paying or has paid (services.check_refund_not_sent).
+    sent = ProviderRefund.objects.filter(transaction_id=OuterRef("pk")).filter(
+        Q(status__in=(ProviderRefund.Status.PROCESSING, ProviderRefund.Status.SUCCEEDED))
+        | Q(status=ProviderRefund.Status.QUEUED, sent_at__isnull=False)
+    )
     rows = (
         WalletTransaction.objects.filter(pk__in=candidates)
-        .annotate(pending=Subquery(pending), refunded=Exists(refunded))
-        .values_list("pk", "type", "pending", "refunded")
+        .annotate(pending=Subquery(pending), refunded=Exists(refunded), refund_sent=Exists(sent))
+        .values_list("pk", "type", "pending", "refunded", "refund_sent")
         .order_by()
     )
     states = {}
-    for pk, txn_type, pending_pk, has_refunds in rows:
-        blocked = has_refunds and txn_type == WalletTransaction.Type.BOOKING_PAYMENT
+    for pk, txn_type, pending_pk, has_refunds, refund_sent in rows:
+        blocked = (has_refunds and txn_type == WalletTransaction.Type.BOOKING_PAYMENT) or refund_sent
         states[pk] = ReversalState(reversible=not blocked and pending_pk is None, pending=pending_pk)
     return states
 
@@ -368,6 +383,62 @@ def request_reversal(*, txn: WalletTransaction, reason: str, actor, idempotency_
                 approval_reason=approvals.EVERY_REVERSAL,
             )
         )
+
+
+# --- refunds at the provider (finance.refunds) ----------------------------------------------
+
+
+def clean_refunded_note(note: str | None) -> str:
+    return require_reason(
+        note, "Say how the guest was paid (bank transfer, cash...); it goes in the audit log.", field="note"
+    )
+
+
+def _refund_data(refund: ProviderRefund, **extra) -> dict:
+    return money_data(
+        refund.amount,
+        refund.currency,
+        reference=refund.transaction.reference,
+        refund_reference=refund.refund_reference,
+        provider=refund.provider,
+        **extra,
+    )
+
+
+def retry_refund(*, refund: ProviderRefund, actor, idempotency_key: str) -> ProviderRefund:
+    """Send a failed refund to its provider again, as a new attempt with a new reference
+    (`finance.refunds.retry_failed`); InvalidStateError names why when it is not failed. A replay
+    with the same key returns the refund as it stands and sends nothing."""
+    permissions.require(actor, permissions.RETRY_REFUND)
+    key = scoped_key(actor, "retry_refund", idempotency_key)
+    action = "stayafrica.refund.retry"
+    with transaction.atomic():
+        if _logged(action, key):
+            return ProviderRefund.objects.select_related("transaction").get(pk=refund.pk)
+        retried = refunds.retry_failed(refund.pk, actor=actor)
+        log_once(retried, action, actor=actor, key=key, data=_refund_data(retried, attempt=retried.attempt))
+    return retried
+
+
+def mark_refunded(*, refund: ProviderRefund, actor, note: str, idempotency_key: str) -> ProviderRefund:
+    """Settle a manual or failed refund that staff paid to the guest by other means, with a note
+    saying how (`finance.refunds.mark_paid_by_hand`): the amount leaves refunds payable. A replay
+    with the same key returns the refund as it stands and moves nothing."""
+    permissions.require(actor, permissions.RETRY_REFUND)
+    note = clean_refunded_note(note)
+    key = scoped_key(actor, "mark_refunded", idempotency_key)
+    action = "stayafrica.refund.mark_refunded"
+    with transaction.atomic():
+        if _logged(action, key):
+            return ProviderRefund.objects.select_related("transaction").get(pk=refund.pk)
+        done = refunds.mark_paid_by_hand(refund.pk, actor=actor, note=note)
+        log_once(done, action, actor=actor, key=key, data=_refund_data(done, note=note))
+    return done
+
+
+def _logged(action: str, key: str) -> bool:
+    """Whether this action already ran with this (scoped) key: its audit entry is the record."""
+    return ModelLogEntry.objects.filter(action=action, data__idempotency_key=key).exists()
 
 
 # --- four-eyes decisions -------------------------------------------------------------------

@@ -162,6 +162,28 @@ def payout_gauges(now: datetime) -> list:
     return [processing, oldest_age, stuck_after]
 
 
+def refund_gauges(now: datetime) -> list:
+    """refunds_open{provider,status} and refund_oldest_open_age_seconds{provider}: refunds owed
+    to guests and not yet paid (queued, processing at the provider, failed)."""
+    open_refunds = finance_metrics.open_refunds()
+    count = GaugeMetricFamily(
+        "refunds_open", "Refunds not yet paid to the guest, by provider and status.", labels=["provider", "status"]
+    )
+    oldest_age = GaugeMetricFamily(
+        "refund_oldest_open_age_seconds",
+        "Seconds since the oldest refund not yet paid to the guest was made, by provider; 0 when none is.",
+        labels=["provider"],
+    )
+    oldest_by_provider: dict[str, datetime] = {}
+    for (provider, status), (number, oldest) in sorted(open_refunds.items()):
+        count.add_metric([provider, status], number)
+        if oldest and (provider not in oldest_by_provider or oldest < oldest_by_provider[provider]):
+            oldest_by_provider[provider] = oldest
+    for provider, oldest in sorted(oldest_by_provider.items()):
+        oldest_age.add_metric([provider], max((now - oldest).total_seconds(), 0.0))
+    return [count, oldest_age]
+
+
 def read_gauges() -> list:
     """The deployment's state, as metric families (built here, in the pool thread)."""
     count, oldest = finance_metrics.open_withdrawals()
@@ -170,6 +192,7 @@ def read_gauges() -> list:
     check = job_selectors.last_check(LEDGER_CHECK)
     return [
         *payout_gauges(now),
+        *refund_gauges(now),
         GaugeMetricFamily("withdrawals_pending", "Withdrawals waiting to be paid out (pending or processing).", count),
         GaugeMetricFamily(
             "withdrawals_pending_oldest_age_seconds",

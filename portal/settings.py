@@ -499,6 +499,9 @@ PAYOUT_QUERY_EVERY_SECONDS = env_int("PAYOUT_QUERY_EVERY_SECONDS", 300)
 PAYOUT_STUCK_AFTER_MINUTES = env_int("PAYOUT_STUCK_AFTER_MINUTES", 240)
 # The sandbox refuses transfers to accounts ending in these digits, to show a failed payout offline.
 SANDBOX_TRANSFER_FAILS_LAST4 = os.environ.get("SANDBOX_TRANSFER_FAILS_LAST4", "0000")
+# The sandbox fails the first attempt of a refund whose amount ends in these minor units (NGN 1,234.13
+# with the default), to show a failed refund and its retry offline; the retry succeeds.
+SANDBOX_REFUND_FAILS_CENTS = os.environ.get("SANDBOX_REFUND_FAILS_CENTS", "13")
 
 # Refunds at the provider (finance.refunds): a refund with no outcome this long after it was
 # sent is asked about (every REFUND_QUERY_EVERY_SECONDS); one still open after
@@ -581,6 +584,7 @@ PERIODIC_JOBS = {
     "messaging.tasks.sample_stats": 2,
     "finance.tasks.check_ledger": LEDGER_CHECK_EVERY_SECONDS,
     "finance.payouts.query_stuck_transfers": PAYOUT_QUERY_EVERY_SECONDS,
+    "finance.refunds.query_stuck_refunds": REFUND_QUERY_EVERY_SECONDS,
 }
 
 # --- Metrics -------------------------------------------------------------------------

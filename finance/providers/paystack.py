@@ -4,6 +4,13 @@ Payouts use Paystack Transfers (https://paystack.com/docs/transfers/single-trans
 transfer recipient is created once per bank account and its RCP_ code kept, then each payout is
 POST /transfer with our stable reference, settled by the transfer.success / transfer.failed /
 transfer.reversed webhooks or GET /transfer/verify/{reference}.
+
+Refunds use the Refunds API (https://paystack.com/docs/api/refund/ and the guide
+https://paystack.com/docs/payments/refunds/): POST /refund {transaction, amount, currency,
+merchant_note}, GET /refund/:id, GET /refund?transaction=…, settled by the refund.processed /
+refund.failed webhooks (refund.pending and refund.processing only say it is under way).
+Paystack takes no idempotency key for refunds: our refund reference travels as the merchant
+note, and a re-send first lists the payment's refunds and adopts one carrying it.
 """
 
 import hashlib
@@ -25,6 +32,8 @@ from .base import (
     Provider,
     ProviderAnswerError,
     ProviderEvent,
+    RefundRefusedError,
+    RefundResult,
     TransferRefusedError,
     TransferResult,
     WebhookVerificationError,
@@ -87,6 +96,29 @@ class PaystackClient(BearerSecretClient):
         """GET /transfer/verify/{reference} → the transfer, or 404 "Transfer not found"."""
         return self.call("GET", f"/transfer/verify/{quote(reference, safe='')}")
 
+    # --- refunds ------------------------------------------------------------------------------
+
+    def create_refund(self, *, transaction: str, amount_minor: int, currency: str, merchant_note: str):
+        """POST /refund → data.id, data.status ("pending" once queued)."""
+        return self.call(
+            "POST",
+            "/refund",
+            json={
+                "transaction": transaction,
+                "amount": amount_minor,
+                "currency": currency,
+                "merchant_note": merchant_note,
+            },
+        )
+
+    def fetch_refund(self, refund_id: str) -> tuple[int, dict]:
+        """GET /refund/{id} → the refund (data.status: pending, processing, processed, failed)."""
+        return self.call("GET", f"/refund/{quote(refund_id, safe='')}")
+
+    def list_refunds(self, transaction: str) -> tuple[int, dict]:
+        """GET /refund?transaction=… → data: the transaction's refunds (newest first)."""
+        return self.call("GET", "/refund", params={"transaction": transaction, "perPage": 100})
+
 
 # Paystack's recipient type for each kind of account, by the account's currency
 # (https://paystack.com/docs/transfers/creating-transfer-recipients/, "We support the following
@@ -101,6 +133,10 @@ RECIPIENT_TYPES = {
     ("mobile_money", "KES"): "mobile_money",
 }
 TRANSFER_EVENTS = ("transfer.success", "transfer.failed", "transfer.reversed")
+# Refund webhooks (https://paystack.com/docs/payments/refunds/, "Listen to notifications"):
+# processed and failed are final; pending, processing (and needs-attention) are not.
+REFUND_EVENTS = {"refund.processed": SUCCESS, "refund.failed": FAILED}
+REFUND_PROGRESS_EVENTS = ("refund.pending", "refund.processing", "refund.needs-attention")
 # Transfer statuses (https://paystack.com/docs/transfers/how-transfers-work/): the conclusive ones
 # that mean the money did not reach the host. pending, received, processing, queued and otp are
 # not conclusive: the transfer may still go out, so the withdrawal stays processing.
@@ -174,6 +210,8 @@ class Paystack(Provider):
     def parse(self, raw: bytes) -> ProviderEvent:
         data = load_json(raw)
         event_type = field(data, "event")
+        if event_type in REFUND_EVENTS or event_type in REFUND_PROGRESS_EVENTS:
+            return self.parse_refund(event_type, field(data, "data"))
         event_id = str(field(data, "data", "id"))
         if event_type in TRANSFER_EVENTS:
             return self.parse_transfer(event_type, field(data, "data"))
@@ -334,6 +372,128 @@ class Paystack(Provider):
             failure_reason=reason,
         )
 
+    # --- refunds (finance.refunds) -----------------------------------------------------------
+
+    refunds_by_api = True
+
+    def send_refund(self, refund, *, session=None) -> RefundResult:
+        """Refund `refund.amount` of the payment through POST /refund, our refund reference as the
+        merchant note.
+
+        Paystack takes no idempotency key for refunds, so a re-send (an earlier try of this attempt
+        started: `refund.sent_at` set, or it left an error) first lists the payment's refunds and
+        adopts the one carrying our reference, if the earlier call got through. Answers: accepted
+        ("pending", "processing") → PENDING with Paystack's refund id; "processed" → SUCCESS;
+        401/403/429, a 4xx naming our key or balance, a timeout, a 5xx → ProviderUnavailableError
+        (retried with the same reference); another 400/404/422 (already fully refunded, more than is
+        left) → RefundRefusedError with Paystack's words."""
+        client = self.client(session)
+        if refund.sent_at is not None or refund.last_error:
+            earlier = self.find_refund(client, refund)
+            if earlier is not None:
+                return self.refund_result(earlier)
+        status, body = client.create_refund(
+            transaction=refund.payment.reference,
+            amount_minor=to_minor_units(refund.amount, refund.currency),
+            currency=refund.currency,
+            merchant_note=refund.refund_reference,
+        )
+        if status < 400 and body.get("status") is True:
+            return self.refund_result(expect(body, "data"))
+        raise self.refund_error(client, status, body)
+
+    def fetch_refund(self, refund, *, session=None) -> RefundResult:
+        """What Paystack says of the refund: GET /refund/{id}, or, with no id yet, the payment's
+        refund carrying our reference. None found: PENDING with no id (it never reached Paystack;
+        finance.refunds sends it again, with the same reference)."""
+        client = self.client(session)
+        if refund.provider_refund_id:
+            status, body = client.fetch_refund(refund.provider_refund_id)
+            if status < 400 and body.get("status") is True:
+                return self.refund_result(expect(body, "data"))
+            raise self.refund_error(client, status, body, refuse=False)
+        found = self.find_refund(client, refund)
+        if found is None:
+            return RefundResult(
+                status=PENDING, failure_reason=f"Paystack has no refund with reference {refund.refund_reference}."
+            )
+        return self.refund_result(found)
+
+    def find_refund(self, client: PaystackClient, refund):
+        """The Paystack refund carrying our reference as its merchant note, among the payment's, or None."""
+        status, body = client.list_refunds(refund.payment.reference)
+        if not (status < 400 and body.get("status") is True):
+            raise self.refund_error(client, status, body, refuse=False)
+        listed = body.get("data")
+        if not isinstance(listed, list):
+            raise client.unavailable("answered a refund list without data", body)
+        return next(
+            (
+                item
+                for item in listed
+                if isinstance(item, dict) and item.get("merchant_note") == refund.refund_reference
+            ),
+            None,
+        )
+
+    def refund_result(self, data) -> RefundResult:
+        """A Paystack refund object (create, fetch, list) as a RefundResult."""
+        status = str(expect(data, "status")).lower()
+        refund_id = str(data.get("id") or "")
+        if status == "processed":
+            return RefundResult(status=SUCCESS, provider_refund_id=refund_id)
+        if status in REFUND_FAILED_STATUSES:
+            detail = next((str(data[k]).strip() for k in ("reason", "message") if str(data.get(k) or "").strip()), "")
+            reason = "Paystack reported the refund failed" + (f": {detail}" if detail else "")
+            return RefundResult(status=FAILED, provider_refund_id=refund_id, failure_reason=reason)
+        return RefundResult(status=PENDING, provider_refund_id=refund_id)
+
+    def refund_error(self, client: PaystackClient, status: int, body: dict, *, refuse: bool = True):
+        """The error for a 4xx answer to a refund call: the refund's fault (refused) or ours (unavailable)."""
+        message = str(body.get("message") or "").strip()
+        words = f"{message} {body.get('code') or ''}".lower()
+        if refuse and status in (400, 404, 422) and message and not any(word in words for word in OUR_SIDE):
+            logger.info("Paystack refused a refund (%s): %s", status, message)
+            return RefundRefusedError(message)
+        return client.unavailable(f"answered {status}", message or body)
+
+    def parse_refund(self, event_type: str, data) -> ProviderEvent:
+        """refund.processed / refund.failed (and the progress events, which move nothing).
+
+        The body names the refunded payment (`transaction_reference`, our payment reference), the
+        amount and currency, and the refund by Paystack's `id` when present, else by its
+        `refund_reference` (the processor's reference), kept as the event's refund id: finance.refunds
+        tries it, then our reference (the merchant note, when the body carries it), then the payment
+        and amount among open refunds."""
+        if not isinstance(data, dict):
+            raise MalformedEventError("Missing field: data.")
+        currency = str(field(data, "currency")).upper()
+        payment_reference = str(field(data, "transaction_reference") or "")
+        refund_id = str(data.get("id") or data.get("refund_reference") or "")
+        note = str(data.get("merchant_note") or "")
+        our_reference = note if note.startswith("refund-") else ""
+        outcome = REFUND_EVENTS.get(event_type, IGNORED)
+        if outcome != IGNORED and not (refund_id or our_reference or payment_reference):
+            raise MalformedEventError("The refund event names no refund and no transaction.")
+        reason = ""
+        if outcome == FAILED:
+            detail = next((str(data[k]).strip() for k in ("reason", "message") if str(data.get(k) or "").strip()), "")
+            reason = "Paystack reported the refund failed" + (f": {detail}" if detail else "")
+        amount = _refund_amount(field(data, "amount"), currency)
+        key = refund_id or our_reference or f"{payment_reference}:{to_minor_units(amount, currency)}"
+        return ProviderEvent(
+            event_id=f"{event_type}:{key}",
+            event_type=event_type,
+            outcome=outcome,
+            payment_reference=payment_reference,
+            refund_id=refund_id,
+            refund_reference=our_reference,
+            amount=amount,
+            currency=currency,
+            provider_reference=refund_id,
+            failure_reason=reason,
+        )
+
 
 def names_duplicate_reference(body: dict) -> bool:
     """Whether Paystack's 4xx says this transfer reference was used before ("This reference has
@@ -356,3 +516,14 @@ def failure_words(status: str, data: dict) -> str:
     if status == "reversed":
         return f"reversed by Paystack: {detail or 'the receiving bank returned the money'}"
     return f"Paystack reported the transfer {status}" + (f": {detail}" if detail else "")
+
+
+REFUND_FAILED_STATUSES = ("failed",)
+
+
+def _refund_amount(value, currency: str):
+    """A refund webhook's amount: minor units, as a number or a string of digits (Paystack's
+    examples show both)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    return minor_amount(value, currency)

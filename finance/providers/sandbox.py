@@ -9,6 +9,11 @@ id) and enqueues a job that posts a signed `transfer.succeeded` callback, or
 `transfer.failed` when the account's last four digits are SANDBOX_TRANSFER_FAILS_LAST4
 (a closed account, to show a failed payout offline). `fetch_transfer` answers by the same
 rule. The sandbox needs only the account's last four digits.
+
+Refunds likewise: `send_refund` accepts the refund at once (PENDING, with a sandbox refund id)
+and enqueues a signed `refund.succeeded` callback, or `refund.failed` on the first attempt of a
+refund whose amount ends in SANDBOX_REFUND_FAILS_CENTS minor units (the guest's card is closed,
+to show a failed refund offline; its retry succeeds). `fetch_refund` answers by the same rule.
 """
 
 import hashlib
@@ -31,6 +36,7 @@ from .base import (
     MalformedEventError,
     Provider,
     ProviderEvent,
+    RefundResult,
     TransferResult,
     WebhookVerificationError,
     field,
@@ -42,6 +48,7 @@ logger = logging.getLogger("finance.providers.sandbox")
 SIGNATURE_HEADER = "x-sandbox-signature"
 OUTCOMES = {"payment.succeeded": SUCCESS, "payment.failed": FAILED}
 TRANSFER_OUTCOMES = {"transfer.succeeded": SUCCESS, "transfer.failed": FAILED}
+REFUND_OUTCOMES = {"refund.succeeded": SUCCESS, "refund.failed": FAILED}
 
 
 def sign(raw: bytes, secret: str | None = None) -> str:
@@ -86,6 +93,39 @@ def transfer_event_body(withdrawal) -> bytes:
                 "transfer_id": transfer_id(withdrawal),
                 "amount": str(withdrawal.amount),
                 "currency": withdrawal.currency,
+                "reason": reason,
+            },
+        }
+    ).encode()
+
+
+def refund_id(refund) -> str:
+    """The sandbox's own id for a refund: the same for the same reference."""
+    return "sbx_rfd_" + hashlib.sha256(refund.refund_reference.encode()).hexdigest()[:16]
+
+
+def refund_outcome(refund) -> tuple[str, str]:
+    """What becomes of a sandbox refund: (SUCCESS, "") or (FAILED, the reason)."""
+    cents = f"{refund.amount:.2f}".rsplit(".", 1)[-1]
+    fails = settings.SANDBOX_REFUND_FAILS_CENTS
+    if fails and refund.attempt == 1 and cents == fails:
+        return FAILED, "Sandbox: the guest's card is closed (retry the refund to send it again)"
+    return SUCCESS, ""
+
+
+def refund_event_body(refund) -> bytes:
+    """The refund's callback; its event id is the refund's own, so a resend is a duplicate."""
+    outcome, reason = refund_outcome(refund)
+    return json.dumps(
+        {
+            "id": f"evt_{refund_id(refund)}",
+            "type": "refund.succeeded" if outcome == SUCCESS else "refund.failed",
+            "data": {
+                "refund_reference": refund.refund_reference,
+                "refund_id": refund_id(refund),
+                "payment_reference": refund.payment.reference,
+                "amount": str(refund.amount),
+                "currency": refund.currency,
                 "reason": reason,
             },
         }
@@ -147,6 +187,20 @@ class Sandbox(Provider):
         outcome, reason = transfer_outcome(withdrawal)
         return TransferResult(status=outcome, provider_transfer_id=transfer_id(withdrawal), failure_reason=reason)
 
+    # --- refunds -----------------------------------------------------------------------
+
+    refunds_by_api = True
+
+    def send_refund(self, refund, *, session=None) -> RefundResult:
+        # Outside any transaction, like send_transfer: the callback may come first.
+        if settings.SANDBOX_AUTOCOMPLETE:
+            post_sandbox_webhook.enqueue(refund_event_body(refund).decode())
+        return RefundResult(status=PENDING, provider_refund_id=refund_id(refund))
+
+    def fetch_refund(self, refund, *, session=None) -> RefundResult:
+        outcome, reason = refund_outcome(refund)
+        return RefundResult(status=outcome, provider_refund_id=refund_id(refund), failure_reason=reason)
+
     def verify(self, raw: bytes, headers, query=None) -> None:
         given = headers.get(SIGNATURE_HEADER, "").lower()
         if not self.webhook_secret_matches(given, lambda secret: sign(raw, secret)):
@@ -169,6 +223,22 @@ class Sandbox(Provider):
                 amount=major_amount(field(data, "data", "amount"), currency),
                 currency=currency,
                 provider_reference=str(data["data"].get("transfer_id") or ""),
+                failure_reason=str(data["data"].get("reason") or ""),
+            )
+        if event_type in REFUND_OUTCOMES:
+            currency = str(field(data, "data", "currency")).upper()
+            reference = str(field(data, "data", "refund_reference") or "")
+            if not reference:
+                raise MalformedEventError("Empty field: data.refund_reference.")
+            return ProviderEvent(
+                event_id=event_id,
+                event_type=event_type,
+                outcome=REFUND_OUTCOMES[event_type],
+                refund_reference=reference,
+                refund_id=str(data["data"].get("refund_id") or ""),
+                payment_reference=str(data["data"].get("payment_reference") or ""),
+                amount=major_amount(field(data, "data", "amount"), currency),
+                currency=currency,
                 failure_reason=str(data["data"].get("reason") or ""),
             )
         outcome = OUTCOMES.get(event_type)

@@ -67,3 +67,40 @@ def test_check_ledger_catches_a_payout_in_flight_that_cannot_be_traced(
     assert withdrawal.reference in violation and words in violation
     with pytest.raises(CommandError, match="violation"):
         assert_ledger_healthy()
+
+
+@pytest.mark.parametrize(
+    ("break_it", "words"),
+    [
+        ("settled_without_legs", "refunds payable is 400.0000, open refunds add up to 0"),
+        ("orphan", "has no provider refund"),
+        ("payable_moved", "refunds payable is 399.0000, open refunds add up to 400"),
+    ],
+)
+def test_check_ledger_catches_refunds_payable_that_disagrees_with_open_refunds(paid_booking, break_it, words):
+    from django.core.management.base import CommandError
+
+    from finance.ledger_checks import refunds_payable_match_open_refunds
+    from finance.models import ProviderRefund
+    from finance.services import TransactionService
+
+    txn = TransactionService.process_refund(paid_booking, Decimal("400.00"), "guest cancelled")
+    assert ProviderRefund.objects.get(transaction=txn).status == "queued"
+    assert_ledger_healthy()
+
+    if break_it == "settled_without_legs":  # marked paid, but the money never left refunds payable
+        ProviderRefund.objects.filter(transaction=txn).update(status="succeeded")
+    elif break_it == "orphan":
+        ProviderRefund.objects.filter(transaction=txn).delete()
+    else:
+        LedgerEntry.objects.create(
+            transaction=txn, system_account=SystemAccount.REFUNDS_PAYABLE, currency="NGN", amount=Decimal("-1")
+        )
+        LedgerEntry.objects.create(
+            transaction=txn, system_account=SystemAccount.ADJUSTMENTS, currency="NGN", amount=Decimal("1")
+        )
+
+    violations = refunds_payable_match_open_refunds().violations
+    assert any(words in violation for violation in violations), violations
+    with pytest.raises(CommandError, match="violation"):
+        assert_ledger_healthy()
