@@ -18,7 +18,7 @@ from django.views import View
 from django_tables2 import RequestConfig
 from django_tables2.paginators import LazyPaginator
 
-from finance import approvals, bulk, permissions, staff_actions
+from finance import approvals, bulk, permissions, refunds, staff_actions
 from finance.errors import TransactionError
 from finance.models import (
     ApprovalRequest,
@@ -32,7 +32,6 @@ from finance.models import (
 )
 from finance.money import currency_decimals, format_money, parse_typed_amount
 from finance.payouts import MANUAL, payout_route, route_for
-from finance.providers import enabled_provider
 
 from .. import selectors
 from ..audit_events import record_export
@@ -856,8 +855,7 @@ def refund_destination(payment: Payment, split, *, host) -> str:
     NGN 1,200.00." A provider that cannot send refunds leaves it to finance, by hand."""
     currency, guest = payment.currency, payment.booking.guest
     amount = format_money(split.guest_refund, currency)
-    provider = enabled_provider(payment.provider)
-    if provider is not None and provider.refunds_by_api:
+    if refunds.refund_route(payment) != refunds.MANUAL:
         goes = f"{amount} goes back to {guest}'s card or account by {provider_name(payment.provider)}"
     else:
         goes = (
@@ -1203,10 +1201,7 @@ class RefundActionView(ConfirmationMixin, RefundRowMixin, View):
         r = self.refund
         params = {"amount": str(r.amount), "currency": r.currency, "attempt": r.attempt}
         if self.action == "mark":
-            note = clean_text(self.request.POST.get("note"))
-            if not note:
-                raise TransactionError("Write how the guest was paid (the note is required).", field="note")
-            params["note"] = note
+            params["note"] = staff_actions.clean_refunded_note(clean_text(self.request.POST.get("note")))
         return params
 
     def get_confirmation_target(self):
