@@ -10,7 +10,7 @@ from django.utils.html import format_html
 from django.utils.safestring import mark_safe
 from django.utils.timezone import template_localtime
 
-from finance import permissions, staff_actions
+from finance import permissions, refunds, staff_actions
 from finance.models import Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 from finance.payouts import MANUAL, payout_route, route_for
@@ -311,15 +311,14 @@ class WithdrawalTable(tables.Table):
 
 # --- refunds at the provider (portal.views.finance.RefundView) --------------------------------
 
-MANUAL_REFUND = "manual"  # ProviderRefund.provider when no provider refunds through an API
+MANUAL_REFUND = refunds.MANUAL  # ProviderRefund.provider when no provider refunds through an API
 
 
 def refund_provider_label(provider: str) -> str:
-    """The Provider column: "Paystack", "The sandbox", or "By hand" for a manual refund."""
+    """The Provider column: "Paystack", "Sandbox", or "By hand" for a manual refund."""
     if provider == MANUAL_REFUND:
         return "By hand"
-    name = provider_name(provider)
-    return name[:1].upper() + name[1:]
+    return refunds.LABELS.get(provider, provider)
 
 
 def refund_status_text(refund) -> str:
