@@ -211,3 +211,19 @@ def test_the_inbox_describes_a_refund_callback_as_the_refund_it_settled(client, 
     booking = f"booking #{paid_booking.pk}"
     assert f"Refund of NGN 10.00 for {booking} refunded by the sandbox" in page
     assert f"Refund of NGN 400.00 for {booking} failed at the sandbox: Sandbox: the guest's card is closed." in page
+
+
+@pytest.mark.parametrize(("limit", "waits"), [("100000", False), ("100", True)])
+def test_a_refund_beyond_the_hosts_balance_says_the_wallet_goes_negative(
+    client, finance_user, paid_booking, settings, limit, waits
+):
+    settings.NEGATIVE_BALANCE_APPROVAL_LIMITS = {"NGN": Decimal(limit)}
+    wallet = paid_booking.payments.get().ledger_transaction.wallet
+    TransactionService.debit_wallet(wallet, Decimal("800.00"))  # the host withdrew most of the payout
+    client.force_login(finance_user)
+    review = client.post(f"{PAGE}confirm/", {"booking": paid_booking.pk, "amount": "400", "reason": "Flooded"})
+    words = text(review)
+    assert "Their available balance (NGN 50.00) does not cover their share" in words
+    assert "goes negative by NGN 290.00 (available -NGN 290.00)" in words or "goes negative by NGN 290.00" in words
+    assert "recovered from their next payouts" in words
+    assert ("second approver" in words) is waits

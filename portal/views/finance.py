@@ -868,23 +868,23 @@ def refund_destination(payment: Payment, split, *, host) -> str:
     )
 
 
-def host_wallet_effect(wallet: Wallet, host_debit: Decimal, *, host) -> list[str]:
-    """What the host's share does to their wallet; when their available balance does not cover
-    it, that the wallet goes negative and by how much, recovered from their next payouts."""
-    currency = wallet.currency
-    before, after = wallet.available_balance, wallet.available_balance - host_debit
+def host_wallet_effect(effect: staff_actions.RefundEffect, wallet: Wallet, *, host) -> list[str]:
+    """What the host's share does to their wallet (`staff_actions.refund_effect`); when their
+    available balance does not cover it, that the wallet goes negative and by how much,
+    recovered from their next payouts."""
+    currency, debit = wallet.currency, effect.split.host_debit
     balance = (
         f"{host}'s wallet balance goes from {format_money(wallet.balance, currency)} to "
-        f"{format_money(wallet.balance - host_debit, currency)}."
+        f"{format_money(wallet.balance - debit, currency)}."
     )
-    new_debt = max(Decimal(0), -after) - max(Decimal(0), -before)
-    if new_debt <= 0:
+    if effect.new_receivable <= 0:
         return [balance]
     return [
         balance,
-        f"Their available balance ({format_money(before, currency)}) does not cover their share: their wallet "
-        f"goes negative by {format_money(new_debt, currency)} (available {format_money(after, currency)}), "
-        "recovered from their next payouts before they can withdraw again.",
+        f"Their available balance ({format_money(effect.available_before, currency)}) does not cover their share: "
+        f"their wallet goes negative by {format_money(effect.new_receivable, currency)} (available "
+        f"{format_money(effect.available_after, currency)}), recovered from their next payouts before they can "
+        "withdraw again.",
     ]
 
 
@@ -1027,6 +1027,7 @@ class RefundView(ConfirmationMixin, OperationsView):
         amount = parse_typed_amount(self.request.POST.get("amount", ""), self.booking.currency)
         reason = staff_actions.clean_refund_reason(clean_text(self.request.POST.get("reason")))
         self.payment, self.split = staff_actions.check_refund(self.booking, amount)
+        self.effect = staff_actions.refund_effect(self.payment, self.payment.ledger_transaction.wallet, amount)
         return {"amount": str(amount), "currency": self.booking.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -1044,21 +1045,15 @@ class RefundView(ConfirmationMixin, OperationsView):
             effects=[
                 f"Booking #{booking.pk} · {booking.rental_property}.",
                 refund_destination(self.payment, split, host=host),
-                *host_wallet_effect(wallet, split.host_debit, host=host),
+                *host_wallet_effect(self.effect, wallet, host=host),
                 "This refunds the full remaining amount."
                 if not left
                 else f"Afterwards {format_money(left, currency)} can still be refunded.",
             ],
             quote=params["reason"],
             quote_label="Reason",
-            approval=approval_needed(
-                approvals.approval_reason(
-                    kind=ApprovalRequest.Kind.REFUND,
-                    amount=amount,
-                    currency=currency,
-                    wallet=wallet,
-                )
-            ),
+            # Past the threshold, or past the negative-balance limit (refund_effect says which).
+            approval=approval_needed(self.effect.approval_reason),
             yes="Yes, refund",
             url=reverse("ops_refunds:index"),
             fields=[("booking", booking.pk), ("amount", params["amount"]), ("reason", params["reason"])],
