@@ -11,7 +11,15 @@ from django.utils import timezone
 from django_filters.constants import EMPTY_VALUES
 from wagtail.models import ModelLogEntry
 
-from finance.models import Payment, ReconciliationLine, Wallet, WalletTransaction, WebhookEvent, Withdrawal
+from finance.models import (
+    Payment,
+    ProviderRefund,
+    ReconciliationLine,
+    Wallet,
+    WalletTransaction,
+    WebhookEvent,
+    Withdrawal,
+)
 from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS
 
 
@@ -548,3 +556,68 @@ class ReconciliationLineFilter(ActiveFiltersMixin, django_filters.FilterSet):
     class Meta:
         model = ReconciliationLine
         fields = []
+
+
+# --- refunds at the provider (the Refunds page's "Refunds made") ------------------------------
+
+ALL_REFUNDS = "all"
+
+
+def _refund_show_conditions() -> dict:
+    """Each view of "Refunds made": (label, condition). "manual" refunds are paid by hand."""
+    Status, by_hand = ProviderRefund.Status, Q(provider="manual")
+    return {
+        ALL_REFUNDS: ("All refunds", Q()),
+        "failed": ("Failed", Q(status=Status.FAILED)),
+        "in_progress": ("In progress", Q(status__in=(Status.QUEUED, Status.PROCESSING)) & ~by_hand),
+        "refunded": ("Refunded", Q(status=Status.SUCCEEDED)),
+        "by_hand": ("To refund by hand", by_hand & Q(status__in=ProviderRefund.OPEN_STATUSES)),
+    }
+
+
+class RefundShowFilter(django_filters.ChoiceFilter):
+    def filter(self, qs, value):
+        if value in EMPTY_VALUES:
+            return qs
+        return qs.filter(_refund_show_conditions()[value][1])
+
+
+def _refund_provider_choices():
+    return [*_provider_choices(), ("manual", "By hand")]
+
+
+class RefundFilter(ActiveFiltersMixin, django_filters.FilterSet):
+    """ "Refunds made". `show` names the views (?show=failed in links from the dashboard)."""
+
+    show = RefundShowFilter(
+        label="Show",
+        choices=lambda: [(name, label) for name, (label, _) in _refund_show_conditions().items()],
+        empty_label=None,
+    )
+    provider = django_filters.ChoiceFilter(
+        label="Provider", choices=_refund_provider_choices, empty_label="Any provider"
+    )
+    refund = django_filters.CharFilter(
+        label="Booking or guest",
+        method="filter_refund",
+        widget=forms.TextInput(attrs={"type": "search", "placeholder": "Booking number, guest or reference"}),
+    )
+
+    class Meta:
+        model = ProviderRefund
+        fields = []
+
+    def filter_refund(self, queryset, name, value):
+        """A booking number (#42), a guest's username, or a refund's or transaction's reference."""
+        value = value.strip().lstrip("#")
+        if not value:
+            return queryset
+        condition = (
+            Q(payment__booking__guest__username__iexact=value)
+            | Q(refund_reference__iexact=value)
+            | Q(transaction__reference__iexact=value)
+            | Q(provider_refund_id=value)
+        )
+        if value.isdigit():
+            condition |= Q(payment__booking_id=int(value))
+        return queryset.filter(condition)

@@ -10,7 +10,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.timezone import template_localtime
 
-from finance import permissions, staff_actions
+from finance import permissions, refunds, staff_actions
 from finance.models import ReconciliationLine, ReconciliationReport, Wallet, WalletTransaction, Withdrawal
 from finance.money import format_money
 from finance.payouts import MANUAL, payout_route, route_for
@@ -177,7 +177,13 @@ class TransactionTable(CurrencyFirstHintMixin, tables.Table):
 
 
 # How staff name each payout method in a sentence ("Sent to Paystack", "Waiting for M-Pesa").
-PROVIDER_NAMES = {"paystack": "Paystack", "flutterwave": "Flutterwave", "mpesa": "M-Pesa", "sandbox": "the sandbox"}
+PROVIDER_NAMES = {
+    "paystack": "Paystack",
+    "flutterwave": "Flutterwave",
+    "mpesa": "M-Pesa",
+    "stripe": "Stripe",
+    "sandbox": "the sandbox",
+}
 
 
 def provider_name(method: str) -> str:
@@ -446,3 +452,109 @@ class ReconciliationLineTable(tables.Table):
 
     def render_ledger_side(self, record):
         return _side(record.ledger_amount, record.ledger_currency)
+
+
+# --- refunds at the provider (portal.views.finance.RefundView) --------------------------------
+
+MANUAL_REFUND = refunds.MANUAL  # ProviderRefund.provider when no provider refunds through an API
+
+
+def refund_provider_label(provider: str) -> str:
+    """The Provider column: "Paystack", "Sandbox", or "By hand" for a manual refund."""
+    if provider == MANUAL_REFUND:
+        return "By hand"
+    return refunds.LABELS.get(provider, provider)
+
+
+def refund_status_text(refund) -> str:
+    """A refund's status as staff read it: "Processing at Paystack", "Refunded", "To refund by hand"."""
+    status = refund.status
+    if status == refund.Status.PROCESSING:
+        return f"Processing at {provider_name(refund.provider)}"
+    if status == refund.Status.QUEUED and refund.provider == MANUAL_REFUND:
+        return "To refund by hand"
+    if status == refund.Status.CANCELLED:
+        return "Cancelled"
+    return refund.get_status_display()
+
+
+def refund_problem(refund) -> str:
+    """What went wrong: the provider's reason for failing it, else the last error while sending."""
+    return refund.failure_reason or refund.last_error
+
+
+class RefundTable(tables.Table):
+    """ "Refunds made" on the Refunds page: each refund's journey at the provider. A row is also
+    rendered alone (RefundRowView) after a row action: `row_extra` then carries what its
+    Actions cell shows instead of its buttons (a confirmation, the note's field, a refusal)."""
+
+    created_at = DateTimeColumn(verbose_name="Date", format="Y-m-d H:i", order_by=("created_at", "id"))
+    reference = tables.Column(accessor="refund_reference", verbose_name="Reference", orderable=False)
+    booking = tables.Column(accessor="payment__booking_id", verbose_name="Booking", orderable=False)
+    provider = tables.Column(verbose_name="Provider", order_by=("provider", "id"))
+    amount = MoneyColumn(verbose_name="Refunded to guest", order_by=("currency", "amount", "id"))
+    host_share = MoneyColumn(accessor="transaction__amount", verbose_name="Host's share", orderable=False)
+    status = tables.Column(verbose_name="Status", order_by=("status", "id"))
+    sent_at = DateTimeColumn(verbose_name="Sent", format="Y-m-d H:i", order_by=("sent_at", "id"))
+    settled_at = DateTimeColumn(verbose_name="Settled", format="Y-m-d H:i", order_by=("settled_at", "id"))
+    provider_refund_id = tables.Column(verbose_name="Provider's refund id", orderable=False)
+    problem = tables.Column(accessor="failure_reason", verbose_name="Reason", empty_values=(), orderable=False)
+    actions = tables.Column(empty_values=(), verbose_name="Actions", orderable=False)
+
+    class Meta:
+        order_by = ("-created_at",)
+        row_attrs = {
+            "id": lambda record: f"refund-{record.pk}",
+            "class": lambda record: "" if record.is_open else "ops-done",
+        }
+
+    def __init__(self, *args, row_extra=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.row_extra = row_extra or {}
+
+    def render_reference(self, value, record):
+        txn = transaction_link(record.transaction.reference, user=self.request.user)
+        return format_html('<span class="ops-ref">{}</span><br><small>{}</small>', value, txn)
+
+    def render_booking(self, value, record):
+        url = f"{reverse('ops_refunds:index')}?booking={value}"
+        return format_html(
+            '<a href="{}">Booking #{}</a><br><small>guest {}</small>', url, value, record.payment.booking.guest
+        )
+
+    def render_provider(self, value):
+        return refund_provider_label(value)
+
+    def render_host_share(self, value, record):
+        return format_money(value, record.currency)
+
+    def render_status(self, record):
+        css = {"failed": " ops-status-failed", "succeeded": " ops-status-done"}.get(record.status, "")
+        return format_html('<span class="status-tag{}">{}</span>', css, refund_status_text(record))
+
+    def render_provider_refund_id(self, value):
+        return format_html('<span class="ops-ref">{}</span>', value)
+
+    def render_problem(self, record):
+        problem = refund_problem(record)
+        if not problem:
+            return "—"
+        if record.failure_reason:
+            return problem
+        return format_html('<span class="ops-payout-error">Last send error: {}</span>', problem)
+
+    def render_actions(self, record):
+        failed = record.status == record.Status.FAILED
+        by_hand = record.provider == MANUAL_REFUND
+        context = {
+            "refund": record,
+            "can_act": self.can_act,
+            "can_retry": failed and not by_hand,
+            "can_mark": record.is_open and (failed or by_hand),
+            **self.row_extra,
+        }
+        return render_to_string("portal/includes/refund_actions.html", context, request=self.request)
+
+    @cached_property
+    def can_act(self) -> bool:
+        return permissions.allows(self.request.user, permissions.RETRY_REFUND)

@@ -148,6 +148,9 @@ class RefundSection(OperationsSection):
     routes = [
         ("", finance.RefundView.as_view(), "index"),
         ("confirm/", finance.RefundView.as_view(confirming=True), "confirm"),
+        ("<int:pk>/row/", finance.RefundRowView.as_view(), "row"),
+        ("<int:pk>/<str:action>/confirm/", finance.RefundActionView.as_view(confirming=True), "confirm_action"),
+        ("<int:pk>/<str:action>/", finance.RefundActionView.as_view(), "act"),
     ]
 
 

@@ -44,6 +44,6 @@ def open_refunds_for_existing(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("finance", "0018_refunds_receivables_reconciliation")]
+    dependencies = [("finance", "0019_negative_balances")]
 
     operations = [migrations.RunPython(open_refunds_for_existing, migrations.RunPython.noop)]

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
-from django.db.models import Q
-from django.http import Http404
+from django.db.models import Count, Min, Q
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.defaultfilters import pluralize
 from django.urls import reverse
@@ -15,13 +15,16 @@ from django.utils import timezone
 from django.utils.dateformat import format as date_format
 from django.utils.functional import cached_property
 from django.views import View
+from django_tables2 import RequestConfig
+from django_tables2.paginators import LazyPaginator
 
-from finance import approvals, bulk, permissions, staff_actions
+from finance import approvals, bulk, permissions, refunds, staff_actions
 from finance.errors import TransactionError
 from finance.models import (
     ApprovalRequest,
     Booking,
     Payment,
+    ProviderRefund,
     Wallet,
     WalletTransaction,
     Withdrawal,
@@ -31,10 +34,24 @@ from finance.money import currency_decimals, format_money, parse_typed_amount
 from finance.payouts import MANUAL, payout_route, route_for
 
 from .. import selectors
-from ..csv_export import label, money, person
-from ..filters import TransactionFilter, WalletFilter, WithdrawalFilter
+from ..audit_events import record_export
+from ..csv_export import column_value, label, money, person, stream_csv
+from ..filters import ALL_REFUNDS, RefundFilter, TransactionFilter, WalletFilter, WithdrawalFilter
 from ..metrics import payouts_in_flight
-from ..tables import TransactionTable, WalletTable, WithdrawalTable, age_text, provider_name, with_payout
+from ..tables import (
+    MANUAL_REFUND,
+    RefundTable,
+    TransactionTable,
+    WalletTable,
+    WithdrawalTable,
+    age_text,
+    provider_name,
+    refund_problem,
+    refund_provider_label,
+    refund_status_text,
+    with_payout,
+)
+from ..templatetags.portal_tags import table_body_rows
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, mark_refusal
 from .confirmation import Confirmation, ConfirmationMixin, clean_text
 from .reconciliation import dashboard_card as reconciliation_dashboard_card
@@ -66,6 +83,7 @@ class DashboardView(OperationsView):
         context["can_see_stats"] = permissions.allows(self.request.user, permissions.VIEW_MESSAGING_STATS)
         context["payouts"] = payouts_card()
         context["reconciliation"] = reconciliation_card(self.request.user)
+        context["refunds"] = refunds_card()
         return context
 
 
@@ -784,27 +802,97 @@ def batch_context(batch, *, seen: int) -> dict:
 
 # Reading the Refunds page (the refunds made, a booking's figures): whoever may see bookings and payments.
 VIEW_REFUNDS = ("finance.view_booking", "finance.view_payment")
-RECENT_REFUNDS = 20
+REFUND_RELATED = ("transaction", "payment__booking__guest")
 
 
-def recent_refunds():
-    """The refunds made lately (each is the host wallet's refund entry), newest first, and the
-    refunds waiting for a second approver."""
-    made = (
-        WalletTransaction.objects.filter(type=WalletTransaction.Type.REFUND)
-        .select_related("wallet__user", "booking__guest")
-        .order_by("-created_at", "-id")[:RECENT_REFUNDS]
-    )
+def refunds_waiting():
+    """The refunds waiting for a second approver, newest first."""
     waiting = (
         ApprovalRequest.objects.filter(kind=ApprovalRequest.Kind.REFUND, status=ApprovalRequest.Status.PENDING)
         .select_related("booking__guest", "requested_by")
         .order_by("-created_at", "-id")
     )
-    made = list(made)
-    for txn in made:
-        # The entry's amount is the host's share; what the guest got back is in its metadata.
-        txn.guest_refund = Decimal(txn.metadata.get("refund_amount") or txn.amount)
-    return {"refunds_made": made, "refunds_waiting": list(waiting)}
+    return list(waiting)
+
+
+REFUND_EXPORT_COLUMNS = [
+    ("Created", "created_at"),
+    ("Refund reference", "refund_reference"),
+    ("Transaction", "transaction.reference"),
+    ("Booking", "payment.booking_id"),
+    ("Guest", person("payment.booking.guest")),
+    ("Payment", "payment.reference"),
+    ("Provider", lambda r: refund_provider_label(r.provider)),
+    ("Refunded to guest", money("amount")),
+    ("Host's share", money("transaction.amount")),
+    ("Currency", "currency"),
+    ("Status", refund_status_text),
+    ("Attempt", "attempt"),
+    ("Sent", "sent_at"),
+    ("Settled", "settled_at"),
+    ("Provider's refund id", "provider_refund_id"),
+    ("Failure reason", "failure_reason"),
+    ("Last send error", "last_error"),
+]
+
+
+def refunds_card() -> dict:
+    """The dashboard's "Refunds" card: failed refunds (red when any: the guest is still owed),
+    those a provider is still moving, and how long the oldest open one has waited."""
+    Status = ProviderRefund.Status
+    figures = ProviderRefund.objects.filter(status__in=ProviderRefund.OPEN_STATUSES).aggregate(  # one query
+        failed=Count("id", filter=Q(status=Status.FAILED)),
+        moving=Count("id", filter=Q(status__in=(Status.QUEUED, Status.PROCESSING))),
+        oldest=Min("created_at"),
+    )
+    oldest = figures["oldest"]
+    age = timezone.now() - oldest if oldest else None
+    return {
+        "failed": figures["failed"],
+        "processing": figures["moving"],
+        "oldest": oldest,
+        "age": age_text(age) if age is not None else "",
+        "stuck": age is not None and age > timedelta(minutes=settings.REFUND_STUCK_AFTER_MINUTES),
+    }
+
+
+def refund_destination(payment: Payment, split, *, host) -> str:
+    """Where the refund's money goes, and where it comes from: "NGN 12,000.00 goes back to the
+    guest's card or account by Paystack; the host gives back NGN 10,800.00 and platform revenue
+    NGN 1,200.00." A provider that cannot send refunds leaves it to finance, by hand."""
+    currency, guest = payment.currency, payment.booking.guest
+    amount = format_money(split.guest_refund, currency)
+    if refunds.refund_route(payment) != refunds.MANUAL:
+        goes = f"{amount} goes back to {guest}'s card or account by {provider_name(payment.provider)}"
+    else:
+        goes = (
+            f"{amount} is owed back to {guest}: {provider_name(payment.provider)} cannot send it from here, "
+            "so finance pays it by other means and marks it refunded on this page"
+        )
+    return (
+        f"{goes}; the host {host} gives back {format_money(split.host_debit, currency)} and platform revenue "
+        f"{format_money(split.commission_back, currency)}."
+    )
+
+
+def host_wallet_effect(effect: staff_actions.RefundEffect, wallet: Wallet, *, host) -> list[str]:
+    """What the host's share does to their wallet (`staff_actions.refund_effect`); when their
+    available balance does not cover it, that the wallet goes negative and by how much,
+    recovered from their next payouts."""
+    currency, debit = wallet.currency, effect.split.host_debit
+    balance = (
+        f"{host}'s wallet balance goes from {format_money(wallet.balance, currency)} to "
+        f"{format_money(wallet.balance - debit, currency)}."
+    )
+    if effect.new_receivable <= 0:
+        return [balance]
+    return [
+        balance,
+        f"Their available balance ({format_money(effect.available_before, currency)}) does not cover their share: "
+        f"their wallet goes negative by {format_money(effect.new_receivable, currency)} (available "
+        f"{format_money(effect.available_after, currency)}), recovered from their next payouts before they can "
+        "withdraw again.",
+    ]
 
 
 class RefundView(ConfirmationMixin, OperationsView):
@@ -822,7 +910,64 @@ class RefundView(ConfirmationMixin, OperationsView):
     page_title = "Refunds"
     header_icon = "redirect"
     template_name = "portal/refunds.html"
+    partial_template_name = "portal/includes/refund_results.html"
     confirmation_action = "booking.refund"
+    per_page = 25
+
+    def get(self, request, *args, **kwargs):
+        if not self.confirming:
+            if request.GET.get("export") == "csv":
+                return self.export_refunds()
+            if request.htmx and request.htmx.target == "results" and not request.htmx.boosted:
+                return render(request, self.partial_template_name, self.refunds_made())
+        return super().get(request, *args, **kwargs)
+
+    @cached_property
+    def refund_filterset(self):
+        data = self.request.GET.copy() if self.request.method == "GET" else {}
+        data.setdefault("show", ALL_REFUNDS)
+        queryset = ProviderRefund.objects.select_related(*REFUND_RELATED)
+        return RefundFilter(data, queryset=queryset, request=self.request)
+
+    def refund_table(self, queryset) -> RefundTable:
+        table = RefundTable(queryset, exclude=() if self.can_act_on_refunds else ("actions",))
+        table.request = self.request
+        return table
+
+    @cached_property
+    def can_act_on_refunds(self) -> bool:
+        return permissions.allows(self.request.user, permissions.RETRY_REFUND)
+
+    def refunds_made(self) -> dict:
+        """ "Refunds made": each refund at the provider, filtered, newest first, a page at a time."""
+        filterset = self.refund_filterset
+        queryset = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+        table = self.refund_table(queryset)
+        RequestConfig(self.request, paginate={"per_page": self.per_page, "paginator_class": LazyPaginator}).configure(
+            table
+        )
+        shown = len(table.page.object_list)
+        first = (table.page.number - 1) * self.per_page + 1
+        return {
+            "table": table,
+            "filterset": filterset,
+            "results_url": reverse("ops_refunds:index"),
+            "first_index": first,
+            "last_index": first + shown - 1,
+            "table_id": "refunds-made",
+            "can_act_on_refunds": self.can_act_on_refunds,
+        }
+
+    def export_refunds(self):
+        filterset = self.refund_filterset
+        queryset = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+        rows = queryset.order_by("-created_at", "-id")
+        return stream_csv(
+            "refunds",
+            [header for header, _ in REFUND_EXPORT_COLUMNS],
+            ([column_value(r, spec) for _, spec in REFUND_EXPORT_COLUMNS] for r in rows.iterator(chunk_size=2000)),
+            on_finish=lambda n, complete: record_export(self.request, list_name="Refunds", rows=n, complete=complete),
+        )
 
     def is_reading(self) -> bool:
         return self.request.method in ("GET", "HEAD") and not self.confirming
@@ -855,7 +1000,8 @@ class RefundView(ConfirmationMixin, OperationsView):
         context["query"] = query
         context["results"] = self.find_bookings(query) if query else None
         context["can_refund"] = permissions.allows(self.request.user, permissions.REFUND_BOOKING)
-        context.update(recent_refunds())
+        context["refunds_waiting"] = refunds_waiting()
+        context.update(self.refunds_made())
         booking_id = self.request.GET.get("booking") or kwargs.get("booking_id")
         if booking_id and str(booking_id).isdigit():
             booking = get_object_or_404(Booking.objects.select_related("guest", "rental_property__host"), pk=booking_id)
@@ -888,6 +1034,7 @@ class RefundView(ConfirmationMixin, OperationsView):
         amount = parse_typed_amount(self.request.POST.get("amount", ""), self.booking.currency)
         reason = staff_actions.clean_refund_reason(clean_text(self.request.POST.get("reason")))
         self.payment, self.split = staff_actions.check_refund(self.booking, amount)
+        self.effect = staff_actions.refund_effect(self.payment, self.payment.ledger_transaction.wallet, amount)
         return {"amount": str(amount), "currency": self.booking.currency, "reason": reason}
 
     def get_confirmation_target(self):
@@ -904,25 +1051,16 @@ class RefundView(ConfirmationMixin, OperationsView):
             question=f"Refund {format_money(amount, currency)} to {booking.guest}?",
             effects=[
                 f"Booking #{booking.pk} · {booking.rental_property}.",
-                f"Guest refund: {format_money(split.guest_refund, currency)} to {booking.guest}.",
-                f"Commission clawed back: {format_money(split.commission_back, currency)} from platform revenue.",
-                f"Host debit: {format_money(split.host_debit, currency)} from {host}'s wallet "
-                f"(balance {format_money(wallet.balance, currency)} → "
-                f"{format_money(wallet.balance - split.host_debit, currency)}).",
+                refund_destination(self.payment, split, host=host),
+                *host_wallet_effect(self.effect, wallet, host=host),
                 "This refunds the full remaining amount."
                 if not left
                 else f"Afterwards {format_money(left, currency)} can still be refunded.",
             ],
             quote=params["reason"],
             quote_label="Reason",
-            approval=approval_needed(
-                approvals.approval_reason(
-                    kind=ApprovalRequest.Kind.REFUND,
-                    amount=amount,
-                    currency=currency,
-                    wallet=wallet,
-                )
-            ),
+            # Past the threshold, or past the negative-balance limit (refund_effect says which).
+            approval=approval_needed(self.effect.approval_reason),
             yes="Yes, refund",
             url=reverse("ops_refunds:index"),
             fields=[("booking", booking.pk), ("amount", params["amount"]), ("reason", params["reason"])],
@@ -964,3 +1102,178 @@ class RefundView(ConfirmationMixin, OperationsView):
             )
         # The booking again, with an empty amount: nothing is armed for a second refund.
         return redirect(f"{reverse('ops_refunds:index')}?booking={booking.pk}")
+
+
+# --- a refund's row actions: retry it, or mark it refunded by hand ---------------------------
+
+# What each row action is called, in the row's buttons and its messages.
+REFUND_ACTIONS = {"retry": "Retry refund", "mark": "Mark as refunded"}
+
+
+def refund_action_refusal(refund: ProviderRefund, action: str) -> str:
+    """Why `action` cannot be done to `refund` now, in words for its row ("" when it can). The
+    staff actions refuse the same (InvalidStateError), should two people race."""
+    Status = ProviderRefund.Status
+    who = provider_name(refund.provider)
+    if refund.status == Status.SUCCEEDED:
+        return f"{refund.refund_reference} is already refunded: nothing is left to do."
+    if refund.status == Status.CANCELLED:
+        return f"{refund.refund_reference} was cancelled (its refund was reversed): nothing is owed to the guest."
+    if action == "retry":
+        if refund.provider == MANUAL_REFUND:
+            return f"{refund.refund_reference} is refunded by hand: no provider can send it. Mark it as refunded."
+        if refund.status != Status.FAILED:
+            again = f" (attempt {refund.attempt})" if refund.attempt > 1 else ""
+            state = refund_status_text(refund).lower()
+            return f"{refund.refund_reference}{again} is {state}, not failed: only {who}'s answer settles it now."
+        return ""
+    if refund.provider != MANUAL_REFUND and refund.status != Status.FAILED:
+        return f"{refund.refund_reference} is {refund_status_text(refund).lower()}: wait for {who}'s answer."
+    return ""
+
+
+class RefundRowMixin(PermissionRequiredMixin):
+    permission_required = VIEW_REFUNDS
+
+    def get_refund(self, pk) -> ProviderRefund:
+        return get_object_or_404(ProviderRefund.objects.select_related(*REFUND_RELATED), pk=pk)
+
+    def row(self, refund, *, extra=None, status=200, message="", level="success"):
+        """The refund's row, rendered by the page's own table, and a Wagtail message."""
+        extra = extra or {}
+        # A refusal is shown in the Actions cell even to someone without the buttons' permission.
+        shown = permissions.allows(self.request.user, permissions.RETRY_REFUND) or "refusal" in extra
+        table = RefundTable([refund], row_extra=extra, exclude=() if shown else ("actions",))
+        table.request = self.request
+        response = HttpResponse(table_body_rows(table), status=status)
+        if message:
+            response["HX-Trigger"] = json.dumps({"w-messages:add": {"text": message, "type": level, "clear": True}})
+        return response
+
+    def render_refusal(self, message):
+        """A permission refusal, in the row's Actions cell (the row showed this person its buttons)."""
+        return self.row(self.get_refund(self.kwargs["pk"]), extra={"refusal": message, "can_act": True}, status=403)
+
+
+class RefundRowView(RefundRowMixin, View):
+    """The row as it stands (Cancel puts it back; `?focus=` names the button that gets the focus)."""
+
+    def get(self, request, pk):
+        focus = request.GET.get("focus")
+        return self.row(self.get_refund(pk), extra={"focus": focus if focus in REFUND_ACTIONS else ""})
+
+
+class RefundActionView(ConfirmationMixin, RefundRowMixin, View):
+    """Retry a failed refund, or mark one refunded by hand, inside its row: the confirmation
+    replaces the row's buttons and the action answers with the updated row. Marking asks for a
+    note first, so the confirmation can show it."""
+
+    permission_required = permissions.RETRY_REFUND
+    refused_action = "retry refunds or mark them refunded"
+
+    def dispatch(self, request, *args, **kwargs):
+        if kwargs["action"] not in REFUND_ACTIONS:
+            raise Http404
+        self.action = kwargs["action"]
+        self.confirmation_action = f"refund.{self.action}"
+        return super().dispatch(request, *args, **kwargs)
+
+    @cached_property
+    def refund(self) -> ProviderRefund:
+        return self.get_refund(self.kwargs["pk"])
+
+    def refused(self):
+        """The row with why it cannot be done (409), or None."""
+        why = refund_action_refusal(self.refund, self.action)
+        return self.row(self.refund, extra={"refusal": why}, status=409) if why else None
+
+    def get(self, request, *args, **kwargs):
+        if (refused := self.refused()) is not None:
+            return refused
+        if self.confirming and self.action == "mark":
+            return self.row(self.refund, extra={"asking_note": True})
+        return super().get(request, *args, **kwargs)
+
+    def post(self, request, *args, **kwargs):
+        if (refused := self.refused()) is not None:
+            return refused
+        return super().post(request, *args, **kwargs)
+
+    def get_confirmation_params(self):
+        r = self.refund
+        params = {"amount": str(r.amount), "currency": r.currency, "attempt": r.attempt}
+        if self.action == "mark":
+            params["note"] = staff_actions.clean_refunded_note(clean_text(self.request.POST.get("note")))
+        return params
+
+    def get_confirmation_target(self):
+        return self.refund.pk
+
+    def describe_confirmation(self, params):
+        r = self.refund
+        amount, guest = format_money(r.amount, r.currency), r.payment.booking.guest
+        who = provider_name(r.provider)
+        common = {
+            "url": reverse("ops_refunds:act", args=[r.pk, self.action]),
+            "cancel_get": f"{reverse('ops_refunds:row', args=[r.pk])}?focus={self.action}",
+            "target": f"#refund-{r.pk}",
+            "small": True,
+            "id": f"confirm-{self.action}-{r.pk}",
+        }
+        booking = f"Booking #{r.payment.booking_id} · guest {guest} · {r.refund_reference}."
+        if self.action == "retry":
+            return Confirmation(
+                label=f"Confirm retry refund {r.refund_reference}",
+                question=f"Send {amount} back to the guest by {who} again?",
+                effects=[
+                    booking,
+                    f"{who} refused it: {refund_problem(r) or 'no reason given'}.",
+                    f"A new refund (attempt {r.attempt + 1}) is sent to {who} under a new reference; "
+                    "this row shows how it goes.",
+                ],
+                yes="Yes, retry refund",
+                **common,
+            )
+        provider_call = (
+            "No provider is asked to send it: it was refunded by hand."
+            if r.provider == MANUAL_REFUND
+            else f"No call is made to {who}: nothing is sent from here."
+        )
+        return Confirmation(
+            label=f"Confirm mark {r.refund_reference} as refunded",
+            question=f"Mark {amount} as refunded to {guest}?",
+            effects=[
+                booking,
+                f"Record that the guest got {amount} back by other means. {provider_call}",
+                "The refund is settled: it leaves what the platform owes guests.",
+            ],
+            quote=params["note"],
+            quote_label="How the guest was paid",
+            fields=[("note", params["note"])],
+            yes="Yes, mark as refunded",
+            **common,
+        )
+
+    def render_confirmation(self, confirmation, status):
+        return self.row(self.refund, extra={"confirmation": confirmation}, status=status)
+
+    def render_invalid(self, error):
+        extra = {"asking_note": True, "error": error.message, "note": self.request.POST.get("note", "")}
+        return self.row(self.refund, extra=extra, status=400)
+
+    def perform(self, params, key):
+        refund, actor = self.refund, self.request.user
+        try:
+            if self.action == "retry":
+                done = staff_actions.retry_refund(refund=refund, actor=actor, idempotency_key=key)
+                message = (
+                    f"{format_money(done.amount, done.currency)} sent back to {provider_name(done.provider)} "
+                    f"again ({done.refund_reference}): waiting for its answer."
+                )
+            else:
+                done = staff_actions.mark_refunded(refund=refund, actor=actor, note=params["note"], idempotency_key=key)
+                message = f"{done.refund_reference} marked as refunded: {format_money(done.amount, done.currency)}."
+        except TransactionError as error:
+            message = f"{refund.refund_reference}: {error.message}"
+            return self.row(self.get_refund(refund.pk), message=message, level="error")
+        return self.row(self.get_refund(refund.pk), message=message)

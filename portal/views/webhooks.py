@@ -19,6 +19,7 @@ from finance.money import format_money, round_money
 from ..csv_export import stream_csv
 from ..filters import ALL_EVENTS, NEEDS_ATTENTION, WebhookEventFilter
 from ..links import transaction_link
+from ..tables import provider_name
 from .base import HtmxPartialMixin, OperationsView
 from .confirmation import Confirmation, ConfirmationMixin
 
@@ -30,6 +31,8 @@ def describe_event(event: WebhookEvent, *, user) -> str:
     is "received" and "applied to booking #12", never "paid out" (that is a withdrawal)."""
     if event.withdrawal is not None:
         return describe_payout_event(event)
+    if event.refund is not None:
+        return describe_refund_event(event)
     payment = event.payment
     if payment is None:
         if event.outcome == Outcome.IGNORED:
@@ -67,6 +70,24 @@ def describe_payout_event(event: WebhookEvent) -> str:
     return format_html("Host payout {}, {}: held for staff, nothing changed.", withdrawal.reference, amount)
 
 
+def describe_refund_event(event: WebhookEvent) -> str:
+    """A provider's answer about a refund: the refund it settled, money going back to a guest."""
+    refund = event.refund
+    what = f"Refund of {format_money(refund.amount, refund.currency)} for booking #{refund.payment.booking_id}"
+    who = provider_name(event.provider)
+    if event.outcome == Outcome.APPLIED:
+        return format_html("{} refunded by {} ({}).", what, who, refund.refund_reference)
+    if event.outcome == Outcome.REFUND_FAILED:
+        reason = refund.failure_reason or event.reason or "no reason given"
+        return format_html(
+            "{} failed at {}: {}. The guest is still owed it: retry it or mark it refunded on the Refunds page.",
+            what,
+            who,
+            reason,
+        )
+    return format_html("{} ({}): held for staff, nothing changed.", what, refund.refund_reference)
+
+
 def _iso(value) -> str:
     """A timestamp in the current time zone, ISO 8601 to the second."""
     return timezone.localtime(value).replace(microsecond=0).isoformat() if value else ""
@@ -84,7 +105,7 @@ class WebhookInboxView(HtmxPartialMixin, OperationsView):
     def filterset(self):
         data = self.request.GET.copy()
         data.setdefault("show", NEEDS_ATTENTION)  # the landing view: what needs attention
-        events = WebhookEvent.objects.select_related("payment__ledger_transaction", "withdrawal")
+        events = WebhookEvent.objects.select_related("payment__ledger_transaction", "withdrawal", "refund__payment")
         return WebhookEventFilter(data, queryset=events, request=self.request)
 
     def events(self):
