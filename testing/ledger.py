@@ -4,10 +4,12 @@
 def ledger_snapshot() -> dict:
     """Everything a money operation could change."""
     from finance.models import (
+        HostReceivable,
         IdempotencyRecord,
         LedgerAudit,
         LedgerEntry,
         Payment,
+        ReceivableRecovery,
         Wallet,
         WalletTransaction,
         Withdrawal,
@@ -21,4 +23,6 @@ def ledger_snapshot() -> dict:
         "payments": sorted(Payment.objects.values_list("id", "status", "refunded_amount")),
         "audit": LedgerAudit.objects.count(),
         "idempotency": IdempotencyRecord.objects.count(),
+        "receivables": sorted(HostReceivable.objects.values_list("id", "recovered")),
+        "recoveries": ReceivableRecovery.objects.count(),
     }

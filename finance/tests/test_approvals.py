@@ -220,7 +220,8 @@ def test_two_people_filing_the_same_reversal_at_once_queue_one_request(make_user
 @pytest.fixture
 def thin_host_booking(host, guest, make_booking, make_payment):
     """A paid 300,000.00 NGN booking (30,000.00 commission) whose host kept 243,000.00 of the
-    270,000.00 payout: at most 270,000.00 can be refunded now (the host gives back 90% of it)."""
+    270,000.00 payout: refunding all 300,000.00 takes 270,000.00 (90%) from the host's wallet,
+    27,000.00 more than it holds."""
     from finance.models import Wallet
 
     booking = make_booking(host, guest, total="300000.00", commission="30000.00")

@@ -104,3 +104,38 @@ def test_check_ledger_catches_refunds_payable_that_disagrees_with_open_refunds(p
     assert any(words in violation for violation in violations), violations
     with pytest.raises(CommandError, match="violation"):
         assert_ledger_healthy()
+
+
+@pytest.mark.parametrize(
+    ("break_it", "words"),
+    [
+        # A wallet negative by more than its receivables say (only the wallet row is wrong).
+        (lambda r: Wallet.objects.filter(pk=r.wallet_id).update(balance=Decimal("-900.00")), "outstanding receivables"),
+        # A receivable whose recovered amount no recovery accounts for.
+        (lambda r: type(r).objects.filter(pk=r.pk).update(recovered=Decimal("10.00")), "recoveries sum"),
+    ],
+)
+def test_check_ledger_holds_a_wallet_negative_only_by_its_receivables(
+    settings, paid_booking, host, bank_account, break_it, words
+):
+    from django.core.management.base import CommandError
+
+    from finance.ledger_checks import negative_only_by_receivables
+    from finance.models import HostReceivable
+    from finance.services import TransactionService
+
+    settings.MINIMUM_WITHDRAWAL = {}
+    wallet = Wallet.objects.get(user=host)
+    TransactionService.complete_withdrawal(
+        TransactionService.initiate_withdrawal(wallet, bank_account, Decimal("850.00"))
+    )
+    TransactionService.process_refund(paid_booking, Decimal("1000.00"), "Flooded")  # the host owes 850.00
+    assert_ledger_healthy()
+
+    break_it(HostReceivable.objects.get())
+
+    # (A receivable's recovered amount changed alone also leaves its wallet's outstanding wrong.)
+    violations = negative_only_by_receivables().violations
+    assert any(words in violation for violation in violations), violations
+    with pytest.raises(CommandError, match="violation"):
+        assert_ledger_healthy()

@@ -385,3 +385,151 @@ def test_payouts_in_flight_settle_once_whatever_races_them(settings, host, finan
                 f"{name} round {round_number}: money moved more than once"
             )
     call_command("check_ledger", stdout=open("/dev/null", "w"))
+
+
+# --- refunds after withdrawal: negative balances and their receivables (issue 18) -----------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refunds_after_withdrawal_race_payouts_and_withdrawals_and_money_moves_once(settings, make_user):
+    """Two hosts withdrew nearly everything (their withdrawals still open). Threads at once:
+    two refunders both try to refund every booking in full, a payer pays new bookings into the
+    same wallets, a settler completes or fails the open withdrawals, and a requester keeps asking
+    for new withdrawals. Afterwards: each booking refunded exactly once, every wallet's balance
+    is what the successful calls imply, no withdrawal was taken from a negative wallet, each
+    wallet's receivables were recovered oldest first, and every ledger check passes."""
+    from finance.ledger_checks import run_ledger_checks
+    from finance.models import HostReceivable, LedgerAudit, ReceivableRecovery, WalletTransaction, Withdrawal
+
+    settings.MINIMUM_WITHDRAWAL = {}
+    finance, guest = make_user(groups=["Finance"]), make_user("guest")
+    hosts = [make_user("host") for _ in range(2)]
+    properties = {h.pk: Property.objects.create(host=h, title="Villa", country="NG", currency="NGN") for h in hosts}
+    accounts = {
+        h.pk: BankAccount.objects.create(owner=h, bank_name="GTBank", account_name="h", account_number_last4="0001")
+        for h in hosts
+    }
+
+    def paid_booking(host, total=Decimal("1000.00")):
+        booking = Booking.objects.create(
+            guest=guest,
+            rental_property=properties[host.pk],
+            check_in=date.today(),
+            check_out=date.today() + timedelta(days=2),
+            grand_total=total,
+            commission_fee=(total * Decimal("0.15")).quantize(Decimal("0.01")),
+            currency="NGN",
+        )
+        payment = booking.payments.create(provider="sandbox", amount=total, currency="NGN")
+        return booking, TransactionService.process_booking_payment(booking, payment)
+
+    refundable, open_withdrawals = [], []
+    for host in hosts:
+        refundable += [paid_booking(host)[0] for _ in range(6)]  # 6 × 850.00 = 5,100.00 each
+        wallet = Wallet.objects.get(user=host)
+        open_withdrawals += [
+            TransactionService.initiate_withdrawal(wallet, accounts[host.pk], Decimal("1000.00")) for _ in range(5)
+        ]
+    start = {w.pk: w.balance for w in Wallet.objects.filter(user__in=hosts)}
+
+    barrier = threading.Barrier(5)
+    lock = threading.Lock()
+    balance_delta, unexpected, new_withdrawals, refunds = defaultdict(Decimal), [], [], []
+
+    def worker(body):
+        def run():
+            try:
+                barrier.wait(timeout=60)
+                body()
+            except Exception as error:  # a deadlock or an integrity error
+                unexpected.append(repr(error))
+            finally:
+                connection.close()
+
+        return run
+
+    def refunder(order):
+        def body():
+            for booking in order:
+                try:
+                    txn = TransactionService.process_refund(booking, "1000.00", "Flooded", actor=finance)
+                except TransactionError:
+                    continue  # the other refunder got there first
+                with lock:
+                    refunds.append(txn.reference)
+                    balance_delta[txn.wallet_id] -= txn.amount
+
+        return body
+
+    def payer():
+        for round_ in range(8):
+            host = hosts[round_ % 2]
+            _, txn = paid_booking(host, Decimal("400.00") + round_)
+            with lock:
+                balance_delta[txn.wallet_id] += txn.amount
+
+    def settler():
+        for n, withdrawal in enumerate(open_withdrawals):
+            if n % 2:
+                TransactionService.fail_withdrawal(withdrawal, "Bank rejected the account", actor=finance)
+            else:
+                TransactionService.complete_withdrawal(withdrawal, actor=finance)
+                with lock:
+                    balance_delta[withdrawal.wallet_id] -= withdrawal.amount
+
+    def requester():
+        for round_ in range(20):
+            host = hosts[round_ % 2]
+            try:
+                withdrawal = TransactionService.initiate_withdrawal(
+                    Wallet.objects.get(user=host), accounts[host.pk], Decimal("40.00")
+                )
+            except TransactionError:
+                continue
+            new_withdrawals.append(withdrawal)
+
+    bodies = [refunder(refundable), refunder(refundable[::-1]), payer, settler, requester]
+    threads = [threading.Thread(target=worker(body)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert unexpected == [], unexpected[:5]
+
+    # Each booking refunded exactly once, in full.
+    refund_txns = WalletTransaction.objects.filter(type="refund")
+    assert sorted(refund_txns.values_list("booking_id", flat=True)) == sorted(b.pk for b in refundable)
+    assert len(refunds) == len(refundable)
+    for wallet in Wallet.objects.filter(pk__in=start):
+        assert wallet.balance == start[wallet.pk] + balance_delta[wallet.pk], f"wallet {wallet.pk}"
+        open_total = sum(
+            (w.amount for w in wallet.withdrawals.all() if w.status in Withdrawal.OPEN_STATUSES), Decimal(0)
+        )
+        assert wallet.held_balance == open_total
+    # No withdrawal was requested from a wallet that could not cover it (negative or short).
+    for audit in LedgerAudit.objects.filter(action="transaction.withdrawal"):
+        assert audit.balance_after - audit.held_after >= 0, f"{audit.transaction_id} left available negative"
+    # The hosts went negative and got recovered, oldest receivable first.
+    assert HostReceivable.objects.exists()
+    for wallet_id in start:
+        receivables = list(HostReceivable.objects.filter(wallet_id=wallet_id).order_by("id"))
+        touched = [r for r in receivables if r.recovered]
+        assert receivables[: len(touched)] == touched, "a younger receivable was recovered before an older one"
+        assert all(r.recovered == r.amount for r in touched[:-1])
+        for older, younger in zip(touched, touched[1:], strict=False):
+            last_of_older = ReceivableRecovery.objects.filter(receivable=older).order_by("-id").first()
+            first_of_younger = ReceivableRecovery.objects.filter(receivable=younger).order_by("id").first()
+            assert last_of_older.pk < first_of_younger.pk
+    failed = [check.name for check in run_ledger_checks() if not check.ok]
+    assert failed == []
+    print(
+        "refunds:",
+        len(refunds),
+        "new withdrawals:",
+        len(new_withdrawals),
+        "receivables:",
+        HostReceivable.objects.count(),
+        "recoveries:",
+        ReceivableRecovery.objects.count(),
+    )
