@@ -32,7 +32,7 @@ from finance.payouts import MANUAL, payout_route, route_for
 
 from .. import selectors
 from ..csv_export import label, money, person
-from ..filters import TransactionFilter, WalletFilter, WithdrawalFilter
+from ..filters import OWES, TransactionFilter, WalletFilter, WithdrawalFilter
 from ..metrics import payouts_in_flight
 from ..tables import TransactionTable, WalletTable, WithdrawalTable, age_text, provider_name, with_payout
 from .base import KeysFirstPaginator, OperationsView, PermissionRequiredMixin, TableListView, mark_refusal
@@ -64,6 +64,8 @@ class DashboardView(OperationsView):
         context["webhook_events"] = selectors.flagged_webhook_events()
         context["can_see_stats"] = permissions.allows(self.request.user, permissions.VIEW_MESSAGING_STATS)
         context["payouts"] = payouts_card()
+        context["owed_by_hosts"] = selectors.owed_by_hosts()
+        context["owes_filter"] = OWES
         return context
 
 
@@ -185,6 +187,7 @@ class WalletDetailView(WalletTransactionsMixin, TableListView):
         context = super().get_context_data(**kwargs)
         context["wallet"] = self.wallet
         context["open_withdrawals"] = self.wallet.withdrawals.filter(status__in=Withdrawal.OPEN_STATUSES)
+        context["receivables"] = selectors.wallet_receivables(self.wallet)
         return context
 
 
