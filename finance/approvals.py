@@ -3,11 +3,13 @@
 A reversal always needs a second approver. A refund or a withdrawal completion needs one
 when it would take what staff have moved for the host, in its currency, within the rolling
 window above `settings.APPROVAL_THRESHOLDS[currency]` (see `moved_without_approval`), and
-always when the currency has no threshold. The decision is taken under the host wallet's
-row lock (`lock_refund`, `lock_withdrawal`), in the same transaction as the money moves, so
-concurrent filers, one person or several, queue on that lock and each sees what the
-others moved. Instead of moving money, such an action files an `ApprovalRequest`, which
-records why it needed approval (`approval_reason`).
+always when the currency has no threshold. A refund also needs one when it would leave the
+host's wallet further below zero than `settings.NEGATIVE_BALANCE_APPROVAL_LIMITS[currency]`
+(any amount below zero when the currency has no limit; `negative_balance_reason`).
+The decision is taken under the host wallet's row lock (`lock_refund`, `lock_withdrawal`),
+in the same transaction as the money moves, so concurrent filers, one person or several,
+queue on that lock and each sees what the others moved. Instead of moving money, such an
+action files an `ApprovalRequest`, which records why it needed approval (`approval_reason`).
 
 A second person holding `finance.approve_request` decides it; the requester never
 can (refused here, and by the `approval_not_by_requester` database constraint).
@@ -91,9 +93,19 @@ def moved_without_approval(wallet: Wallet, *, since=None) -> Decimal:
     return total + sum(withdrawals, Decimal(0))
 
 
-def approval_reason(*, kind: str, amount: Decimal, currency: str, wallet: Wallet | None, already=None) -> str:
+def approval_reason(
+    *,
+    kind: str,
+    amount: Decimal,
+    currency: str,
+    wallet: Wallet | None,
+    already=None,
+    host_debit: Decimal | None = None,
+) -> str:
     """Why moving `amount` out of the host's `wallet` needs a second approver now; "" when it
     may go straight through. `already`: what counts as moved so far, when the caller knows.
+    `host_debit` (refunds): the host's share, which may take their wallet below zero; past
+    the currency's negative-balance limit that needs a second approver too.
 
     Final only when called under the wallet's row lock (`lock_refund`, `lock_withdrawal`);
     the portal also calls it unlocked, to say what is likely before it asks."""
@@ -102,17 +114,55 @@ def approval_reason(*, kind: str, amount: Decimal, currency: str, wallet: Wallet
         return EVERY_REVERSAL
     limit = threshold(currency)
     if limit is None:
-        return f"No approval threshold is configured for {currency}: every {noun} needs a second approver."
-    if wallet is None:  # nothing to refund from: the action refuses it anyway
+        reasons = [f"No approval threshold is configured for {currency}: every {noun} needs a second approver."]
+    elif wallet is None:  # nothing to refund from: the action refuses it anyway
         return ""
-    moved = moved_without_approval(wallet) if already is None else already
-    if moved + amount <= limit:
-        return ""
+    else:
+        moved = moved_without_approval(wallet) if already is None else already
+        reasons = [_threshold_reason(wallet, amount, currency, moved, limit)] if moved + amount > limit else []
+    if wallet is not None and host_debit is not None:
+        reasons.append(negative_balance_reason(wallet, host_debit, currency))
+    return " ".join(reason for reason in reasons if reason)
+
+
+def _threshold_reason(wallet: Wallet, amount: Decimal, currency: str, moved: Decimal, limit: Decimal) -> str:
     return (
         f"{format_money(moved + amount, currency)} moved for host {wallet.user} within "
         f"{settings.APPROVAL_WINDOW_HOURS} h would exceed the {format_money(limit, currency)} threshold "
         f"({format_money(moved, currency)} already moved without a second approver)."
     )
+
+
+def negative_balance_limit(currency: str) -> Decimal | None:
+    """How far below zero a refund may take a host's wallet without a second approver; None
+    when the currency has no limit (then any refund that takes it below zero needs one)."""
+    return getattr(settings, "NEGATIVE_BALANCE_APPROVAL_LIMITS", {}).get(currency)
+
+
+def negative_balance_reason(wallet: Wallet, host_debit: Decimal, currency: str) -> str:
+    """Why a refund taking `host_debit` from the host's `wallet` needs a second approver
+    because of where it leaves the wallet; "" when it does not."""
+    after = wallet.available_balance - host_debit
+    if after >= 0:
+        return ""
+    limit = negative_balance_limit(currency)
+    if limit is None:
+        return (
+            f"This refund would leave the host's wallet at {signed_money(after, currency)}, and no "
+            f"negative-balance limit is configured for {currency}: a refund that takes a host below zero "
+            "needs a second approver."
+        )
+    if after >= -limit:
+        return ""
+    return (
+        f"This refund would leave the host's wallet at {signed_money(after, currency)}, beyond the "
+        f"{format_money(limit, currency)} a refund may take a host below zero without a second approver."
+    )
+
+
+def signed_money(amount: Decimal, currency: str) -> str:
+    """A balance as staff read it: −NGN 150,000.00 below zero."""
+    return f"−{format_money(-amount, currency)}" if amount < 0 else format_money(amount, currency)
 
 
 # --- locks: the ledger's order (finance.services): payment or withdrawal first, then the wallet

@@ -4,7 +4,9 @@ Postings (`post_movement`, `settle_pending`) come from `finance.services`, which
 locked the payment, withdrawal or original transaction involved and validated everything
 but the wallet; bookings are not locked, only updated as part of a posting (its Followup).
 The wallet is checked and changed by one conditional UPDATE — active, and available
-(balance − held) not negative afterwards — which also takes its row lock. When the UPDATE
+(balance − held) not negative afterwards unless the movement is a refund or does not lower
+it — which also takes its row lock. A wallet that goes negative records the negative part as
+a HostReceivable in the same posting, and later movements recover it (migration 0019). When the UPDATE
 matches nothing, a second look at the wallet says why (not found, not active, or the
 exact shortfall) and the operation is refused with nothing written; a guarded posting
 raises GuardFailed instead. `audit` writes an audit row for actions that move no money
@@ -30,15 +32,18 @@ from decimal import Decimal
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, connection
+from django.db.models import F
 from django.utils import timezone
 
 from . import db
 from .errors import InsufficientBalanceError, NotFoundError, WalletNotActiveError
 from .models import (
     Booking,
+    HostReceivable,
     LedgerAudit,
     LedgerEntry,
     Payment,
+    ReceivableRecovery,
     Wallet,
     WalletTransaction,
     Withdrawal,
@@ -331,17 +336,22 @@ def _refuse(movement: Movement):
 
 # --- the wallet UPDATE every posting starts with -------------------------------------------
 
+# Available (balance − held) may not go below zero, except that a refund may take it there
+# (the host's share of a refund after they withdrew the payout), and a movement that does not
+# lower it (a payout, a credit, a released or settled hold) passes while the wallet stays
+# negative. Held never goes below zero.
 WALLET_UPDATE = """
     UPDATE finance_wallet
        SET balance = balance + %s, held_balance = held_balance + %s, updated_at = %s
-     WHERE id = %s AND status = 'active'
-       AND balance + %s >= held_balance + %s AND held_balance + %s >= 0
+     WHERE id = %s AND status = 'active' AND held_balance + %s >= 0
+       AND (balance + %s >= held_balance + %s OR %s OR %s)
     RETURNING id, user_id, currency, balance, held_balance"""
 
 
 def _wallet_update_params(movement: Movement, now) -> list:
     bd, hd = movement.balance_delta, movement.held_delta
-    return [bd, hd, now, movement.wallet_id, bd, hd, hd]
+    may_go_negative = movement.type == WalletTransaction.Type.REFUND
+    return [bd, hd, now, movement.wallet_id, hd, bd, hd, bd - hd >= 0, may_go_negative]
 
 
 # --- the step-by-step path (any database) ------------------------------------------------
@@ -372,11 +382,47 @@ def _post_step_by_step(movement: Movement) -> WalletTransaction:
         for account, amount in movement.entry_rows()
     )
     LedgerAudit.objects.create(**_audit_fields(movement, wallet, txn.pk))
+    _keep_receivables(movement, wallet, txn.pk, now)
     for model, pk, values, *only_if in movement.followup.updates:
         rows = model.objects.filter(pk=pk, **(only_if[0] if only_if else {}))
         rows.update(**{k: txn.pk if v is NEW_TRANSACTION else v for k, v in values.items()})
     txn.wallet = wallet
     return txn
+
+
+def _keep_receivables(movement: Movement, wallet: Wallet, txn_id: int, now) -> None:
+    """Keep the wallet's receivables in step with its debt (what it is negative by), as
+    migration 0019's finance_post_movement does: a debt that grew is a new receivable on this
+    transaction; one that shrank is recovered from the open receivables, oldest first. The
+    wallet UPDATE's row lock serialises this per wallet. No query unless the wallet is or was
+    negative."""
+    debt_after = max(Decimal(0), wallet.held_balance - wallet.balance)
+    held_before = wallet.held_balance - movement.held_delta
+    debt_before = max(Decimal(0), held_before - (wallet.balance - movement.balance_delta))
+    if debt_after > debt_before:
+        HostReceivable.objects.create(
+            wallet_id=wallet.pk,
+            transaction_id=txn_id,
+            currency=wallet.currency,
+            amount=debt_after - debt_before,
+            created_at=now,
+        )
+    elif debt_after < debt_before:
+        _recover(wallet.pk, debt_before - debt_after, txn_id, now)
+
+
+def _recover(wallet_id: int, amount: Decimal, txn_id: int, now) -> None:
+    """Recover `amount` from the wallet's open receivables, oldest first."""
+    open_receivables = HostReceivable.objects.filter(wallet_id=wallet_id, recovered__lt=F("amount")).order_by("id")
+    for receivable in open_receivables:
+        if amount <= 0:
+            break
+        taken = min(amount, receivable.outstanding)
+        receivable.recovered += taken
+        receivable.recovered_at = now if receivable.recovered == receivable.amount else None
+        receivable.save(update_fields=["recovered", "recovered_at"])
+        ReceivableRecovery.objects.create(receivable=receivable, transaction_id=txn_id, amount=taken, created_at=now)
+        amount -= taken
 
 
 def _wallet_from_row(row, now) -> Wallet:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.db.models import DecimalField, Exists, F, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 
-from .models import MONEY, LedgerEntry, Wallet, WalletTransaction, Withdrawal
+from .models import MONEY, HostReceivable, LedgerEntry, ReceivableRecovery, Wallet, WalletTransaction, Withdrawal
 
 MAX_REPORTED = 20  # violations listed per check; the count is always exact
 ZERO = Value(Decimal(0), output_field=DecimalField(**MONEY))
@@ -94,15 +94,54 @@ def wallet_balances_match_entries() -> CheckResult:
     )
 
 
-def available_not_negative() -> CheckResult:
-    rows = Wallet.objects.filter(Q(held_balance__lt=0) | Q(balance__lt=F("held_balance"))).values(
-        "id", "balance", "held_balance"
+def negative_only_by_receivables() -> CheckResult:
+    """Held ≥ 0; a wallet's available balance is negative only by its outstanding receivables
+    (max(0, held − balance) = Σ amount − recovered); each receivable's recovered is the sum of
+    its recoveries."""
+    outstanding = (
+        HostReceivable.objects.filter(wallet=OuterRef("pk"))
+        .values("wallet")
+        .annotate(total=Sum(F("amount") - F("recovered")))
+        .values("total")
+    )
+    debt = Greatest(F("held_balance") - F("balance"), ZERO)
+    wallets = (
+        Wallet.objects.annotate(owed=Coalesce(Subquery(outstanding), ZERO), difference=debt - F("owed"))
+        .filter(Q(held_balance__lt=0) | _nonzero("difference"))
+        .values("id", "balance", "held_balance", "owed")
+        .order_by("id")
+    )
+    recovered = (
+        ReceivableRecovery.objects.filter(receivable=OuterRef("pk"))
+        .values("receivable")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    receivables = (
+        HostReceivable.objects.annotate(recovery_sum=Coalesce(Subquery(recovered), ZERO))
+        .annotate(difference=F("recovered") - F("recovery_sum"))
+        .filter(_nonzero("difference"))
+        .values("id", "wallet_id", "recovered", "recovery_sum")
+        .order_by("id")
     )
     return _result(
-        "available_not_negative",
-        "Held ≥ 0 and available = balance − held ≥ 0 in every wallet.",
-        rows,
-        lambda r: f"wallet {r['id']}: balance {r['balance']}, held {r['held_balance']}",
+        "negative_only_by_receivables",
+        "Held ≥ 0 in every wallet, a wallet is negative (held > balance) only by its outstanding "
+        "receivables, and each receivable's recovered amount is the sum of its recoveries.",
+        [*wallets, *receivables],
+        _describe_debt_violation,
+    )
+
+
+def _describe_debt_violation(row: dict) -> str:
+    if "recovery_sum" in row:
+        return (
+            f"receivable {row['id']} of wallet {row['wallet_id']}: recovered {row['recovered']}, "
+            f"recoveries sum {row['recovery_sum']}"
+        )
+    return (
+        f"wallet {row['id']}: balance {row['balance']}, held {row['held_balance']}, "
+        f"outstanding receivables {row['owed']}"
     )
 
 
@@ -205,7 +244,7 @@ ALL_CHECKS = (
     transactions_balance,
     entry_currencies_match,
     wallet_balances_match_entries,
-    available_not_negative,
+    negative_only_by_receivables,
     held_matches_open_withdrawals,
     withdrawal_states_agree,
     reversals_consistent,

@@ -58,7 +58,8 @@ class Wallet(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["user", "currency"], name="wallet_one_per_user_currency"),
             models.CheckConstraint(condition=Q(held_balance__gte=0), name="wallet_held_not_negative"),
-            models.CheckConstraint(condition=Q(balance__gte=F("held_balance")), name="wallet_available_not_negative"),
+            # Available (balance − held) may be negative: a refund after the host withdrew
+            # (finance.ledger), by exactly the wallet's open HostReceivables (check_ledger).
         ]
         # No index on balance or held_balance: every posting changes them, and without an
         # index on a changed column PostgreSQL updates the row in place (a HOT update)

@@ -22,6 +22,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Subquery
@@ -30,7 +31,6 @@ from wagtail.log_actions import log
 from . import approvals, payouts, permissions
 from .audit import log_once, money_data
 from .errors import (
-    InsufficientBalanceError,
     InvalidStateError,
     TransactionError,
     TransferInFlightError,
@@ -38,7 +38,7 @@ from .errors import (
     require_reason,
 )
 from .models import ApprovalRequest, Booking, IdempotencyRecord, Payment, Wallet, WalletTransaction, Withdrawal
-from .money import format_money, parse_amount, quantum
+from .money import parse_amount, quantum
 from .services import RefundSplit, TransactionService, check_refundable, refund_split
 from .services import check_reversible as check_reversal_allowed
 
@@ -134,7 +134,7 @@ def check_reversible(txn: WalletTransaction) -> None:
 def check_refund(booking: Booking, amount) -> tuple[Payment, RefundSplit]:
     """The booking's settled payment and how a refund of `amount` would be split, if the refund
     can be carried out now (read, not locked): everything "Yes" would refuse is refused here,
-    the payment's refundable amount and the host's wallet covering their share alike."""
+    the payment's refundable amount and a frozen or closed host wallet alike."""
     payment = (
         Payment.objects.select_related("booking", "ledger_transaction__wallet__user").refundable_for(booking).first()
     )
@@ -144,47 +144,54 @@ def check_refund(booking: Booking, amount) -> tuple[Payment, RefundSplit]:
 
 
 def check_host_covers(payment: Payment, wallet: Wallet, amount: Decimal) -> RefundSplit:
-    """Refuse a refund whose host share the host's `wallet` cannot give back now (the ledger
-    would refuse the posting: a frozen wallet, or less available than the share). Returns the split."""
+    """Refuse a refund the host's `wallet` cannot take part in: a frozen or closed wallet.
+    Returns the split. Its available balance need not cover the host's share: a refund may take
+    it below zero (the negative part a receivable their next payouts recover), and past the
+    currency's negative-balance limit it needs a second approver (`refund_effect`)."""
     if not wallet.is_active:
         raise WalletNotActiveError(
             f"The host {wallet.user}'s wallet is {wallet.get_status_display().lower()}: nothing can be taken "
             "from it, so no refund can be made until it is active again.",
             wallet=wallet.pk,
         )
-    split = refund_split(payment, amount)
-    if split.host_debit > wallet.available_balance:
-        currency = payment.currency
-        limit = refund_limit(payment, wallet)
-        most = (
-            f"At most {format_money(limit, currency)} can be refunded now"
-            if limit > 0
-            else "Nothing can be refunded now"
-        )
-        raise InsufficientBalanceError(
-            f"{most}: the host {wallet.user}'s wallet has {format_money(wallet.available_balance, currency)} "
-            f"available, and this refund would take {format_money(split.host_debit, currency)} from it.",
-            refundable=str(limit),
-            available=str(wallet.available_balance),
-        )
-    return split
+    return refund_split(payment, amount)
 
 
 def refund_limit(payment: Payment, wallet: Wallet) -> Decimal:
-    """The most that can be refunded against `payment` now: what is left of it, or less when the
-    host's `wallet` cannot cover their share of that (their available balance)."""
-    most = payment.refundable_amount
-    available = max(wallet.available_balance, Decimal(0))
-    if most <= 0 or refund_split(payment, most).host_debit <= available:
-        return max(most, Decimal(0))
-    # The host's share is the amount less a proportional commission: start from the exact
-    # proportion, then step down a minor unit at a time past any rounding.
-    booking, step = payment.booking, quantum(payment.currency)
-    host_part = (booking.grand_total - booking.commission_fee) / booking.grand_total if booking.grand_total else 1
-    guess = min(most, (available / host_part).quantize(step, rounding="ROUND_DOWN")) if host_part else most
-    while guess > 0 and refund_split(payment, guess).host_debit > available:
-        guess -= step
-    return max(guess, Decimal(0))
+    """The most that can be refunded against `payment` now: what is left of it. The host's
+    `wallet` no longer limits it (a refund may take it below zero); a frozen or closed one
+    refuses any refund (`check_host_covers`)."""
+    return max(payment.refundable_amount, Decimal(0))
+
+
+class RefundEffect(NamedTuple):
+    """What a refund would do to the host's wallet, for the portal's confirmation."""
+
+    split: RefundSplit
+    available_before: Decimal
+    available_after: Decimal
+    # What the refund adds to what the host owes the platform (0 when their balance covers it).
+    new_receivable: Decimal
+    # Why it needs a second approver ("" when it may go straight through).
+    approval_reason: str
+
+
+def refund_effect(payment: Payment, wallet: Wallet, amount: Decimal) -> RefundEffect:
+    """What refunding `amount` against `payment` would do to the host's `wallet` (as read now,
+    not locked): the split, its available balance before and after, the receivable the
+    negative part would become, and why it would need a second approver."""
+    split = refund_split(payment, amount)
+    before = wallet.available_balance
+    after = before - split.host_debit
+    why = approvals.approval_reason(
+        kind=ApprovalRequest.Kind.REFUND,
+        amount=amount,
+        currency=payment.currency,
+        wallet=wallet,
+        host_debit=split.host_debit,
+    )
+    owed_before, owed_after = max(-before, Decimal(0)), max(-after, Decimal(0))
+    return RefundEffect(split, before, after, owed_after - owed_before, why)
 
 
 @dataclass
@@ -199,10 +206,12 @@ class Outcome:
         return self.approval is not None
 
 
-def _request_instead(*, kind, actor, amount, currency, wallet, key: str, reason: str = "", **target) -> Outcome | None:
+def _request_instead(
+    *, kind, actor, amount, currency, wallet, key: str, reason: str = "", host_debit=None, **target
+) -> Outcome | None:
     """The approval request filed in place of the action when it needs a second person now
     (`approvals.approval_reason`, under the host wallet's lock); None when it may go through."""
-    why = approvals.approval_reason(kind=kind, amount=amount, currency=currency, wallet=wallet)
+    why = approvals.approval_reason(kind=kind, amount=amount, currency=currency, wallet=wallet, host_debit=host_debit)
     if not why:
         return None
     return Outcome(
@@ -319,7 +328,7 @@ def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_
             # What the confirmation checked, again under the locks: never file a request that
             # could not be carried out now, and say why a refund cannot be in the portal's words.
             check_refundable(payment, amount)
-            check_host_covers(payment, wallet, amount)
+            split = check_host_covers(payment, wallet, amount)
         if approved_by is None and not replay:
             filed = _request_instead(
                 kind=ApprovalRequest.Kind.REFUND,
@@ -329,6 +338,7 @@ def refund_booking(*, booking: Booking, amount, reason: str, actor, idempotency_
                 wallet=wallet,
                 key=key,
                 reason=reason,
+                host_debit=split.host_debit,
                 booking=booking,
             )
             if filed:

@@ -245,22 +245,23 @@ def test_refund_split_is_what_the_refund_posts(paid_booking):
     assert refund_split(payment, payment.refundable_amount).commission_back == Decimal("100.00")
 
 
-def test_a_refund_the_host_cannot_cover_is_refused_before_it_is_confirmed_or_filed(
-    thin_host_booking, finance_user, settings, unchanged
-):
-    from finance.errors import InsufficientBalanceError
-
-    with pytest.raises(InsufficientBalanceError) as refused:
-        staff_actions.check_refund(thin_host_booking, Decimal("300000.00"))
-    assert refused.value.message.startswith("At most NGN 270,000.00 can be refunded now")
-    assert "has NGN 243,000.00 available" in refused.value.message
-    payment, split = staff_actions.check_refund(thin_host_booking, Decimal("270000.00"))
-    assert split.host_debit == Decimal("243000.00")
-    assert staff_actions.refund_limit(payment, payment.ledger_transaction.wallet) == Decimal("270000.00")
-    settings.APPROVAL_THRESHOLDS = {}  # every refund would be a request: none filed that could not be carried out
-    with unchanged(), pytest.raises(InsufficientBalanceError):
-        refund(thin_host_booking, finance_user, "too-much", amount="300000.00")
-    assert not ApprovalRequest.objects.exists()
+def test_a_refund_the_host_cannot_cover_is_checked_and_its_effect_described(thin_host_booking, settings):
+    """Issue 18: the host's wallet no longer limits a refund; it may go below zero, and how far
+    decides whether a second approver is needed."""
+    payment, split = staff_actions.check_refund(thin_host_booking, Decimal("300000.00"))
+    wallet = payment.ledger_transaction.wallet
+    assert split.host_debit == Decimal("270000.00")
+    assert staff_actions.refund_limit(payment, wallet) == Decimal("300000.00")
+    effect = staff_actions.refund_effect(payment, wallet, Decimal("300000.00"))
+    assert effect.available_before == Decimal("243000.00")
+    assert effect.available_after == Decimal("-27000.00")
+    assert effect.new_receivable == Decimal("27000.00")
+    assert effect.approval_reason == ""  # within NGN's 100,000.00 below zero
+    settings.NEGATIVE_BALANCE_APPROVAL_LIMITS = {"NGN": Decimal("20000.00")}
+    assert staff_actions.refund_effect(payment, wallet, Decimal("300000.00")).approval_reason == (
+        "This refund would leave the host's wallet at −NGN 27,000.00, beyond the NGN 20,000.00 a refund "
+        "may take a host below zero without a second approver."
+    )
 
 
 def test_a_frozen_host_wallet_is_refused_at_review(paid_booking):
@@ -321,17 +322,17 @@ def test_the_requester_is_emailed_the_outcome(
 def test_an_approval_that_cannot_be_carried_out_changes_nothing_and_tells_the_requester(
     settings, paid_booking, finance_user, approver, mailoutbox, django_capture_on_commit_callbacks, unchanged
 ):
-    from finance.errors import InsufficientBalanceError
+    from finance.errors import WalletNotActiveError
     from finance.models import Wallet
 
     settings.APPROVAL_THRESHOLDS = {}
     request = refund(paid_booking, finance_user, "k1", amount="1000.00").approval
-    host_wallet = Wallet.objects.get(user=paid_booking.rental_property.host)
-    TransactionService.debit_wallet(host_wallet, Decimal("800.00"))  # the host spent it meanwhile
+    # The host's wallet was frozen meanwhile (spending their money no longer stops a refund).
+    Wallet.objects.filter(user=paid_booking.rental_property.host).update(status=Wallet.Status.FROZEN)
     with unchanged(), django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(InsufficientBalanceError) as refused:
+        with pytest.raises(WalletNotActiveError) as refused:
             staff_actions.approve_request(request=request, actor=approver, note="Fine by me")
-    assert "can be refunded now" in refused.value.message
+    assert "wallet is frozen" in refused.value.message
     request.refresh_from_db()
     assert request.status == ApprovalRequest.Status.PENDING and request.approved_by is None
     assert not ModelLogEntry.objects.filter(action="stayafrica.approval.approve").exists()
