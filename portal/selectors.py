@@ -17,7 +17,6 @@ from wagtail.models import ModelLogEntry
 from finance.models import (
     ApprovalRequest,
     Booking,
-    HostReceivable,
     LedgerAudit,
     Payment,
     ReceivableRecovery,
@@ -65,10 +64,12 @@ def today_start() -> datetime:
 
 
 def dashboard_totals() -> dict:
-    """Per currency: wallet balances, held, pending withdrawals; and today's payments, refunds, reversals.
+    """Per currency: wallet balances, held, pending withdrawals, what hosts owe (wallets below
+    zero); and today's payments, refunds, reversals.
 
     Amounts are Decimals (never None): the template formats each at its currency's precision."""
     rows: dict[str, dict] = {}
+    owed_by_hosts: list[dict] = []  # the "Owed by hosts" card: currencies in which some host owes
     zero = Decimal(0)
 
     def row(currency):
@@ -84,9 +85,21 @@ def dashboard_totals() -> dict:
             },
         )
 
-    for r in Wallet.objects.values("currency").annotate(n=Count("id"), b=Sum("balance"), h=Sum("held_balance")):
+    # A wallet below zero (balance less held): what its host owes, by the ledger's invariant the
+    # outstanding of its receivables (check_ledger), read in the same query. One wallet per host
+    # and currency, so the wallets counted are the hosts.
+    below_zero = Q(balance__lt=F("held_balance"))
+    for r in Wallet.objects.values("currency").annotate(
+        n=Count("id"),
+        b=Sum("balance"),
+        h=Sum("held_balance"),
+        owed=Sum(F("held_balance") - F("balance"), filter=below_zero),
+        owing=Count("id", filter=below_zero),
+    ):
         entry = row(r["currency"])
         entry.update(wallets=r["n"], balance=r["b"] or zero, held=r["h"] or zero)
+        if r["owing"]:
+            owed_by_hosts.append({"currency": r["currency"], "outstanding": r["owed"], "hosts": r["owing"]})
     for r in (
         Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES)
         .values("currency")
@@ -110,6 +123,7 @@ def dashboard_totals() -> dict:
     ]
     return {
         "currencies": sorted(rows.values(), key=lambda e: e["currency"]),
+        "owed_by_hosts": sorted(owed_by_hosts, key=lambda e: e["currency"]),
         "today": today_rows,
         "today_start": start,
         "queue_length": sum(r["pending_withdrawal_count"] for r in rows.values()),
@@ -123,23 +137,6 @@ def flagged_webhook_events(limit: int = 5):
 
 
 # --- what hosts owe the platform (receivables) --------------------------------------------
-
-# A receivable not yet fully recovered (index receivable_open).
-_OPEN_RECEIVABLE = Q(recovered__lt=F("amount"))
-
-
-def owed_by_hosts() -> list[dict]:
-    """The dashboard's "Owed by hosts" card: per currency, what hosts owe the platform (refunds
-    their wallets could not give back, not yet recovered from later payouts) and how many hosts
-    owe it. Currencies in which nobody owes anything are left out."""
-    rows = (
-        HostReceivable.objects.filter(_OPEN_RECEIVABLE)
-        .order_by()
-        .values("currency")
-        .annotate(outstanding=Sum(F("amount") - F("recovered")), hosts=Count("wallet__user", distinct=True))
-    )
-    return sorted(rows, key=lambda r: r["currency"])
-
 
 @dataclass
 class WalletReceivables:

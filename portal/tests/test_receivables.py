@@ -9,10 +9,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from django.db.models import F
 from django.utils import timezone
 
-from finance.models import HostReceivable, ReceivableRecovery, Wallet, WalletTransaction
+from finance.ledger_checks import run_ledger_checks
+from finance.models import HostReceivable, ReceivableRecovery, Wallet
 from finance.services import TransactionService
 from portal.selectors import host_statement
 
@@ -27,78 +27,25 @@ def login(client, user):
     return client
 
 
-def _post(wallet, *, kind, direction, amount, booking=None, metadata=None):
-    """Until the ledger (branch i18-negative) lets a refund take a wallet below zero: one
-    movement written as the ledger writes it, with the receivable bookkeeping the ledger does
-    in the same posting (a new receivable, or the oldest ones recovered first)."""
-    before = wallet.available_balance
-    wallet.balance += amount if direction == "in" else -amount
-    Wallet.objects.filter(pk=wallet.pk).update(balance=wallet.balance)
-    txn = WalletTransaction.objects.create(
-        wallet=wallet,
-        type=kind,
-        status="completed",
-        direction=direction,
-        amount=amount,
-        currency=wallet.currency,
-        balance_after=wallet.balance,
-        booking=booking,
-        metadata=metadata or {},
-    )
-    debt_before, debt_after = max(-before, 0), max(-wallet.available_balance, 0)
-    if debt_after > debt_before:
-        HostReceivable.objects.create(
-            wallet=wallet,
-            transaction=txn,
-            currency=wallet.currency,
-            amount=debt_after - debt_before,
-            created_at=txn.created_at,
-        )
-    to_recover = debt_before - debt_after
-    for receivable in wallet.receivables.filter(recovered__lt=F("amount")).order_by("id"):
-        if to_recover <= 0:
-            break
-        part = min(receivable.outstanding, to_recover)
-        receivable.recovered += part
-        receivable.recovered_at = txn.created_at if receivable.recovered == receivable.amount else None
-        receivable.save()
-        ReceivableRecovery.objects.create(
-            receivable=receivable, transaction=txn, amount=part, created_at=txn.created_at
-        )
-        to_recover -= part
-    return txn
-
-
 @pytest.fixture
 def owing_host(host, guest, make_booking, make_payment, bank_account):
     """The issue's story: a host is paid 7,200.00 for a booking of 8,000.00 (800.00 commission)
     and withdraws it; the guest is then refunded in full, which takes the host's wallet to
     −7,200.00 (their share). Their next booking payout, 3,000.00, repays part of it: they
     still owe 4,200.00."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:  # dropped by i18-negative's migration; rolled back with the test
-        cursor.execute("ALTER TABLE finance_wallet DROP CONSTRAINT wallet_available_not_negative")
     first = make_booking(host, guest, total="8000.00", commission="800.00")
     TransactionService.process_booking_payment(first, make_payment(first))
     wallet = Wallet.objects.get(user=host, currency="NGN")
     withdrawal = TransactionService.initiate_withdrawal(wallet, bank_account, Decimal("7200.00"))
     TransactionService.complete_withdrawal(withdrawal)
+    refund = TransactionService.process_refund(first, Decimal("8000.00"), "The roof leaked")
     wallet.refresh_from_db()
-    refund = _post(
-        wallet,
-        kind="refund",
-        direction="out",
-        amount=Decimal("7200.00"),
-        booking=first,
-        metadata={"refund_amount": "8000.00", "commission_clawback": "800.00"},
-    )
     assert wallet.balance == Decimal("-7200.00")
     second = make_booking(host, guest, total="3000.00", commission="0.00")
-    payout = _post(wallet, kind="booking_payment", direction="in", amount=Decimal("3000.00"), booking=second)
+    payout = TransactionService.process_booking_payment(second, make_payment(second))
     wallet.refresh_from_db()
     assert wallet.available_balance == Decimal("-4200.00")
-    return {"wallet": wallet, "refund": refund, "payout": payout, "booking": first, "post": _post}
+    return {"wallet": wallet, "refund": refund, "payout": payout, "booking": first}
 
 
 # --- the wallet page -------------------------------------------------------------------------
@@ -132,7 +79,7 @@ def test_a_recovered_debt_stays_on_the_page_as_history(
 ):
     wallet = owing_host["wallet"]
     more = make_booking(wallet.user, guest, total="5000.00", commission="0.00")
-    owing_host["post"](wallet, kind="booking_payment", direction="in", amount=Decimal("5000.00"), booking=more)
+    TransactionService.process_booking_payment(more, make_payment(more))  # repays the last 4,200.00
     login(client, finance_user)
     page = client.get(f"/admin/operations/wallets/{wallet.pk}/").content.decode()
     assert "ops-negative" not in page  # 800.00 available again
@@ -236,6 +183,7 @@ def test_the_statement_summary_still_adds_up(owing_host):
     assert summary.closing == ngn.closing == ngn.lines[-1].balance == Decimal("-4200.00")
     assert summary.owed == Decimal("4200.00")  # not a movement: what the closing balance is owed as
     assert summary.rounded().owed == Decimal("4200.00")
+    assert all(check.ok for check in run_ledger_checks())  # negative only by what is recorded as owed
 
 
 def test_a_period_that_ended_before_the_refund_owes_nothing(client, owing_host):

@@ -64,7 +64,6 @@ class DashboardView(OperationsView):
         context["webhook_events"] = selectors.flagged_webhook_events()
         context["can_see_stats"] = permissions.allows(self.request.user, permissions.VIEW_MESSAGING_STATS)
         context["payouts"] = payouts_card()
-        context["owed_by_hosts"] = selectors.owed_by_hosts()
         context["owes_filter"] = OWES
         return context
 
