@@ -138,6 +138,7 @@ def flagged_webhook_events(limit: int = 5):
 
 # --- what hosts owe the platform (receivables) --------------------------------------------
 
+
 @dataclass
 class WalletReceivables:
     """The wallet page's "Owed by the host" panel."""
