@@ -6,7 +6,7 @@ from decimal import Decimal
 import django_filters
 from django import forms
 from django.conf import settings
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 from django_filters.constants import EMPTY_VALUES
 from wagtail.models import ModelLogEntry
@@ -151,6 +151,9 @@ class ActiveFiltersMixin:
         return shown
 
 
+OWES = "yes"  # the wallet list's "Owes the platform" value, as the dashboard links to it
+
+
 class WalletFilterForm(forms.Form):
     """A balance bound compares amounts, so it needs one currency: wallets in different currencies
     are never compared by number."""
@@ -184,6 +187,13 @@ class WalletFilter(ActiveFiltersMixin, django_filters.FilterSet):
     status = django_filters.ChoiceFilter(label="Status", choices=Wallet.Status.choices, empty_label="Any status")
     balance_min = BalanceFilter(label="Balance from", field_name="balance", lookup_expr="gte")
     balance_max = BalanceFilter(label="Balance up to", field_name="balance", lookup_expr="lte")
+    # Below zero: a refund after the host withdrew; the dashboard's "Owed by hosts" links here.
+    owes = django_filters.ChoiceFilter(
+        label="Owes the platform",
+        choices=[(OWES, "Yes: below zero"), ("no", "No")],
+        empty_label="Either",
+        method="filter_owes",
+    )
 
     class Meta:
         model = Wallet
@@ -195,6 +205,11 @@ class WalletFilter(ActiveFiltersMixin, django_filters.FilterSet):
         if not value:
             return queryset
         return queryset.filter(owner_condition(value, "user__"))
+
+    def filter_owes(self, queryset, name, value):
+        # Available (balance less held) below zero: only by what the host owes (check_ledger).
+        below_zero = Q(balance__lt=F("held_balance"))
+        return queryset.filter(below_zero) if value == OWES else queryset.exclude(below_zero)
 
 
 class Period:

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ObjectDoesNotExist
-from django.db.models import Count, DecimalField, Q, Sum
+from django.db.models import Count, DecimalField, F, Q, Sum
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -19,12 +19,13 @@ from finance.models import (
     Booking,
     LedgerAudit,
     Payment,
+    ReceivableRecovery,
     Wallet,
     WalletTransaction,
     WebhookEvent,
     Withdrawal,
 )
-from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS, round_money
+from finance.money import COLUMN_DECIMALS, COLUMN_DIGITS, format_money, round_money
 
 Type = WalletTransaction.Type
 Status = WalletTransaction.Status
@@ -63,10 +64,12 @@ def today_start() -> datetime:
 
 
 def dashboard_totals() -> dict:
-    """Per currency: wallet balances, held, pending withdrawals; and today's payments, refunds, reversals.
+    """Per currency: wallet balances, held, pending withdrawals, what hosts owe (wallets below
+    zero); and today's payments, refunds, reversals.
 
     Amounts are Decimals (never None): the template formats each at its currency's precision."""
     rows: dict[str, dict] = {}
+    owed_by_hosts: list[dict] = []  # the "Owed by hosts" card: currencies in which some host owes
     zero = Decimal(0)
 
     def row(currency):
@@ -82,9 +85,21 @@ def dashboard_totals() -> dict:
             },
         )
 
-    for r in Wallet.objects.values("currency").annotate(n=Count("id"), b=Sum("balance"), h=Sum("held_balance")):
+    # A wallet below zero (balance less held): what its host owes, by the ledger's invariant the
+    # outstanding of its receivables (check_ledger), read in the same query. One wallet per host
+    # and currency, so the wallets counted are the hosts.
+    below_zero = Q(balance__lt=F("held_balance"))
+    for r in Wallet.objects.values("currency").annotate(
+        n=Count("id"),
+        b=Sum("balance"),
+        h=Sum("held_balance"),
+        owed=Sum(F("held_balance") - F("balance"), filter=below_zero),
+        owing=Count("id", filter=below_zero),
+    ):
         entry = row(r["currency"])
         entry.update(wallets=r["n"], balance=r["b"] or zero, held=r["h"] or zero)
+        if r["owing"]:
+            owed_by_hosts.append({"currency": r["currency"], "outstanding": r["owed"], "hosts": r["owing"]})
     for r in (
         Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES)
         .values("currency")
@@ -108,6 +123,7 @@ def dashboard_totals() -> dict:
     ]
     return {
         "currencies": sorted(rows.values(), key=lambda e: e["currency"]),
+        "owed_by_hosts": sorted(owed_by_hosts, key=lambda e: e["currency"]),
         "today": today_rows,
         "today_start": start,
         "queue_length": sum(r["pending_withdrawal_count"] for r in rows.values()),
@@ -118,6 +134,40 @@ def dashboard_totals() -> dict:
 def flagged_webhook_events(limit: int = 5):
     """The webhook inbox's events that need staff: flagged (mismatch) or rejected (unreadable)."""
     return WebhookEvent.objects.filter(outcome__in=WebhookEvent.NEEDS_ATTENTION).order_by("-received_at", "-id")[:limit]
+
+
+# --- what hosts owe the platform (receivables) --------------------------------------------
+
+
+@dataclass
+class WalletReceivables:
+    """The wallet page's "Owed by the host" panel."""
+
+    outstanding: Decimal  # the total of the open receivables
+    open: list  # HostReceivable, oldest first (recovery order), with their refund transaction and booking
+    recoveries: list  # ReceivableRecovery, newest first, with the movement that recovered and the refund
+
+
+RECENT_RECOVERIES = 20
+
+
+def wallet_receivables(wallet: Wallet) -> WalletReceivables | None:
+    """What the wallet's owner owes the platform and what has been recovered so far, or None when
+    the wallet never owed anything (no query beyond the first)."""
+    receivables = list(wallet.receivables.select_related("transaction__booking").order_by("created_at", "id"))
+    if not receivables:
+        return None
+    recoveries = list(
+        ReceivableRecovery.objects.filter(receivable__wallet=wallet)
+        .select_related("transaction", "receivable__transaction")
+        .order_by("-created_at", "-id")[:RECENT_RECOVERIES]
+    )
+    still_open = [r for r in receivables if r.outstanding > 0]
+    return WalletReceivables(
+        outstanding=sum((r.outstanding for r in still_open), Decimal(0)),
+        open=still_open,
+        recoveries=recoveries,
+    )
 
 
 # --- the transaction page -----------------------------------------------------------------
@@ -302,6 +352,24 @@ class StatementLine:
     commission: Decimal | None
     amount: Decimal
     balance: Decimal
+    # What the host owes the platform (HostReceivable, ReceivableRecovery): how much of this
+    # movement repaid it, and how far below zero this movement (a refund) took the wallet.
+    repaid: Decimal | None = None
+    went_below_zero: Decimal | None = None
+    note: str = ""  # those two in words, for every format of the statement
+
+
+def _owed_note(*, kind: str, currency: str, repaid: Decimal | None, went_below_zero: Decimal | None) -> str:
+    notes = []
+    if went_below_zero:
+        notes.append(
+            f"Your wallet went below zero by {format_money(went_below_zero, currency)}: StayAfrica paid the "
+            "guest and recovers it from your next booking payouts."
+        )
+    if repaid:
+        what = "payout" if kind == Type.BOOKING_PAYMENT else "movement"
+        notes.append(f"{format_money(repaid, currency)} of this {what} repaid what you owed.")
+    return " ".join(notes)
 
 
 @dataclass
@@ -323,6 +391,10 @@ class StatementSummary:
     refunds: Decimal = Decimal(0)
     withdrawals: Decimal = Decimal(0)
     adjustments: Decimal = Decimal(0)  # staff credits and debits, reversals
+    # Not a movement, so not in the sum: what the host owed StayAfrica at the period's end (a
+    # refund their wallet could not give back, not yet recovered). It is why a closing balance
+    # is below zero; it is recovered first from the host's next booking payouts.
+    owed: Decimal = Decimal(0)
 
     def add(self, line: StatementLine, txn_type: str) -> None:
         commission = line.commission or Decimal(0)
@@ -343,7 +415,7 @@ class StatementSummary:
 
     def rounded(self) -> "StatementSummary":
         """Every figure at the currency's precision (the ledger keeps 4 decimals)."""
-        figures = {name: round_money(getattr(self, name), self.currency) for name in self.FIGURES}
+        figures = {name: round_money(getattr(self, name), self.currency) for name in (*self.FIGURES, "owed")}
         return StatementSummary(currency=self.currency, **figures)
 
 
@@ -356,6 +428,16 @@ class CurrencyStatement:
     summary: StatementSummary | None = None
     held: Decimal = Decimal(0)  # now, not at the period's end: money held for pending withdrawals
     available: Decimal = Decimal(0)  # now: the balance less what is held
+
+    @property
+    def withdrawable(self) -> Decimal:
+        """What the host can withdraw now: nothing while the wallet is below zero."""
+        return max(self.available, Decimal(0))
+
+    @property
+    def owed_now(self) -> Decimal:
+        """What the host owes StayAfrica now: how far the available balance is below zero."""
+        return max(-self.available, Decimal(0))
 
 
 # Rows that moved the balance: completed ones, and reversed ones (their reversal is its own row).
@@ -380,7 +462,8 @@ def host_statement(user, start: date, end: date) -> list[CurrencyStatement]:
             held=wallet.held_balance,
             available=wallet.available_balance,
         )
-        summary = StatementSummary(currency=wallet.currency, opening=opening)
+        owed = _owed_in_period(wallet, until)
+        summary = StatementSummary(currency=wallet.currency, opening=opening, owed=owed.at_end)
         running = opening
         txns = (
             wallet.transactions.filter(_EFFECTIVE, created_at__gte=since, created_at__lt=until)
@@ -405,6 +488,11 @@ def host_statement(user, start: date, end: date) -> list[CurrencyStatement]:
                 commission=commission,
                 amount=signed,
                 balance=running,
+                repaid=owed.repaid_by.get(txn.pk),
+                went_below_zero=owed.created_by.get(txn.pk),
+            )
+            line.note = _owed_note(
+                kind=txn.type, currency=wallet.currency, repaid=line.repaid, went_below_zero=line.went_below_zero
             )
             statement.lines.append(line)
             summary.add(line, txn.type)
@@ -412,6 +500,31 @@ def host_statement(user, start: date, end: date) -> list[CurrencyStatement]:
         statement.summary = summary
         statements.append(statement)
     return statements
+
+
+@dataclass
+class OwedInPeriod:
+    at_end: Decimal  # outstanding at the period's end
+    created_by: dict  # transaction id -> the receivable it recorded (a refund's)
+    repaid_by: dict  # transaction id -> how much of the receivables it recovered
+
+
+def _owed_in_period(wallet: Wallet, until: datetime) -> OwedInPeriod:
+    """What the wallet's owner owed the platform at `until`, and which movements before then
+    recorded or recovered it: two indexed queries per wallet."""
+    created = dict(wallet.receivables.filter(created_at__lt=until).values_list("transaction_id", "amount").order_by())
+    repaid = dict(
+        ReceivableRecovery.objects.filter(receivable__wallet=wallet, created_at__lt=until)
+        .values("transaction_id")
+        .annotate(total=Sum("amount"))
+        .values_list("transaction_id", "total")
+        .order_by()
+    )
+    return OwedInPeriod(
+        at_end=sum(created.values(), Decimal(0)) - sum(repaid.values(), Decimal(0)),
+        created_by=created,
+        repaid_by=repaid,
+    )
 
 
 @dataclass

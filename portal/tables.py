@@ -16,6 +16,7 @@ from finance.money import format_money
 from finance.payouts import MANUAL, payout_route, route_for
 
 from .links import transaction_link, url_for
+from .templatetags.portal_tags import balance_html
 
 # Amounts in different currencies are never compared: a sort by an amount orders by currency first,
 # so each currency's rows stay together (and with a currency chosen, only that one is listed).
@@ -43,13 +44,17 @@ class CurrencyFirstHintMixin:
 
 
 class MoneyColumn(tables.Column):
-    def __init__(self, *args, currency_field="currency", **kwargs):
+    """An amount in its row's currency; `balance=True`: a wallet balance, red and "−NGN …" below zero."""
+
+    def __init__(self, *args, currency_field="currency", balance=False, **kwargs):
         self.currency_field = currency_field
+        self.balance = balance
         kwargs.setdefault("attrs", {"td": {"class": "ops-num"}, "th": {"class": "ops-num"}})
         super().__init__(*args, **kwargs)
 
     def render(self, value, record):
-        return format_money(value, getattr(record, self.currency_field))
+        currency = getattr(record, self.currency_field)
+        return balance_html(value, currency) if self.balance else format_money(value, currency)
 
 
 class DateTimeColumn(tables.DateTimeColumn):
@@ -69,9 +74,9 @@ class WalletTable(CurrencyFirstHintMixin, tables.Table):
     owner = tables.Column(accessor="user__username", verbose_name="Owner", order_by=("user__username",))
     currency = tables.Column()
     status = tables.Column()
-    balance = MoneyColumn(order_by=("currency", "balance", "id"))
+    balance = MoneyColumn(order_by=("currency", "balance", "id"), balance=True)
     held_balance = MoneyColumn(verbose_name="Held", order_by=("currency", "held_balance", "id"))
-    available = MoneyColumn(accessor="available_balance", verbose_name="Available", orderable=False)
+    available = MoneyColumn(accessor="available_balance", verbose_name="Available", orderable=False, balance=True)
 
     class Meta:
         model = Wallet

@@ -18,6 +18,22 @@ def money(amount, currency):
     return format_money(amount, currency)
 
 
+def balance_html(amount, currency):
+    """A wallet balance as staff read it: below zero it is red and signed before the currency
+    with a true minus ("−NGN 7,200.00"), so it cannot be read as money the host has."""
+    if amount is None or amount == "":
+        return ""
+    if amount >= 0:
+        return format_money(amount, currency)
+    return format_html('<span class="ops-negative">\u2212{}</span>', format_money(-amount, currency))
+
+
+@register.simple_tag
+def balance(amount, currency):
+    """`{% balance wallet.available_balance wallet.currency %}`: see balance_html."""
+    return balance_html(amount, currency)
+
+
 @register.simple_tag(takes_context=True)
 def transaction_link(context, reference):
     """`{% transaction_link ref %}`: the reference, linked to its transaction page for those who may open it."""

@@ -36,7 +36,7 @@ from finance.payouts import MANUAL, payout_route, route_for
 from .. import selectors
 from ..audit_events import record_export
 from ..csv_export import column_value, label, money, person, stream_csv
-from ..filters import ALL_REFUNDS, RefundFilter, TransactionFilter, WalletFilter, WithdrawalFilter
+from ..filters import ALL_REFUNDS, OWES, RefundFilter, TransactionFilter, WalletFilter, WithdrawalFilter
 from ..metrics import payouts_in_flight
 from ..tables import (
     MANUAL_REFUND,
@@ -84,6 +84,7 @@ class DashboardView(OperationsView):
         context["payouts"] = payouts_card()
         context["reconciliation"] = reconciliation_card(self.request.user)
         context["refunds"] = refunds_card()
+        context["owes_filter"] = OWES
         return context
 
 
@@ -210,6 +211,7 @@ class WalletDetailView(WalletTransactionsMixin, TableListView):
         context = super().get_context_data(**kwargs)
         context["wallet"] = self.wallet
         context["open_withdrawals"] = self.wallet.withdrawals.filter(status__in=Withdrawal.OPEN_STATUSES)
+        context["receivables"] = selectors.wallet_receivables(self.wallet)
         return context
 
 

@@ -131,7 +131,7 @@ def _csv(host, statements, start: date, end: date):
             def money(value, places=places):
                 return "" if value is None else format(value.quantize(places), "f")
 
-            yield [s.currency, start, "", "Opening balance", "", "", "", "", money(s.opening)]
+            yield [s.currency, start, "", "Opening balance", "", "", "", "", money(s.opening), ""]
             for line in s.lines:
                 yield [
                     s.currency,
@@ -143,12 +143,18 @@ def _csv(host, statements, start: date, end: date):
                     money(line.commission),
                     money(line.amount),
                     money(line.balance),
+                    line.note,
                 ]
-            yield [s.currency, end, "", "Closing balance", "", "", "", "", money(s.closing)]
+            yield [s.currency, end, "", "Closing balance", "", "", "", "", money(s.closing), ""]
+            if s.summary.owed:
+                # A figure at the period's end like the closing balance (not a movement), so in
+                # the Balance column: what a closing balance below zero is owed as.
+                owed_note = "Recovered first from your next booking payouts."
+                yield [s.currency, end, "", "Owed to StayAfrica", "", "", "", "", money(s.summary.owed), owed_note]
 
     return stream_csv(
         f"statement-{start}-{end}",
-        ["Currency", "Date", "Reference", "Description", "Type", "Gross", "Commission", "Amount", "Balance"],
+        ["Currency", "Date", "Reference", "Description", "Type", "Gross", "Commission", "Amount", "Balance", "Note"],
         rows(),
         on_finish=lambda count, complete: record_export(
             request, list_name=f"Statement {start} – {end}", rows=count, complete=complete
