@@ -164,7 +164,7 @@ def payout_gauges(now: datetime) -> list:
 
 
 def reconciliation_gauges(now: datetime) -> list:
-    """reconciliation_unreconciled_days{provider}, reconciliation_unresolved_lines{provider} and
+    """reconciliation_unreconciled_day_backlog{provider}, reconciliation_unresolved_lines{provider} and
     reconciliation_last_reconciled_day_timestamp{provider} (the start of the last day a report
     covered, UTC; 0 when none has). Every reconciled provider that is enabled, or has lines, is
     there, at 0 when all is well, so a scrape always has the series the alert reads."""
@@ -174,7 +174,7 @@ def reconciliation_gauges(now: datetime) -> list:
     providers = {name for name in reconciliation.RECONCILED_PROVIDERS if is_enabled(name)}
     providers |= {name for name, days in unreconciled.items() if days} | set(unresolved) | set(last_days)
     days = GaugeMetricFamily(
-        "reconciliation_unreconciled_days",
+        "reconciliation_unreconciled_day_backlog",
         "Days with ledger activity for the provider, ended more than RECONCILIATION_GRACE_HOURS ago, no report read.",
         labels=["provider"],
     )

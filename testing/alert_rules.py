@@ -36,7 +36,7 @@ PORTAL_METRICS = {
     "payouts_processing",
     "payout_oldest_processing_age_seconds",
     "payout_stuck_after_seconds",
-    "reconciliation_unreconciled_days",
+    "reconciliation_unreconciled_day_backlog",
     "reconciliation_unresolved_lines",
     "reconciliation_last_reconciled_day_timestamp",
 }

@@ -85,25 +85,3 @@ def test_the_periodic_job_fetches_yesterday_once_for_each_provider_with_a_key(db
     assert "stripe" not in outcome and "mpesa" not in outcome
     assert list(ReconciliationReport.objects.values_list("provider", "first_day")) == [("paystack", yesterday)]
     assert fetch_provider_reports.call()["paystack"] == "already reconciled"
-
-
-def test_reconciliation_gauges_on_metrics(client, transactional_db, keys, settings, finance_user):
-    from finance.reconciliation import import_report
-    from portal.tests.test_metrics import TOKEN, scrape, value
-    from testing.recorded_http import recorded
-
-    settings.METRICS_TOKEN = TOKEN
-    empty = scrape(client)
-    assert value(empty, "reconciliation_unreconciled_days", provider="paystack") == 0
-    assert ("reconciliation_unresolved_lines", (("provider", "mpesa"),)) in empty
-    import_report(
-        provider="paystack",
-        file_name="p.csv",
-        content=recorded("reports/paystack_transactions.csv"),
-        actor=finance_user,
-    )
-    samples = scrape(client)
-    assert value(samples, "reconciliation_unresolved_lines", provider="paystack") == 3
-    day_start = datetime.combine(DAY, time.min, tzinfo=UTC).timestamp()
-    assert value(samples, "reconciliation_last_reconciled_day_timestamp", provider="paystack") == day_start
-    assert value(samples, "reconciliation_last_reconciled_day_timestamp", provider="stripe") == 0

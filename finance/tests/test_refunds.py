@@ -487,14 +487,3 @@ def test_refunds_recorded_before_the_engine_become_failed_or_cancelled(paid_book
 
 
 # --- metrics -----------------------------------------------------------------------------------------------
-
-
-def test_open_refunds_are_gauged_by_provider_and_status(paid_booking, failed_refund):
-    from portal.metrics import refund_gauges
-
-    refund(paid_booking)
-    families = {family.name: family for family in refund_gauges(timezone.now())}
-    counts = {tuple(s.labels.values()): s.value for s in families["refunds_open"].samples}
-    assert counts == {("manual", "queued"): 1, ("testbank", "failed"): 1}  # the sandbox is off here
-    ages = {s.labels["provider"]: s.value for s in families["refund_oldest_open_age_seconds"].samples}
-    assert set(ages) == {"manual", "testbank"} and all(age >= 0 for age in ages.values())
