@@ -19,8 +19,8 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 def thin_host_booking(host, guest, make_booking, make_payment):
-    """300,000.00 paid (30,000.00 commission); the host kept 243,000.00 of the 270,000.00 payout,
-    so at most 270,000.00 can be refunded now."""
+    """300,000.00 paid (30,000.00 commission); the host kept 243,000.00 of the 270,000.00 payout
+    (a refund beyond that takes their wallet below zero: e2e/test_refunds.py)."""
     booking = make_booking(host, guest, total="300000.00", commission="30000.00")
     TransactionService.process_booking_payment(booking, make_payment(booking))
     TransactionService.debit_wallet(Wallet.objects.get(user=host, currency="NGN"), Decimal("27000.00"))
@@ -33,24 +33,23 @@ def test_a_refund_is_refused_at_review_when_it_could_not_happen_and_typed_amount
     page = open_as(finance_user, f"/admin/operations/refunds/?booking={thin_host_booking.pk}")
     amount = page.get_by_label("Amount to refund")
     expect(amount).to_have_value("")
-    expect(page.locator("#refund-limit")).to_contain_text("at most NGN 270,000.00 can be refunded now")
-    amount.fill("300,000")
+    expect(page.locator("#id_amount-help")).to_contain_text("At most NGN 300,000.00")
+    amount.fill("300,001")
     page.get_by_label("Reason (required)").fill("Flooded bathroom")
     page.get_by_role("button", name="Review refund").click()
-    expect(page.locator("#id_amount-error")).to_contain_text("At most NGN 270,000.00 can be refunded now")
+    expect(page.locator("#id_amount-error")).to_contain_text("At most NGN 300,000.00 can still be refunded")
     expect(page.get_by_role("group", name="Confirm refund")).to_have_count(0)
-    expect(page.get_by_text("Refund NGN 300,000.00")).to_have_count(0)
-    expect(amount).to_have_value("300,000")  # as typed
+    expect(page.get_by_text("Refund NGN 300,001.00")).to_have_count(0)
+    expect(amount).to_have_value("300,001")  # as typed
     shot(page, "refund-refused-at-review")
 
     amount.fill("50,000")
     page.get_by_role("button", name="Review refund").click()
     confirmation = page.get_by_role("group", name="Confirm refund")
     expect(confirmation).to_contain_text("Refund NGN 50,000.00 to")
-    expect(confirmation).to_contain_text("Guest refund: NGN 50,000.00")
-    expect(confirmation).to_contain_text("Commission clawed back: NGN 5,000.00")
-    expect(confirmation).to_contain_text("Host debit: NGN 45,000.00")
-    expect(confirmation).to_contain_text("NGN 243,000.00 → NGN 198,000.00")
+    expect(confirmation).to_contain_text("NGN 50,000.00 goes back to")
+    expect(confirmation).to_contain_text("gives back NGN 45,000.00 and platform revenue NGN 5,000.00")
+    expect(confirmation).to_contain_text("from NGN 243,000.00 to NGN 198,000.00")
     shot(page, "refund-confirm-split")
     confirmation.get_by_role("button", name="Yes, refund").click()
     expect(page.locator(".messages")).to_contain_text("Refunded NGN 50,000.00")
@@ -96,8 +95,8 @@ def test_approvals_keep_the_note_when_they_fail_confirm_rejections_and_tell_the_
     request = staff_actions.refund_booking(
         booking=paid_booking, amount="1000.00", reason="Guest cancelled", actor=finance_user, idempotency_key="k1"
     ).approval
-    host_wallet = Wallet.objects.get(user=paid_booking.rental_property.host)
-    TransactionService.debit_wallet(host_wallet, Decimal("800.00"))  # the host's money went meanwhile
+    # Meanwhile the host's wallet was frozen: nothing can be taken from it, so the refund cannot happen.
+    Wallet.objects.filter(user=paid_booking.rental_property.host).update(status=Wallet.Status.FROZEN)
     mail.outbox.clear()
 
     page = open_as(approver, "/admin/")
@@ -116,32 +115,36 @@ def test_approvals_keep_the_note_when_they_fail_confirm_rejections_and_tell_the_
     ).click()
     row = page.locator(f"#approval-{request.pk}")
     expect(row.get_by_role("alert")).to_contain_text(f"Request #{request.pk} could not be carried out")
-    expect(row.get_by_role("alert")).to_contain_text("NGN 50.00 available")
+    expect(row.get_by_role("alert")).to_contain_text("wallet is frozen")
     expect(row.get_by_label("Note or reason for rejecting")).to_have_value("Checked with the guest")
     shot(page, "approval-failed-keeps-note")
     assert ApprovalRequest.objects.get(pk=request.pk).status == "pending"
     assert not WalletTransaction.objects.filter(type="refund").exists()
     assert "not carried out" in mail.outbox[-1].subject
 
-    row.get_by_label("Note or reason for rejecting").fill("The host no longer holds the money")
+    row.get_by_label("Note or reason for rejecting").fill(
+        "The host's wallet is frozen; refund the guest once it is active"
+    )
     row.get_by_role("button", name="Reject").click()
     confirmation = page.get_by_role("group", name=f"Confirm rejection of request #{request.pk}")
     expect(confirmation).to_contain_text("Nothing moves")
-    expect(confirmation).to_contain_text("The host no longer holds the money")
+    expect(confirmation).to_contain_text("The host's wallet is frozen; refund the guest once it is active")
     assert ApprovalRequest.objects.get(pk=request.pk).status == "pending"  # nothing before "Yes"
     shot(page, "approval-reject-confirm")
     confirmation.get_by_role("button", name="Yes, reject").click()
     expect(page.locator(".messages")).to_contain_text(f"Refund #{request.pk} rejected")
     decided = page.locator("#decided-approvals")
     expect(decided).to_contain_text(f"by {approver}")
-    expect(decided).to_contain_text("The host no longer holds the money")
+    expect(decided).to_contain_text("The host's wallet is frozen; refund the guest once it is active")
     expect(page.locator("#pending-approvals")).to_have_count(0)
     shot(page, "approvals-history")
 
     told = mail.outbox[-1]
     assert told.to == [finance_user.email]
     assert told.subject.startswith(f"Request #{request.pk} rejected")
-    assert "The host no longer holds the money" in told.body and f"by {approver}" in told.body
+    assert (
+        "The host's wallet is frozen; refund the guest once it is active" in told.body and f"by {approver}" in told.body
+    )
 
     phone = open_as(approver, "/admin/operations/approvals/", viewport=PHONE)
     expect(phone.locator("#decided-approvals")).to_contain_text("Rejected")
