@@ -493,17 +493,14 @@ class RefundTable(tables.Table):
     rendered alone (RefundRowView) after a row action: `row_extra` then carries what its
     Actions cell shows instead of its buttons (a confirmation, the note's field, a refusal)."""
 
+    # Seven columns, so the status, the provider's reason and the row's buttons fit a laptop's
+    # width: the host's share sits under the amount, the provider's details under the status.
     created_at = DateTimeColumn(verbose_name="Date", format="Y-m-d H:i", order_by=("created_at", "id"))
     reference = tables.Column(accessor="refund_reference", verbose_name="Reference", orderable=False)
     booking = tables.Column(accessor="payment__booking_id", verbose_name="Booking", orderable=False)
-    provider = tables.Column(verbose_name="Provider", order_by=("provider", "id"))
     amount = MoneyColumn(verbose_name="Refunded to guest", order_by=("currency", "amount", "id"))
-    host_share = MoneyColumn(accessor="transaction__amount", verbose_name="Host's share", orderable=False)
+    provider = tables.Column(verbose_name="Provider", order_by=("provider", "id"))
     status = tables.Column(verbose_name="Status", order_by=("status", "id"))
-    sent_at = DateTimeColumn(verbose_name="Sent", format="Y-m-d H:i", order_by=("sent_at", "id"))
-    settled_at = DateTimeColumn(verbose_name="Settled", format="Y-m-d H:i", order_by=("settled_at", "id"))
-    provider_refund_id = tables.Column(verbose_name="Provider's refund id", orderable=False)
-    problem = tables.Column(accessor="failure_reason", verbose_name="Reason", empty_values=(), orderable=False)
     actions = tables.Column(empty_values=(), verbose_name="Actions", orderable=False)
 
     class Meta:
@@ -530,23 +527,31 @@ class RefundTable(tables.Table):
     def render_provider(self, value):
         return refund_provider_label(value)
 
-    def render_host_share(self, value, record):
-        return format_money(value, record.currency)
+    def render_amount(self, value, record):
+        return format_html(
+            "{}<br><small>host's share {}</small>",
+            format_money(value, record.currency),
+            format_money(record.transaction.amount, record.currency),
+        )
 
     def render_status(self, record):
         css = {"failed": " ops-status-failed", "succeeded": " ops-status-done"}.get(record.status, "")
-        return format_html('<span class="status-tag{}">{}</span>', css, refund_status_text(record))
-
-    def render_provider_refund_id(self, value):
-        return format_html('<span class="ops-ref">{}</span>', value)
-
-    def render_problem(self, record):
+        parts = [format_html('<span class="status-tag{}">{}</span>', css, refund_status_text(record))]
         problem = refund_problem(record)
-        if not problem:
-            return "—"
-        if record.failure_reason:
-            return problem
-        return format_html('<span class="ops-payout-error">Last send error: {}</span>', problem)
+        if problem and record.failure_reason:
+            parts.append(format_html('<span class="ops-refusal">{}</span>', problem))
+        elif problem:
+            parts.append(format_html('<span class="ops-payout-error">Last send error: {}</span>', problem))
+        when = [
+            format_html("{} {}", label, date_filter(template_localtime(moment), "Y-m-d H:i"))
+            for label, moment in (("sent", record.sent_at), ("settled", record.settled_at))
+            if moment
+        ]
+        if record.provider_refund_id:
+            when.append(format_html('id <span class="ops-ref">{}</span>', record.provider_refund_id))
+        if when:
+            parts.append(format_html("<small>{}</small>", format_html_join(" · ", "{}", ((w,) for w in when))))
+        return format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts))
 
     def render_actions(self, record):
         failed = record.status == record.Status.FAILED
