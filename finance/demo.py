@@ -17,14 +17,18 @@ current time is then moved back into the past (created_at and the like, never an
 the order the money moved, so running balances read in date order.
 """
 
+import csv
 import functools
+import hashlib
 import heapq
+import io
 import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, Decimal
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -35,24 +39,32 @@ from django.db.models import OuterRef, Subquery
 from django.test.utils import override_settings
 from django.utils import timezone
 
-from . import crypto, staff_actions
+from . import crypto, reconciliation, refunds, staff_actions
 from .bank_details import MOBILE_MONEY_PREFIX, clean_bank_details
 from .models import (
     ApprovalRequest,
     BankAccount,
     Booking,
+    HostReceivable,
     LedgerAudit,
     LedgerEntry,
     Payment,
     Property,
+    ProviderRefund,
+    ReceivableRecovery,
+    ReconciliationLine,
+    ReconciliationReport,
     Wallet,
     WalletTransaction,
     WebhookEvent,
     Withdrawal,
 )
-from .money import round_money
+from .money import quantum, round_money, to_minor_units
 from .payments import receive_webhook
-from .providers.sandbox import SIGNATURE_HEADER, sign
+from .providers.base import SUCCESS, RefundResult
+from .providers.sandbox import SIGNATURE_HEADER, refund_event_body, sign
+from .reconciliation.mappings import PAYMENT, REFUND
+from .reconciliation.matching import ledger_records as match_ledger_records
 from .services import TransactionService
 
 User = get_user_model()
@@ -453,6 +465,7 @@ class Timeline:
         self._order = 0
         self.transaction_dates: dict[int, datetime] = {}
         self.withdrawal_dates: dict[int, tuple[datetime, datetime | None]] = {}
+        self.refund_dates: dict[int, datetime] = {}  # ProviderRefund pk: when it was made
 
     def add(self, when: datetime, action: Callable[[datetime], None]) -> None:
         self._order += 1
@@ -481,6 +494,29 @@ class Timeline:
         posted = WalletTransaction.objects.filter(pk=OuterRef("transaction_id")).values("created_at")[:1]
         LedgerEntry.objects.filter(created_at__gte=since).update(created_at=Subquery(posted))
         LedgerAudit.objects.filter(created_at__gte=since, transaction__isnull=False).update(created_at=Subquery(posted))
+        HostReceivable.objects.filter(created_at__gte=since).update(created_at=Subquery(posted))
+        ReceivableRecovery.objects.filter(created_at__gte=since).update(created_at=Subquery(posted))
+        last_recovery = (
+            ReceivableRecovery.objects.filter(receivable=OuterRef("pk"))
+            .order_by("-created_at")
+            .values("created_at")[:1]
+        )
+        HostReceivable.objects.filter(recovered_at__gte=since).update(recovered_at=Subquery(last_recovery))
+        # The provider took the refund minutes after it was made and paid it a few hours later.
+        ProviderRefund.objects.bulk_update(
+            [
+                ProviderRefund(
+                    pk=pk,
+                    created_at=made,
+                    sent_at=made + timedelta(minutes=4),
+                    settled_at=made + timedelta(hours=5),
+                    updated_at=made + timedelta(hours=5),
+                )
+                for pk, made in self.refund_dates.items()
+            ],
+            ["created_at", "sent_at", "settled_at", "updated_at"],
+            batch_size=500,
+        )
 
 
 def load_money(now: datetime) -> str:
@@ -500,6 +536,8 @@ def load_money(now: datetime) -> str:
     _plan_payouts(timeline, rng, bookings, payments, wallets)
     _plan_withdrawals(timeline, rng, now, wallets)
     timeline.run()
+    host_in_debt = _plan_host_in_debt(timeline, now, wallets)
+    timeline.run()
     timeline.date_rows(since=started)
     # Stays that ended are completed (a status only: the money moved at payment).
     Booking.objects.filter(
@@ -508,8 +546,106 @@ def load_money(now: datetime) -> str:
     _send_some_payouts(rng, now, timeline)
     return (
         f"{len(bookings)} bookings, {len(timeline.transaction_dates)} transactions, "
-        f"{len(timeline.withdrawal_dates)} withdrawals"
+        f"{len(timeline.withdrawal_dates)} withdrawals; {host_in_debt} withdrew, then a refund left them owing"
     )
+
+
+# The named hosts, in the order tried, for the story of a refund after the host withdrew (the
+# first whose wallet has nothing held back, so the wallet itself reads negative).
+DEBT_HOSTS = ("thabo", "wanjiku", "amara", "uwase", "nakato", "yasmine")
+DEBT_REFUND_REASON = "Guest could not get in: the host was away and the keys never arrived"
+
+
+def _plan_host_in_debt(timeline: Timeline, now: datetime, wallets: dict[int, Wallet]) -> str:
+    """A named host withdraws everything they have, then the guest of an earlier stay is refunded
+    in full: the wallet goes negative by the host's share (a receivable), and the host's next
+    booking payout recovers about half of it. In the last hours, after the host's other money
+    moved, so the wallet's running balance reads in date order. Returns the host's username."""
+    start = now - timedelta(hours=5)
+    # The hosts whose open sandbox payments the webhook part applies (its first 30, as it picks
+    # them): their payouts would recover the whole debt.
+    paid_soon = set(
+        Payment.objects.filter(
+            reference__startswith=DEMO_PAYMENT_PREFIX, provider="sandbox", status=Payment.Status.PENDING
+        )
+        .order_by("pk")[:30]
+        .values_list("booking__rental_property__host", flat=True)
+    )
+    for username in DEBT_HOSTS:
+        host = User.objects.get(username=username)
+        wallet = wallets[host.pk]
+        wallet.refresh_from_db()
+        dates = timeline.transaction_dates
+        moved = [dates[pk] for pk in wallet.transactions.values_list("pk", flat=True) if pk in dates]
+        quiet = max(moved, default=start) < start and host.pk not in paid_soon
+        if wallet.held_balance == 0 and wallet.available_balance > 0 and quiet:
+            break
+    payment = (
+        Payment.objects.filter(
+            booking__rental_property__host=host,
+            ledger_transaction__status=WalletTransaction.Status.COMPLETED,
+            refunded_amount=0,
+            reference__startswith=DEMO_PAYMENT_PREFIX,
+        )
+        .select_related("booking__rental_property")
+        .order_by("-amount", "pk")
+        .first()
+    )
+    bank = BankAccount.objects.get(owner=host, is_primary=True)
+    finance = User.objects.get(username="finance")
+
+    def withdraw_everything(when):
+        wallet.refresh_from_db()
+        withdrawal = TransactionService.initiate_withdrawal(
+            wallet=wallet, bank_account=bank, amount=wallet.available_balance
+        )
+        timeline.transaction_dates[withdrawal.transaction_id] = when
+        timeline.withdrawal_dates[withdrawal.pk] = (when, None)
+        timeline.add(when + timedelta(minutes=40), paid_out(withdrawal))
+
+    def paid_out(withdrawal):
+        def run(when):
+            TransactionService.complete_withdrawal(withdrawal, actor=finance)
+            timeline.withdrawal_dates[withdrawal.pk] = (timeline.withdrawal_dates[withdrawal.pk][0], when)
+
+        return run
+
+    def refund_in_full(when):
+        txn = TransactionService.process_refund(payment.booking, payment.amount, DEBT_REFUND_REASON)
+        timeline.transaction_dates[txn.pk] = when
+        timeline.refund_dates[_refunded_by_provider(txn)] = when
+
+    def next_payout(when):
+        # A new stay half as long as the refunded one: its payout recovers about half the debt.
+        refunded = payment.booking
+        prop = refunded.rental_property
+        nights = max(1, (refunded.check_out - refunded.check_in).days // 2)
+        total = prop.nightly_rate * nights
+        booking = Booking.objects.create(
+            guest=refunded.guest,
+            rental_property=prop,
+            check_in=when.date() + timedelta(days=9),
+            check_out=when.date() + timedelta(days=9 + nights),
+            grand_total=total,
+            commission_fee=round_money(total * COMMISSION, prop.currency),
+            currency=prop.currency,
+        )
+        new = Payment.objects.create(
+            reference=f"{DEMO_PAYMENT_PREFIX}{BOOKINGS + 1:06d}",
+            booking=booking,
+            provider=payment.provider,
+            amount=total,
+            currency=prop.currency,
+        )
+        Booking.objects.filter(pk=booking.pk).update(created_at=when - timedelta(minutes=6))
+        Payment.objects.filter(pk=new.pk).update(created_at=when - timedelta(minutes=6))
+        txn = TransactionService.process_booking_payment(booking, new)
+        timeline.transaction_dates[txn.pk] = when
+
+    timeline.add(start, withdraw_everything)
+    timeline.add(start + timedelta(hours=1, minutes=30), refund_in_full)
+    timeline.add(start + timedelta(hours=3), next_payout)
+    return host.username
 
 
 PROCESSING_AGES = (  # how long ago the payouts still in flight were sent
@@ -611,6 +747,7 @@ def _plan_payouts(timeline: Timeline, rng, bookings, payments, wallets: dict[int
                 return
             txn = TransactionService.process_refund(payment.booking, amount, reason)
             timeline.transaction_dates[txn.pk] = when
+            timeline.refund_dates[_refunded_by_provider(txn)] = when
 
         return run
 
@@ -622,6 +759,27 @@ def _plan_payouts(timeline: Timeline, rng, bookings, payments, wallets: dict[int
             later = paid + timedelta(days=rng.randint(1, 10))
             if later < timezone.now():
                 timeline.add(later, refund(payment, share, rng.choice(REFUND_REASONS)))
+
+
+def _refunded_by_provider(txn: WalletTransaction) -> int:
+    """The provider's answer to the refund `txn` opened: accepted and paid (a refund months old
+    has long reached the guest). Recorded as the send job records it (finance.refunds), so the
+    job process_refund enqueued finds it settled and sends nothing: the demo's providers are
+    labels, and `make run`'s worker must not call their real APIs. Returns the refund's pk."""
+    refund = ProviderRefund.objects.get(transaction=txn)
+    answer = RefundResult(status=SUCCESS, provider_refund_id=_provider_refund_id(refund))
+    refunds.record_refund_answer(refund.pk, answer)
+    return refund.pk
+
+
+def _provider_refund_id(refund: ProviderRefund) -> str:
+    """An id in the provider's own style, the same on every run (from our refund reference)."""
+    digest = hashlib.sha256(refund.refund_reference.encode()).hexdigest()
+    if refund.provider == "stripe":
+        return f"re_3Demo{digest[:19]}"
+    if refund.provider == "mpesa":  # a transaction receipt: ten letters and digits
+        return digest[:10].upper()
+    return str(int(digest[:10], 16))  # Paystack and Flutterwave number their refunds
 
 
 def _plan_withdrawals(timeline: Timeline, rng, now, wallets: dict[int, Wallet]) -> None:
@@ -861,6 +1019,268 @@ def load_broadcasts(now: datetime) -> str:
     return f"{len(BROADCASTS)} broadcasts"
 
 
+# --- refunds at the providers ----------------------------------------------------------------------
+
+
+def _provider_refunds_loaded() -> bool:
+    # The money part's refunds are at the payments' providers; these are the sandbox's and by hand.
+    return ProviderRefund.objects.filter(provider__in=("sandbox", refunds.MANUAL)).exists()
+
+
+def load_provider_refunds(now: datetime) -> str:
+    """Refunds in each state a refund goes through, on bookings the guests paid through the
+    sandbox: two paid back and one failed by the sandbox's signed callback (through the webhook
+    pipeline: its amount ends in SANDBOX_REFUND_FAILS_CENTS, the guest's card is closed, and
+    finance may retry it), one still queued (its send job waits for `make run`'s worker, which
+    settles it a moment later), and one to refund by hand (made while its provider was off)."""
+    cents = Decimal(f"0.{settings.SANDBOX_REFUND_FAILS_CENTS}")
+    paid = list(
+        Payment.objects.filter(
+            provider="sandbox",
+            reference__startswith=DEMO_PAYMENT_PREFIX,
+            ledger_transaction__status=WalletTransaction.Status.COMPLETED,
+            refunded_amount=0,
+        )
+        .select_related("booking", "ledger_transaction__wallet")
+        .order_by("pk")
+    )
+    # Hosts who can give their share back: these refunds leave no wallet negative.
+    paid = [p for p in paid if p.ledger_transaction.wallet.available_balance >= p.amount]
+    two_decimals = [p for p in paid if quantum(p.currency) == Decimal("0.01") and p.amount > 1]
+    failing = two_decimals[0]
+    others = [p for p in paid if p != failing]
+    # (payment, amount, reason, answered by the sandbox in the seed)
+    plans = [
+        (others[0], others[0].amount, REFUND_REASONS[2], True),
+        (others[1], round_money(others[1].amount / 2, others[1].currency), REFUND_REASONS[1], True),
+        (
+            failing,
+            (failing.amount * Decimal("0.4")).to_integral_value(rounding=ROUND_DOWN) + cents,
+            REFUND_REASONS[0],
+            True,
+        ),
+        (others[2], round_money(others[2].amount / 5, others[2].currency), REFUND_REASONS[0], False),
+    ]
+    with override_settings(SANDBOX_PAYMENTS_ENABLED=True, SANDBOX_AUTOCOMPLETE=False):
+        for payment, amount, reason, answered in plans:
+            txn = TransactionService.process_refund(payment.booking, amount, reason)
+            if answered:
+                _sandbox_answers(ProviderRefund.objects.get(transaction=txn))
+    _refund_by_hand()
+    states = ProviderRefund.objects.filter(provider__in=("sandbox", refunds.MANUAL)).values_list("status", flat=True)
+    return f"{len(states)} refunds: " + ", ".join(sorted(states))
+
+
+def _sandbox_answers(refund: ProviderRefund) -> None:
+    """What `make run`'s worker does, here and now: the send job sends the refund (the sandbox
+    accepts it), then the sandbox's signed callback comes in through the webhook pipeline."""
+    refunds.send_refund.call(refund.pk, refund.attempt)
+    refund.refresh_from_db()
+    raw = refund_event_body(refund)
+    receive_webhook("sandbox", raw, {SIGNATURE_HEADER: sign(raw)}, source="demo")
+
+
+def _refund_by_hand() -> None:
+    """A Flutterwave payment refunded on a deployment with Flutterwave switched off: no provider
+    can send it, so finance pays the guest by other means and marks it refunded."""
+    payment = (
+        Payment.objects.filter(
+            provider="flutterwave",
+            reference__startswith=DEMO_PAYMENT_PREFIX,
+            ledger_transaction__status=WalletTransaction.Status.COMPLETED,
+            refunded_amount=0,
+        )
+        .select_related("booking", "ledger_transaction__wallet")
+        .order_by("-pk")
+    )
+    payment = next(p for p in payment if p.ledger_transaction.wallet.available_balance >= p.amount)
+    others = {name: countries for name, countries in settings.PAYMENT_PROVIDERS.items() if name != "flutterwave"}
+    with override_settings(PAYMENT_PROVIDERS=others):
+        TransactionService.process_refund(payment.booking, payment.amount, "Property closed for repairs")
+
+
+# --- reconciliation --------------------------------------------------------------------------------
+
+RED_PROVIDER = "mpesa"  # its reports stop a few days back: the dashboard's card shows it red
+RED_GAP_DAYS = 5
+DIFFERENCES_PROVIDER = "paystack"  # one of its days has a difference of each kind
+RESOLUTION_NOTE = "Paystack settled this payment net of a chargeback fee; the fee is booked to provider fees."
+
+
+def _reconciliation_loaded() -> bool:
+    return ReconciliationReport.objects.filter(uploaded_by__username="finance").exists()
+
+
+def load_reconciliation(now: datetime) -> str:
+    """Finance uploaded each provider's report week by week over the look-back window, as CSV
+    in the provider's own columns (written here from the ledger's records: the provider agrees
+    with us), read by `reconciliation.import_report`. One Paystack day has a difference of each
+    kind (an amount that differs, resolved with a note; a payment missing in the ledger; one
+    missing at the provider), and M-Pesa's last days are not reconciled yet."""
+    finance = User.objects.get(username="finance")
+    today = now.astimezone(UTC).date()
+    # From a little before the first day the dashboard's check looks at.
+    first = today - timedelta(days=reconciliation.LOOKBACK_DAYS + 2)
+    day_of_differences = _day_of_differences(first, today - timedelta(days=2))
+    reports = []
+    for provider in reconciliation.RECONCILED_PROVIDERS:
+        last = today - timedelta(days=RED_GAP_DAYS if provider == RED_PROVIDER else 1)
+        week = first
+        while week <= last:
+            end = min(week + timedelta(days=6), last)
+            # Each export reaches into the next week's first day, as exports by date often do (the
+            # next report replaces that day's lines): a report covers the days from its first row
+            # to its last, so weeks that meet leave no day between them unreconciled.
+            rows = _report_rows(provider, week, min(end + timedelta(days=1), last), day_of_differences)
+            if rows:
+                name = f"{provider}-{week.isoformat()}-to-{end.isoformat()}.csv"
+                report = reconciliation.import_report(
+                    provider=provider, file_name=name, content=_csv(rows), actor=finance
+                )
+                uploaded = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+                report.created_at = min(now, uploaded + timedelta(hours=9))
+                report.save(update_fields=["created_at"])
+                reports.append(report)
+            week = end + timedelta(days=1)
+    differs = ReconciliationLine.objects.get(
+        provider=DIFFERENCES_PROVIDER, day=day_of_differences, state=ReconciliationLine.State.DIFFERS
+    )
+    reconciliation.resolve_line(line=differs, note=RESOLUTION_NOTE, actor=finance)
+    lines = sum(report.line_count for report in reports)
+    return f"{len(reports)} provider reports, {lines} lines"
+
+
+def _day_of_differences(first: date, last: date) -> date:
+    """The latest day with at least four Paystack payments (some must still match)."""
+    days: dict[date, int] = {}
+    for day, _ in match_ledger_records(DIFFERENCES_PROVIDER, PAYMENT, first, last):
+        days[day] = days.get(day, 0) + 1
+    return max(day for day, count in days.items() if count >= 4)
+
+
+def _report_rows(provider: str, first: date, last: date, day_of_differences: date) -> list[dict]:
+    """The provider's report of the days, in its columns, from the ledger's records (oldest first)."""
+    writer = REPORT_WRITERS[provider]
+    records = []
+    for kind in reconciliation.MAPPINGS[provider].kinds:
+        records += [
+            (_moment(kind, record), kind, record) for _, record in match_ledger_records(provider, kind, first, last)
+        ]
+    records.sort(key=lambda item: (item[0], item[1], item[2].pk))
+    rows = []
+    if provider == DIFFERENCES_PROVIDER and first <= day_of_differences <= last:
+        on_the_day = [item for item in records if item[0].astimezone(UTC).date() == day_of_differences]
+        missing_at_provider, differs = on_the_day[0], on_the_day[1]
+        records.remove(missing_at_provider)
+        for moment, kind, record in records:
+            fee = Decimal("150.00") if record == differs[2] else Decimal(0)
+            rows.append(writer(moment, kind, record, record.amount - fee))
+        # A guest paid through a Paystack payment page with a reference of Paystack's own: the
+        # ledger has no such payment.
+        stranger = Payment(reference="T738209154621", amount=Decimal("52000.00"), currency="NGN")
+        rows.append(writer(differs[0] + timedelta(minutes=17), PAYMENT, stranger, stranger.amount))
+        return rows
+    return [writer(moment, kind, record, record.amount) for moment, kind, record in records]
+
+
+def _moment(kind: str, record) -> datetime:
+    """When the record's money moved on our side (the time matching reads its day from)."""
+    if kind == PAYMENT:
+        return record.ledger_transaction.created_at
+    if kind == REFUND:
+        return record.sent_at
+    return record.payout_sent_at
+
+
+def _csv(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def _their_id(record, digits: int = 10) -> str:
+    """The provider's own id of a row, the same on every run."""
+    return str(int(hashlib.sha256(f"{type(record).__name__}:{record.pk}".encode()).hexdigest()[:12], 16))[:digits]
+
+
+def _major(amount: Decimal, currency: str) -> str:
+    return str(amount.quantize(quantum(currency)))
+
+
+def _paystack_row(moment: datetime, kind: str, payment, amount: Decimal) -> dict:
+    # https://paystack.com/docs/api/transaction/#list: amounts in the currency's subunit.
+    return {
+        "id": _their_id(payment),
+        "reference": payment.reference,
+        "amount": to_minor_units(amount, payment.currency),
+        "currency": payment.currency,
+        "status": "success",
+        "channel": "card",
+        "paid_at": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    }
+
+
+def _flutterwave_row(moment: datetime, kind: str, payment, amount: Decimal) -> dict:
+    return {
+        "id": _their_id(payment, 7),
+        "tx_ref": payment.reference,
+        "flw_ref": f"FLW-MOCK-{_their_id(payment, 8)}",
+        "amount": _major(amount, payment.currency),
+        "currency": payment.currency,
+        "status": "successful",
+        "payment_type": "card",
+        "created_at": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+    }
+
+
+def _stripe_row(moment: datetime, kind: str, record, amount: Decimal) -> dict:
+    # The itemized balance change report: a refund's gross is negative, its source its re_ id.
+    payment = record if kind == PAYMENT else record.payment
+    return {
+        "balance_transaction_id": f"txn_3Demo{_their_id(record, 12)}",
+        "created_utc": moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "currency": record.currency.lower(),
+        "gross": _major(amount if kind == PAYMENT else -amount, record.currency),
+        "reporting_category": "charge" if kind == PAYMENT else "refund",
+        "source_id": f"ch_3Demo{_their_id(record, 12)}" if kind == PAYMENT else record.provider_refund_id,
+        "payment_intent_id": payment.provider_reference,
+        "payment_metadata[payment_reference]": payment.reference,
+    }
+
+
+NAIROBI = ZoneInfo("Africa/Nairobi")
+
+
+def _mpesa_row(moment: datetime, kind: str, record, amount: Decimal) -> dict:
+    # The organisation statement: Nairobi time, day first; money in under Paid In, out under Withdrawn.
+    if kind == PAYMENT:
+        receipt, details, account = _their_id(record).upper(), "Pay Bill Online", record.reference
+    elif kind == REFUND:
+        receipt, details, account = record.provider_refund_id, f"Reversal of {record.payment.reference}", ""
+    else:
+        receipt, details, account = record.provider_transfer_id, "Business Payment to Customer", ""
+    money = _major(amount, "KES")
+    return {
+        "Receipt No.": receipt,
+        "Completion Time": moment.astimezone(NAIROBI).strftime("%d-%m-%Y %H:%M:%S"),
+        "Details": details,
+        "Transaction Status": "Completed",
+        "Paid In": money if kind == PAYMENT else "",
+        "Withdrawn": "" if kind == PAYMENT else f"-{money}",
+        "A/C No.": account,
+    }
+
+
+REPORT_WRITERS = {
+    "paystack": _paystack_row,
+    "flutterwave": _flutterwave_row,
+    "stripe": _stripe_row,
+    "mpesa": _mpesa_row,
+}
+
+
 PARTS = [
     Part("people", _people_loaded, load_people),
     Part("properties and bank accounts", _listings_loaded, load_listings),
@@ -868,4 +1288,6 @@ PARTS = [
     Part("webhook inbox", _webhooks_loaded, load_webhooks),
     Part("approvals", _approvals_loaded, load_approvals),
     Part("broadcasts", _broadcasts_loaded, load_broadcasts),
+    Part("refunds at the providers", _provider_refunds_loaded, load_provider_refunds),
+    Part("reconciliation", _reconciliation_loaded, load_reconciliation),
 ]

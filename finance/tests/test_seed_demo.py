@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from finance import crypto, demo
@@ -17,8 +18,11 @@ from finance.models import (
     ApprovalRequest,
     BankAccount,
     Booking,
+    HostReceivable,
     Payment,
     Property,
+    ProviderRefund,
+    ReconciliationLine,
     WalletTransaction,
     WebhookEvent,
     Withdrawal,
@@ -117,6 +121,11 @@ def test_the_demo_has_a_marketplace_worth_of_data_and_loading_it_twice_adds_noth
         assert withdrawal.payout_sent_at
     ages = sorted(timezone.now() - w.payout_sent_at for w in in_flight)
     assert ages[0] < timedelta(hours=1) and ages[-1] > timedelta(hours=6)
+
+    # Issue 18: refunds in each state, a host owing part of a refund, each kind of difference.
+    assert {"succeeded", "failed", "queued"} <= set(ProviderRefund.objects.values_list("status", flat=True))
+    assert HostReceivable.objects.filter(recovered__gt=0, recovered__lt=F("amount")).count() == 1
+    assert set(ReconciliationLine.objects.values_list("state", flat=True)) == set(ReconciliationLine.State.values)
 
     # The ledger balances: every movement went through the services.
     assert [check.name for check in run_ledger_checks() if not check.ok] == []

@@ -1,6 +1,7 @@
 """Demo data (finance/demo.py): staff in every role, a few hundred hosts and guests across
 the seven markets, six months of bookings, payouts, withdrawals in every state, refunds, a
-reversal, a webhook inbox, approvals and broadcasts.
+reversal, a webhook inbox, approvals and broadcasts; refunds at the providers in each state, a
+host whose refund after a withdrawal left a receivable, and the providers' reports reconciled.
 
 Idempotent, part by part: a second run adds nothing, and a part that failed is loaded on the
 next run. All money moves through TransactionService, so the ledger is consistent
