@@ -31,7 +31,7 @@ from finance.errors import InvalidStateError, require_reason
 from finance.models import Payment, ProviderRefund, ReconciliationLine, ReconciliationReport, Withdrawal
 from finance.money import quantum
 
-from .mappings import MAPPINGS, InvalidReportError, ReportRow
+from .mappings import MAPPINGS, PAYMENT, PAYOUT, REFUND, InvalidReportError, ReportRow
 from .matching import PAYOUT_SENT, RECORD_FIELD, REFUND_SENT, match_rows, missing_at_provider
 
 __all__ = [
@@ -417,15 +417,21 @@ def _activity_days(first: date, last: date) -> dict[str, set[date]]:
     end = datetime.combine(last + timedelta(days=1), time.min, tzinfo=UTC)
     days: dict[str, set[date]] = defaultdict(set)
     sources = (
-        (Payment.objects.filter(ledger_transaction__isnull=False), "provider", "ledger_transaction__created_at"),
-        (ProviderRefund.objects.filter(status__in=REFUND_SENT), "provider", "sent_at"),
-        (Withdrawal.objects.filter(status__in=PAYOUT_SENT), "payout_method", "payout_sent_at"),
+        (
+            PAYMENT,
+            Payment.objects.filter(ledger_transaction__isnull=False),
+            "provider",
+            "ledger_transaction__created_at",
+        ),
+        (REFUND, ProviderRefund.objects.filter(status__in=REFUND_SENT), "provider", "sent_at"),
+        (PAYOUT, Withdrawal.objects.filter(status__in=PAYOUT_SENT), "payout_method", "payout_sent_at"),
     )
-    for queryset, provider_field, moment in sources:
+    for kind, queryset, provider_field, moment in sources:
+        # Only the kinds of record the provider's report lists: a day when Paystack only sent a
+        # refund can never be covered by its (payments-only) report, so it is not waited for.
+        providers = [name for name in RECONCILED_PROVIDERS if kind in MAPPINGS[name].kinds]
         rows = (
-            queryset.filter(
-                **{f"{provider_field}__in": RECONCILED_PROVIDERS, f"{moment}__gte": start, f"{moment}__lt": end}
-            )
+            queryset.filter(**{f"{provider_field}__in": providers, f"{moment}__gte": start, f"{moment}__lt": end})
             .annotate(day=TruncDate(moment, tzinfo=UTC))
             .order_by()
             .values_list(provider_field, "day")
