@@ -516,12 +516,17 @@ class RefundTable(tables.Table):
 
     def render_reference(self, value, record):
         txn = transaction_link(record.transaction.reference, user=self.request.user)
-        return format_html('<span class="ops-ref">{}</span><br><small>{}</small>', value, txn)
+        return format_html(
+            '<div class="ops-stack"><span class="ops-ref">{}</span><br><small>{}</small></div>', value, txn
+        )
 
     def render_booking(self, value, record):
         url = f"{reverse('ops_refunds:index')}?booking={value}"
         return format_html(
-            '<a href="{}">Booking #{}</a><br><small>guest {}</small>', url, value, record.payment.booking.guest
+            '<div class="ops-stack"><a href="{}">Booking #{}</a><br><small>guest {}</small></div>',
+            url,
+            value,
+            record.payment.booking.guest,
         )
 
     def render_provider(self, value):
@@ -529,7 +534,7 @@ class RefundTable(tables.Table):
 
     def render_amount(self, value, record):
         return format_html(
-            "{}<br><small>host's share {}</small>",
+            '<div class="ops-stack">{}<br><small>host\'s share {}</small></div>',
             format_money(value, record.currency),
             format_money(record.transaction.amount, record.currency),
         )
@@ -551,7 +556,10 @@ class RefundTable(tables.Table):
             when.append(format_html('id <span class="ops-ref">{}</span>', record.provider_refund_id))
         if when:
             parts.append(format_html("<small>{}</small>", format_html_join(" · ", "{}", ((w,) for w in when))))
-        return format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts))
+        # One block, so a phone card shows it beside its label as one value (portal.css: .ops-stack).
+        return format_html(
+            '<div class="ops-stack">{}</div>', format_html_join(mark_safe("<br>"), "{}", ((part,) for part in parts))
+        )
 
     def render_actions(self, record):
         failed = record.status == record.Status.FAILED
