@@ -35,11 +35,14 @@ PASSWORD = "drill-password-not-to-be-printed"
 ACTIVITY = """
 from decimal import Decimal
 
+from django.db.models import F
+
 from finance.models import BankAccount, Booking, Wallet
 from finance.money import round_money
 from finance.services import TransactionService
 
-wallets = list(Wallet.objects.order_by("pk")[:3])
+# Wallets with money to spare (the demo has a host who owes the platform: no debit from that one).
+wallets = list(Wallet.objects.filter(balance__gt=F("held_balance") + 1000).order_by("pk")[:3])
 for wallet in wallets:
     TransactionService.credit_wallet(wallet, Decimal("250.00"), description="drill credit")
     TransactionService.debit_wallet(wallet, Decimal("100.00"), description="drill debit")

@@ -28,7 +28,7 @@ from finance.models import BankAccount
 from finance.money import currency_decimals
 from finance.services import TransactionService
 from messaging.models import Broadcast, DeadLetterMessage
-from portal.views import audit, broadcasts, dead_letters, finance, jobs, statement, webhooks
+from portal.views import audit, broadcasts, dead_letters, finance, jobs, reconciliation, statement, webhooks
 from portal.views.base import TableListView
 from testing import jobs as test_jobs
 from testing.jobs import run_ready_jobs
@@ -58,6 +58,7 @@ class Export:
     people: list[str] = field(default_factory=list)  # headers where the accented owner shows
     labels: dict[str, set] = field(default_factory=dict)  # header -> values it must not hold (codes)
     min_rows: int = 1
+    extra_data: str = ""  # a fixture with the rows only this export lists (refunds, reconciliation lines)
 
 
 ACTION_CODES = {"stayafrica.refund", "stayafrica.withdrawal.fail", "stayafrica.export", "stayafrica.auth.login"}
@@ -147,6 +148,27 @@ EXPORTS = [
         amounts={"Amount": "Currency", "Balance": "Currency", "Gross": "Currency", "Commission": "Currency"},
         min_rows=6,
     ),
+    Export(
+        "refunds",
+        (finance,),
+        "finance_user",
+        lambda d: "/admin/operations/refunds/?export=csv",
+        timestamps=["Created", "Sent", "Settled"],
+        amounts={"Refunded to guest": "Currency", "Host's share": "Currency"},
+        people=["Guest"],
+        labels={"Status": {"queued", "succeeded", "failed"}, "Provider": {"sandbox", "manual"}},
+        extra_data="refund_to_the_accented_guest",
+    ),
+    Export(
+        "unresolved reconciliation lines",
+        (reconciliation,),
+        "finance_user",
+        lambda d: "/admin/operations/reconciliation/unresolved/export/",
+        dates=["Day"],
+        amounts={"Provider amount": "Provider currency", "Ledger amount": "Ledger currency"},
+        labels={"State": {"differs", "missing_in_ledger", "missing_at_provider"}},
+        extra_data="paystack_report_read",
+    ),
     # The webhook inbox's columns are formatted in its own view (portal/views/webhooks.py);
     # the byte-order mark, the dated name and the fractions rule apply to it like to any export.
     Export(
@@ -162,6 +184,30 @@ EXPORTS = [
 @pytest.fixture
 def accented_host(make_user):
     return make_user("host", first_name=ACCENTED[0], last_name=ACCENTED[1])
+
+
+@pytest.fixture
+def refund_to_the_accented_guest(accented_host, guest, finance_user, make_booking, make_payment):
+    """A refund of part of what the accented user paid as a guest (queued at the sandbox)."""
+    booking = make_booking(guest, accented_host, total="1000.00", commission="150.00")
+    TransactionService.process_booking_payment(booking, make_payment(booking))
+    staff_actions.refund_booking(
+        booking=booking, amount="120.50", reason="Late check-in", actor=finance_user, idempotency_key="rf1"
+    )
+
+
+@pytest.fixture
+def paystack_report_read(finance_user):
+    """A Paystack report whose lines the ledger lacks: three unresolved differences."""
+    from finance.reconciliation import import_report
+    from testing.recorded_http import recorded
+
+    import_report(
+        provider="paystack",
+        file_name="paystack.csv",
+        content=recorded("reports/paystack_transactions.csv"),
+        actor=finance_user,
+    )
 
 
 @pytest.fixture
@@ -224,6 +270,8 @@ def read_with_headers(body: bytes) -> tuple[list[str], list[dict]]:
 @pytest.mark.parametrize("export", EXPORTS, ids=[e.name for e in EXPORTS])
 def test_the_export_reads_cleanly_in_a_spreadsheet(request, export, data):
     user = request.getfixturevalue(export.role)
+    if export.extra_data:
+        request.getfixturevalue(export.extra_data)
     response, body = download(user, export.url(data))
 
     disposition = response["Content-Disposition"]
