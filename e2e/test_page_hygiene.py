@@ -22,7 +22,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from finance import permissions, staff_actions
-from finance.models import ReconciliationLine, ReconciliationReport, WebhookEvent, Withdrawal
+from finance.models import ProviderRefund, ReconciliationLine, ReconciliationReport, WebhookEvent, Withdrawal
 from finance.services import TransactionService
 from finance.tasks import send_receipt
 from messaging.models import DeadLetterMessage
@@ -112,6 +112,13 @@ def busy_portal(make_user, host, guest, finance_user, approver, support_user, pa
         ledger_currency=payment.currency,
         provider_status="success",
     )
+    # A refund the provider failed, with a long reason in the provider's own words.
+    refund_txn = TransactionService.process_refund(paid_booking, Decimal("100.00"), "Guest left a day early")
+    failed_refund = ProviderRefund.objects.get(transaction=refund_txn)
+    ProviderRefund.objects.filter(pk=failed_refund.pk).update(
+        status=ProviderRefund.Status.FAILED,
+        failure_reason="Sandbox: the card issuer declined the refund (account closed by the holder on request)",
+    )
     DeadLetterMessage.objects.create(
         message_id=str(uuid.uuid4()),
         reason="Messages cannot contain the NUL character.",
@@ -140,6 +147,8 @@ def busy_portal(make_user, host, guest, finance_user, approver, support_user, pa
             ("ops_reconciliation", "pk"): line.pk,
             ("ops_reconciliation", "provider"): "paystack",
             ("ops_reconciliation", "day"): line.day.isoformat(),
+            ("ops_refunds", "pk"): failed_refund.pk,
+            ("ops_refunds", "action"): "retry",
         },
     }
 

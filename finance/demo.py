@@ -34,10 +34,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import Group
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.test.utils import override_settings
 from django.utils import timezone
+from wagtail.models import ModelLogEntry
 
 from . import crypto, reconciliation, refunds, staff_actions
 from .bank_details import MOBILE_MONEY_PREFIX, clean_bank_details
@@ -1140,14 +1142,27 @@ def load_reconciliation(now: datetime) -> str:
                 uploaded = datetime.combine(end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
                 report.created_at = min(now, uploaded + timedelta(hours=9))
                 report.save(update_fields=["created_at"])
+                _backdate_audit(report, report.created_at)
                 reports.append(report)
             week = end + timedelta(days=1)
     differs = ReconciliationLine.objects.get(
         provider=DIFFERENCES_PROVIDER, day=day_of_differences, state=ReconciliationLine.State.DIFFERS
     )
-    reconciliation.resolve_line(line=differs, note=RESOLUTION_NOTE, actor=finance)
+    resolved = reconciliation.resolve_line(line=differs, note=RESOLUTION_NOTE, actor=finance)
+    # Resolved the morning after the day's report was read, like the uploads' dates.
+    when = min(now, datetime.combine(day_of_differences + timedelta(days=2), datetime.min.time(), tzinfo=UTC))
+    ReconciliationLine.objects.filter(pk=resolved.pk).update(resolved_at=when + timedelta(hours=10))
+    _backdate_audit(resolved, when + timedelta(hours=10))
     lines = sum(report.line_count for report in reports)
     return f"{len(reports)} provider reports, {lines} lines"
+
+
+def _backdate_audit(instance, when: datetime) -> None:
+    """Move the audit entry an action on `instance` just wrote to when the demo says it happened
+    (the history's dates are in the past; the audit log must agree with them)."""
+    ModelLogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(type(instance)), object_id=str(instance.pk)
+    ).update(timestamp=when)
 
 
 def _day_of_differences(first: date, last: date) -> date:
