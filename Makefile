@@ -32,7 +32,10 @@ PG_URL ?= postgres://postgres@127.0.0.1:5432/stayafrica
 TEST_DATABASE_URL := $(or $(DATABASE_URL),$(PG_URL))
 # The Django suites run in parallel (pytest-xdist), one process per core by default; each
 # worker has its own test database (test_<name>_gw0, ...), live server and Erlang node.
+# A few tests take up to a minute (seed_demo, the backup drill, `deploy/serve`) where most
+# take a second: --dist worksteal lets an idle worker take tests queued for the busy one.
 TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: run test setup debian-packages python-packages python-dev-packages node-packages postgres migrate demo-data \
 	lint test-python test-sqlite test-e2e test-alerts bench-ledger bench-portal bench-stack serve stack dev-serve redis \
@@ -171,7 +174,7 @@ test-python: setup postgres redis python-dev-packages
 	@# The suites use the in-process cache; the tests of the production profile start real
 	@# servers that share Redis (TEST_REDIS_URL), under a key prefix of their own.
 	@env -u REDIS_URL $(DEV) DATABASE_URL=$(TEST_DATABASE_URL) TEST_REDIS_URL=$(REDIS_URL) \
-		$(VENV)/bin/pytest -n $(TEST_WORKERS) finance messaging portal jobs
+		$(VENV)/bin/pytest $(XDIST) finance messaging portal jobs
 
 test-e2e: setup postgres redis python-dev-packages
 	@echo "==> Browser tests (Playwright + Chromium)"

@@ -10,6 +10,20 @@ from django.contrib.auth.models import Group
 from portal.roles import ROLE_PERMISSIONS, apply_roles
 
 _serial = itertools.count(1)
+PASSWORD = "pass-12345"  # every make_user user's
+_password_hashes: dict[tuple, str] = {}
+
+
+def password_hash(password: str) -> str:
+    """make_password(password), computed once per hasher configuration (a test may switch
+    settings.PASSWORD_HASHERS): hashing is deliberately slow, and sign-ins still check it."""
+    from django.conf import settings
+    from django.contrib.auth.hashers import make_password
+
+    key = (password, tuple(settings.PASSWORD_HASHERS))
+    if key not in _password_hashes:
+        _password_hashes[key] = make_password(password)
+    return _password_hashes[key]
 
 
 @pytest.fixture(autouse=True)
@@ -40,10 +54,12 @@ def make_user(db, roles):
         n = next(_serial)
         # Staff are named after their role (finance3, support4...) so screenshots read naturally.
         name = groups[0].lower().replace(" ", "_") if groups else ("admin" if superuser else role)
-        user = User.objects.create_user(
+        # create_user() minus its hashing: every user gets the one hash of the password made
+        # with the hasher configured now (the production PBKDF2 is ~0.5 s per hash here).
+        user = User.objects.create(
             username=f"{name}{n}",
             email=f"{name}{n}@example.com",
-            password="pass-12345",
+            password=password_hash(PASSWORD),
             role="staff" if groups or superuser else role,
             country=country,
             is_staff=bool(groups) or superuser,
