@@ -203,19 +203,29 @@ def send_transfer(withdrawal_id: int) -> dict:
         )
         return {"withdrawal": withdrawal.reference, "refused": error.message, "settled": settled.what}
     except Exception as error:
-        attempt = current_attempt()
-        message = describe(error)
-        if attempt.is_last:
-            message = (
-                f"{message} (sending gave up after {attempt.number} attempts; the periodic query will ask "
-                f"{provider_label(withdrawal)} about {withdrawal.transfer_reference})"
-            )
+        message, hand_to_query = failed_send(
+            error, provider=provider_label(withdrawal), reference=withdrawal.transfer_reference
+        )
         _record_send_error(withdrawal.pk, message)
-        if attempt.is_last and isinstance(error, ProviderUnavailableError):
+        if hand_to_query:
             return {"withdrawal": withdrawal.reference, "handed_to_query": message}
         raise
     settled = record_answer(withdrawal.pk, result)
     return {"withdrawal": withdrawal.reference, "status": result.status, "settled": settled.what}
+
+
+def failed_send(error: Exception, *, provider: str, reference: str) -> tuple[str, bool]:
+    """After a send job's provider call raised `error`: the message to keep for staff, and whether
+    to stop retrying and leave the item to the periodic query (the job's last attempt, and the
+    provider was unreachable). Payouts' and refunds' send jobs share it."""
+    attempt = current_attempt()
+    message = describe(error)
+    if attempt.is_last:
+        message = (
+            f"{message} (sending gave up after {attempt.number} attempts; the periodic query will ask "
+            f"{provider} about {reference})"
+        )
+    return message, attempt.is_last and isinstance(error, ProviderUnavailableError)
 
 
 def provider_label(withdrawal: Withdrawal) -> str:

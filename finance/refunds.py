@@ -32,12 +32,13 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from jobs.policy import PermanentJobError, job
-from jobs.worker import current_attempt, describe
+from jobs.worker import describe
 
 from . import ledger
 from .errors import InvalidStateError, NotFoundError
 from .models import Payment, ProviderRefund, WalletTransaction, WebhookEvent
 from .money import format_money
+from .payouts import failed_send
 from .providers import PROVIDERS, is_enabled
 from .providers.base import (
     FAILED,
@@ -45,7 +46,6 @@ from .providers.base import (
     SUCCESS,
     MalformedEventError,
     ProviderEvent,
-    ProviderUnavailableError,
     RefundRefusedError,
     RefundResult,
     major_amount,
@@ -140,15 +140,9 @@ def send_refund(refund_id: int, attempt: int = 1) -> dict:
         settled = settle_refund(refund.pk, status=FAILED, reason=reason)
         return {"refund": refund.refund_reference, "refused": error.message, "settled": settled.what}
     except Exception as error:
-        current = current_attempt()
-        message = describe(error)
-        if current.is_last:
-            message = (
-                f"{message} (sending gave up after {current.number} attempts; the periodic query will ask "
-                f"{provider_label(refund)} about {refund.refund_reference})"
-            )
+        message, hand_to_query = failed_send(error, provider=provider_label(refund), reference=refund.refund_reference)
         _record_send_error(refund.pk, message)
-        if current.is_last and isinstance(error, ProviderUnavailableError):
+        if hand_to_query:
             return {"refund": refund.refund_reference, "handed_to_query": message}
         raise
     settled = record_refund_answer(refund.pk, result)

@@ -266,25 +266,37 @@ class Mpesa(Provider):
         """POST /mpesa/transactionstatus/v1/query by the payout's OriginatorConversationID. Daraja
         only acknowledges it: the status arrives as a Result callback (parse_result), so this is
         always PENDING. Any error raises ProviderUnavailableError: a failed query never fails a payout."""
-        client = self.client(session)
+        self._ask_status(
+            self.client(session),
+            conversation_id=withdrawal.transfer_reference,
+            party=settings.MPESA_B2C_SHORTCODE,
+            remarks=f"Status of payout {withdrawal.reference}",
+            occasion=STATUS_QUERY_OCCASION + withdrawal.transfer_reference,
+            what="the status query",
+        )
+        return TransferResult(status=PENDING, provider_transfer_id=withdrawal.provider_transfer_id)
+
+    def _ask_status(self, client, *, conversation_id: str, party: str, remarks: str, occasion: str, what: str):
+        """POST a Transaction Status query (a payout's or a reversal's): Daraja only acknowledges
+        it, and the answer comes as a Result callback whose Occasion says what it was about. A
+        refusal or an error raises ProviderUnavailableError: a failed query settles nothing."""
         status, answer = client.daraja_post(
             STATUS_PATH,
             {
                 "Initiator": settings.MPESA_INITIATOR_NAME,
                 "SecurityCredential": settings.MPESA_SECURITY_CREDENTIAL,
                 "CommandID": "TransactionStatusQuery",
-                "OriginalConversationID": withdrawal.transfer_reference,
-                "PartyA": settings.MPESA_B2C_SHORTCODE,
+                "OriginalConversationID": conversation_id,
+                "PartyA": party,
                 "IdentifierType": "4",  # an organisation shortcode
                 "ResultURL": self.callback_url(),
                 "QueueTimeOutURL": self.callback_url(),
-                "Remarks": f"Status of payout {withdrawal.reference}",
-                "Occasion": STATUS_QUERY_OCCASION + withdrawal.transfer_reference,
+                "Remarks": remarks,
+                "Occasion": occasion,
             },
         )
         if status >= 400 or str(answer.get("ResponseCode", "")) != "0":
-            raise client.unavailable(f"refused the status query with {status}", answer)
-        return TransferResult(status=PENDING, provider_transfer_id=withdrawal.provider_transfer_id)
+            raise client.unavailable(f"refused {what} with {status}", answer)
 
     # --- refunds: reversals -----------------------------------------------------------------
 
@@ -337,24 +349,14 @@ class Mpesa(Provider):
                 failure_reason="M-Pesa never acknowledged this reversal, so it cannot be asked about; "
                 "check the payment's receipt in the M-Pesa portal before retrying.",
             )
-        client = self.client(session)
-        status, answer = client.daraja_post(
-            STATUS_PATH,
-            {
-                "Initiator": settings.MPESA_INITIATOR_NAME,
-                "SecurityCredential": settings.MPESA_SECURITY_CREDENTIAL,
-                "CommandID": "TransactionStatusQuery",
-                "OriginalConversationID": refund.provider_refund_id,
-                "PartyA": settings.MPESA_SHORTCODE,
-                "IdentifierType": "4",  # an organisation shortcode
-                "ResultURL": self.callback_url(),
-                "QueueTimeOutURL": self.callback_url(),
-                "Remarks": f"Status of refund {refund.refund_reference}",
-                "Occasion": REFUND_STATUS_OCCASION + refund.refund_reference,
-            },
+        self._ask_status(
+            self.client(session),
+            conversation_id=refund.provider_refund_id,
+            party=settings.MPESA_SHORTCODE,
+            remarks=f"Status of refund {refund.refund_reference}",
+            occasion=REFUND_STATUS_OCCASION + refund.refund_reference,
+            what="the refund status query",
         )
-        if status >= 400 or str(answer.get("ResponseCode", "")) != "0":
-            raise client.unavailable(f"refused the refund status query with {status}", answer)
         return RefundResult(status=PENDING, provider_refund_id=refund.provider_refund_id)
 
 
