@@ -89,6 +89,7 @@ def production_environment(url: str, paystack_url: str) -> dict:
     """What every process of the stack gets: production secrets (new for this run), the bench
     database, Redis under a prefix of its own. DEBUG off (the stack sets it too)."""
     from testing.production_secrets import PRODUCTION_SECRETS
+    from testing.web_server import UNREACHABLE_PROVIDER_APIS
 
     env = {
         **os.environ,
@@ -99,6 +100,7 @@ def production_environment(url: str, paystack_url: str) -> dict:
         "REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         "CACHE_KEY_PREFIX": f"stack-bench-{os.getpid()}-{secrets.token_hex(4)}",
         "SANDBOX_PAYMENTS_ENABLED": "false",
+        **UNREACHABLE_PROVIDER_APIS,
         "PAYSTACK_API_URL": paystack_url,
     }
     env.pop("FINANCE_LOG_LEVEL", None)  # production logging in the stack, as deployed

@@ -42,6 +42,14 @@ def test_database_url() -> str:
     return f"postgres://{user}@{host}:{port}/{db['NAME']}"
 
 
+# The production secrets include the providers' keys, so a stack's periodic jobs (the
+# reconciliation fetch) would call the real providers: their APIs point at a loopback port
+# nothing listens on instead (refused at once). A test with a recorded server passes its URL.
+UNREACHABLE_PROVIDER_APIS = {
+    name: "http://127.0.0.1:9" for name in ("PAYSTACK_API_URL", "FLUTTERWAVE_API_URL", "STRIPE_API_URL")
+}
+
+
 def production_environment(**overrides) -> dict:
     """DEBUG off with private secrets, the test database, Redis under a prefix no other test or run shares."""
     database_url = test_database_url()
@@ -49,6 +57,7 @@ def production_environment(**overrides) -> dict:
         **os.environ,
         "DEBUG": "false",
         **PRODUCTION_SECRETS,
+        **UNREACHABLE_PROVIDER_APIS,
         "SANDBOX_PAYMENTS_ENABLED": "false",
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_url(),
