@@ -52,6 +52,18 @@ def _result(name: str, description: str, rows, describe) -> CheckResult:
     return CheckResult(name, description, [describe(row) for row in rows[:MAX_REPORTED]], len(rows))
 
 
+def _sum_per_row(related, parent: str, summed="amount"):
+    """For each row of the outer query: the sum of `summed` over the `related` rows whose
+    `parent` is that row (zero when there are none), as one correlated subquery."""
+    per_parent = related.filter(**{parent: OuterRef("pk")}).values(parent).annotate(total=Sum(summed)).values("total")
+    return Coalesce(Subquery(per_parent), ZERO)
+
+
+def _totals_per_currency(queryset) -> dict:
+    """{currency: sum of amount} over `queryset`."""
+    return dict(queryset.values("currency").annotate(total=Sum("amount")).values_list("currency", "total").order_by())
+
+
 def journal_balances_per_currency() -> CheckResult:
     rows = LedgerEntry.objects.values("currency").annotate(total=Sum("amount")).filter(_nonzero("total"))
     return _result(
@@ -87,11 +99,8 @@ def entry_currencies_match() -> CheckResult:
 
 
 def wallet_balances_match_entries() -> CheckResult:
-    entry_sum = (
-        LedgerEntry.objects.filter(wallet=OuterRef("pk")).values("wallet").annotate(total=Sum("amount")).values("total")
-    )
     rows = (
-        Wallet.objects.annotate(journal=Coalesce(Subquery(entry_sum), ZERO))
+        Wallet.objects.annotate(journal=_sum_per_row(LedgerEntry.objects, "wallet"))
         .annotate(difference=F("balance") - F("journal"))
         .filter(_nonzero("difference"))
         .values("id", "balance", "journal")
@@ -108,27 +117,16 @@ def negative_only_by_receivables() -> CheckResult:
     """Held ≥ 0; a wallet's available balance is negative only by its outstanding receivables
     (max(0, held − balance) = Σ amount − recovered); each receivable's recovered is the sum of
     its recoveries."""
-    outstanding = (
-        HostReceivable.objects.filter(wallet=OuterRef("pk"))
-        .values("wallet")
-        .annotate(total=Sum(F("amount") - F("recovered")))
-        .values("total")
-    )
+    outstanding = _sum_per_row(HostReceivable.objects, "wallet", F("amount") - F("recovered"))
     debt = Greatest(F("held_balance") - F("balance"), ZERO)
     wallets = (
-        Wallet.objects.annotate(owed=Coalesce(Subquery(outstanding), ZERO), difference=debt - F("owed"))
+        Wallet.objects.annotate(owed=outstanding, difference=debt - F("owed"))
         .filter(Q(held_balance__lt=0) | _nonzero("difference"))
         .values("id", "balance", "held_balance", "owed")
         .order_by("id")
     )
-    recovered = (
-        ReceivableRecovery.objects.filter(receivable=OuterRef("pk"))
-        .values("receivable")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
     receivables = (
-        HostReceivable.objects.annotate(recovery_sum=Coalesce(Subquery(recovered), ZERO))
+        HostReceivable.objects.annotate(recovery_sum=_sum_per_row(ReceivableRecovery.objects, "receivable"))
         .annotate(difference=F("recovered") - F("recovery_sum"))
         .filter(_nonzero("difference"))
         .values("id", "wallet_id", "recovered", "recovery_sum")
@@ -156,14 +154,9 @@ def _describe_debt_violation(row: dict) -> str:
 
 
 def held_matches_open_withdrawals() -> CheckResult:
-    open_sum = (
-        Withdrawal.objects.filter(wallet=OuterRef("pk"), status__in=Withdrawal.OPEN_STATUSES)
-        .values("wallet")
-        .annotate(total=Sum("amount"))
-        .values("total")
-    )
+    open_withdrawals = Withdrawal.objects.filter(status__in=Withdrawal.OPEN_STATUSES)
     rows = (
-        Wallet.objects.annotate(open_total=Coalesce(Subquery(open_sum), ZERO))
+        Wallet.objects.annotate(open_total=_sum_per_row(open_withdrawals, "wallet"))
         .annotate(difference=F("held_balance") - F("open_total"))
         .filter(_nonzero("difference"))
         .values("id", "held_balance", "open_total")
@@ -253,20 +246,8 @@ def refunds_payable_match_open_refunds() -> CheckResult:
     """Refunds payable holds exactly what is owed to guests: per currency, the account's balance
     equals the open provider refunds (queued, processing, failed), and every refund transaction
     that moved money (completed, or reversed since) has its provider refund."""
-    payable = dict(
-        LedgerEntry.objects.filter(system_account=SystemAccount.REFUNDS_PAYABLE)
-        .values("currency")
-        .annotate(total=Sum("amount"))
-        .values_list("currency", "total")
-        .order_by()
-    )
-    owed = dict(
-        ProviderRefund.objects.filter(status__in=ProviderRefund.OPEN_STATUSES)
-        .values("currency")
-        .annotate(total=Sum("amount"))
-        .values_list("currency", "total")
-        .order_by()
-    )
+    payable = _totals_per_currency(LedgerEntry.objects.filter(system_account=SystemAccount.REFUNDS_PAYABLE))
+    owed = _totals_per_currency(ProviderRefund.objects.filter(status__in=ProviderRefund.OPEN_STATUSES))
     problems = []
     for currency in sorted(set(payable) | set(owed)):
         balance, open_total = payable.get(currency) or Decimal(0), owed.get(currency) or Decimal(0)
