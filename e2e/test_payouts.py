@@ -11,9 +11,9 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from finance import crypto
-from finance.ledger_checks import run_ledger_checks
 from finance.models import BankAccount, WebhookEvent, Withdrawal
 from finance.services import TransactionService
+from testing.ledger import failing_ledger_checks
 
 from .conftest import shots
 
@@ -60,11 +60,6 @@ def send_payout(page, withdrawal: Withdrawal) -> None:
     expect(page.locator(f"#withdrawal-{withdrawal.pk}")).to_contain_text("waiting for its confirmation")
 
 
-def assert_ledger_sound() -> None:
-    failed = [check.name for check in run_ledger_checks() if not check.ok]
-    assert failed == []
-
-
 def test_a_payout_goes_out_and_settles_by_the_providers_callback(
     open_as, finance_user, host, funded_wallet, start_job_worker
 ):
@@ -100,7 +95,7 @@ def test_a_payout_goes_out_and_settles_by_the_providers_callback(
     expect(page.locator("#results")).to_contain_text("transfer.succeeded")
     expect(page.locator("#results")).to_contain_text(f"Host payout {withdrawal.reference}, NGN 2,500.00")
     shots(page, "payout-1-inbox")
-    assert_ledger_sound()
+    assert failing_ledger_checks() == []
 
 
 def test_a_payout_the_provider_refuses_fails_and_releases_the_hold(
@@ -124,7 +119,7 @@ def test_a_payout_the_provider_refuses_fails_and_releases_the_hold(
     funded_wallet.refresh_from_db()
     assert (funded_wallet.balance, funded_wallet.held_balance) == (Decimal("10000.00"), Decimal("0.00"))
     assert WebhookEvent.objects.get(withdrawal=withdrawal).outcome == WebhookEvent.Outcome.PAYOUT_FAILED
-    assert_ledger_sound()
+    assert failing_ledger_checks() == []
 
 
 def test_a_bulk_of_five_payouts_goes_through_the_sandbox(open_as, finance_user, host, funded_wallet, start_job_worker):
@@ -153,4 +148,4 @@ def test_a_bulk_of_five_payouts_goes_through_the_sandbox(open_as, finance_user, 
     funded_wallet.refresh_from_db()
     assert (funded_wallet.balance, funded_wallet.held_balance) == (Decimal("4000.00"), Decimal("0.00"))
     assert WebhookEvent.objects.filter(withdrawal__in=withdrawals, outcome=WebhookEvent.Outcome.APPLIED).count() == 5
-    assert_ledger_sound()
+    assert failing_ledger_checks() == []

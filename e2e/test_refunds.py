@@ -4,13 +4,11 @@ Finance refunds in the browser; a real background worker (`manage.py run_worker`
 refund at the provider that took the payment — here the offline sandbox — and the sandbox's
 signed callback, posted to the live server, settles it. Nothing is faked but the provider."""
 
-import time
 from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
 
-from finance.ledger_checks import run_ledger_checks
 from finance.models import (
     HostReceivable,
     LedgerEntry,
@@ -20,6 +18,8 @@ from finance.models import (
     WebhookEvent,
 )
 from finance.services import TransactionService
+from testing.ledger import failing_ledger_checks
+from testing.waiting import wait_until
 
 from .conftest import PHONE, shots
 
@@ -32,13 +32,14 @@ SETTLE_SECONDS = 45
 
 def wait_for_refund(refund_pk: int, *statuses: str) -> ProviderRefund:
     """Wait (bounded) until the refund reaches one of `statuses`, and return it."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    while time.monotonic() < deadline:
-        refund = ProviderRefund.objects.get(pk=refund_pk)
-        if refund.status in statuses:
-            return refund
-        time.sleep(0.25)
-    raise AssertionError(f"refund {refund_pk} still {ProviderRefund.objects.get(pk=refund_pk).status}")
+    reached = wait_until(
+        lambda: ProviderRefund.objects.filter(pk=refund_pk, status__in=statuses).exists(),
+        seconds=SETTLE_SECONDS,
+        interval=0.25,
+    )
+    refund = ProviderRefund.objects.get(pk=refund_pk)
+    assert reached, f"refund {refund_pk} still {refund.status}"
+    return refund
 
 
 def refunds_payable(currency: str = "NGN") -> Decimal:
@@ -52,10 +53,6 @@ def review_refund(page, amount: str, reason: str):
     page.get_by_label("Reason (required)").fill(reason)
     page.get_by_role("button", name="Review refund").click()
     return page.get_by_role("group", name="Confirm refund")
-
-
-def assert_ledger_sound() -> None:
-    assert [check.name for check in run_ledger_checks() if not check.ok] == []
 
 
 def test_a_refund_the_provider_fails_is_retried_and_settles_by_its_callback(
@@ -99,7 +96,7 @@ def test_a_refund_the_provider_fails_is_retried_and_settles_by_its_callback(
     page.goto("/admin/operations/webhooks/?show=all")
     expect(page.locator("#results")).to_contain_text("Refund of NGN 400.13")
     shots(page, "refund-1-inbox")
-    assert_ledger_sound()
+    assert failing_ledger_checks() == []
 
 
 def test_a_refund_after_the_host_withdrew_leaves_a_negative_balance_the_next_payout_recovers(
@@ -156,4 +153,4 @@ def test_a_refund_after_the_host_withdrew_leaves_a_negative_balance_the_next_pay
     expect(statement.locator("main")).to_contain_text("went below zero by NGN 850.00")
     expect(statement.locator("main")).to_contain_text("repaid what you owed")
     shots(statement, "refund-2-host-statement")
-    assert_ledger_sound()
+    assert failing_ledger_checks() == []

@@ -582,17 +582,7 @@ def _plan_host_in_debt(timeline: Timeline, now: datetime, wallets: dict[int, Wal
         quiet = max(moved, default=start) < start and host.pk not in paid_soon
         if wallet.held_balance == 0 and wallet.available_balance > 0 and quiet:
             break
-    payment = (
-        Payment.objects.filter(
-            booking__rental_property__host=host,
-            ledger_transaction__status=WalletTransaction.Status.COMPLETED,
-            refunded_amount=0,
-            reference__startswith=DEMO_PAYMENT_PREFIX,
-        )
-        .select_related("booking__rental_property")
-        .order_by("-amount", "pk")
-        .first()
-    )
+    payment = _unrefunded_demo_payments(booking__rental_property__host=host).order_by("-amount", "pk").first()
     bank = BankAccount.objects.get(owner=host, is_primary=True)
     finance = User.objects.get(username="finance")
 
@@ -1036,18 +1026,8 @@ def load_provider_refunds(now: datetime) -> str:
     finance may retry it), one still queued (its send job waits for `make run`'s worker, which
     settles it a moment later), and one to refund by hand (made while its provider was off)."""
     cents = Decimal(f"0.{settings.SANDBOX_REFUND_FAILS_CENTS}")
-    paid = list(
-        Payment.objects.filter(
-            provider="sandbox",
-            reference__startswith=DEMO_PAYMENT_PREFIX,
-            ledger_transaction__status=WalletTransaction.Status.COMPLETED,
-            refunded_amount=0,
-        )
-        .select_related("booking", "ledger_transaction__wallet")
-        .order_by("pk")
-    )
     # Hosts who can give their share back: these refunds leave no wallet negative.
-    paid = [p for p in paid if p.ledger_transaction.wallet.available_balance >= p.amount]
+    paid = [p for p in _unrefunded_demo_payments(provider="sandbox").order_by("pk") if _host_can_cover(p)]
     two_decimals = [p for p in paid if quantum(p.currency) == Decimal("0.01") and p.amount > 1]
     failing = two_decimals[0]
     others = [p for p in paid if p != failing]
@@ -1073,6 +1053,21 @@ def load_provider_refunds(now: datetime) -> str:
     return f"{len(states)} refunds: " + ", ".join(sorted(states))
 
 
+def _unrefunded_demo_payments(**filters):
+    """The demo's payments whose money reached the host's wallet and that no refund touched yet."""
+    return Payment.objects.filter(
+        reference__startswith=DEMO_PAYMENT_PREFIX,
+        ledger_transaction__status=WalletTransaction.Status.COMPLETED,
+        refunded_amount=0,
+        **filters,
+    ).select_related("booking__rental_property", "ledger_transaction__wallet")
+
+
+def _host_can_cover(payment: Payment) -> bool:
+    """Whether the host's wallet holds the whole payment: refunding it leaves the wallet positive."""
+    return payment.ledger_transaction.wallet.available_balance >= payment.amount
+
+
 def _sandbox_answers(refund: ProviderRefund) -> None:
     """What `make run`'s worker does, here and now: the send job sends the refund (the sandbox
     accepts it), then the sandbox's signed callback comes in through the webhook pipeline."""
@@ -1085,17 +1080,7 @@ def _sandbox_answers(refund: ProviderRefund) -> None:
 def _refund_by_hand() -> None:
     """A Flutterwave payment refunded on a deployment with Flutterwave switched off: no provider
     can send it, so finance pays the guest by other means and marks it refunded."""
-    payment = (
-        Payment.objects.filter(
-            provider="flutterwave",
-            reference__startswith=DEMO_PAYMENT_PREFIX,
-            ledger_transaction__status=WalletTransaction.Status.COMPLETED,
-            refunded_amount=0,
-        )
-        .select_related("booking", "ledger_transaction__wallet")
-        .order_by("-pk")
-    )
-    payment = next(p for p in payment if p.ledger_transaction.wallet.available_balance >= p.amount)
+    payment = next(p for p in _unrefunded_demo_payments(provider="flutterwave").order_by("-pk") if _host_can_cover(p))
     others = {name: countries for name, countries in settings.PAYMENT_PROVIDERS.items() if name != "flutterwave"}
     with override_settings(PAYMENT_PROVIDERS=others):
         TransactionService.process_refund(payment.booking, payment.amount, "Property closed for repairs")
@@ -1224,6 +1209,11 @@ def _major(amount: Decimal, currency: str) -> str:
     return str(amount.quantize(quantum(currency)))
 
 
+def _iso_utc(moment: datetime) -> str:
+    """Paystack's and Flutterwave's timestamps: UTC, milliseconds, Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
 def _paystack_row(moment: datetime, kind: str, payment, amount: Decimal) -> dict:
     # https://paystack.com/docs/api/transaction/#list: amounts in the currency's subunit.
     return {
@@ -1233,7 +1223,7 @@ def _paystack_row(moment: datetime, kind: str, payment, amount: Decimal) -> dict
         "currency": payment.currency,
         "status": "success",
         "channel": "card",
-        "paid_at": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "paid_at": _iso_utc(moment),
     }
 
 
@@ -1246,7 +1236,7 @@ def _flutterwave_row(moment: datetime, kind: str, payment, amount: Decimal) -> d
         "currency": payment.currency,
         "status": "successful",
         "payment_type": "card",
-        "created_at": moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "created_at": _iso_utc(moment),
     }
 
 

@@ -1,4 +1,5 @@
-"""A snapshot of every row a money operation could change, to prove a refusal changed nothing."""
+"""A snapshot of every row a money operation could change, to prove a refusal changed nothing;
+and the ledger checks a test expects to pass."""
 
 
 def ledger_snapshot() -> dict:
@@ -26,3 +27,10 @@ def ledger_snapshot() -> dict:
         "receivables": sorted(HostReceivable.objects.values_list("id", "recovered")),
         "recoveries": ReceivableRecovery.objects.count(),
     }
+
+
+def failing_ledger_checks() -> list[str]:
+    """The names of check_ledger's checks that fail now (a sound ledger: [])."""
+    from finance.ledger_checks import run_ledger_checks
+
+    return [check.name for check in run_ledger_checks() if not check.ok]
